@@ -1,0 +1,178 @@
+// The op interface of Myelin's CUDA backend (namespace myelin::cuda): the same
+// GPT-2 ops as kernels/ops.h, on device buffers, with the stream passed
+// explicitly. Every op is a template over the storage type T of activations
+// and parameters, instantiated for T = float and T = __nv_bfloat16 only; math
+// is always fp32. Parameter GRADIENTS are always fp32 (float*), whatever T is.
+//
+// Conventions (they differ from the CPU interface where noted, for speed):
+//  * parameter gradients (dwte, dwpe, dweight, dbias) ACCUMULATE (+=), as on CPU;
+//  * activation gradients: layernorm_backward and residual_backward ACCUMULATE
+//    into dinp (the residual stream); matmul, attention and gelu backward
+//    OVERWRITE dinp (the CPU versions accumulate);
+//  * attention keeps no T x T matrix: forward saves the per-row logsumexp
+//    (float [B,NH,T]); backward recomputes probabilities;
+//  * the classifier writes dlogits in place over the logits;
+//  * reductions are deterministic (fixed partitions, fixed-order sums, no
+//    float atomics): the same inputs give bit-identical outputs run to run.
+// Functions only enqueue work; errors in arguments throw std::invalid_argument,
+// CUDA/cuBLAS failures throw std::runtime_error.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace myelin::cuda {
+
+// ---- encoder: out[b,t,:] = wte[tok[b,t],:] + wpe[t,:] ------------------------------------
+template <typename T>
+void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int Tn, int C,
+                     cudaStream_t s);
+
+// Deterministic encoder backward needs the positions grouped by token. The host
+// builds the groups from the host copy of the tokens (build_encoder_buckets) and
+// uploads the three arrays; positions inside a bucket are in increasing order.
+struct EncoderBuckets {
+  std::vector<int> tokens;    // [num_buckets] distinct token ids
+  std::vector<int> offsets;   // [num_buckets + 1] into positions
+  std::vector<int> positions; // [N] flat positions b*T + t
+  int num_buckets() const { return static_cast<int>(tokens.size()); }
+};
+void build_encoder_buckets(const int* tokens, int N, EncoderBuckets& out);
+
+// dwte[tok] += sum of dout rows of that token; dwpe[t] += sum_b dout[b,t].
+// Either gradient may be null. Bucket arrays are device copies of EncoderBuckets.
+template <typename T>
+void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* bucket_tokens,
+                      const int* bucket_offsets, const int* bucket_positions, int num_buckets,
+                      int B, int Tn, int C, cudaStream_t s);
+
+// ---- LayerNorm over C (eps 1e-5); mean/rstd [N] may be null ---------------------------------
+template <typename T>
+void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight,
+                       const T* bias, int N, int C, cudaStream_t s);
+// residual = a + b (rounded to T), then out = LayerNorm(residual). Fused.
+template <typename T>
+void residual_layernorm_forward(T* residual, T* out, float* mean, float* rstd, const T* a,
+                                const T* b, const T* weight, const T* bias, int N, int C,
+                                cudaStream_t s);
+// dinp += ..., dweight += ..., dbias += ... ; scratch: layernorm_backward_scratch(N, C) floats.
+// C <= 4096.
+std::size_t layernorm_backward_scratch(int N, int C);
+template <typename T>
+void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
+                        const T* weight, const float* mean, const float* rstd, int N, int C,
+                        float* scratch, cudaStream_t s);
+
+// ---- matmul through cuBLASLt (fp32 compute; no TF32) -----------------------------------------
+// One context per stream: it owns the cuBLASLt handle, a workspace and a cache
+// of chosen algorithms. Not thread-safe.
+class MatmulContext {
+public:
+  explicit MatmulContext(std::size_t workspace_bytes = std::size_t(32) << 20);
+  ~MatmulContext();
+  MatmulContext(const MatmulContext&) = delete;
+  MatmulContext& operator=(const MatmulContext&) = delete;
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (+ bias[OC]); bias may be null.
+// gelu: out = gelu(that), and if pre_gelu is non-null it receives the
+// pre-activation (for the fused backward). Uses cuBLASLt epilogues when
+// possible (BIAS, GELU_BIAS, GELU_AUX_BIAS), separate kernels otherwise.
+// cuBLASLt's GELU is the tanh approximation; it may round differently from
+// gelu_forward (see the test tolerances).
+template <typename T>
+void matmul_forward(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, const T* weight,
+                    const T* bias, int N, int IC, int OC, bool gelu, cudaStream_t s);
+// dinp[N,IC]    = scale * dout @ weight          (overwritten; skipped if null),
+//                 times gelu'(pre_gelu) elementwise if pre_gelu is non-null;
+// dweight[OC,IC] += scale * dout^T @ inp         (fp32; skipped if null);
+// dbias[OC]     += scale * sum_n dout[n,:]       (fp32; skipped if null;
+//                 scratch: matmul_dbias_scratch(N, OC) floats).
+std::size_t matmul_dbias_scratch(int N, int OC);
+template <typename T>
+void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, const T* dout,
+                     const T* inp, const T* weight, const T* pre_gelu, int N, int IC, int OC,
+                     float scale, float* scratch, cudaStream_t s);
+// out[N,OC] += bias[OC] (helper, also used as the fallback of the bias epilogue).
+template <typename T>
+void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t s);
+// Generic column-major GEMM for the benchmark's roofline reference:
+// D[m,n] = A[k,m]^T B[k,n] (all T, fp32 compute), workspace from ctx.
+template <typename T>
+void gemm_tn(MatmulContext& ctx, T* D, const T* A, const T* B, int m, int n, int k,
+             cudaStream_t s);
+
+// ---- causal multi-head attention, flash style --------------------------------------------------
+// qkv [B,T,3C] = (q | k | v), NH heads of hs = C/NH channels; out [B,T,C];
+// lse [B,NH,T] (float) = logsumexp of the scaled scores of each query row.
+// Specialised for hs = 64 and 128; any other hs <= 256 takes a generic path.
+template <typename T>
+void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int C, int NH,
+                       cudaStream_t s);
+// dqkv (overwritten) from dout = d(out). scratch: B*NH*T floats.
+template <typename T>
+void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, const T* out,
+                        const float* lse, int B, int Tn, int C, int NH, cudaStream_t s);
+
+// ---- GeLU (tanh approximation); in place allowed (out == inp, dinp == dout) ----------------
+template <typename T>
+void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s);
+// dinp = gelu'(inp) * dout (overwritten)
+template <typename T>
+void gelu_backward(T* dinp, const T* inp, const T* dout, std::size_t n, cudaStream_t s);
+
+// ---- residual and small elementwise helpers ------------------------------------------------------
+template <typename T>
+void residual_forward(T* out, const T* a, const T* b, std::size_t n, cudaStream_t s);
+// da += dout; db += dout (either may be null)
+template <typename T>
+void residual_backward(T* da, T* db, const T* dout, std::size_t n, cudaStream_t s);
+// dst = (Dst) src, rounding to nearest for bf16.
+template <typename Dst, typename Src>
+void convert(Dst* dst, const Src* src, std::size_t n, cudaStream_t s);
+
+// ---- fused classifier ----------------------------------------------------------------------------
+// logits [N,Vp] (first V columns real). losses[n] = logsumexp(logits[n,:V]) -
+// logits[n,target]. If write_dlogits, logits[n,:] is overwritten with
+// (softmax - onehot) * dloss (padding columns 0). One read pass + one
+// read/write pass; no probabilities buffer. A target outside [0,V) gives NaN.
+template <typename T>
+void classifier_forward_backward(float* losses, T* logits, const int* targets, int N, int V,
+                                 int Vp, float dloss, bool write_dlogits, cudaStream_t s);
+
+// ---- AdamW -----------------------------------------------------------------------------------------
+// fp32 master weights and moments. For T = float, master may be null: params is
+// then the master copy. For T = bf16, master must be non-null and params gets
+// the updated master rounded to bf16 (nearest, or stochastic when seed != 0).
+struct AdamWArgs {
+  float lr, beta1, beta2, eps, weight_decay;
+  int t;                       // step, >= 1
+  std::uint32_t seed = 0;      // 0: round to nearest; else stochastic rounding
+};
+template <typename T>
+void adamw_update(T* params, float* master, const float* grads, float* m, float* v,
+                  std::size_t n, const AdamWArgs& a, cudaStream_t s);
+
+// ---- global norm ------------------------------------------------------------------------------------
+// *out (device double) = sum x^2, accumulated in double over a fixed partition
+// (kSumSquaresBlocks partial sums, reduced in fixed order): deterministic and
+// independent of the GPU model. scratch: kSumSquaresBlocks doubles.
+inline constexpr int kSumSquaresBlocks = 1024;
+template <typename T>
+void sum_squares(double* out, const T* x, std::size_t n, double* scratch, cudaStream_t s);
+// x *= scale
+template <typename T>
+void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s);
+
+} // namespace myelin::cuda

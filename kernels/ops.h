@@ -1,0 +1,115 @@
+// The op interface of Myelin's CPU backend: every op of a GPT-2 block, forward
+// and backward, on host buffers.
+//
+// Every op is a function template over the scalar type Real. Only declarations
+// live here; kernels/cpu/*.cpp define them and explicitly instantiate them for
+// Real = float (the training backend, fp32 math) and Real = double (reference
+// checks in tests). Any other Real fails at link time. Real is deduced from the
+// pointer arguments; scalar arguments (dloss, s) are non-deduced (scalar_t), so
+// a float buffer may be passed with a double value and the value is converted.
+//
+// Shapes are plain integers; N is the number of token positions (B*T). Backward
+// functions ACCUMULATE (+=) into every gradient they write, so gradient
+// accumulation over micro-batches needs no extra pass; the caller zeroes
+// gradient buffers at the start of a step. Threads come from OpenMP
+// (omp_set_num_threads / --threads) and, for the matmuls, from OpenBLAS. All
+// results are deterministic for a given thread count (no atomics); nothing here
+// knows about models, ranks or files.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace myelin::cpu {
+
+// A scalar argument that takes its type from the buffers instead of deducing it.
+template <typename Real>
+using scalar_t = std::type_identity_t<Real>;
+
+// ---- embedding: out[n,:] = wte[tok[n],:] + wpe[t(n),:] ----------------------
+template <typename Real>
+void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B,
+                     int T, int C);
+// Accumulates into dwte and dwpe. Deterministic: rows are owned by one thread.
+template <typename Real>
+void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* tokens, int B, int T,
+                      int C, int Vp);
+
+// ---- LayerNorm over the last dimension (eps = 1e-5) -------------------------
+// mean and rstd (length N) are saved for the backward pass.
+template <typename Real>
+void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
+                       const Real* bias, int N, int C);
+template <typename Real>
+void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout,
+                        const Real* inp, const Real* weight, const Real* mean, const Real* rstd,
+                        int N, int C);
+
+// ---- matmul: out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (+ bias[OC]) ------------
+// bias may be null.
+template <typename Real>
+void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* bias, int N,
+                    int IC, int OC);
+// dinp[N,IC] += dout @ weight; dweight[OC,IC] += dout^T @ inp; dbias += sum_n dout.
+// dinp and dbias may be null (skipped).
+template <typename Real>
+void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
+                     const Real* weight, int N, int IC, int OC);
+
+// ---- causal multi-head self-attention --------------------------------------
+// qkv: [B,T,3C] laid out as (q | k | v), each C = NH heads x hs channels.
+// att: [B,NH,T,T] post-softmax probabilities (saved for backward; entries above
+// the diagonal are written as 0). out: [B,T,C].
+template <typename Real>
+void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int C, int NH);
+// dqkv += d/dqkv. scratch must hold B*NH*T*T elements (overwritten).
+template <typename Real>
+void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
+                        const Real* att, int B, int T, int C, int NH);
+
+// ---- GeLU, tanh approximation ----------------------------------------------
+template <typename Real>
+void gelu_forward(Real* out, const Real* inp, std::size_t n);
+// dinp += gelu'(inp) * dout
+template <typename Real>
+void gelu_backward(Real* dinp, const Real* inp, const Real* dout, std::size_t n);
+
+// ---- residual: out = a + b -------------------------------------------------
+template <typename Real>
+void residual_forward(Real* out, const Real* a, const Real* b, std::size_t n);
+// da += dout; db += dout
+template <typename Real>
+void residual_backward(Real* da, Real* db, const Real* dout, std::size_t n);
+
+// ---- fused classifier: softmax + cross-entropy + its gradient ---------------
+// logits: [N,Vp]; only the first V columns are real tokens, the padding
+// columns get probability 0. losses[n] = -log softmax(logits[n])[target[n]].
+// If dlogits is non-null, dlogits[n,:] = (softmax - onehot) * dloss (padding
+// columns set to 0); dlogits may alias logits (computed in place).
+// Returns nothing; a target outside [0,V) is the caller's error to check.
+template <typename Real>
+void classifier_forward_backward(Real* losses, Real* dlogits, const Real* logits,
+                                 const int* targets, int N, int V, int Vp,
+                                 scalar_t<Real> dloss);
+
+// ---- AdamW (decoupled weight decay, bias-corrected moments) -----------------
+// step t starts at 1. The caller picks weight_decay per tensor (the optimizer
+// decays matrices and embeddings, not biases or LayerNorm parameters).
+struct AdamWParams {
+  float lr, beta1, beta2, eps, weight_decay;
+  int t;
+};
+template <typename Real>
+void adamw_update(Real* params, const Real* grads, Real* m, Real* v, std::size_t n,
+                  const AdamWParams& p);
+
+// ---- global gradient norm --------------------------------------------------
+// sum of squares in double, deterministic for a given thread count.
+template <typename Real>
+double sum_squares(const Real* x, std::size_t n);
+// x *= s
+template <typename Real>
+void scale_inplace(Real* x, std::size_t n, scalar_t<Real> s);
+
+} // namespace myelin::cpu

@@ -1,0 +1,98 @@
+#include "runtime/io/model_file.h"
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+
+#include "runtime/io/file_util.h"
+#include "runtime/util/error.h"
+
+namespace myelin {
+
+std::uint16_t float_to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return std::uint16_t((u >> 16) | 0x40);
+  const std::uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
+  return std::uint16_t((u + rounding) >> 16);
+}
+
+float bf16_to_float(std::uint16_t b) {
+  std::uint32_t u = std::uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+ModelFile load_model(const std::string& path) {
+  const std::size_t size = file_size_or_throw(path);
+  std::array<int, 256> h{};
+  if (size < sizeof(h))
+    throw InputError(path + ": truncated model file (shorter than the 1024-byte header)");
+  read_exact(path, 0, h.data(), sizeof(h));
+  if (h[0] != kModelMagic)
+    throw InputError(path + ": not a model file (magic " + std::to_string(h[0]) + ", expected " +
+                     std::to_string(kModelMagic) + ")");
+  if (h[1] != 3 && h[1] != 5)
+    throw InputError(path + ": unsupported model version " + std::to_string(h[1]) +
+                     " (expected 3 = fp32 or 5 = bf16)");
+  ModelFile m;
+  m.version = h[1];
+  m.config.max_seq_len = h[2];
+  m.config.vocab_size = h[3];
+  m.config.num_layers = h[4];
+  m.config.num_heads = h[5];
+  m.config.channels = h[6];
+  m.config.padded_vocab_size = h[7];
+  try {
+    m.config.validate();
+  } catch (const std::invalid_argument& e) {
+    throw InputError(path + ": bad model header: " + e.what());
+  }
+  const ParamLayout lay(m.config);
+  const std::size_t elem = m.version == 3 ? 4 : 2;
+  const std::size_t want = sizeof(h) + lay.total * elem;
+  if (size < want)
+    throw InputError(path + ": truncated model file (" + std::to_string(size) + " bytes, expected " +
+                     std::to_string(want) + " for " + m.config.describe() + ")");
+  if (size > want)
+    throw InputError(path + ": model file has " + std::to_string(size - want) +
+                     " unexpected trailing bytes (expected " + std::to_string(want) + ")");
+  m.params.resize(lay.total);
+  if (m.version == 3) {
+    read_exact(path, sizeof(h), m.params.data(), lay.total * 4);
+  } else {
+    std::vector<std::uint16_t> raw(lay.total);
+    read_exact(path, sizeof(h), raw.data(), lay.total * 2);
+    for (std::size_t i = 0; i < lay.total; ++i) m.params[i] = bf16_to_float(raw[i]);
+  }
+  return m;
+}
+
+void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+                int version) {
+  if (version != 3 && version != 5) throw std::invalid_argument("model version must be 3 or 5");
+  const ParamLayout lay(cfg);
+  if (params.size() != lay.total) throw std::invalid_argument("save_model: parameter count mismatch");
+  std::array<int, 256> h{};
+  h[0] = kModelMagic;
+  h[1] = version;
+  h[2] = cfg.max_seq_len;
+  h[3] = cfg.vocab_size;
+  h[4] = cfg.num_layers;
+  h[5] = cfg.num_heads;
+  h[6] = cfg.channels;
+  h[7] = cfg.padded_vocab_size;
+  write_atomic(path, [&](const ByteSink& out) {
+    out(h.data(), sizeof(h));
+    if (version == 3) {
+      out(params.data(), params.size() * 4);
+    } else {
+      std::vector<std::uint16_t> raw(params.size());
+      for (std::size_t i = 0; i < params.size(); ++i) raw[i] = float_to_bf16(params[i]);
+      out(raw.data(), raw.size() * 2);
+    }
+  });
+}
+
+} // namespace myelin

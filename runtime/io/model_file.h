@@ -1,0 +1,30 @@
+// Model checkpoints in llm.c's format: 256 x int32 header (magic 20240326,
+// version 3 = fp32 or 5 = bf16, maxT, V, L, NH, C, Vp), then every parameter in
+// llm.c's order. Loading checks magic, version, shape and the exact file size.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/model/config.h"
+
+namespace myelin {
+
+constexpr int kModelMagic = 20240326;
+
+struct ModelFile {
+  GPT2Config config;
+  std::vector<float> params; // fp32, ParamLayout(config).total elements
+  int version = 3;
+};
+
+ModelFile load_model(const std::string& path);
+// version 3 writes fp32, version 5 writes bf16 (round to nearest even).
+void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+                int version = 3);
+
+// bf16 helpers (round to nearest even, NaN preserved).
+std::uint16_t float_to_bf16(float f);
+float bf16_to_float(std::uint16_t b);
+
+} // namespace myelin

@@ -1,0 +1,43 @@
+#include "runtime/model/engine.h"
+
+#include <stdexcept>
+
+namespace myelin {
+
+bool StageSpec::owns_tensor(int tensor) const {
+  switch (tensor) {
+  case kWte:
+    return first || last;
+  case kWpe:
+    return first;
+  case kLnfw:
+  case kLnfb:
+    return last;
+  default:
+    return layer_end > layer_begin;
+  }
+}
+
+std::pair<std::size_t, std::size_t> StageSpec::layer_range(const ParamLayout& lay, int k,
+                                                           int num_layers) const {
+  const std::size_t per = lay.per_layer(k, num_layers);
+  return {lay.offsets[k] + per * layer_begin, lay.offsets[k] + per * layer_end};
+}
+
+std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+                                    int max_T, const EngineOptions& opt) {
+  if (opt.device == "cpu") {
+    if (opt.dtype != "fp32") throw std::invalid_argument("--dtype: the cpu device supports fp32 only");
+    return make_cpu_engine(cfg, stage, max_B, max_T, opt.slots);
+  }
+  if (opt.device == "cuda") {
+#ifdef MYELIN_HAVE_CUDA
+    return make_cuda_engine(cfg, stage, max_B, max_T, opt);
+#else
+    throw std::runtime_error("--device cuda: this myelin was built without the CUDA backend");
+#endif
+  }
+  throw std::invalid_argument("--device: expected cpu or cuda, got '" + opt.device + "'");
+}
+
+} // namespace myelin

@@ -1,0 +1,135 @@
+// Engine: one replica (or one pipeline stage of a replica) of a GPT-2 model on
+// one device. The trainer, the data-parallel and pipeline-parallel schedules
+// and the pool all drive a model only through this interface; the CPU backend
+// (runtime/model/cpu_engine.cpp) and the CUDA backend (cuda_engine.cpp)
+// implement it.
+//
+// Buffers: the engine owns one flat parameter buffer in llm.c's order (the
+// whole model, even on a pipeline stage: a stage computes and updates only its
+// own tensors), a gradient buffer of the same layout, AdamW moments, and
+// `slots` activation arenas (one per micro-batch in flight, for pipelining).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "runtime/model/config.h"
+
+namespace myelin {
+
+// Which part of the model an engine computes. A whole model is
+// {0, L, true, true}.
+struct StageSpec {
+  int layer_begin = 0;
+  int layer_end = 0;
+  bool first = true; // owns the embedding (wte, wpe)
+  bool last = true;  // owns lnf, the tied classifier and the loss
+  static StageSpec whole(const GPT2Config& c) { return {0, c.num_layers, true, true}; }
+  // Does this stage own (compute gradients for / update) element i of the flat
+  // parameter buffer? wte is owned by both first and last stage.
+  bool owns_tensor(int tensor) const;
+  // [begin, end) of the stage's slice of a per-layer tensor k.
+  std::pair<std::size_t, std::size_t> layer_range(const ParamLayout& lay, int k,
+                                                  int num_layers) const;
+};
+
+enum class DType : std::uint8_t { kF32 = 0, kBF16 = 1 };
+
+// A contiguous region of engine memory (host on CPU, device on CUDA).
+struct BufferView {
+  void* data = nullptr;
+  std::size_t count = 0; // elements
+  DType dtype = DType::kF32;
+  bool on_device = false;
+};
+
+struct AdamWConfig {
+  float lr = 3e-4f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
+};
+
+class Engine {
+public:
+  virtual ~Engine() = default;
+
+  virtual const GPT2Config& config() const = 0;
+  virtual const StageSpec& stage() const = 0;
+  virtual const ParamLayout& layout() const = 0;
+  virtual std::string device_name() const = 0;
+  // The largest B*T (rows x seq) one micro-batch may have, fixed at construction.
+  virtual int max_batch() const = 0;
+  virtual int max_seq() const = 0;
+
+  // ---- parameters and optimizer state, copied through host fp32 -------------
+  virtual void get_params(std::span<float> out) const = 0;   // layout().total
+  virtual void set_params(std::span<const float> in) = 0;    // also resets master copy
+  virtual void get_moments(std::span<float> m, std::span<float> v) const = 0;
+  virtual void set_moments(std::span<const float> m, std::span<const float> v) = 0;
+
+  // ---- one micro-batch through this stage ----------------------------------
+  // First stage: `tokens` [B*T] (host). Other stages: `in_act` [B,T,C] fp32 in
+  // engine memory (see act_view). The last stage also needs `targets` [B*T]
+  // (host) and returns the mean loss over B*T positions; other stages return 0.
+  virtual float forward(int slot, const int* tokens, const int* targets, int B, int T) = 0;
+  // Loss only (no activations kept for backward), last stage of a whole model;
+  // used for validation. Returns mean loss over B*T.
+  virtual float eval_loss(const int* tokens, const int* targets, int B, int T) = 0;
+  // Backward of the micro-batch in `slot`. Last stage: dloss is d(step loss) /
+  // d(mean micro-batch loss), e.g. 1/grad_accum. Other stages: the gradient
+  // w.r.t. their output arrives through act_grad_view(slot) first.
+  // Gradients accumulate into the gradient buffer.
+  virtual void backward(int slot, float dloss) = 0;
+
+  // Activation exchange for pipelining: the residual stream leaving this stage
+  // (output of its last layer) and the gradient entering it, both [B,T,C] fp32.
+  virtual BufferView output_act(int slot) = 0;   // written by forward (non-last)
+  virtual BufferView input_act(int slot) = 0;    // read by forward (non-first)
+  virtual BufferView output_grad(int slot) = 0;  // read by backward (non-last)
+  virtual BufferView input_grad(int slot) = 0;   // written by backward (non-first)
+
+  // Next-token logits of the last position of row 0 of the last forward in
+  // slot 0 (last stage), copied to host: padded_vocab_size floats; for sampling.
+  virtual void last_logits(int position, std::span<float> out) = 0;
+
+  // ---- gradients and update -------------------------------------------------
+  virtual void zero_grad() = 0;
+  virtual BufferView grads() = 0; // the whole flat gradient buffer
+  // Sum of squares of the gradient over [begin, end) of the flat buffer,
+  // counting only the tensors this stage owns (wte: only on the first stage,
+  // so that pipeline stages can add their partial sums without double count).
+  virtual double grad_sum_squares(std::size_t begin, std::size_t end) = 0;
+  virtual void scale_grads(float s) = 0;
+  // AdamW on [begin, end) of the flat buffer (ZeRO shards pass their slice),
+  // restricted to tensors this stage owns. step t >= 1.
+  virtual void adamw(const AdamWConfig& cfg, float lr, int t, std::size_t begin,
+                     std::size_t end) = 0;
+  // Parameters in engine memory (for all-gather / broadcast).
+  virtual BufferView params() = 0;
+  // After params() was overwritten externally, refresh derived copies (e.g. bf16).
+  virtual void params_changed() = 0;
+};
+
+struct EngineOptions {
+  std::string device = "cpu"; // cpu | cuda
+  std::string dtype = "fp32"; // fp32 | bf16 (cuda)
+  int device_index = 0;
+  int recompute = 0;
+  int slots = 1;
+};
+
+// Builds the engine for `device`; throws std::runtime_error if the backend is
+// not compiled in or no device exists.
+std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+                                    int max_T, const EngineOptions& opt);
+
+// Implemented in cpu_engine.cpp / cuda_engine.cpp.
+std::unique_ptr<Engine> make_cpu_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+                                        int max_T, int slots);
+#ifdef MYELIN_HAVE_CUDA
+std::unique_ptr<Engine> make_cuda_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+                                         int max_T, const EngineOptions& opt);
+#endif
+
+} // namespace myelin

@@ -1,0 +1,70 @@
+// Everything `myelin train` can be told, as plain data. launch/ fills it from
+// the command line; the pool's contributor fills it from a job description.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/model/config.h"
+
+namespace myelin {
+
+struct TrainOptions {
+  // model: a checkpoint, or a shape + seed
+  std::string model_path;
+  GPT2Config shape{256, 256, 256, 4, 4, 128};
+  std::uint64_t seed = 1337;
+
+  // data
+  std::string train_data, val_data;
+  bool shuffle = false;
+  int batch_size = 4;  // rows of one micro-batch on one rank
+  int seq_len = 64;
+  int grad_accum = 1;  // micro-batches per step
+
+  // optimisation
+  int steps = 100;     // total steps of the run (resume continues up to this)
+  float lr = 3e-4f;
+  int warmup_steps = 0;
+  std::string lr_schedule = "cosine";
+  float final_lr_frac = 0.0f;
+  float weight_decay = 0.0f;
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float grad_clip = 1.0f; // 0 = off
+
+  // device
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int threads = 0; // 0 = all cores
+  int recompute = 0;
+
+  // parallel layout (distributed runtime)
+  int dp = 1, pp = 1;
+  std::string pp_schedule = "1f1b";
+  std::string pp_layers;   // e.g. "3,3,2,2"; empty = balanced
+  int zero = 0;
+  double comm_timeout_s = 300.0;
+
+  // checkpoints and outputs
+  std::string checkpoint_dir;
+  int checkpoint_every = 0;
+  int keep_checkpoints = 0;
+  bool resume = false;
+  std::string save_path;
+  int save_version = 3; // 3 = fp32, 5 = bf16
+  std::string metrics_out;
+
+  // evaluation and logging
+  int val_every = 0;
+  int val_batches = 8;
+  int sample_every = 0;
+  int sample_len = 64;
+  std::string sample_prompt = "";
+  int log_every = 1;
+  bool quiet = false;
+};
+
+// Checks values and combinations; throws InputError naming the flag.
+void validate_train_options(const TrainOptions& o);
+
+} // namespace myelin
