@@ -23,6 +23,8 @@
 // one that created the MPI runtime: MPI_THREAD_FUNNELED).
 #pragma once
 
+#include "runtime/util/bf16.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -290,7 +292,5 @@ private:
 };
 
 // bfloat16 <-> float on the host (round to nearest even; NaN stays NaN).
-float bf16_to_float(std::uint16_t b);
-std::uint16_t float_to_bf16(float f);
 
 } // namespace myelin

@@ -24,6 +24,13 @@
 // take at most INT_MAX elements per rank.
 #pragma once
 
+// Only MPI's C interface is used; its deprecated C++ bindings warn with -Wextra.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <memory>

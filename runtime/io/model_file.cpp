@@ -9,21 +9,6 @@
 
 namespace myelin {
 
-std::uint16_t float_to_bf16(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return std::uint16_t((u >> 16) | 0x40);
-  const std::uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
-  return std::uint16_t((u + rounding) >> 16);
-}
-
-float bf16_to_float(std::uint16_t b) {
-  std::uint32_t u = std::uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 ModelFile load_model(const std::string& path) {
   const std::size_t size = file_size_or_throw(path);
   std::array<int, 256> h{};

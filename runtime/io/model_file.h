@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/model/config.h"
+#include "runtime/util/bf16.h"
 
 namespace myelin {
 
@@ -23,8 +24,5 @@ ModelFile load_model(const std::string& path);
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
                 int version = 3);
 
-// bf16 helpers (round to nearest even, NaN preserved).
-std::uint16_t float_to_bf16(float f);
-float bf16_to_float(std::uint16_t b);
 
 } // namespace myelin

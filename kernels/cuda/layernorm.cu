@@ -1,0 +1,286 @@
+// LayerNorm over the last dimension C (eps 1e-5), fp32 statistics.
+//   forward : out = (x - mean) * rstd * w + b; mean, rstd [N] saved (float).
+//             One warp per row, 8 rows per 256-thread block; three passes over
+//             the row (sum, centred sum of squares, write), the 2nd and 3rd hit
+//             L1/L2. 16-byte packs when C is a multiple of the pack.
+//             bytes: 2*N*C*sizeof(T) + 2*C*sizeof(T) + 8N; FLOPs ~ 8*N*C.
+//   residual_layernorm_forward: r = a + b (stored), then LayerNorm(r); saves
+//             one read of r compared with separate kernels.
+//             bytes: 4*N*C*sizeof(T); FLOPs ~ 9*N*C.
+//   backward: dinp += (g - mean(g) - xhat*mean(g*xhat)) * rstd with g = dout*w;
+//             dweight += sum_n dout*xhat, dbias += sum_n dout.
+//             Kernel 1: G = min(N, 512) blocks of 256 threads; a block walks rows
+//             blockIdx.x, +G, ...; each thread owns columns tid + 256k (C <= 4096)
+//             and keeps its dweight/dbias partials in registers; the two row sums
+//             use a fixed-order block reduction. Partials [G, 2C] go to scratch.
+//             Kernel 2: one thread per column sums the G partials in order.
+//             Deterministic. bytes: 3*N*C*sizeof(T) (+N*C RMW of dinp) +
+//             2*G*C*8; FLOPs ~ 12*N*C.
+#include <stdexcept>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace myelin::cuda {
+
+namespace {
+
+constexpr float kEps = 1e-5f;
+constexpr int kFwdThreads = 256;
+constexpr int kBwdThreads = 256;
+constexpr int kBwdMaxPer = 16; // C <= 256 * 16
+constexpr int kBwdMaxBlocks = 512;
+
+// Sum over the row of f(x) for x in row (fp32), by one warp.
+template <typename T, typename F>
+__device__ __forceinline__ float warp_row_sum(const T* row, int C, bool vec, int lane, F f) {
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> p = load_vec<VN>(row + i);
+#pragma unroll
+      for (int k = 0; k < VN; ++k) acc += f(to_f32(p.v[k]));
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) acc += f(to_f32(row[i]));
+  }
+  return warp_sum(acc);
+}
+
+template <typename T>
+__device__ __forceinline__ void warp_row_normalize(T* out, const T* row, const T* w, const T* b,
+                                                   int C, bool vec, int lane, float m, float r) {
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> x = load_vec<VN>(row + i);
+      const Vec<T, VN> wv = load_vec<VN>(w + i);
+      const Vec<T, VN> bv = load_vec<VN>(b + i);
+      Vec<T, VN> o;
+#pragma unroll
+      for (int k = 0; k < VN; ++k)
+        o.v[k] = from_f32<T>((to_f32(x.v[k]) - m) * r * to_f32(wv.v[k]) + to_f32(bv.v[k]));
+      store_vec(out + i, o);
+    }
+  } else {
+    for (int i = lane; i < C; i += 32)
+      out[i] = from_f32<T>((to_f32(row[i]) - m) * r * to_f32(w[i]) + to_f32(b[i]));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* w,
+                             const T* b, int N, int C, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const T* x = inp + std::size_t(row) * C;
+  const float m = warp_row_sum(x, C, vec, lane, [](float v) { return v; }) / float(C);
+  const float var =
+      warp_row_sum(x, C, vec, lane, [m](float v) { return (v - m) * (v - m); }) / float(C);
+  const float r = 1.0f / sqrtf(var + kEps);
+  warp_row_normalize(out + std::size_t(row) * C, x, w, b, C, vec, lane, m, r);
+  if (lane == 0) {
+    if (mean) mean[row] = m;
+    if (rstd) rstd[row] = r;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    residual_layernorm_forward_kernel(T* res, T* out, float* mean, float* rstd, const T* a,
+                                      const T* bb, const T* w, const T* b, int N, int C,
+                                      bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const std::size_t off = std::size_t(row) * C;
+  // Pass 1: r = a + b, rounded to T and stored; sum of the stored values. Each
+  // lane later re-reads only the elements it wrote itself.
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> x = load_vec<VN>(a + off + i);
+      const Vec<T, VN> y = load_vec<VN>(bb + off + i);
+      Vec<T, VN> r;
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        r.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
+        acc += to_f32(r.v[k]);
+      }
+      store_vec(res + off + i, r);
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) {
+      const T r = from_f32<T>(to_f32(a[off + i]) + to_f32(bb[off + i]));
+      res[off + i] = r;
+      acc += to_f32(r);
+    }
+  }
+  const float m = warp_sum(acc) / float(C);
+  const T* x = res + off;
+  const float var =
+      warp_row_sum(x, C, vec, lane, [m](float v) { return (v - m) * (v - m); }) / float(C);
+  const float r = 1.0f / sqrtf(var + kEps);
+  warp_row_normalize(out + off, x, w, b, C, vec, lane, m, r);
+  if (lane == 0) {
+    if (mean) mean[row] = m;
+    if (rstd) rstd[row] = r;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBwdThreads)
+    layernorm_backward_kernel(T* dinp, float* partial, const T* dout, const T* inp, const T* w,
+                              const float* mean, const float* rstd, int N, int C) {
+  __shared__ float sh[2][kBwdThreads / 32];
+  __shared__ float tot[2];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  float dw[kBwdMaxPer], db[kBwdMaxPer], xh[kBwdMaxPer], g[kBwdMaxPer];
+#pragma unroll
+  for (int k = 0; k < kBwdMaxPer; ++k) dw[k] = db[k] = xh[k] = g[k] = 0.0f;
+  const float invC = 1.0f / float(C);
+
+  for (int row = blockIdx.x; row < N; row += gridDim.x) {
+    const std::size_t off = std::size_t(row) * C;
+    const float m = mean[row], r = rstd[row];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kBwdMaxPer; ++k) {
+      const int c = tid + k * kBwdThreads;
+      if (c < C) {
+        const float x = (to_f32(inp[off + c]) - m) * r;
+        const float d = to_f32(dout[off + c]);
+        const float gn = d * to_f32(w[c]);
+        xh[k] = x;
+        g[k] = gn;
+        s1 += gn;
+        s2 += gn * x;
+        dw[k] += d * x;
+        db[k] += d;
+      }
+    }
+    s1 = warp_sum(s1);
+    s2 = warp_sum(s2);
+    if (lane == 0) {
+      sh[0][warp] = s1;
+      sh[1][warp] = s2;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      float a = 0.0f, b = 0.0f;
+      for (int i = 0; i < kBwdThreads / 32; ++i) {
+        a += sh[0][i];
+        b += sh[1][i];
+      }
+      tot[0] = a;
+      tot[1] = b;
+    }
+    __syncthreads();
+    const float mg = tot[0] * invC, mgx = tot[1] * invC;
+#pragma unroll
+    for (int k = 0; k < kBwdMaxPer; ++k) {
+      const int c = tid + k * kBwdThreads;
+      if (c < C) {
+        const float d = (g[k] - mg - xh[k] * mgx) * r;
+        dinp[off + c] = from_f32<T>(to_f32(dinp[off + c]) + d);
+      }
+    }
+  }
+  float* pw = partial + std::size_t(blockIdx.x) * 2 * C;
+#pragma unroll
+  for (int k = 0; k < kBwdMaxPer; ++k) {
+    const int c = tid + k * kBwdThreads;
+    if (c < C) {
+      pw[c] = dw[k];
+      pw[C + c] = db[k];
+    }
+  }
+}
+
+__global__ void layernorm_partial_reduce(float* dweight, float* dbias, const float* partial, int G,
+                                         int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= 2 * C) return;
+  float acc = 0.0f;
+  for (int g = 0; g < G; ++g) acc += partial[std::size_t(g) * 2 * C + c];
+  if (c < C) {
+    dweight[c] += acc;
+  } else {
+    dbias[c - C] += acc;
+  }
+}
+
+int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
+
+template <typename T>
+bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
+  if (C % kPack<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
+
+} // namespace
+
+std::size_t layernorm_backward_scratch(int N, int C) {
+  return std::size_t(bwd_blocks(N)) * 2 * std::size_t(C);
+}
+
+template <typename T>
+void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight,
+                       const T* bias, int N, int C, cudaStream_t s) {
+  if (N <= 0 || C <= 0) throw std::invalid_argument("layernorm_forward: bad shape");
+  const bool vec = rows_vectorisable<T>(C, {out, inp, weight, bias});
+  const unsigned blocks = unsigned((N + kFwdThreads / 32 - 1) / (kFwdThreads / 32));
+  layernorm_forward_kernel<T><<<blocks, kFwdThreads, 0, s>>>(out, mean, rstd, inp, weight, bias,
+                                                             N, C, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void residual_layernorm_forward(T* residual, T* out, float* mean, float* rstd, const T* a,
+                                const T* b, const T* weight, const T* bias, int N, int C,
+                                cudaStream_t s) {
+  if (N <= 0 || C <= 0) throw std::invalid_argument("residual_layernorm_forward: bad shape");
+  const bool vec = rows_vectorisable<T>(C, {residual, out, a, b, weight, bias});
+  const unsigned blocks = unsigned((N + kFwdThreads / 32 - 1) / (kFwdThreads / 32));
+  residual_layernorm_forward_kernel<T><<<blocks, kFwdThreads, 0, s>>>(
+      residual, out, mean, rstd, a, b, weight, bias, N, C, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
+                        const T* weight, const float* mean, const float* rstd, int N, int C,
+                        float* scratch, cudaStream_t s) {
+  if (N <= 0 || C <= 0) throw std::invalid_argument("layernorm_backward: bad shape");
+  if (C > kBwdThreads * kBwdMaxPer)
+    throw std::invalid_argument("layernorm_backward: C must be <= 4096");
+  if (!dinp || !dweight || !dbias || !scratch)
+    throw std::invalid_argument("layernorm_backward: null output or scratch");
+  const int G = bwd_blocks(N);
+  layernorm_backward_kernel<T><<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean,
+                                                         rstd, N, C);
+  MYELIN_CUDA_CHECK_LAUNCH();
+  layernorm_partial_reduce<<<unsigned((2 * C + 255) / 256), 256, 0, s>>>(dweight, dbias, scratch,
+                                                                          G, C);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+#define MYELIN_INST(T)                                                                        \
+  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int,    \
+                                     int, cudaStream_t);                                       \
+  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*,      \
+                                              const T*, const T*, int, int, cudaStream_t);     \
+  template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*,        \
+                                      const float*, const float*, int, int, float*,            \
+                                      cudaStream_t);
+MYELIN_INST(float)
+MYELIN_INST(__nv_bfloat16)
+#undef MYELIN_INST
+
+} // namespace myelin::cuda

@@ -1,0 +1,135 @@
+// The CPU engine as a whole: gradients against finite differences of the
+// loss, gradient accumulation, and pipeline stages composing to the whole
+// model (what pipeline parallelism relies on).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "runtime/model/engine.h"
+#include "runtime/model/init.h"
+#include "runtime/util/rng.h"
+
+using namespace myelin;
+
+namespace {
+GPT2Config cfg() { return GPT2Config{16, 50, 64, 3, 2, 16}; }
+
+struct Batch {
+  std::vector<int> in, tg;
+};
+Batch batch(int B, int T, std::uint64_t seed) {
+  Rng64 r(seed);
+  Batch b;
+  for (int i = 0; i < B * T; ++i) {
+    b.in.push_back(int(r.below(50)));
+    b.tg.push_back(int(r.below(50)));
+  }
+  return b;
+}
+std::vector<float> random_params(const GPT2Config& c, std::uint64_t seed) {
+  auto p = gpt2_init(c, seed);
+  Rng64 r(seed + 1);
+  for (auto& x : p) x += float(r.normal() * 0.05); // biases and LN away from 0/1
+  return p;
+}
+std::vector<float> grads_of(Engine& e) {
+  auto g = e.grads();
+  const float* p = static_cast<const float*>(g.data);
+  return {p, p + g.count};
+}
+} // namespace
+
+TEST(CpuEngine, GradientMatchesFiniteDifferences) {
+  const auto c = cfg();
+  auto e = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 1);
+  auto p = random_params(c, 3);
+  e->set_params(p);
+  const auto b = batch(2, 8, 11);
+  e->zero_grad();
+  e->forward(0, b.in.data(), b.tg.data(), 2, 8);
+  e->backward(0, 1.0f);
+  const auto g = grads_of(*e);
+  const ParamLayout lay(c);
+  // Check the largest-gradient elements of every tensor (float FD: h = 1e-2,
+  // truncation error O(h^2); tolerance 3% relative or 2e-4 absolute).
+  int checked = 0;
+  for (int k = 0; k < kNumParamTensors; ++k) {
+    std::size_t best = lay.offsets[k];
+    for (std::size_t i = lay.offsets[k]; i < lay.offsets[k] + lay.sizes[k]; ++i)
+      if (std::fabs(g[i]) > std::fabs(g[best])) best = i;
+    const float h = 1e-2f, orig = p[best];
+    p[best] = orig + h;
+    e->set_params(p);
+    const double lp = e->eval_loss(b.in.data(), b.tg.data(), 2, 8);
+    p[best] = orig - h;
+    e->set_params(p);
+    const double lm = e->eval_loss(b.in.data(), b.tg.data(), 2, 8);
+    p[best] = orig;
+    const double fd = (lp - lm) / (2 * h);
+    EXPECT_NEAR(g[best], fd, std::max(2e-4, 0.03 * std::fabs(fd))) << kParamTensorNames[k];
+    ++checked;
+  }
+  EXPECT_EQ(checked, kNumParamTensors);
+}
+
+TEST(CpuEngine, GradAccumulationEqualsLargerBatch) {
+  const auto c = cfg();
+  auto big = make_cpu_engine(c, StageSpec::whole(c), 4, 8, 1);
+  auto small = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 1);
+  const auto p = random_params(c, 4);
+  big->set_params(p);
+  small->set_params(p);
+  const auto b = batch(4, 8, 12);
+  big->zero_grad();
+  const float L = big->forward(0, b.in.data(), b.tg.data(), 4, 8);
+  big->backward(0, 1.0f);
+  small->zero_grad();
+  float l2 = 0;
+  for (int k = 0; k < 2; ++k) {
+    l2 += small->forward(0, b.in.data() + k * 16, b.tg.data() + k * 16, 2, 8) / 2;
+    small->backward(0, 0.5f);
+  }
+  EXPECT_NEAR(L, l2, 1e-5 * std::fabs(L));
+  const auto g1 = grads_of(*big), g2 = grads_of(*small);
+  double maxd = 0, maxg = 0;
+  for (std::size_t i = 0; i < g1.size(); ++i) {
+    maxd = std::max(maxd, double(std::fabs(g1[i] - g2[i])));
+    maxg = std::max(maxg, double(std::fabs(g1[i])));
+  }
+  EXPECT_LT(maxd, 1e-5 * maxg);
+}
+
+TEST(CpuEngine, PipelineStagesComposeToTheWholeModel) {
+  const auto c = cfg();
+  auto whole = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 2);
+  auto s0 = make_cpu_engine(c, StageSpec{0, 1, true, false}, 2, 8, 2);
+  auto s1 = make_cpu_engine(c, StageSpec{1, 3, false, true}, 2, 8, 2);
+  const auto p = random_params(c, 5);
+  for (auto* e : {whole.get(), s0.get(), s1.get()}) {
+    e->set_params(p);
+    e->zero_grad();
+  }
+  const auto b = batch(2, 8, 13);
+  const float L = whole->forward(1, b.in.data(), b.tg.data(), 2, 8);
+  whole->backward(1, 1.0f);
+  s0->forward(1, b.in.data(), nullptr, 2, 8);
+  auto out = s0->output_act(1), in = s1->input_act(1);
+  ASSERT_EQ(out.count, std::size_t(2 * 8 * 16));
+  std::copy_n(static_cast<float*>(out.data), out.count, static_cast<float*>(in.data));
+  const float L1 = s1->forward(1, nullptr, b.tg.data(), 2, 8);
+  EXPECT_EQ(L, L1);
+  s1->backward(1, 1.0f);
+  auto gi = s1->input_grad(1), go = s0->output_grad(1);
+  std::copy_n(static_cast<float*>(gi.data), out.count, static_cast<float*>(go.data));
+  s0->backward(1, 1.0f);
+  const auto gw = grads_of(*whole), g0 = grads_of(*s0), g1 = grads_of(*s1);
+  const ParamLayout lay(c);
+  // Every element's gradient lives on exactly the stage that owns it; wte is
+  // the sum of the first stage's (embedding) and last stage's (classifier).
+  for (std::size_t i = 0; i < gw.size(); ++i) EXPECT_NEAR(gw[i], g0[i] + g1[i], 1e-6f) << i;
+  // Ownership: the norm counts wte once.
+  const double n0 = s0->grad_sum_squares(0, lay.total), n1 = s1->grad_sum_squares(0, lay.total);
+  EXPECT_GT(n0, 0);
+  EXPECT_GT(n1, 0);
+}
