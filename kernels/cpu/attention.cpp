@@ -94,10 +94,15 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
               N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
 }
 
-// OpenBLAS runs single-threaded while alive (restores the previous setting).
+// While alive, gemm calls run on the calling thread. Only the pthreads build
+// of OpenBLAS (openblas_get_parallel() == 1) needs telling: the OpenMP build
+// already runs single-threaded inside an OpenMP region (and its
+// openblas_set_num_threads would also change OpenMP's thread count), and the
+// serial build has no threads. The previous setting is restored.
 class BlasSingleThread {
  public:
-  BlasSingleThread() : saved_(openblas_get_num_threads()) {
+  BlasSingleThread()
+      : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
     if (saved_ != 1) openblas_set_num_threads(1);
   }
   ~BlasSingleThread() {
@@ -115,6 +120,11 @@ class BlasSingleThread {
 #endif
 constexpr int kRB = KRB;  // query rows (forward, phase A) or key rows (phase B) per task
 
+// Below about 64K multiply-adds a call runs on the calling thread.
+bool run_parallel(int B, int NH, int T, int hs) {
+  return static_cast<double>(B) * NH * T * T * hs > 65536.0;
+}
+
 } // namespace
 
 template <typename Real>
@@ -126,7 +136,7 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int 
   const int nrb = (T + kRB - 1) / kRB;
   const long ntasks = static_cast<long>(B) * NH * nrb;
   BlasSingleThread blas1;
-#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1 && run_parallel(B, NH, T, hs))
   for (long task = 0; task < ntasks; ++task) {
     // Largest row blocks first: they cost the most.
     const int rb = nrb - 1 - static_cast<int>(task % nrb);
@@ -175,7 +185,7 @@ void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real*
   const int nrb = (T + kRB - 1) / kRB;
   const long ntasks = static_cast<long>(B) * NH * nrb;
   BlasSingleThread blas1;
-#pragma omp parallel if (ntasks > 1)
+#pragma omp parallel if (ntasks > 1 && run_parallel(B, NH, T, hs))
   {
     // Phase A, per query row block: dP = dO V^T, dS = scale*P*(dP - <P,dP>), dQ += dS K.
 #pragma omp for schedule(dynamic, 1)

@@ -39,10 +39,15 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
               N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
 }
 
-// OpenBLAS runs single-threaded while alive (restores the previous setting).
+// While alive, gemm calls run on the calling thread. Only the pthreads build
+// of OpenBLAS (openblas_get_parallel() == 1) needs telling: the OpenMP build
+// already runs single-threaded inside an OpenMP region (and its
+// openblas_set_num_threads would also change OpenMP's thread count), and the
+// serial build has no threads. The previous setting is restored.
 class BlasSingleThread {
  public:
-  BlasSingleThread() : saved_(openblas_get_num_threads()) {
+  BlasSingleThread()
+      : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
     if (saved_ != 1) openblas_set_num_threads(1);
   }
   ~BlasSingleThread() {

@@ -36,7 +36,7 @@ constexpr int NT = 256; // threads per block
 constexpr int PLD = BC + 1;
 
 template <int HS>
-constexpr int nacc() {
+__host__ __device__ constexpr int nacc() {
   return HS > 0 ? HS / 8 : 32;
 }
 
