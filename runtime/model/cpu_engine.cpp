@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -41,6 +42,7 @@ public:
     grads_.assign(lay_.total, 0.0f);
     m_.assign(lay_.total, 0.0f);
     v_.assign(lay_.total, 0.0f);
+    opt_end_ = lay_.total;
     slots_.resize(std::max(1, slots));
     const std::size_t N = std::size_t(max_B) * max_T, C = cfg.channels, Ls = nlayers(),
                       NH = cfg.num_heads, Vp = cfg.padded_vocab_size;
@@ -215,6 +217,7 @@ public:
                            N, C, 3 * C);
       cpu::layernorm_backward(dres, G(kLn1w, l), G(kLn1b, l), dln_.data(), x_in, L(kLn1w, l),
                               s.ln1_mean.data() + i * N, s.ln1_rstd.data() + i * N, N, C);
+      if (hook_) hook_(l);
     }
     if (st_.first) {
       cpu::encoder_backward(G(kWte), G(kWpe), dres, s.tokens.data(), B, T, C,
@@ -248,6 +251,21 @@ public:
     std::copy_n(s.logits.data() + std::size_t(position) * Vp, Vp, out.data());
   }
 
+  void set_backward_hook(std::function<void(int)> hook) override { hook_ = std::move(hook); }
+
+  void shard_optimizer(std::size_t begin, std::size_t end) override {
+    if (begin > end || end > lay_.total) throw std::invalid_argument("shard_optimizer: bad range");
+    opt_begin_ = begin;
+    opt_end_ = end;
+    m_.assign(end - begin, 0.0f);
+    v_.assign(end - begin, 0.0f);
+    m_.shrink_to_fit();
+    v_.shrink_to_fit();
+  }
+  std::pair<std::size_t, std::size_t> optimizer_range() const override {
+    return {opt_begin_, opt_end_};
+  }
+
   void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
   BufferView grads() override { return view(grads_.data(), grads_.size()); }
   BufferView params() override { return view(params_.data(), params_.size()); }
@@ -267,7 +285,10 @@ public:
     for_owned(begin, end, /*for_norm=*/false, [&](std::size_t a, std::size_t b, int k) {
       cpu::AdamWParams p{lr, c.beta1, c.beta2, c.eps,
                          ParamLayout::decays(k) ? c.weight_decay : 0.0f, t};
-      cpu::adamw_update(params_.data() + a, grads_.data() + a, m_.data() + a, v_.data() + a,
+      if (a < opt_begin_ || b > opt_end_)
+        throw std::logic_error("adamw range outside the optimizer shard");
+      const std::size_t o = a - opt_begin_;
+      cpu::adamw_update(params_.data() + a, grads_.data() + a, m_.data() + o, v_.data() + o,
                         b - a, p);
     });
   }
@@ -316,6 +337,8 @@ private:
   int maxB_, maxT_;
   std::vector<float> params_, grads_, m_, v_;
   std::vector<SlotActs> slots_;
+  std::function<void(int)> hook_;
+  std::size_t opt_begin_ = 0, opt_end_ = 0;
   std::vector<float> dresid_, dln_, datty_, dqkv_, dfch_gelu_, dfch_, datt_scratch_;
 };
 

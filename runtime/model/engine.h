@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -65,6 +66,7 @@ public:
   // ---- parameters and optimizer state, copied through host fp32 -------------
   virtual void get_params(std::span<float> out) const = 0;   // layout().total
   virtual void set_params(std::span<const float> in) = 0;    // also resets master copy
+  // Moments over optimizer_range() (the whole buffer unless sharded).
   virtual void get_moments(std::span<float> m, std::span<float> v) const = 0;
   virtual void set_moments(std::span<const float> m, std::span<const float> v) = 0;
 
@@ -105,6 +107,14 @@ public:
   // restricted to tensors this stage owns. step t >= 1.
   virtual void adamw(const AdamWConfig& cfg, float lr, int t, std::size_t begin,
                      std::size_t end) = 0;
+  // Called during backward() right after the gradients of layer l (global
+  // index) are complete for this micro-batch, so a data-parallel runtime can
+  // start reducing them while earlier layers still compute. Empty = none.
+  virtual void set_backward_hook(std::function<void(int layer)> hook) = 0;
+  // ZeRO-1: keep AdamW moments only for [begin, end) of the flat buffer; later
+  // adamw() calls must stay inside it, and get/set_moments take that slice.
+  virtual void shard_optimizer(std::size_t begin, std::size_t end) = 0;
+  virtual std::pair<std::size_t, std::size_t> optimizer_range() const = 0;
   // Parameters in engine memory (for all-gather / broadcast).
   virtual BufferView params() = 0;
   // After params() was overwritten externally, refresh derived copies (e.g. bf16).

@@ -42,6 +42,8 @@ void validate_train_options(const TrainOptions& o) {
   non_negative(o.sample_every, "--sample-every");
   positive(o.sample_len, "--sample-len");
   positive(o.log_every, "--log-every");
+  require(o.data_ranks > 0 && o.data_rank >= 0 && o.data_rank < o.data_ranks, "data slice",
+          "expected 0 <= rank < ranks");
   positive(o.dp, "--dp");
   positive(o.pp, "--pp");
   require(o.zero == 0 || o.zero == 1, "--zero", "expected 0 or 1");

@@ -21,6 +21,9 @@ struct TrainOptions {
   int batch_size = 4;  // rows of one micro-batch on one rank
   int seq_len = 64;
   int grad_accum = 1;  // micro-batches per step
+  // This process's share of each global batch when it is not set by the
+  // data-parallel mesh (the pool assigns contributors disjoint row slices).
+  int data_rank = 0, data_ranks = 1;
 
   // optimisation
   int steps = 100;     // total steps of the run (resume continues up to this)

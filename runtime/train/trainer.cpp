@@ -5,14 +5,18 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
+#include "runtime/comm/self_comm.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/model_file.h"
 #include "runtime/io/train_state.h"
 #include "runtime/model/init.h"
 #include "runtime/optim/schedule.h"
+#include "runtime/parallel/grad_sync.h"
+#include "runtime/parallel/pipeline.h"
 #include "runtime/util/error.h"
 #include "runtime/util/rng.h"
 
@@ -34,8 +38,15 @@ std::string fmt_eta(double s) {
 }
 } // namespace
 
-Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
+Trainer::Trainer(const TrainOptions& opt, Mesh* mesh) : opt_(opt), mesh_(mesh) {
   validate_train_options(opt_);
+  if (!mesh_) {
+    own_mesh_ = std::make_unique<Mesh>(std::make_unique<SelfComm>(), 1, 1);
+    mesh_ = own_mesh_.get();
+  }
+  mesh_->world().set_timeout(opt_.comm_timeout_s);
+  mesh_->dp().set_timeout(opt_.comm_timeout_s);
+  mesh_->pp().set_timeout(opt_.comm_timeout_s);
   std::vector<float> init;
   if (!opt_.model_path.empty()) {
     ModelFile mf = load_model(opt_.model_path);
@@ -49,23 +60,31 @@ Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
     cfg_.validate();
     init = gpt2_init(cfg_, opt_.seed);
   }
+  const auto stages = split_stages(cfg_.num_layers, mesh_->pp_size(), opt_.pp_layers);
+  sched_ = opt_.pp_schedule == "gpipe" ? PipeSchedule::kGPipe : PipeSchedule::k1F1B;
   EngineOptions eo;
   eo.device = opt_.device;
   eo.dtype = opt_.dtype;
   eo.recompute = opt_.recompute;
-  engine_ = make_engine(cfg_, StageSpec::whole(cfg_), opt_.batch_size, opt_.seq_len, eo);
+  eo.slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
+  engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
+  sync_ = std::make_unique<GradSync>(*engine_, *mesh_, opt_.zero == 1);
+  const bool dp = mesh_->dp_size() > 1;
+  const int rank = dp ? mesh_->dp_rank() : opt_.data_rank;
+  const int ranks = dp ? mesh_->dp_size() : opt_.data_ranks;
   train_ = std::make_unique<DataLoader>(opt_.train_data, "--train-data", opt_.batch_size,
-                                        opt_.seq_len, 0, 1, cfg_.vocab_size, opt_.shuffle,
+                                        opt_.seq_len, rank, ranks, cfg_.vocab_size, opt_.shuffle,
                                         opt_.seed);
   if (!opt_.val_data.empty())
     val_ = std::make_unique<DataLoader>(opt_.val_data, "--val-data", opt_.batch_size, opt_.seq_len,
-                                        0, 1, cfg_.vocab_size, false, 0);
+                                        mesh_->dp_rank(), mesh_->dp_size(), cfg_.vocab_size, false,
+                                        0);
   inputs_.resize(std::size_t(opt_.batch_size) * opt_.seq_len);
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
   if (opt_.resume) try_resume();
-  if (!opt_.metrics_out.empty()) {
+  if (!opt_.metrics_out.empty() && is_logger()) {
     metrics_ = std::make_unique<MetricsFile>();
     metrics_->out.open(opt_.metrics_out, opt_.resume ? std::ios::app : std::ios::trunc);
     require(bool(metrics_->out), "--metrics-out", "cannot open " + opt_.metrics_out + " for writing");
@@ -74,55 +93,85 @@ Trainer::Trainer(const TrainOptions& opt) : opt_(opt) {
 
 Trainer::~Trainer() = default;
 
-std::vector<float> Trainer::params() const {
-  std::vector<float> p(engine_->layout().total);
-  engine_->get_params(p);
-  return p;
-}
+std::vector<float> Trainer::params() { return sync_->gather_full_params(); }
+
+std::size_t Trainer::optimizer_bytes_saved() const { return sync_->optimizer_bytes_saved(); }
 
 void Trainer::try_resume() {
   auto ck = latest_checkpoint(opt_.checkpoint_dir);
   if (!ck) {
-    if (!opt_.quiet)
+    if (!opt_.quiet && is_logger())
       std::cout << "resume: no checkpoint in " << opt_.checkpoint_dir << ", starting fresh\n";
     return;
   }
+  const auto manifest = read_manifest(*ck);
+  auto layout_of = [](const std::map<std::string, std::string>& m, const char* k) {
+    auto it = m.find(k);
+    return it == m.end() ? std::string("?") : it->second;
+  };
+  const std::string want = std::to_string(mesh_->dp_size()) + "x" +
+                           std::to_string(mesh_->pp_size()) + " zero " + std::to_string(opt_.zero);
+  const std::string have = layout_of(manifest, "dp") + "x" + layout_of(manifest, "pp") + " zero " +
+                           layout_of(manifest, "zero");
+  require(want == have, *ck,
+          "checkpoint was written by a dp x pp = " + have + " job; this job is " + want);
   ModelFile mf = load_model(*ck + "/model.bin");
   const auto& a = mf.config;
   require(a.num_layers == cfg_.num_layers && a.channels == cfg_.channels &&
               a.num_heads == cfg_.num_heads && a.vocab_size == cfg_.vocab_size &&
               a.padded_vocab_size == cfg_.padded_vocab_size && a.max_seq_len == cfg_.max_seq_len,
           *ck, "checkpoint model shape " + a.describe() + " differs from this run's " + cfg_.describe());
-  TrainState st = load_train_state(*ck + "/state_0.bin");
-  require(st.param_count == engine_->layout().total && st.slice_begin == 0 &&
-              st.m.size() == engine_->layout().total,
-          *ck + "/state_0.bin", "optimizer state does not match the model size");
+  const std::string state_path = *ck + "/state_" + std::to_string(mesh_->world_rank()) + ".bin";
+  TrainState st = load_train_state(state_path);
+  const auto range = engine_->optimizer_range();
+  require(st.param_count == engine_->layout().total && st.slice_begin == range.first &&
+              st.m.size() == range.second - range.first,
+          state_path, "optimizer state does not match this rank's model slice");
   engine_->set_params(mf.params);
   engine_->set_moments(st.m, st.v);
   train_->set_position(st.data);
   sample_rng_ = st.rng;
   start_step_ = step_ = int(st.step);
-  if (!opt_.quiet) std::cout << "resume: continuing from " << *ck << " (step " << step_ << ")\n";
+  if (!opt_.quiet && is_logger())
+    std::cout << "resume: continuing from " << *ck << " (step " << step_ << ")\n";
 }
 
 void Trainer::save_checkpoint(int completed_step) {
   const auto paths = checkpoint_paths(opt_.checkpoint_dir, completed_step);
-  begin_checkpoint(paths);
-  const std::size_t n = engine_->layout().total;
-  save_model(paths.model(), cfg_, params(), 3);
+  Communicator& world = mesh_->world();
+  if (is_logger()) begin_checkpoint(paths);
+  world.barrier();
+  const auto full = params();
+  if (is_logger()) save_model(paths.model(), cfg_, full, 3);
+  const auto range = engine_->optimizer_range();
   TrainState st;
   st.step = completed_step;
   st.data = train_->position();
   st.rng = sample_rng_;
-  st.param_count = n;
-  st.m.resize(n);
-  st.v.resize(n);
+  st.param_count = engine_->layout().total;
+  st.slice_begin = range.first;
+  st.m.resize(range.second - range.first);
+  st.v.resize(st.m.size());
   engine_->get_moments(st.m, st.v);
-  save_train_state(paths.state(0), st);
-  finish_checkpoint(opt_.checkpoint_dir, paths,
-                    {{"step", std::to_string(completed_step)}, {"ranks", "1"}, {"dp", "1"},
-                     {"pp", "1"}, {"model", cfg_.describe()}},
-                    opt_.keep_checkpoints);
+  save_train_state(paths.state(mesh_->world_rank()), st);
+  world.barrier();
+  if (is_logger())
+    finish_checkpoint(opt_.checkpoint_dir, paths,
+                      {{"step", std::to_string(completed_step)},
+                       {"ranks", std::to_string(mesh_->world_size())},
+                       {"dp", std::to_string(mesh_->dp_size())},
+                       {"pp", std::to_string(mesh_->pp_size())},
+                       {"zero", std::to_string(opt_.zero)},
+                       {"model", cfg_.describe()}},
+                      opt_.keep_checkpoints);
+  world.barrier();
+}
+
+// Mean over data-parallel replicas of a value the last stage of each holds.
+static float replica_mean(Mesh& mesh, bool last_stage, double v) {
+  double x = last_stage ? v / mesh.dp_size() : 0.0;
+  if (mesh.world_size() > 1) mesh.world().all_reduce(&x, 1, CommDType::kF64, ReduceOp::kSum);
+  return float(x);
 }
 
 float Trainer::evaluate() {
@@ -132,13 +181,14 @@ float Trainer::evaluate() {
   const int nb = int(std::min<std::uint64_t>(opt_.val_batches, val_->batches_per_epoch()));
   for (int i = 0; i < nb; ++i) {
     val_->next(inputs_.data(), targets_.data());
-    sum += engine_->eval_loss(inputs_.data(), targets_.data(), opt_.batch_size, opt_.seq_len);
+    sum += pipeline_forward(*engine_, mesh_->pp(), opt_.batch_size, opt_.seq_len, inputs_.data(),
+                            targets_.data());
   }
-  return float(sum / nb);
+  return replica_mean(*mesh_, engine_->stage().last, sum / nb);
 }
 
 std::string Trainer::sample(int len, std::uint64_t seed) {
-  if (cfg_.vocab_size > ByteTokenizer::kVocab) return {};
+  if (cfg_.vocab_size > ByteTokenizer::kVocab || mesh_->pp_size() > 1) return {};
   Rng64 rng(1);
   rng.set_state(seed);
   std::vector<int> toks = {'\n'};
@@ -172,28 +222,27 @@ StepMetrics Trainer::step() {
   const double t0 = now_s();
   engine_->zero_grad();
   const int K = opt_.grad_accum, B = opt_.batch_size, T = opt_.seq_len;
-  double loss = 0;
-  for (int k = 0; k < K; ++k) {
-    train_->next(inputs_.data(), targets_.data());
-    loss += engine_->forward(0, inputs_.data(), targets_.data(), B, T);
-    engine_->backward(0, 1.0f / float(K));
-  }
-  loss /= K;
-  const std::size_t n = engine_->layout().total;
-  const float norm = float(std::sqrt(engine_->grad_sum_squares(0, n)));
+  const double loss_sum = run_pipeline(
+      *engine_, mesh_->pp(), sched_, K, B, T,
+      [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); });
+  sync_->finish();
+  const float loss = replica_mean(*mesh_, engine_->stage().last, loss_sum / K);
+  const float norm = float(std::sqrt(sync_->global_norm()));
   if (opt_.grad_clip > 0 && norm > opt_.grad_clip) engine_->scale_grads(opt_.grad_clip / norm);
   LrSchedule sched{opt_.lr_schedule, opt_.lr, opt_.warmup_steps, opt_.steps, opt_.final_lr_frac};
   const float lr = sched.at(step_);
   AdamWConfig ac{opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay};
-  engine_->adamw(ac, lr, step_ + 1, 0, n);
+  const auto range = sync_->update_range();
+  engine_->adamw(ac, lr, step_ + 1, range.first, range.second);
+  sync_->after_update();
   ++step_;
   StepMetrics m;
   m.step = step_;
-  m.loss = float(loss);
+  m.loss = loss;
   m.lr = lr;
   m.grad_norm = norm;
   m.ms = (now_s() - t0) * 1000.0;
-  m.tokens_per_s = double(B) * T * K / (m.ms / 1000.0);
+  m.tokens_per_s = double(B) * T * K * mesh_->dp_size() / (m.ms / 1000.0);
   if (!std::isfinite(m.loss))
     throw std::runtime_error("loss became " + std::to_string(m.loss) + " at step " +
                              std::to_string(step_) + " (try a lower --lr)");
@@ -212,7 +261,7 @@ void Trainer::log(const StepMetrics& m) {
     metrics_->out << j.str();
     metrics_->out.flush();
   }
-  if (opt_.quiet) return;
+  if (opt_.quiet || !is_logger()) return;
   if (m.step % opt_.log_every != 0 && m.step != opt_.steps && !m.val_loss) return;
   const double elapsed = now_s() - started_s_;
   const double per = elapsed / std::max(1, m.step - start_step_);
@@ -229,11 +278,18 @@ void Trainer::log(const StepMetrics& m) {
 std::vector<StepMetrics> Trainer::run() {
   std::vector<StepMetrics> all;
   started_s_ = now_s();
-  if (!opt_.quiet)
+  if (!opt_.quiet && is_logger()) {
     std::cout << "model " << cfg_.describe() << " | " << engine_->layout().total / 1e6
               << "M params | device " << engine_->device_name() << " | batch " << opt_.batch_size
-              << "x" << opt_.seq_len << " x accum " << opt_.grad_accum << " | steps " << step_
-              << ".." << opt_.steps << std::endl;
+              << "x" << opt_.seq_len << " x accum " << opt_.grad_accum;
+    if (mesh_->world_size() > 1)
+      std::cout << " | dp " << mesh_->dp_size() << " x pp " << mesh_->pp_size() << " ("
+                << opt_.pp_schedule << ")" << (opt_.zero ? " | zero-1" : "");
+    std::cout << " | steps " << step_ << ".." << opt_.steps << std::endl;
+    if (opt_.zero)
+      std::cout << "zero-1: AdamW state per rank reduced by "
+                << sync_->optimizer_bytes_saved() / 1048576.0 << " MiB" << std::endl;
+  }
   while (step_ < opt_.steps) {
     StepMetrics m = step();
     if (val_ && opt_.val_every > 0 && (m.step % opt_.val_every == 0 || m.step == opt_.steps))
@@ -242,7 +298,7 @@ std::vector<StepMetrics> Trainer::run() {
     all.push_back(m);
     if (opt_.sample_every > 0 && (m.step % opt_.sample_every == 0 || m.step == opt_.steps)) {
       const std::string s = sample(opt_.sample_len, sample_rng_);
-      if (!s.empty() && !opt_.quiet) std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
+      if (!s.empty() && !opt_.quiet && is_logger()) std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
     }
     if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || m.step == opt_.steps))
       save_checkpoint(m.step);
@@ -252,7 +308,9 @@ std::vector<StepMetrics> Trainer::run() {
 }
 
 void Trainer::save(const std::string& path) {
-  save_model(path, cfg_, params(), opt_.save_version);
+  const auto full = params();
+  if (!is_logger()) return;
+  save_model(path, cfg_, full, opt_.save_version);
   if (!opt_.quiet) std::cout << "saved model to " << path << std::endl;
 }
 

@@ -10,8 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "runtime/comm/mesh.h"
 #include "runtime/data/loader.h"
 #include "runtime/model/engine.h"
+#include "runtime/parallel/pipeline.h"
 #include "runtime/train/options.h"
 
 namespace myelin {
@@ -23,9 +25,12 @@ struct StepMetrics {
   std::optional<float> val_loss;
 };
 
+class GradSync;
+
 class Trainer {
 public:
-  explicit Trainer(const TrainOptions& opt);
+  // mesh: the job's data- and pipeline-parallel layout; null = one process.
+  explicit Trainer(const TrainOptions& opt, Mesh* mesh = nullptr);
   ~Trainer();
 
   // Runs until opt.steps; returns the metrics of every step run.
@@ -36,18 +41,34 @@ public:
   int start_step() const { return start_step_; }
   float evaluate(); // mean validation loss over val_batches batches
   std::string sample(int len, std::uint64_t seed);
-  // Whole model parameters, host fp32.
-  std::vector<float> params() const;
+  // Whole model parameters, host fp32 (collective over the pipeline when pp > 1).
+  std::vector<float> params();
+  std::size_t optimizer_bytes_saved() const;
   // One optimizer step on the next global batch; returns its metrics.
   StepMetrics step();
   void save(const std::string& path);
+  // For the pool: replace the model (optimizer moments are kept), and move
+  // the training data to a given position.
+  void set_params(std::span<const float> p) { engine_->set_params(p); }
+  void set_data_position(const LoaderPosition& p) { train_->set_position(p); }
+  LoaderPosition data_position() const { return train_->position(); }
+  int completed_steps() const { return step_; }
+  // Tokens one step consumes on this process.
+  std::uint64_t tokens_per_step() const {
+    return std::uint64_t(opt_.batch_size) * opt_.seq_len * opt_.grad_accum;
+  }
 
 private:
   void save_checkpoint(int completed_step);
+  bool is_logger() const { return mesh_->world_rank() == 0; }
   void try_resume();
   void log(const StepMetrics& m);
 
   TrainOptions opt_;
+  std::unique_ptr<Mesh> own_mesh_;
+  Mesh* mesh_ = nullptr;
+  std::unique_ptr<GradSync> sync_;
+  PipeSchedule sched_ = PipeSchedule::k1F1B;
   GPT2Config cfg_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<DataLoader> train_, val_;

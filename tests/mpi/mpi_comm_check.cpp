@@ -5,6 +5,8 @@
 //   mpi_comm_check timeout       -np 2: rank 1 stays away, rank 0 must time out
 //   mpi_comm_check bench         the comm bench at small sizes prints its rows
 //   mpi_comm_check large         counts above 2^30 (split into several MPI calls)
+//   mpi_comm_check nccl          NcclComm (needs one GPU per rank; exits 77 =
+//                                skipped when there are fewer or no NCCL build)
 //   mpi_comm_check bench-run [--max-bytes N] [--iters N] [--warmup N]
 //                  [--dtype T] [--op sum] [--in-place] [--no-check]
 //                  [--json F] [--csv F] [--ops a,b] [--timeout S]
@@ -32,6 +34,12 @@
 #include "runtime/comm/mpi_comm.h"
 #include "runtime/comm/self_comm.h"
 #include "runtime/util/error.h"
+
+#if MYELIN_HAVE_NCCL
+#include <cuda_runtime.h>
+
+#include "runtime/comm/nccl_comm.h"
+#endif
 
 using namespace myelin;
 
@@ -609,6 +617,73 @@ int run_bench_cli(Communicator& w, int argc, char** argv) {
   return run_comm_bench(w, o);
 }
 
+// ---- NCCL: the bench's own checks cover every collective on device memory ----
+
+constexpr int kSkipped = 77;
+
+int run_nccl(Communicator& world) {
+#if MYELIN_HAVE_NCCL
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
+  if (ndev < world.size()) {
+    if (g_rank == 0)
+      std::printf("skipped: %d CUDA devices for %d ranks (NCCL needs one per rank)\n", ndev, world.size());
+    return kSkipped;
+  }
+  auto nccl = NcclComm::create(world);
+  expect(nccl->size() == world.size() && nccl->rank() == world.rank(), "NCCL rank and size");
+  expect(nccl->memory() == MemorySpace::kDevice, "NCCL memory is device");
+  nccl->set_timeout(60);
+  auto bench = [&](Communicator& c, CommDType t, ReduceOp op, bool in_place) {
+    std::ostringstream table;
+    CommBenchOptions o;
+    o.max_bytes = 1 << 20;
+    o.warmup = 1;
+    o.iters = 3;
+    o.dtype = t;
+    o.op = op;
+    o.in_place = in_place;
+    o.out = &table;
+    const int rc = run_comm_bench(c, o);
+    expect(rc == 0, std::string("NCCL bench ") + c.name() + " " + comm_dtype_name(t) + " " +
+                        reduce_op_name(op) + (in_place ? " in place" : "") + ": " +
+                        std::to_string(rc) + "\n" + table.str());
+  };
+  for (CommDType t : {CommDType::kF32, CommDType::kBF16, CommDType::kF64})
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax})
+      for (bool in_place : {false, true}) bench(*nccl, t, op, in_place);
+  auto sub = nccl->split(g_rank % 2, g_rank);
+  if (sub) bench(*sub, CommDType::kF32, ReduceOp::kSum, false);
+  // Timeout: rank 1 stays away from an all-reduce; rank 0 aborts after 2 s.
+  if (world.size() == 2) {
+    auto ctl = world.split(0, g_rank);
+    nccl->set_timeout(2);
+    CommBuffer b(*nccl, 4096);
+    if (g_rank == 0) {
+      bool caught = false;
+      try {
+        nccl->all_reduce(b.data(), 1024, CommDType::kF32, ReduceOp::kSum);
+      } catch (const CommTimeout& e) {
+        caught = e.op() == "all_reduce";
+        std::printf("[rank 0] %s\n", e.what());
+      }
+      expect(caught, "NCCL all_reduce times out");
+      expect(nccl->aborted(), "NCCL communicator aborted after the timeout");
+      int done = 1;
+      ctl->send(&done, 1, CommDType::kI32, 1, 1);
+    } else {
+      int done = 0;
+      ctl->recv(&done, 1, CommDType::kI32, 0, 1);
+    }
+  }
+  return 0;
+#else
+  (void)world;
+  if (g_rank == 0) std::printf("skipped: built without NCCL\n");
+  return kSkipped;
+#endif
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -649,6 +724,9 @@ int main(int argc, char** argv) {
       run_bench_check(*world);
     } else if (mode == "large") {
       test_large(*world);
+    } else if (mode == "nccl") {
+      rc = run_nccl(*world);
+      if (rc == kSkipped) return kSkipped;
     } else if (mode == "bench-run") {
       rc = run_bench_cli(*world, argc, argv);
     } else {

@@ -1,0 +1,159 @@
+#include "runtime/parallel/grad_sync.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace myelin {
+
+GradSync::GradSync(Engine& engine, Mesh& mesh, bool zero, std::size_t bucket_bytes)
+    : e_(engine), mesh_(mesh), zero_(zero && mesh.dp_size() > 1) {
+  const auto& cfg = e_.config();
+  const ParamLayout& lay = e_.layout();
+  // Elements of one layer across the 12 per-layer tensors.
+  std::size_t per_layer = 0;
+  for (int k = 0; k < kNumParamTensors; ++k)
+    if (ParamLayout::is_layer_tensor(k)) per_layer += lay.per_layer(k, cfg.num_layers);
+  bucket_elems_ = std::max<std::size_t>(per_layer, bucket_bytes / sizeof(float));
+  if (e_.grads().on_device && mesh_.dp().memory() != MemorySpace::kDevice && mesh_.dp_size() > 1)
+    throw std::runtime_error("data parallelism: engine memory is on the device but the "
+                             "communicator works on host memory");
+  range_ = {0, lay.total};
+  if (zero_) {
+    if (e_.grads().on_device)
+      throw std::runtime_error("--zero 1 is implemented for host-memory engines (cpu) only");
+    const std::size_t dp = mesh_.dp_size();
+    chunk_ = (lay.total + dp - 1) / dp;
+    const std::size_t b = std::min(lay.total, chunk_ * mesh_.dp_rank());
+    range_ = {b, std::min(lay.total, b + chunk_)};
+    stage_.assign(chunk_ * dp, 0.0f);
+    e_.shard_optimizer(range_.first, range_.second);
+  }
+  e_.set_backward_hook(nullptr);
+}
+
+float* GradSync::grads() { return static_cast<float*>(e_.grads().data); }
+
+void GradSync::arm() {
+  if (mesh_.dp_size() == 1 || zero_) return;
+  armed_ = true;
+  pending_hi_ = -1;
+  e_.set_backward_hook([this](int l) { on_layer(l); });
+}
+
+void GradSync::on_layer(int layer) {
+  if (!armed_) return;
+  if (pending_hi_ < 0) pending_hi_ = layer;
+  const auto& cfg = e_.config();
+  const ParamLayout& lay = e_.layout();
+  std::size_t elems = 0;
+  for (int k = 0; k < kNumParamTensors; ++k)
+    if (ParamLayout::is_layer_tensor(k))
+      elems += lay.per_layer(k, cfg.num_layers) * std::size_t(pending_hi_ - layer + 1);
+  if (elems >= bucket_elems_) {
+    issue_layers(layer, pending_hi_);
+    pending_hi_ = -1;
+  }
+  for (auto& h : inflight_) h.test(); // let MPI progress between layers
+}
+
+void GradSync::issue_layers(int lo, int hi) {
+  const auto& cfg = e_.config();
+  const ParamLayout& lay = e_.layout();
+  for (int k = 0; k < kNumParamTensors; ++k) {
+    if (!ParamLayout::is_layer_tensor(k)) continue;
+    const std::size_t per = lay.per_layer(k, cfg.num_layers);
+    float* p = grads() + lay.offsets[k] + per * lo;
+    inflight_.push_back(
+        mesh_.dp().all_reduce_async(p, p, per * (hi - lo + 1), CommDType::kF32, ReduceOp::kAvg));
+  }
+}
+
+void GradSync::reduce_tied_embedding() {
+  if (mesh_.pp_size() == 1) return;
+  // wte's gradient has a part from the embedding (first stage) and one from
+  // the classifier (last stage); middle stages hold zeros. Sum over the pipeline.
+  const ParamLayout& lay = e_.layout();
+  float* p = grads() + lay.offsets[kWte];
+  mesh_.pp().all_reduce(p, lay.sizes[kWte], CommDType::kF32, ReduceOp::kSum);
+}
+
+void GradSync::wait_all() {
+  for (auto& h : inflight_) h.wait();
+  inflight_.clear();
+}
+
+void GradSync::finish() {
+  e_.set_backward_hook(nullptr);
+  armed_ = false;
+  reduce_tied_embedding();
+  if (mesh_.dp_size() == 1) return;
+  const ParamLayout& lay = e_.layout();
+  const StageSpec& st = e_.stage();
+  if (zero_) {
+    std::copy_n(grads(), lay.total, stage_.begin());
+    std::fill(stage_.begin() + lay.total, stage_.end(), 0.0f);
+    std::vector<float> mine(chunk_);
+    mesh_.dp().reduce_scatter(stage_.data(), mine.data(), chunk_, CommDType::kF32, ReduceOp::kAvg);
+    std::copy_n(mine.begin(), range_.second - range_.first, grads() + range_.first);
+    return;
+  }
+  if (pending_hi_ >= 0) {
+    issue_layers(st.layer_begin, pending_hi_);
+    pending_hi_ = -1;
+  }
+  // Layers whose hook never fired (backward without arm()) are issued here.
+  if (inflight_.empty() && st.layer_end > st.layer_begin) issue_layers(st.layer_begin, st.layer_end - 1);
+  for (int k : {kWte, kWpe, kLnfw, kLnfb}) {
+    if (!st.owns_tensor(k)) continue;
+    float* p = grads() + lay.offsets[k];
+    inflight_.push_back(
+        mesh_.dp().all_reduce_async(p, p, lay.sizes[k], CommDType::kF32, ReduceOp::kAvg));
+  }
+  wait_all();
+}
+
+double GradSync::global_norm() {
+  double ss = e_.grad_sum_squares(range_.first, range_.second);
+  if (zero_) {
+    mesh_.world().all_reduce(&ss, 1, CommDType::kF64, ReduceOp::kSum);
+  } else if (mesh_.pp_size() > 1) {
+    mesh_.pp().all_reduce(&ss, 1, CommDType::kF64, ReduceOp::kSum);
+  }
+  return ss;
+}
+
+void GradSync::after_update() {
+  if (!zero_) return;
+  const ParamLayout& lay = e_.layout();
+  float* params = static_cast<float*>(e_.params().data);
+  std::vector<float> mine(chunk_, 0.0f);
+  std::copy(params + range_.first, params + range_.second, mine.begin());
+  mesh_.dp().all_gather(mine.data(), stage_.data(), chunk_, CommDType::kF32);
+  std::copy_n(stage_.begin(), lay.total, params);
+  e_.params_changed();
+}
+
+std::size_t GradSync::optimizer_bytes_saved() const {
+  if (!zero_) return 0;
+  return (e_.layout().total - (range_.second - range_.first)) * 2 * sizeof(float);
+}
+
+std::vector<float> GradSync::gather_full_params() {
+  const ParamLayout& lay = e_.layout();
+  std::vector<float> p(lay.total);
+  e_.get_params(p);
+  if (mesh_.pp_size() == 1) return p;
+  const StageSpec& st = e_.stage();
+  const int L = e_.config().num_layers;
+  std::vector<float> mine(lay.total, 0.0f);
+  for (int k = 0; k < kNumParamTensors; ++k) {
+    if (!st.owns_tensor(k) || (k == kWte && !st.first)) continue;
+    std::size_t a = lay.offsets[k], b = a + lay.sizes[k];
+    if (ParamLayout::is_layer_tensor(k)) std::tie(a, b) = st.layer_range(lay, k, L);
+    std::copy(p.begin() + a, p.begin() + b, mine.begin() + a);
+  }
+  mesh_.pp().all_reduce(mine.data(), mine.size(), CommDType::kF32, ReduceOp::kSum);
+  return mine;
+}
+
+} // namespace myelin

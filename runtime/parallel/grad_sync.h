@@ -1,0 +1,67 @@
+// Data-parallel gradient synchronisation for one engine (one pipeline stage of
+// one replica), and the pipeline-wide pieces of a step that need collectives:
+// the tied embedding's gradient, the global gradient norm, the ZeRO-1 update.
+//
+// Without ZeRO: gradients are averaged over the data-parallel group in
+// buckets of consecutive layers. The buckets of the last micro-batch start
+// (non-blocking all-reduce) from the engine's backward hook as soon as their
+// layers are done, so communication overlaps the rest of the backward pass;
+// the embedding and final LayerNorm go last.
+// With ZeRO-1: the gradient is reduce-scattered (average) so each rank holds
+// its 1/dp slice, AdamW runs on that slice only (its moments are the only
+// ones this rank keeps), and the parameters are all-gathered afterwards.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "runtime/comm/communicator.h"
+#include "runtime/comm/mesh.h"
+#include "runtime/model/engine.h"
+
+namespace myelin {
+
+class GradSync {
+public:
+  GradSync(Engine& engine, Mesh& mesh, bool zero, std::size_t bucket_bytes = 4u << 20);
+
+  // Arms overlapped bucket reduction for the backward pass that follows (the
+  // last micro-batch of a step).
+  void arm();
+  // After all micro-batches: completes the reduction (tied embedding over the
+  // pipeline, buckets, the rest) so that this rank's gradient — or its ZeRO
+  // slice — is the global average.
+  void finish();
+  // Global gradient norm over the whole model (all stages, all slices).
+  double global_norm();
+  // [begin, end) this rank updates: everything, or its ZeRO slice.
+  std::pair<std::size_t, std::size_t> update_range() const { return range_; }
+  // After AdamW: ZeRO all-gathers the parameters; otherwise nothing.
+  void after_update();
+  // Bytes of AdamW state this rank does not keep thanks to ZeRO.
+  std::size_t optimizer_bytes_saved() const;
+  // Parameters of the whole model on every rank of a replica (stages fill in
+  // what they own), host fp32.
+  std::vector<float> gather_full_params();
+
+private:
+  void on_layer(int layer);
+  void issue_layers(int lo, int hi); // inclusive layer range
+  void reduce_tied_embedding();
+  void wait_all();
+  float* grads();
+
+  Engine& e_;
+  Mesh& mesh_;
+  bool zero_;
+  bool armed_ = false;
+  std::size_t bucket_elems_;
+  int pending_hi_ = -1; // highest layer done but not yet issued
+  std::vector<CommHandle> inflight_;
+  std::pair<std::size_t, std::size_t> range_;
+  std::size_t chunk_ = 0;
+  std::vector<float> stage_; // ZeRO staging (padded to dp * chunk)
+};
+
+} // namespace myelin
