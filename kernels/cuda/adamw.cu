@@ -39,14 +39,14 @@ __device__ __forceinline__ T round_param(float p, std::uint32_t seed, std::size_
 
 template <typename T>
 __global__ void adamw_kernel(T* params, float* master, const float* grads, float* m, float* v,
-                             std::size_t n, float lr, float b1, float b2, float bc1, float bc2,
+                             std::size_t n, float lr, float b1, float b2, float c1, float c2,
                              float eps, float wd, std::uint32_t seed) {
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
     const float g = grads[i];
     const float mi = b1 * m[i] + (1.0f - b1) * g;
     const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    const float mhat = mi / bc1, vhat = vi / bc2;
+    const float mhat = mi * c1, vhat = vi * c2; // c = 1 / (1 - beta^t)
     float p = master ? master[i] : to_f32(params[i]);
     p -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p);
     m[i] = mi;
@@ -65,10 +65,11 @@ void adamw_update(T* params, float* master, const float* grads, float* m, float*
   if (!std::is_same<T, float>::value && !master)
     throw std::invalid_argument("adamw_update: bf16 params need an fp32 master copy");
   if (n == 0) return;
-  const float bc1 = 1.0f - std::pow(a.beta1, float(a.t));
-  const float bc2 = 1.0f - std::pow(a.beta2, float(a.t));
+  // Bias corrections as reciprocals computed in double, like the CPU backend.
+  const float c1 = float(1.0 / (1.0 - std::pow(double(a.beta1), a.t)));
+  const float c2 = float(1.0 / (1.0 - std::pow(double(a.beta2), a.t)));
   adamw_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(params, master, grads, m, v, n, a.lr, a.beta1,
-                                                   a.beta2, bc1, bc2, a.eps, a.weight_decay,
+                                                   a.beta2, c1, c2, a.eps, a.weight_decay,
                                                    a.seed);
   MYELIN_CUDA_CHECK_LAUNCH();
 }

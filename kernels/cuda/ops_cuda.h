@@ -142,6 +142,11 @@ void residual_backward(T* da, T* db, const T* dout, std::size_t n, cudaStream_t 
 template <typename Dst, typename Src>
 void convert(Dst* dst, const Src* src, std::size_t n, cudaStream_t s);
 
+// Deterministic pseudo-random fill, uniform in [lo, hi) and never exactly 0
+// (benchmark and test inputs; hash of (seed, index)).
+template <typename T>
+void fill_uniform(T* x, std::size_t n, std::uint32_t seed, float lo, float hi, cudaStream_t s);
+
 // ---- fused classifier ----------------------------------------------------------------------------
 // logits [N,Vp] (first V columns real). losses[n] = logsumexp(logits[n,:V]) -
 // logits[n,target]. If write_dlogits, logits[n,:] is overwritten with

@@ -2,6 +2,7 @@
 //   residual_forward : out = a + b              bytes 3n*sizeof(T), FLOPs n
 //   residual_backward: da += dout; db += dout   bytes 5n*sizeof(T), FLOPs 2n
 //   convert          : dst = (Dst) src          bytes n*(sizeof(Dst)+sizeof(Src))
+//   fill_uniform     : hashed uniform values       bytes n*sizeof(T)
 //   launch: grid-stride, 256 threads, 16-byte packs (scalar tail) when aligned.
 #include <type_traits>
 
@@ -55,7 +56,33 @@ struct Convert {
   }
 };
 
+template <typename T>
+struct FillUniform {
+  T* x;
+  std::uint32_t seed;
+  float lo, scale;
+  template <int W>
+  __device__ void apply(std::size_t i) const {
+#pragma unroll
+    for (int k = 0; k < W; ++k) {
+      std::uint64_t z = (std::uint64_t(seed) << 32) ^ (i + k);
+      z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdull;
+      z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ull;
+      z ^= z >> 33;
+      const float u = float(z >> 40) * (1.0f / 16777216.0f); // [0, 1)
+      float v = lo + scale * u;
+      if (v == 0.0f) v = lo + 0.5f * scale + 1e-3f;
+      x[i + k] = from_f32<T>(v);
+    }
+  }
+};
+
 } // namespace
+
+template <typename T>
+void fill_uniform(T* x, std::size_t n, std::uint32_t seed, float lo, float hi, cudaStream_t s) {
+  launch_elementwise<T>(n, false, FillUniform<T>{x, seed, lo, hi - lo}, s);
+}
 
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, std::size_t n, cudaStream_t s) {
@@ -80,7 +107,8 @@ void convert(Dst* dst, const Src* src, std::size_t n, cudaStream_t s) {
 
 #define MYELIN_INST(T)                                                                        \
   template void residual_forward<T>(T*, const T*, const T*, std::size_t, cudaStream_t);       \
-  template void residual_backward<T>(T*, T*, const T*, std::size_t, cudaStream_t);
+  template void residual_backward<T>(T*, T*, const T*, std::size_t, cudaStream_t);         \
+  template void fill_uniform<T>(T*, std::size_t, std::uint32_t, float, float, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(bf16)
 #undef MYELIN_INST

@@ -2,6 +2,7 @@
 // names, the wait loop with its deadline, host buffers, argument checks.
 #include "runtime/comm/communicator.h"
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdio>
@@ -67,6 +68,13 @@ const char* memory_space_name(MemorySpace m) {
   return m == MemorySpace::kHost ? "host" : "device";
 }
 
+namespace {
+std::atomic<double> g_spin_seconds{20e-6};
+}
+
+void set_comm_spin_seconds(double seconds) { g_spin_seconds.store(seconds < 0 ? 0 : seconds); }
+double comm_spin_seconds() { return g_spin_seconds.load(); }
+
 // ---- CommHandle ---------------------------------------------------------------
 
 CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
@@ -119,6 +127,7 @@ void CommHandle::wait_for(double seconds) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   const bool host_progress = pending_->needs_host_progress();
+  const double spin = comm_spin_seconds();
   for (;;) {
     if (pending_->poll()) {
       pending_.reset();
@@ -143,7 +152,7 @@ void CommHandle::wait_for(double seconds) {
     // MPI progresses only inside MPI calls, so keep polling (yielding the core
     // to other ranks when oversubscribed). NCCL runs on its own: back off.
     if (host_progress) {
-      if (elapsed > 20e-6) std::this_thread::yield();
+      if (elapsed > spin) std::this_thread::yield();
     } else if (elapsed > 5e-3) {
       std::this_thread::sleep_for(std::chrono::microseconds(elapsed > 0.1 ? 1000 : 100));
     } else if (elapsed > 50e-6) {

@@ -291,6 +291,14 @@ private:
   void* data_ = nullptr;
 };
 
+// How long a wait on an operation that progresses only while the host polls
+// (MPI) keeps polling before it starts yielding the core to other processes
+// between polls. Spinning gives far better bandwidth when every rank has a
+// core; yielding early is better when ranks share cores. MpiRuntime sets 10
+// ms, or 20 us when the node has more ranks than cores. Process-wide.
+void set_comm_spin_seconds(double seconds);
+double comm_spin_seconds();
+
 // bfloat16 <-> float on the host (round to nearest even; NaN stays NaN).
 
 } // namespace myelin

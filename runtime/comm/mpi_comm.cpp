@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <stdexcept>
+#include <thread>
 
 namespace myelin {
 
@@ -247,6 +248,9 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, int required) {
   } catch (const CommError& e) {
     fail(e.what());
   }
+  // Spin while waiting when every rank of this node has a core of its own.
+  const unsigned cores = std::thread::hardware_concurrency();
+  set_comm_spin_seconds(cores > 0 && static_cast<unsigned>(local_size_) <= cores ? 10e-3 : 20e-6);
   g_runtime_alive = true;
 }
 

@@ -8,6 +8,9 @@
 // communicator made here has MPI_ERRORS_RETURN: an MPI error becomes a
 // CommError carrying MPI_Error_string instead of aborting the job.
 //
+// Waiting polls MPI_Testall continuously; see set_comm_spin_seconds for when
+// it yields the core (MpiRuntime picks from ranks per node vs cores).
+//
 // Threading: MPI_THREAD_FUNNELED is enough and is what MpiRuntime asks for by
 // default: all MPI calls (issuing, test(), wait()) come from the thread that
 // created the runtime. Overlap with computation comes from non-blocking

@@ -1,10 +1,52 @@
 #include "runtime/train/run.h"
 
+#include <cstdio>
+#include <iostream>
+
 #include "runtime/train/trainer.h"
+#include "runtime/util/error.h"
+#ifdef MYELIN_HAVE_MPI
+#include "runtime/comm/mpi_comm.h"
+#endif
 
 namespace myelin {
 
 int run_training(const TrainOptions& o) {
+#ifdef MYELIN_HAVE_MPI
+  if (MpiRuntime::launched_by_mpi() || o.dp * o.pp > 1) {
+    MpiRuntime mpi(nullptr, nullptr);
+    require(o.dp * o.pp == mpi.world_size(), "--dp/--pp",
+            "dp x pp = " + std::to_string(o.dp * o.pp) + " but the job has " +
+                std::to_string(mpi.world_size()) + " ranks (mpirun -np)");
+    try {
+      Mesh mesh(mpi.world(), o.dp, o.pp);
+      Trainer t(o, &mesh);
+      t.run();
+      mesh.world().barrier();
+      return 0;
+    } catch (const CommError& e) {
+      // A peer died or hangs: say which, then take the whole job down so no
+      // rank waits forever (the newest complete checkpoint stays intact).
+      std::fprintf(stderr, "myelin train: rank %d: %s; aborting the job\n", mpi.world_rank(),
+                   e.what());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+      return 1;
+    } catch (const std::exception& e) {
+      const bool input = dynamic_cast<const InputError*>(&e) != nullptr ||
+                         dynamic_cast<const std::invalid_argument*>(&e) != nullptr;
+      if (mpi.world_rank() == 0 || !input)
+        std::fprintf(stderr, "myelin train: %s%s\n", input ? "" : "error: ", e.what());
+      std::fflush(stderr);
+      // Every rank validates the same input and fails the same way; a
+      // runtime failure on one rank must not leave the others waiting.
+      if (!input) MPI_Abort(MPI_COMM_WORLD, 1);
+      return input ? 2 : 1;
+    }
+  }
+#endif
+  if (o.dp * o.pp > 1)
+    throw InputError("--dp/--pp: this myelin was built without MPI; multi-rank jobs need it");
   Trainer t(o);
   t.run();
   return 0;

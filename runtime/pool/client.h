@@ -1,0 +1,51 @@
+// HTTP(S) client for the pool API: bearer-token requests that return JSON,
+// binary uploads, and streamed downloads to a file (written atomically).
+// HTTP errors throw PoolError with the status and the server's reason;
+// network failures throw PoolError with status 0 (the caller may retry).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+namespace myelin::pool {
+
+class PoolError : public std::runtime_error {
+public:
+  PoolError(int status, const std::string& msg) : std::runtime_error(msg), status_(status) {}
+  int status() const { return status_; } // 0 = no answer (network)
+private:
+  int status_;
+};
+
+struct ClientOptions {
+  std::string url;      // http://host:port or https://host:port
+  std::string token;
+  std::string ca_cert;  // https: trust this CA (e.g. a self-signed cert)
+  bool insecure = false; // https: skip certificate verification
+  double timeout_s = 120;
+};
+
+class PoolClient {
+public:
+  explicit PoolClient(const ClientOptions& o);
+  ~PoolClient();
+  PoolClient(const PoolClient&) = delete;
+  PoolClient& operator=(const PoolClient&) = delete;
+
+  nlohmann::json get_json(const std::string& path);
+  std::string get_text(const std::string& path);
+  nlohmann::json post_json(const std::string& path, const nlohmann::json& body);
+  nlohmann::json post_bytes(const std::string& path, const std::string& body);
+  // Streams the response body to dest (via a temporary file and rename);
+  // returns the bytes received.
+  std::size_t download(const std::string& path, const std::string& dest);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace myelin::pool

@@ -1,0 +1,435 @@
+#include "runtime/pool/contributor.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "runtime/data/shard.h"
+#include "runtime/io/file_util.h"
+#include "runtime/io/model_file.h"
+#include "runtime/pool/compress.h"
+#include "runtime/pool/hardware.h"
+#include "runtime/pool/job.h"
+#include "runtime/train/trainer.h"
+#include "runtime/util/error.h"
+#include "runtime/util/threads.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace myelin::pool {
+namespace {
+
+std::atomic<int> g_stop{0};
+extern "C" void on_stop_signal(int s) {
+  if (g_stop) std::_Exit(128 + s); // second signal: leave at once
+  g_stop = s;
+}
+
+struct Stopped {};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Sleeps up to `s` seconds, waking early on a stop signal.
+void nap(double s) {
+  const double end = now_s() + s;
+  while (!g_stop && now_s() < end) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+std::string hostname() {
+  char b[256] = {0};
+  if (gethostname(b, sizeof(b) - 1) != 0) return "contributor";
+  return b;
+}
+
+std::string hex64(std::uint64_t v) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+// Stats for the summary and --stats-out.
+struct Stats {
+  int rounds = 0, accepted_pending = 0, rejected = 0;
+  std::uint64_t bytes_sent = 0, raw_bytes = 0, bytes_downloaded = 0;
+  int model_downloads = 0, model_skips = 0;
+  double compute_s = 0, started = now_s();
+};
+
+class Agent {
+public:
+  explicit Agent(const ContributeOptions& o) : o_(o), cli_(o.client) {}
+
+  int run();
+
+private:
+  template <typename F>
+  auto retry(F f, const char* what) -> decltype(f()) {
+    double first_fail = 0;
+    for (;;) {
+      if (g_stop) throw Stopped{};
+      try {
+        return f();
+      } catch (const PoolError& e) {
+        if (e.status() != 0) throw;
+        if (first_fail == 0) {
+          first_fail = now_s();
+          if (!o_.quiet) std::cerr << "contribute: " << what << ": coordinator unreachable ("
+                                   << e.what() << "), retrying" << std::endl;
+        }
+        if (now_s() - first_fail > o_.retry_s)
+          throw std::runtime_error(std::string(what) + ": coordinator unreachable for " +
+                                   std::to_string(int(o_.retry_s)) + " s: " + e.what());
+        nap(0.5);
+      }
+    }
+  }
+  void set_state(const char* s) {
+    std::lock_guard lk(state_mu_);
+    state_ = s;
+  }
+  void heartbeat_loop(double interval);
+  void one_round(const json& w);
+  void ensure_shards(const json& w, const std::string& dir);
+  void say(const std::string& s) const {
+    if (!o_.quiet) std::cout << "contribute: " << s << std::endl;
+  }
+
+  const ContributeOptions& o_;
+  PoolClient cli_;
+  std::int64_t cid_ = 0;
+  std::mutex state_mu_;
+  std::string state_ = "idle";
+  std::atomic<bool> done_{false};
+  Stats st_;
+  std::string cache_root_;
+
+  // What this agent holds between rounds.
+  std::unique_ptr<Trainer> trainer_;
+  std::int64_t t_job_ = -1, t_slot_ = -1, t_slots_ = -1;
+  std::vector<std::uint64_t> batches_per_file_;
+  std::int64_t model_job_ = -1, model_round_ = -1;
+  std::vector<float> global_;
+  bool truncated_once_ = false;
+};
+
+void Agent::heartbeat_loop(double interval) {
+  PoolClient hb(o_.client);
+  double next = now_s() + interval;
+  while (!done_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (now_s() < next) continue;
+    next = now_s() + interval;
+    std::string s;
+    {
+      std::lock_guard lk(state_mu_);
+      s = state_;
+    }
+    try {
+      hb.post_json("/api/heartbeat", {{"contributor_id", cid_}, {"state", s}});
+    } catch (const std::exception&) {
+      // the main loop notices an unreachable coordinator on its own
+    }
+  }
+}
+
+void Agent::ensure_shards(const json& w, const std::string& dir) {
+  fs::create_directories(dir);
+  for (const auto& s : w["shards"]) {
+    const std::size_t k = s["index"].get<std::size_t>();
+    const std::uint64_t bytes = s["bytes"].get<std::uint64_t>();
+    char name[64];
+    std::snprintf(name, sizeof(name), "train_%05zu.bin", k);
+    const std::string path = (fs::path(dir) / name).string();
+    std::error_code ec;
+    if (fs::exists(path, ec) && fs::file_size(path, ec) == bytes) continue;
+    set_state("downloading");
+    const auto got = retry(
+        [&] {
+          return cli_.download("/api/jobs/" + std::to_string(w["job"].get<std::int64_t>()) +
+                                   "/shards/" + std::to_string(k),
+                               path);
+        },
+        "shard download");
+    st_.bytes_downloaded += got;
+    say("downloaded shard " + std::to_string(k) + " (" + std::to_string(got) + " bytes)");
+  }
+}
+
+void Agent::one_round(const json& w) {
+  const auto job = w["job"].get<std::int64_t>(), round = w["round"].get<std::int64_t>();
+  const auto slot = w["slot"].get<std::int64_t>(), slots = w["slots"].get<std::int64_t>();
+  const int H = w["inner_steps"].get<int>();
+  const json& t = w["train"];
+  const std::string dir = (fs::path(cache_root_) / ("job_" + std::to_string(job))).string();
+  ensure_shards(w, dir);
+
+  // The global model: skip the download when this round's model is held.
+  const std::string model = (fs::path(dir) / "model.bin").string();
+  const std::string model_round_file = (fs::path(dir) / "model.round").string();
+  if (!(model_job_ == job && model_round_ == round)) {
+    bool cached = false;
+    {
+      std::ifstream rf(model_round_file);
+      long long have = -1;
+      if (rf >> have && have == round && fs::exists(model)) {
+        try {
+          ModelFile mf = load_model(model);
+          if (mf.params.size() == w["param_count"].get<std::size_t>()) {
+            global_ = std::move(mf.params);
+            cached = true;
+          }
+        } catch (const std::exception&) {
+        }
+      }
+    }
+    if (!cached) {
+      set_state("downloading");
+      const auto got = retry(
+          [&] {
+            return cli_.download("/api/jobs/" + std::to_string(job) + "/model?round=" +
+                                     std::to_string(round),
+                                 model);
+          },
+          "model download");
+      st_.bytes_downloaded += got;
+      ++st_.model_downloads;
+      global_ = load_model(model).params;
+      std::ofstream(model_round_file) << round << "\n";
+    } else {
+      ++st_.model_skips;
+    }
+    model_job_ = job;
+    model_round_ = round;
+  } else {
+    ++st_.model_skips;
+  }
+  if (global_.size() != w["param_count"].get<std::size_t>())
+    throw std::runtime_error("global model has " + std::to_string(global_.size()) +
+                             " parameters, the job says " + w["param_count"].dump());
+
+  // The trainer: rebuilt when the job or the data slice changes (AdamW
+  // moments carry over between rounds otherwise, as in DiLoCo).
+  const int B = t["batch_size"], T = t["seq_len"], accum = t["grad_accum"];
+  if (!trainer_ || t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
+    TrainOptions to;
+    to.model_path = model;
+    to.train_data = (fs::path(dir) / "train_*.bin").string();
+    to.batch_size = B;
+    to.seq_len = T;
+    to.grad_accum = accum;
+    to.steps = std::max<int>(1, t["total_steps"].get<int>());
+    to.lr = t["lr"];
+    to.lr_schedule = t["lr_schedule"];
+    to.warmup_steps = t["warmup_steps"];
+    to.weight_decay = t["weight_decay"];
+    to.grad_clip = t["grad_clip"];
+    to.beta1 = t["beta1"];
+    to.beta2 = t["beta2"];
+    to.seed = t["seed"];
+    to.device = o_.device;
+    to.threads = o_.threads;
+    to.quiet = true;
+    to.data_rank = int(slot);
+    to.data_ranks = int(slots);
+    trainer_.reset();
+    trainer_ = std::make_unique<Trainer>(to);
+    t_job_ = job, t_slot_ = slot, t_slots_ = slots;
+    batches_per_file_.clear();
+    const std::uint64_t G = std::uint64_t(slots) * B * T;
+    for (const auto& f : glob_files(to.train_data, "shards"))
+      batches_per_file_.push_back((shard_token_count(f) - 1) / G);
+  }
+  trainer_->set_params(global_);
+  trainer_->set_data_position(
+      position_after(batches_per_file_, w["batch_position"].get<std::uint64_t>()));
+
+  set_state("training");
+  const double t0 = now_s();
+  double loss = 0;
+  for (int h = 0; h < H; ++h) {
+    if (g_stop) throw Stopped{};
+    loss += trainer_->step().loss;
+    if (o_.debug_step_delay_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(o_.debug_step_delay_ms));
+  }
+  loss /= H;
+  const double compute = now_s() - t0;
+  st_.compute_s += compute;
+
+  const std::vector<float> local = trainer_->params();
+  std::vector<float> g(local.size());
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
+  if (o_.debug_corrupt == "nan") g[g.size() / 2] = NAN;
+  if (o_.debug_corrupt == "scale100")
+    for (auto& v : g) v *= 100.0f;
+  const Codec codec = parse_codec(w["compression"].get<std::string>());
+  const std::string body = encode(g, codec, w["block_size"].get<std::uint32_t>());
+  const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
+  char q[256];
+  std::snprintf(q, sizeof(q), "/api/jobs/%lld/rounds/%lld/upload?contributor_id=%lld&tokens=%llu&compute_s=%.6f&loss=%.9g",
+                static_cast<long long>(job), static_cast<long long>(round),
+                static_cast<long long>(cid_), static_cast<unsigned long long>(tokens), compute,
+                loss);
+  set_state("uploading");
+  if (o_.debug_corrupt == "truncate" && !truncated_once_) {
+    truncated_once_ = true;
+    try {
+      cli_.post_bytes(q, body.substr(0, body.size() / 2));
+      say("truncated upload was ACCEPTED (unexpected)");
+    } catch (const PoolError& e) {
+      say("truncated upload refused: HTTP " + std::to_string(e.status()) + " (" + e.what() + ")");
+    }
+  }
+  json r;
+  try {
+    r = retry([&] { return cli_.post_bytes(q, body); }, "upload");
+  } catch (const PoolError& e) {
+    if (e.status() != 409) throw;
+    say(std::string("upload not taken: ") + e.what());
+    set_state("waiting");
+    return;
+  }
+  set_state("waiting");
+  ++st_.rounds;
+  st_.bytes_sent += body.size();
+  st_.raw_bytes += 4 * g.size();
+  const bool rejected = r["status"] == "rejected";
+  if (rejected) ++st_.rejected; else ++st_.accepted_pending;
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "job %lld round %lld slot %lld/%lld: %d steps, loss %.4f, %.2f s; sent %zu bytes "
+                "(%s; fp32 would be %zu, %.1f%% saved) -> %s%s%s",
+                static_cast<long long>(job), static_cast<long long>(round),
+                static_cast<long long>(slot), static_cast<long long>(slots), H, loss, compute,
+                body.size(), codec_name(codec).c_str(), 4 * g.size() + kWireHeaderBytes,
+                100.0 * (1.0 - double(body.size()) / double(4 * g.size() + kWireHeaderBytes)),
+                r["status"].get<std::string>().c_str(), rejected ? ": " : "",
+                rejected ? r["reason"].get<std::string>().c_str() : "");
+  say(line);
+}
+
+int Agent::run() {
+  const std::string name = o_.name.empty() ? hostname() : o_.name;
+  Fnv1a h;
+  h.add(o_.client.url.data(), o_.client.url.size());
+  cache_root_ = (fs::path(o_.work_dir.empty() ? ".myelin-contribute" : o_.work_dir) /
+                 (hex64(h.h) + "_" + name))
+                    .string();
+  fs::create_directories(cache_root_);
+  const json hw = describe_hardware(o_.device, o_.gpus);
+  json j;
+  try {
+    j = retry([&] { return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}}); },
+              "join");
+  } catch (const PoolError& e) {
+    if (e.status() == 401 || e.status() == 403)
+      throw InputError("--token: the pool refused it (" + std::string(e.what()) + ")");
+    throw;
+  }
+  cid_ = j["contributor_id"].get<std::int64_t>();
+  say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) +
+      ", " + o_.device + ")");
+  std::thread hb([this, iv = j["heartbeat_s"].get<double>()] { heartbeat_loop(iv); });
+  int rc = 0;
+  bool worked = false;
+  try {
+    while (!g_stop) {
+      set_state("idle");
+      const json w = retry([&] { return cli_.post_json("/api/work", {{"contributor_id", cid_}}); },
+                           "work");
+      if (w.contains("wait")) {
+        if (w.value("idle", false) && o_.exit_when_idle && worked) {
+          say("no job left; exiting");
+          break;
+        }
+        set_state("waiting");
+        nap(w["wait"].get<double>());
+        continue;
+      }
+      worked = true;
+      one_round(w);
+      if (o_.max_rounds > 0 && st_.rounds >= o_.max_rounds) break;
+    }
+  } catch (const Stopped&) {
+  } catch (const std::exception& e) {
+    std::cerr << "contribute: error: " << e.what() << std::endl;
+    rc = 1;
+  }
+  done_ = true;
+  hb.join();
+  if (g_stop) say("signal received: leaving the pool (an unfinished round is dropped)");
+  try {
+    cli_.post_json("/api/leave", {{"contributor_id", cid_}});
+  } catch (const std::exception&) {
+  }
+  const double wall = now_s() - st_.started;
+  json s = {{"name", name},
+            {"contributor_id", cid_},
+            {"rounds", st_.rounds},
+            {"rejected", st_.rejected},
+            {"bytes_sent", st_.bytes_sent},
+            {"bytes_uncompressed", st_.raw_bytes},
+            {"bytes_downloaded", st_.bytes_downloaded},
+            {"model_downloads", st_.model_downloads},
+            {"model_download_skips", st_.model_skips},
+            {"compute_s", st_.compute_s},
+            {"wall_s", wall},
+            {"compute_share", wall > 0 ? st_.compute_s / wall : 0.0}};
+  if (!o_.quiet) {
+    char b[400];
+    std::snprintf(b, sizeof(b),
+                  "%d rounds uploaded (%d rejected); sent %.3f MB vs %.3f MB uncompressed "
+                  "(%.1f%% saved); computing %.1f s of %.1f s (%.0f%%), the rest waiting, "
+                  "downloading and uploading",
+                  st_.rounds, st_.rejected, st_.bytes_sent / 1e6, st_.raw_bytes / 1e6,
+                  st_.raw_bytes ? 100.0 * (1.0 - double(st_.bytes_sent) / st_.raw_bytes) : 0.0,
+                  st_.compute_s, wall, wall > 0 ? 100.0 * st_.compute_s / wall : 0.0);
+    say(b);
+  }
+  if (!o_.stats_out.empty()) {
+    const std::string text = s.dump(2) + "\n";
+    write_atomic(o_.stats_out, [&](const ByteSink& out) { out(text.data(), text.size()); });
+  }
+  return rc;
+}
+
+} // namespace
+
+int run_contributor(const ContributeOptions& o) {
+  require(o.device == "cpu" || o.device == "cuda", "--device", "expected cpu or cuda");
+  require(o.debug_corrupt.empty() || o.debug_corrupt == "nan" || o.debug_corrupt == "scale100" ||
+              o.debug_corrupt == "truncate",
+          "--debug-corrupt", "expected nan, scale100 or truncate");
+  require(!o.client.token.empty(), "--token", "required");
+  if (!o.gpus.empty()) {
+    require(o.device == "cuda", "--gpus", "needs --device cuda");
+    // This process trains on the first GPU of the list; the whole list is
+    // what it reports (several GPUs per contributor: run one per GPU).
+    setenv("CUDA_VISIBLE_DEVICES", o.gpus.c_str(), 1);
+  }
+  if (o.threads > 0) set_cpu_threads(o.threads);
+  g_stop = 0;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  Agent a(o);
+  const int rc = a.run();
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return rc;
+}
+
+} // namespace myelin::pool

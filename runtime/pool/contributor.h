@@ -1,0 +1,36 @@
+// `myelin contribute`: the volunteer's agent. It joins a pool, reports its
+// hardware, heartbeats, asks for work, downloads what changed (the training
+// shards once, the global model only when its round differs from the one it
+// holds), trains H inner AdamW steps on its data slice with the same Trainer
+// as `myelin train`, uploads the compressed pseudo-gradient (global - local)
+// and repeats. SIGINT/SIGTERM leave the pool cleanly (an unfinished round is
+// dropped); a crash costs only the unfinished round.
+#pragma once
+
+#include <string>
+
+#include "runtime/pool/client.h"
+
+namespace myelin::pool {
+
+struct ContributeOptions {
+  ClientOptions client;
+  std::string device = "cpu";
+  std::string gpus;        // cuda: GPU indices, e.g. "0,1" (CUDA_VISIBLE_DEVICES)
+  std::string name;        // default: hostname
+  std::string work_dir;    // cache of shards and models
+  int threads = 0;         // CPU threads (0 = all cores)
+  bool exit_when_idle = false; // exit once a job was worked on and none is left
+  int max_rounds = 0;      // stop after this many uploads (0 = no limit)
+  double retry_s = 300;    // give up after the coordinator is unreachable this long
+  std::string stats_out;   // JSON summary written at exit
+  bool quiet = false;
+  // Test-only fault injection (hidden flags): corrupt = nan | scale100 |
+  // truncate; step delay slows each inner step down.
+  std::string debug_corrupt;
+  int debug_step_delay_ms = 0;
+};
+
+int run_contributor(const ContributeOptions& o);
+
+} // namespace myelin::pool

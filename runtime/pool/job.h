@@ -1,0 +1,73 @@
+// A pool job: what to train, on which data, and how the outer loop runs. The
+// admin submits it as JSON (`myelin pool submit JOB.json`); the coordinator
+// stores the normalised JSON, including the resolved shard lists.
+//
+// {
+//   "name": "tiny",
+//   "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256,
+//             "padded_vocab": 256, "max_seq_len": 32, "seed": 1},
+//   "init_checkpoint": "path/model.bin",      (instead of "model")
+//   "train_data": "data/train_*.bin", "val_data": "data/val_*.bin",
+//   "batch_size": 4, "seq_len": 32, "grad_accum": 1,   (per contributor, per inner step)
+//   "inner_steps": 5, "inner_lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0,
+//   "weight_decay": 0, "grad_clip": 1, "beta1": 0.9, "beta2": 0.95,
+//   "outer_lr": 0.7, "outer_momentum": 0.9,
+//   "rounds": 10, "min_contributors": 1, "max_contributors": 4,
+//   "round_deadline_s": 300, "compression": "int8", "block_size": 256,
+//   "norm_factor": 10, "max_norm": 0, "loss_check": false, "loss_tolerance": 0.05,
+//   "val_batches": 4, "keep_snapshots": 3
+// }
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runtime/data/loader.h"
+#include "runtime/model/config.h"
+#include "runtime/pool/compress.h"
+
+namespace myelin::pool {
+
+struct JobSpec {
+  std::string name = "job";
+  std::string init_checkpoint; // on the coordinator; empty = init from shape + seed
+  GPT2Config shape{64, 256, 256, 2, 2, 32};
+  std::uint64_t seed = 1337;
+  std::string train_data, val_data;           // globs as submitted
+  std::vector<std::string> train_files, val_files; // resolved by the coordinator
+  int batch_size = 4, seq_len = 32, grad_accum = 1;
+  int inner_steps = 10;
+  float inner_lr = 1e-3f;
+  std::string lr_schedule = "constant";
+  int warmup_steps = 0;
+  float weight_decay = 0.0f, grad_clip = 1.0f, beta1 = 0.9f, beta2 = 0.95f;
+  float outer_lr = 0.7f, outer_momentum = 0.9f;
+  int rounds = 10;
+  int min_contributors = 1;
+  int max_contributors = 4; // data slices per round
+  double round_deadline_s = 300;
+  Codec compression = Codec::kInt8;
+  int block_size = 256;
+  double norm_factor = 10, max_norm = 0;
+  bool loss_check = false;
+  double loss_tolerance = 0.05;
+  int val_batches = 4;
+  int keep_snapshots = 3;
+
+  // Tokens one contributor processes in one round.
+  std::uint64_t tokens_per_round() const {
+    return std::uint64_t(batch_size) * seq_len * grad_accum * inner_steps;
+  }
+};
+
+// Parses and checks a job; throws InputError naming the field ("job.rounds: ...").
+JobSpec parse_job(const nlohmann::json& j);
+nlohmann::json job_to_json(const JobSpec& s);
+
+// Position of the loader after `k` global batches from the start, for a
+// sequential (unshuffled) loader whose files hold `batches_per_file` batches.
+LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
+                              std::uint64_t k);
+
+} // namespace myelin::pool

@@ -1,0 +1,96 @@
+// The coordinator's state machine, independent of HTTP: jobs, contributors,
+// slot assignment, uploads, round closing (validation + outer step) and the
+// ledger. All state lives in SQLite (state_dir/pool.db) and in model files
+// under state_dir/jobs/<id>/ (model_<round>.bin is the global model a round
+// starts from; momentum_<round>.bin the outer momentum). Files are written
+// atomically before the transaction that makes them current, so after kill -9
+// a restarted coordinator continues from the last committed round.
+// Thread-safe: one mutex serialises every operation.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "runtime/pool/db.h"
+#include "runtime/pool/job.h"
+#include "runtime/pool/tokens.h"
+
+namespace myelin::pool {
+
+// A request the state machine refuses: an HTTP status and a reason.
+class Refused : public std::runtime_error {
+public:
+  Refused(int status, const std::string& msg) : std::runtime_error(msg), status_(status) {}
+  int status() const { return status_; }
+private:
+  int status_;
+};
+
+struct UploadMeta {
+  std::int64_t job = 0, round = 0, contributor = 0;
+  std::int64_t tokens = 0;
+  double compute_s = 0;
+  std::optional<double> train_loss;
+};
+
+class PoolState {
+public:
+  PoolState(const std::string& state_dir, double heartbeat_timeout_s, bool quiet);
+  ~PoolState();
+
+  std::optional<TokenInfo> authenticate(const std::string& secret);
+
+  // Jobs (admin).
+  std::int64_t submit_job(const nlohmann::json& spec);
+  void stop_job(std::int64_t job);
+
+  // Contributors. Each call checks that the contributor belongs to the token.
+  nlohmann::json join(const TokenInfo& who, const std::string& name, const nlohmann::json& hw);
+  nlohmann::json heartbeat(const TokenInfo& who, std::int64_t cid, const std::string& state);
+  void leave(const TokenInfo& who, std::int64_t cid);
+  // An assignment ({"job": ...}) or {"wait": seconds, "idle": bool}.
+  nlohmann::json work(const TokenInfo& who, std::int64_t cid);
+  // Validates and records an upload (body = wire bytes). Returns
+  // {"status": "pending"|"rejected", "reason", ...}. Malformed bodies throw
+  // Refused(400) and change nothing.
+  nlohmann::json upload(const TokenInfo& who, const UploadMeta& meta, const std::string& body);
+
+  // Paths of files a contributor may download (throw Refused(404)).
+  std::string model_file(std::int64_t job, std::int64_t round);
+  std::string shard_file(std::int64_t job, std::size_t index);
+  std::size_t param_count(std::int64_t job);
+
+  // Closes every round that is ready (enough uploads, or deadline). Called
+  // after uploads and periodically.
+  void tick();
+
+  nlohmann::json status_json();
+  nlohmann::json ledger_json(std::optional<std::int64_t> job);
+  std::string ledger_csv(std::optional<std::int64_t> job);
+
+private:
+  struct JobRt;
+  JobRt& job_rt(std::int64_t job);
+  void check_owner(const TokenInfo& who, std::int64_t cid);
+  void maybe_close(std::int64_t job);
+  void close_round(std::int64_t job, std::int64_t round);
+  float evaluate(JobRt& rt, const std::vector<float>& params);
+  std::string job_dir(std::int64_t job) const;
+  std::string model_path(std::int64_t job, std::int64_t round) const;
+  std::string momentum_path(std::int64_t job, std::int64_t round) const;
+  void prune_snapshots(std::int64_t job, std::int64_t newest, int keep);
+
+  std::string dir_;
+  double hb_timeout_;
+  bool quiet_;
+  std::mutex mu_;
+  Db db_;
+  std::map<std::int64_t, std::unique_ptr<JobRt>> jobs_;
+};
+
+} // namespace myelin::pool
