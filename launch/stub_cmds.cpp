@@ -8,12 +8,4 @@ int bench_main(const Args&) {
   std::cerr << "myelin bench: not built yet\n";
   return 1;
 }
-int pool_main(const Args&) {
-  std::cerr << "myelin pool: not built yet\n";
-  return 1;
-}
-int contribute_main(const Args&) {
-  std::cerr << "myelin contribute: not built yet\n";
-  return 1;
-}
 } // namespace myelin::launch

@@ -8,7 +8,8 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libgtest-dev
       openmpi-bin libopenmpi-dev
       nlohmann-json3-dev libcpp-httplib-dev libssl-dev libsqlite3-dev
-      python3 python3-numpy)
+      python3 python3-numpy
+      chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,9 +12,9 @@
 //      dS = P * (dO V^T - Drow), dQ += dS K; dQ *= scale
 //   3. dK/dV kernel, block per (key tile): loop query tiles, dV += P^T dO,
 //      dK += dS^T Q; dK *= scale
-// FLOPs (causal, counting the T^2/2 lower triangle): forward 2*B*NH*T^2*hs
-//   (QK^T and PV, 2 FLOPs per MAC, halved by causality); backward 5*B*NH*T^2*hs
-//   (S and dP recomputed in both kernels: 2 + 3 GEMM-equivalents ... see bench).
+// FLOPs (causal, K = B*NH*hs*T(T+1)/2 multiply-adds per T x T-triangle GEMM):
+//   forward 2 GEMMs = 4K FLOPs; backward useful 5 GEMMs (S, dP, dV, dK, dQ) =
+//   10K FLOPs, executed 7 GEMMs = 14K (S and dP are recomputed in both kernels).
 // Bytes: forward reads qkv (3*B*T*C) once per query tile for K,V (from L2),
 //   writes out + lse; backward reads qkv, O, dO, lse, writes dqkv.
 // Specialised for hs = 64 and 128 (accumulators in registers); other hs <= 256

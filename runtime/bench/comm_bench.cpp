@@ -252,10 +252,11 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
         << memory_space_name(comm.memory()) << " memory, " << comm_dtype_name(o.dtype) << ", "
         << reduce_op_name(o.op) << ", " << (o.in_place ? "in place" : "out of place") << ", "
         << o.iters << " iterations after " << o.warmup << " warmup\n";
+    if (o.peak_busbw_gbps > 0) out << "# peak bus bandwidth " << fmt("%.1f", o.peak_busbw_gbps) << " GB/s\n";
     char line[256];
-    std::snprintf(line, sizeof line, "%12s %12s %9s %15s %12s %12s %11s %11s %6s\n", "size",
+    std::snprintf(line, sizeof line, "%12s %12s %9s %15s %12s %12s %11s %11s %6s%s\n", "size",
                   "count", "type", "op", "time_us", "median_us", "algbw_GB/s", "busbw_GB/s",
-                  "check");
+                  "check", o.peak_busbw_gbps > 0 ? "  %peak" : "");
     out << line << std::flush;
   }
 
@@ -318,11 +319,13 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
       if (!row.ok) ++failures;
       if (root) {
         char line[256];
-        std::snprintf(line, sizeof line, "%12zu %12zu %9s %15s %12.2f %12.2f %11.3f %11.3f %6s\n",
+        std::snprintf(line, sizeof line, "%12zu %12zu %9s %15s %12.2f %12.2f %11.3f %11.3f %6s",
                       row.bytes, row.count, comm_dtype_name(o.dtype), op.c_str(), row.time_us,
                       row.median_us, row.algbw_gbps, row.busbw_gbps,
                       !o.check ? "-" : row.ok ? "ok" : "WRONG");
-        out << line << std::flush;
+        out << line;
+        if (o.peak_busbw_gbps > 0) out << fmt("  %5.1f", 100.0 * row.busbw_gbps / o.peak_busbw_gbps);
+        out << "\n" << std::flush;
       }
       rows.push_back(row);
       bytes = next;
@@ -335,7 +338,7 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
       for (const CommBenchRow& r : rows)
         if (r.op == op && (best == nullptr || r.busbw_gbps > best->busbw_gbps)) best = &r;
       if (best != nullptr)
-        out << "# " << op << ": peak busbw " << fmt("%.3f", best->busbw_gbps) << " GB/s at "
+        out << "# " << op << ": best busbw " << fmt("%.3f", best->busbw_gbps) << " GB/s at "
             << size_label(best->bytes) << "\n";
     }
     if (failures > 0) out << "# " << failures << " sizes gave WRONG results\n";
@@ -354,6 +357,7 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
              << ",\"median_us\":" << fmt("%.3f", r.median_us)
              << ",\"algbw_gbps\":" << fmt("%.6f", r.algbw_gbps)
              << ",\"busbw_gbps\":" << fmt("%.6f", r.busbw_gbps)
+             << (o.peak_busbw_gbps > 0 ? ",\"busbw_share\":" + fmt("%.4f", r.busbw_gbps / o.peak_busbw_gbps) : std::string())
              << ",\"ok\":" << (r.ok ? "true" : "false") << "}";
       }
       json << "\n]}\n";

@@ -14,7 +14,8 @@
 // with algbw = bytes / time. Sizes that do not hold at least one element per
 // rank are skipped; others are rounded down to whole elements per rank.
 //
-// Rank 0 prints an aligned table and optionally writes JSON and CSV. With
+// Rank 0 prints an aligned table (with the share of peak_busbw_gbps, if
+// given) and optionally writes JSON and CSV. With
 // `check`, one extra call per size is verified against the expected values
 // before timing.
 #pragma once
@@ -42,6 +43,9 @@ struct CommBenchOptions {
   ReduceOp op = ReduceOp::kSum;
   bool in_place = false;
   bool check = true;
+  // The hardware's bus bandwidth limit in GB/s (e.g. NVLink or memory
+  // bandwidth); when > 0 the table shows the share of it each size reaches.
+  double peak_busbw_gbps = 0;
   std::string json_path; // empty: no JSON
   std::string csv_path;  // empty: no CSV
   std::ostream* out = nullptr; // rank 0's table; nullptr: std::cout

@@ -9,7 +9,7 @@
 //                                skipped when there are fewer or no NCCL build)
 //   mpi_comm_check bench-run [--max-bytes N] [--iters N] [--warmup N]
 //                  [--dtype T] [--op sum] [--in-place] [--no-check]
-//                  [--json F] [--csv F] [--ops a,b] [--timeout S]
+//                  [--json F] [--csv F] [--ops a,b] [--timeout S] [--peak GBps]
 //                               the bench itself, for measurements
 //
 // Each rank checks its own results, prints one final line, and exits 1 on
@@ -608,6 +608,7 @@ int run_bench_cli(Communicator& w, int argc, char** argv) {
     else if (a == "--csv") o.csv_path = next();
     else if (a == "--timeout") w.set_timeout(std::stod(next()));
     else if (a == "--max-seconds") o.max_seconds_per_size = std::stod(next());
+    else if (a == "--peak") o.peak_busbw_gbps = std::stod(next());
     else if (a == "--ops") {
       o.ops.clear();
       std::stringstream ss(next());
