@@ -7,18 +7,20 @@ Usage: /usr/bin/python3 scripts/bench_cpu_vs_torch.py [--myelin build/myelin]
            [--rounds 2] [--steps 25] [--warmup 5] [--shapes big,small] [--out FILE.md]
 
 Each round runs Myelin then PyTorch for every shape (myelin, torch, myelin,
-torch, ...); a run's throughput is the median tokens/s of its steps after the
+torch, ...); every run is its own process. A run's throughput is the median tokens/s of its steps after the
 warm-up steps, and the reported figure is the median over rounds. Myelin's
 figures come from its --metrics-out JSON lines (tokens_per_s per step);
 PyTorch's from wall-clock time around each step (forward, backward, clipping,
-optimizer step). Needs python3-numpy and python3-torch (Debian packages).
+optimizer step). Before the rounds, a short calibration picks, per shape, the
+faster of a few OpenMP environments for each program (see ENVS). Needs
+python3-numpy and python3-torch (Debian packages).
 """
 import argparse
-import datetime
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -77,11 +79,13 @@ def myelin_cmd(binary, s, shard, steps, metrics, threads):
             "--threads", str(threads), "--metrics-out", metrics, "--quiet"]
 
 
-def run_myelin(binary, s, shard, steps, warmup, threads, tmp):
+def run_myelin(binary, s, shard, steps, warmup, threads, tmp, env_extra):
     metrics = os.path.join(tmp, "metrics.jsonl")
     if os.path.exists(metrics):
         os.remove(metrics)
-    subprocess.run(myelin_cmd(binary, s, shard, steps, metrics, threads), check=True)
+    env = dict(os.environ)
+    env.update(env_extra)
+    subprocess.run(myelin_cmd(binary, s, shard, steps, metrics, threads), check=True, env=env)
     rows = [json.loads(l) for l in open(metrics) if l.strip()]
     tps = [r["tokens_per_s"] for r in rows[warmup:]]
     return statistics.median(tps), statistics.median(r["ms"] for r in rows[warmup:])
@@ -176,6 +180,53 @@ def run_torch(torch, s, tokens, steps, warmup, attn):
 
 # ---- main -----------------------------------------------------------------------
 
+def torch_worker(a):
+    """One PyTorch run in its own process (so OpenMP settings in the
+    environment take effect); prints {"tps", "ms"} as JSON."""
+    import torch
+    torch.set_num_threads(a.threads)
+    s = SHAPES[a.torch_worker]
+    tokens = np.fromfile(a.shard, dtype="<u2", offset=1024)
+    tps, ms = run_torch(torch, s, tokens, a.steps, a.warmup, a.torch_attn)
+    print(json.dumps({"tps": tps, "ms": ms}))
+
+
+def run_torch_process(a, name, shard, env_extra, steps):
+    env = dict(os.environ)
+    env.update(env_extra)
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", name, "--shard", shard,
+           "--steps", str(steps), "--warmup", str(a.warmup),
+           "--threads", str(a.threads), "--torch-attn", a.torch_attn]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["tps"], r["ms"]
+
+
+# Both programs run their element-wise work on GNU OpenMP threads, which spin
+# after each parallel region by default; PyTorch runs its matmuls on OpenBLAS's
+# own pthreads besides. On a small or shared machine spinning threads take the
+# cores from the threads with work. Each side runs in each of these
+# environments in a short calibration, and keeps the faster per shape.
+ENVS = {
+    "default": {},
+    "omp-passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+
+
+def cpu_pressure():
+    """'some' CPU pressure over the last 10 s (%), or None: how much runnable
+    work waited for a core, i.e. how busy the machine was with other jobs."""
+    try:
+        line = open("/proc/pressure/cpu").readline()
+        return float(line.split("avg10=")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def env_str(env):
+    return " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__,
@@ -188,17 +239,30 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--torch-attn", choices=["sdpa", "manual"], default="sdpa",
                     help="PyTorch attention: fused scaled_dot_product_attention or matmuls")
+    ap.add_argument("--env", choices=["auto"] + list(ENVS), default="auto",
+                    help="OpenMP environment of both programs (auto: calibrate and keep "
+                         "the faster per program and shape)")
     ap.add_argument("--out", help="also write the markdown report here")
+    ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--shard", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.torch_worker:
+        return torch_worker(a)
 
     import torch
-    torch.set_num_threads(a.threads)
     cfg = torch.__config__.show()
-    blas = [l.strip() for l in cfg.splitlines() if "BLAS_INFO" in l or "MKL" in l]
-    torch_blas_info = next((p.strip() for l in cfg.splitlines() for p in l.split(",")
-                            if "BLAS_INFO" in p), "?")
+    mblas = re.search(r"BLAS_INFO=(\w+)", cfg)
+    torch_blas_info = f"BLAS_INFO={mblas.group(1) if mblas else '?'}"
+    try:   # the kernel set OpenBLAS picks here (OPENBLAS_CORETYPE overrides detection)
+        import ctypes
+        ob = ctypes.CDLL("libopenblas.so.0")
+        ob.openblas_get_corename.restype = ctypes.c_char_p
+        ob.openblas_get_config.restype = ctypes.c_char_p
+        openblas_core = (f"{ob.openblas_get_config().decode()}, kernels for "
+                         f"{ob.openblas_get_corename().decode()}")
+    except (OSError, AttributeError):
+        openblas_core = "?"
     try:
-        import ctypes.util
         ldd = subprocess.run(["ldd", os.path.join(os.path.dirname(torch.__file__), "lib",
                                                   "libtorch_cpu.so")],
                              capture_output=True, text=True).stdout
@@ -222,18 +286,39 @@ def main():
             ntok = s["B"] * s["T"] * (a.steps + 1) + 1
             shards[name] = os.path.join(tmp, f"{name}.bin")
             write_shard(shards[name], ntok, s["V"], seed=1)
+        runners = {
+            "myelin": lambda name, env, steps: run_myelin(a.myelin, SHAPES[name], shards[name],
+                                                          steps, a.warmup, a.threads, tmp, env),
+            "torch": lambda name, env, steps: run_torch_process(a, name, shards[name], env,
+                                                                steps),
+        }
+        chosen = {}   # (program, shape) -> env name
+        calib_lines = []
+        for name in shapes:
+            for prog, run in runners.items():
+                if a.env != "auto":
+                    chosen[prog, name] = a.env
+                    continue
+                calib = {e: run(name, env, a.warmup + 5)[0] for e, env in ENVS.items()}
+                chosen[prog, name] = max(calib, key=calib.get)
+                line = (f"calibration {prog} {name}: " +
+                        ", ".join(f"{k} {v:.0f} tok/s" for k, v in calib.items()) +
+                        f" -> {chosen[prog, name]}")
+                calib_lines.append(line)
+                print(line, file=sys.stderr, flush=True)
+        pressure = []
         for r in range(a.rounds):
             for name in shapes:
-                s = SHAPES[name]
-                tok = np.fromfile(shards[name], dtype="<u2", offset=1024)
-                m, mms = run_myelin(a.myelin, s, shards[name], a.steps, a.warmup, a.threads, tmp)
-                t, tms = run_torch(torch, s, tok, a.steps, a.warmup, a.torch_attn)
+                pressure.append(cpu_pressure())
+                m, mms = runners["myelin"](name, ENVS[chosen["myelin", name]], a.steps)
+                t, tms = runners["torch"](name, ENVS[chosen["torch", name]], a.steps)
                 results[name]["myelin"].append(m)
                 results[name]["torch"].append(t)
                 results[name]["myelin_ms"].append(mms)
                 results[name]["torch_ms"].append(tms)
                 print(f"round {r + 1} {name}: myelin {m:9.0f} tok/s ({mms:.1f} ms/step) | "
                       f"torch {t:9.0f} tok/s ({tms:.1f} ms/step)", file=sys.stderr, flush=True)
+        pressure.append(cpu_pressure())
 
     lines = []
     lines.append(f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, widest ISA {cpu_isa()}")
@@ -241,17 +326,26 @@ def main():
                  f"torch.set_num_threads); OPENBLAS_CORETYPE="
                  f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, OMP_NUM_THREADS="
                  f"{os.environ.get('OMP_NUM_THREADS', '(unset)')}")
+    lines.append(f"- OpenBLAS: {openblas_core}")
     lines.append(f"- Myelin BLAS: {resolve(myelin_blas_libs)} (single-threaded OpenBLAS calls "
                  f"inside OpenMP regions)")
     lines.append(f"- PyTorch {torch.__version__}: {torch_blas_info}, libtorch_cpu links "
                  f"{resolve(torch_blas_libs)}; eager mode, attention "
                  f"{a.torch_attn}, AdamW foreach")
+    pr = [p for p in pressure if p is not None]
+    if pr:
+        lines.append(f"- machine load: CPU pressure (avg10, share of time runnable work waited "
+                     f"for a core) {min(pr):.0f}-{max(pr):.0f}% during the rounds; load average "
+                     f"{os.getloadavg()[0]:.1f} at the end")
+    for line in calib_lines:
+        lines.append(f"- {line}")
     lines.append(f"- {a.rounds} rounds x {a.steps} steps, first {a.warmup} steps of each run "
                  f"dropped; medians")
     lines.append("")
     lines.append("| shape (L, C, NH, T, B) | tokens/step | Myelin tok/s | PyTorch tok/s "
-                 "| Myelin ms/step | PyTorch ms/step | Myelin / PyTorch |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+                 "| Myelin ms/step | PyTorch ms/step | Myelin / PyTorch | environment "
+                 "(Myelin / PyTorch) |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name in shapes:
         s = SHAPES[name]
         m = statistics.median(results[name]["myelin"])
@@ -259,7 +353,9 @@ def main():
         mms = statistics.median(results[name]["myelin_ms"])
         tms = statistics.median(results[name]["torch_ms"])
         lines.append(f"| {s['L']}, {s['C']}, {s['NH']}, {s['T']}, {s['B']} | {s['B'] * s['T']} "
-                     f"| {m:.0f} | {t:.0f} | {mms:.1f} | {tms:.1f} | {m / t:.2f}x |")
+                     f"| {m:.0f} | {t:.0f} | {mms:.1f} | {tms:.1f} | {m / t:.2f}x "
+                     f"| {env_str(ENVS[chosen['myelin', name]])} / "
+                     f"{env_str(ENVS[chosen['torch', name]])} |")
     report = "\n".join(lines)
     print(report)
     if a.out:

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include <cblas.h>
 
@@ -120,6 +121,10 @@ class BlasSingleThread {
 #endif
 constexpr int kRB = KRB;  // query rows (forward, phase A) or key rows (phase B) per task
 
+// End of the columns a row-t softmax touches: t+1 rounded up to a multiple of
+// 16 (whole AVX-512 vectors), capped at the r1 columns the block's gemm wrote.
+inline int padded_end(int t, int r1) { return std::min(r1, (t + 16) & ~15); }
+
 // Below about 64K multiply-adds a call runs on the calling thread.
 bool run_parallel(int B, int NH, int T, int hs) {
   return static_cast<double>(B) * NH * T * T * hs > 65536.0;
@@ -152,21 +157,27 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int 
     gemm(false, true, r1 - r0, r1, hs, scale, q + static_cast<std::size_t>(r0) * C3, C3, k, C3,
          Real(0), a + static_cast<std::size_t>(r0) * sT, T);
     for (int t = r0; t < r1; ++t) {
+      // Columns [0, n): the causal ones (j <= t) rounded up to whole vectors, so
+      // the loops run at full vector width; j > t is masked to probability 0.
       Real* row = a + static_cast<std::size_t>(t) * sT;
-      Real mx = row[0];
+      const int n = padded_end(t, r1);
+      Real mx = std::numeric_limits<Real>::lowest();
 #pragma omp simd reduction(max : mx)
-      for (int j = 0; j <= t; ++j) mx = row[j] > mx ? row[j] : mx;
+      for (int j = 0; j < n; ++j) {
+        const Real x = j <= t ? row[j] : std::numeric_limits<Real>::lowest();
+        mx = x > mx ? x : mx;
+      }
       Real sum = 0;
 #pragma omp simd reduction(+ : sum)
-      for (int j = 0; j <= t; ++j) {
-        const Real e = vexp(row[j] - mx);
+      for (int j = 0; j < n; ++j) {
+        const Real e = j <= t ? vexp(row[j] - mx) : Real(0);
         row[j] = e;
         sum += e;
       }
       const Real inv = Real(1) / sum;
 #pragma omp simd
-      for (int j = 0; j <= t; ++j) row[j] *= inv;
-      std::fill(row + t + 1, row + T, Real(0));
+      for (int j = 0; j < n; ++j) row[j] *= inv;
+      std::fill(row + n, row + T, Real(0));
     }
     // out[r0:r1, h] = P[r0:r1, 0:r1] V[0:r1]
     gemm(false, false, r1 - r0, hs, r1, Real(1), a + static_cast<std::size_t>(r0) * sT, T, v, C3,
@@ -205,16 +216,18 @@ void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real*
       gemm(false, true, r1 - r0, r1, hs, Real(1), dO + static_cast<std::size_t>(r0) * C, C, v, C3,
            Real(0), ds + static_cast<std::size_t>(r0) * sT, T);
       for (int t = r0; t < r1; ++t) {
+        // P[t, j] = 0 for j > t, so the padded columns [t+1, n) come out as 0.
         const Real* p = a + static_cast<std::size_t>(t) * sT;
         Real* d = ds + static_cast<std::size_t>(t) * sT;
+        const int n = padded_end(t, r1);
         Real dot = 0;
 #pragma omp simd reduction(+ : dot)
-        for (int j = 0; j <= t; ++j) dot += p[j] * d[j];
+        for (int j = 0; j < n; ++j) dot += p[j] * d[j];
 #pragma omp simd
-        for (int j = 0; j <= t; ++j) d[j] = scale * p[j] * (d[j] - dot);
+        for (int j = 0; j < n; ++j) d[j] = scale * p[j] * (d[j] - dot);
         // Zero the rest of the row inside this block: the dQ gemm below and
         // phase B read dS[t, j] for t < j < r1.
-        std::fill(d + t + 1, d + r1, Real(0));
+        std::fill(d + n, d + r1, Real(0));
       }
       gemm(false, false, r1 - r0, hs, r1, Real(1), ds + static_cast<std::size_t>(r0) * sT, T, k,
            C3, Real(1), dq + static_cast<std::size_t>(r0) * C3, C3);

@@ -22,6 +22,11 @@
 // here (accumulating in float) and freed at MPI_Finalize. kAvg is a sum
 // followed by a local division by size().
 //
+// reduce_scatter is a ring of point-to-point messages (n - 1 steps, the
+// reduction done on the host as each chunk arrives), because OpenMPI's
+// reduce_scatter_block is a reduce followed by a scatter and several times
+// slower than an all-reduce; the other collectives are MPI's own.
+//
 // Element counts are size_t. all_reduce, broadcast, send and recv split
 // counts above 2^30 into several MPI calls; reduce_scatter and all_gather
 // take at most INT_MAX elements per rank.
@@ -123,6 +128,9 @@ public:
 
 private:
   std::string peer_label(int r) const; // "1" or "1 (world rank 5)"
+  static constexpr int kRingTagBase = 1 << 20; // above user tags (<= kMaxTag)
+  int ring_tags_ = 0;                          // tags for ring reduce-scatters
+  unsigned ring_seq_ = 0;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;

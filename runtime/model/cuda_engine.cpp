@@ -23,6 +23,7 @@
 // cuBLASLt GELU / DGELU epilogues for the MLP; MYELIN_CUDA_SR=<seed> writes
 // bf16 parameters with stochastic rounding.
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -98,6 +99,7 @@ public:
     MYELIN_CUDA_CHECK(cudaMemset(grads_.get(), 0, P * sizeof(float)));
     MYELIN_CUDA_CHECK(cudaMemset(m_.get(), 0, P * sizeof(float)));
     MYELIN_CUDA_CHECK(cudaMemset(v_.get(), 0, P * sizeof(float)));
+    opt_end_ = P;
 
     const std::size_t N = std::size_t(maxB) * maxT, NC = N * C, nl = std::size_t(nlayers());
     slots_.resize(std::size_t(opt.slots));
@@ -245,6 +247,10 @@ public:
                              nullptr, N, C, 3 * C, 1.0f, bsc, st);
       cu::layernorm_backward<T>(dres, G(kLn1w, l), G(kLn1b, l), dln, x_in, L(kLn1w, l),
                                 a.ln1_mean, a.ln1_rstd, N, C, ln_scratch_.get(), st);
+      if (hook_) {
+        stream_.sync(); // layer l's gradients are in memory before the hook sees them
+        hook_(l);
+      }
     }
     if (st_.first) {
       cu::encoder_backward<T>(G(kWte), G(kWpe), dres, s.btok.get(), s.boff.get(), s.bpos.get(),
@@ -294,6 +300,25 @@ public:
   }
 
   // ---- gradients and update ----------------------------------------------------------------
+  void set_backward_hook(std::function<void(int)> hook) override { hook_ = std::move(hook); }
+
+  void shard_optimizer(std::size_t begin, std::size_t end) override {
+    guard_.bind();
+    if (begin > end || end > lay_.total) throw std::invalid_argument("shard_optimizer: bad range");
+    stream_.sync();
+    opt_begin_ = begin;
+    opt_end_ = end;
+    m_.allocate(end - begin);
+    v_.allocate(end - begin);
+    if (end > begin) {
+      MYELIN_CUDA_CHECK(cudaMemset(m_.get(), 0, m_.bytes()));
+      MYELIN_CUDA_CHECK(cudaMemset(v_.get(), 0, v_.bytes()));
+    }
+  }
+  std::pair<std::size_t, std::size_t> optimizer_range() const override {
+    return {opt_begin_, opt_end_};
+  }
+
   void zero_grad() override {
     guard_.bind();
     MYELIN_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, lay_.total * sizeof(float), stream_.get()));
@@ -325,15 +350,18 @@ public:
   void adamw(const AdamWConfig& c, float lr, int t, std::size_t begin, std::size_t end) override {
     guard_.bind();
     for_owned(begin, end, /*for_norm=*/false, [&](std::size_t a, std::size_t b, int k) {
+      if (a < opt_begin_ || b > opt_end_)
+        throw std::logic_error("adamw range outside the optimizer shard");
+      const std::size_t o = a - opt_begin_; // moments hold only the shard
       cu::AdamWArgs args{lr, c.beta1, c.beta2, c.eps,
                          ParamLayout::decays(k) ? c.weight_decay : 0.0f, t, 0};
       if (sr_seed_ != 0) args.seed = ((sr_seed_ * 2654435761u) ^ (std::uint32_t(t) * 40503u)) | 1u;
       if constexpr (std::is_same<T, float>::value) {
-        cu::adamw_update<float>(master_.get() + a, nullptr, grads_.get() + a, m_.get() + a,
-                                v_.get() + a, b - a, args, stream_.get());
+        cu::adamw_update<float>(master_.get() + a, nullptr, grads_.get() + a, m_.get() + o,
+                                v_.get() + o, b - a, args, stream_.get());
       } else {
         cu::adamw_update<T>(params_lp_.get() + a, master_.get() + a, grads_.get() + a,
-                            m_.get() + a, v_.get() + a, b - a, args, stream_.get());
+                            m_.get() + o, v_.get() + o, b - a, args, stream_.get());
       }
     });
     stream_.sync(); // params() is consistent when adamw returns
@@ -533,6 +561,8 @@ private:
   std::string name_;
   bool gelu_fusion_ = false;
   std::uint32_t sr_seed_ = 0;
+  std::function<void(int)> hook_;
+  std::size_t opt_begin_ = 0, opt_end_ = 0; // AdamW moments cover [opt_begin_, opt_end_)
   DeviceBuffer<float> master_, grads_, m_, v_;
   DeviceBuffer<T> params_lp_; // bf16 copy (unused for fp32)
   std::vector<Slot> slots_;

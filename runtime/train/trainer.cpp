@@ -224,7 +224,8 @@ StepMetrics Trainer::step() {
   const int K = opt_.grad_accum, B = opt_.batch_size, T = opt_.seq_len;
   const double loss_sum = run_pipeline(
       *engine_, mesh_->pp(), sched_, K, B, T,
-      [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); });
+      [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); },
+      &last_timing_);
   sync_->finish();
   const float loss = replica_mean(*mesh_, engine_->stage().last, loss_sum / K);
   const float norm = float(std::sqrt(sync_->global_norm()));

@@ -53,6 +53,9 @@ public:
   void set_data_position(const LoaderPosition& p) { train_->set_position(p); }
   LoaderPosition data_position() const { return train_->position(); }
   int completed_steps() const { return step_; }
+  // Compute vs wall time of this rank's part of the last step's schedule.
+  const PipeTiming& last_timing() const { return last_timing_; }
+  Mesh& mesh() { return *mesh_; }
   // Tokens one step consumes on this process.
   std::uint64_t tokens_per_step() const {
     return std::uint64_t(opt_.batch_size) * opt_.seq_len * opt_.grad_accum;
@@ -69,6 +72,7 @@ private:
   Mesh* mesh_ = nullptr;
   std::unique_ptr<GradSync> sync_;
   PipeSchedule sched_ = PipeSchedule::k1F1B;
+  PipeTiming last_timing_;
   GPT2Config cfg_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<DataLoader> train_, val_;

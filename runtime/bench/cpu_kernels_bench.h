@@ -1,0 +1,23 @@
+// CPU kernel benchmark (`myelin bench --device cpu`): every op of
+// kernels/ops.h, forward and backward, at GPT-2 block shapes. It first
+// measures this machine's limits (parallel copy bandwidth and a large sgemm),
+// then for each kernel reports the median time over repetitions (caches
+// flushed between runs by writing a buffer larger than the last-level cache),
+// achieved GB/s and GFLOP/s from the kernel's byte and FLOP counts, the share
+// of the limit that bounds it, and which limit that is.
+#pragma once
+
+#include <string>
+
+namespace myelin {
+
+struct CpuBenchOptions {
+  std::string filter = ".*";  // ECMAScript regex over kernel names
+  std::string output;         // JSON or CSV file (by extension); empty: none
+  int repetitions = 10;
+  int batch = 4, seq = 256, channels = 256, heads = 4, vocab = 256;
+};
+
+int run_cpu_kernel_bench(const CpuBenchOptions& opt);
+
+} // namespace myelin
