@@ -39,6 +39,9 @@ struct TrainOptions {
   std::string device = "cpu";
   std::string dtype = "fp32";
   int threads = 0; // 0 = all cores
+  // GPU to use; under mpirun the launcher sets it from the node-local rank
+  // (the CUDA engine takes it modulo the number of devices).
+  int device_index = 0;
   int recompute = 0;
 
   // parallel layout (distributed runtime)

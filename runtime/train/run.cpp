@@ -20,7 +20,9 @@ int run_training(const TrainOptions& o) {
                 std::to_string(mpi.world_size()) + " ranks (mpirun -np)");
     try {
       Mesh mesh(mpi.world(), o.dp, o.pp);
-      Trainer t(o, &mesh);
+      TrainOptions local = o;
+      local.device_index = mpi.local_rank();
+      Trainer t(local, &mesh);
       t.run();
       mesh.world().barrier();
       return 0;

@@ -66,6 +66,7 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh) : opt_(opt), mesh_(mesh) {
   eo.device = opt_.device;
   eo.dtype = opt_.dtype;
   eo.recompute = opt_.recompute;
+  eo.device_index = opt_.device_index;
   eo.slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
