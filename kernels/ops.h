@@ -5,16 +5,23 @@
 // live here; kernels/cpu/*.cpp define them and explicitly instantiate them for
 // Real = float (the training backend, fp32 math) and Real = double (reference
 // checks in tests). Any other Real fails at link time. Real is deduced from the
-// pointer arguments; scalar arguments (dloss, s) are non-deduced (scalar_t), so
-// a float buffer may be passed with a double value and the value is converted.
+// required pointer arguments; scalar arguments (dloss, s) and the pointers that
+// may be null (matmul bias/dinp/dbias, classifier dlogits) are non-deduced
+// (nondeduced_t), so a literal nullptr or a double constant can be passed
+// without naming Real, e.g. matmul_forward(out, inp, w, nullptr, N, IC, OC).
 //
 // Shapes are plain integers; N is the number of token positions (B*T). Backward
 // functions ACCUMULATE (+=) into every gradient they write, so gradient
 // accumulation over micro-batches needs no extra pass; the caller zeroes
-// gradient buffers at the start of a step. Threads come from OpenMP
-// (omp_set_num_threads / --threads) and, for the matmuls, from OpenBLAS. All
-// results are deterministic for a given thread count (no atomics); nothing here
-// knows about models, ranks or files.
+// gradient buffers at the start of a step.
+//
+// Threads: all parallelism comes from OpenMP (omp_set_num_threads / --threads),
+// matmuls and attention included: each OpenMP thread calls a single-threaded
+// OpenBLAS gemm on its slice (the pthreads OpenBLAS is switched to 1 thread for
+// the duration of such a call and restored afterwards), because OpenBLAS's own
+// thread pool running right after an OpenMP region oversubscribes the cores.
+// All results are deterministic for a given thread count (no atomics); nothing
+// here knows about models, ranks or files.
 #pragma once
 
 #include <cstddef>
@@ -23,9 +30,9 @@
 
 namespace myelin::cpu {
 
-// A scalar argument that takes its type from the buffers instead of deducing it.
+// An argument that takes its type from the other arguments instead of deducing it.
 template <typename Real>
-using scalar_t = std::type_identity_t<Real>;
+using nondeduced_t = std::type_identity_t<Real>;
 
 // ---- embedding: out[n,:] = wte[tok[n],:] + wpe[t(n),:] ----------------------
 template <typename Real>
@@ -49,13 +56,13 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
 // ---- matmul: out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (+ bias[OC]) ------------
 // bias may be null.
 template <typename Real>
-void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* bias, int N,
-                    int IC, int OC);
+void matmul_forward(Real* out, const Real* inp, const Real* weight,
+                    const nondeduced_t<Real>* bias, int N, int IC, int OC);
 // dinp[N,IC] += dout @ weight; dweight[OC,IC] += dout^T @ inp; dbias += sum_n dout.
 // dinp and dbias may be null (skipped).
 template <typename Real>
-void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
-                     const Real* weight, int N, int IC, int OC);
+void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>* dbias,
+                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC);
 
 // ---- causal multi-head self-attention --------------------------------------
 // qkv: [B,T,3C] laid out as (q | k | v), each C = NH heads x hs channels.
@@ -89,9 +96,9 @@ void residual_backward(Real* da, Real* db, const Real* dout, std::size_t n);
 // columns set to 0); dlogits may alias logits (computed in place).
 // Returns nothing; a target outside [0,V) is the caller's error to check.
 template <typename Real>
-void classifier_forward_backward(Real* losses, Real* dlogits, const Real* logits,
+void classifier_forward_backward(Real* losses, nondeduced_t<Real>* dlogits, const Real* logits,
                                  const int* targets, int N, int V, int Vp,
-                                 scalar_t<Real> dloss);
+                                 nondeduced_t<Real> dloss);
 
 // ---- AdamW (decoupled weight decay, bias-corrected moments) -----------------
 // step t starts at 1. The caller picks weight_decay per tensor (the optimizer
@@ -110,6 +117,6 @@ template <typename Real>
 double sum_squares(const Real* x, std::size_t n);
 // x *= s
 template <typename Real>
-void scale_inplace(Real* x, std::size_t n, scalar_t<Real> s);
+void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s);
 
 } // namespace myelin::cpu

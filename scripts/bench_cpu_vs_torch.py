@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,27 @@ def run_myelin(binary, s, shard, steps, warmup, threads, tmp, env_extra):
     rows = [json.loads(l) for l in open(metrics) if l.strip()]
     tps = [r["tokens_per_s"] for r in rows[warmup:]]
     return statistics.median(tps), statistics.median(r["ms"] for r in rows[warmup:])
+
+
+def children_cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def myelin_cpu_ms_per_step(binary, s, shard, steps, warmup, tmp, env_extra):
+    """CPU time (user + sys) of one step: the difference between a run of
+    warmup + steps steps and one of warmup steps, so start-up is not counted."""
+    metrics = os.path.join(tmp, "cpu_metrics.jsonl")
+    env = dict(os.environ)
+    env.update(env_extra)
+    used = []
+    for n in (warmup, warmup + steps):
+        if os.path.exists(metrics):
+            os.remove(metrics)
+        c0 = children_cpu_s()
+        subprocess.run(myelin_cmd(binary, s, shard, n, metrics, 1), check=True, env=env)
+        used.append(children_cpu_s() - c0)
+    return (used[1] - used[0]) * 1000.0 / steps
 
 
 # ---- PyTorch ------------------------------------------------------------------
@@ -162,11 +184,13 @@ def run_torch(torch, s, tokens, steps, warmup, attn):
     B, T = s["B"], s["T"]
     n = B * T
     nb = (len(tokens) - 1) // n
-    times = []
+    times, cpu0 = [], time.process_time()
     for step in range(steps):
         k = step % nb
         buf = torch.from_numpy(tokens[k * n: k * n + n + 1].astype(np.int64))
         x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
+        if step == warmup:
+            cpu0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model(x, y)
@@ -174,8 +198,9 @@ def run_torch(torch, s, tokens, steps, warmup, attn):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         times.append(time.perf_counter() - t0)
+    cpu_ms = (time.process_time() - cpu0) * 1000.0 / (steps - warmup)
     t = statistics.median(times[warmup:])
-    return n / t, t * 1000.0
+    return n / t, t * 1000.0, cpu_ms
 
 
 # ---- main -----------------------------------------------------------------------
@@ -187,8 +212,8 @@ def torch_worker(a):
     torch.set_num_threads(a.threads)
     s = SHAPES[a.torch_worker]
     tokens = np.fromfile(a.shard, dtype="<u2", offset=1024)
-    tps, ms = run_torch(torch, s, tokens, a.steps, a.warmup, a.torch_attn)
-    print(json.dumps({"tps": tps, "ms": ms}))
+    tps, ms, cpu_ms = run_torch(torch, s, tokens, a.steps, a.warmup, a.torch_attn)
+    print(json.dumps({"tps": tps, "ms": ms, "cpu_ms": cpu_ms}))
 
 
 def run_torch_process(a, name, shard, env_extra, steps):
@@ -199,7 +224,7 @@ def run_torch_process(a, name, shard, env_extra, steps):
            "--threads", str(a.threads), "--torch-attn", a.torch_attn]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    return r["tps"], r["ms"]
+    return r["tps"], r["ms"], r["cpu_ms"]
 
 
 # Both programs run their element-wise work on GNU OpenMP threads, which spin
@@ -242,6 +267,10 @@ def main():
     ap.add_argument("--env", choices=["auto"] + list(ENVS), default="auto",
                     help="OpenMP environment of both programs (auto: calibrate and keep "
                          "the faster per program and shape)")
+    ap.add_argument("--no-cpu-time", dest="cpu_time", action="store_false",
+                    help="skip the one-thread CPU-time comparison")
+    ap.add_argument("--cpu-steps", type=int, default=10,
+                    help="measured steps of the CPU-time comparison")
     ap.add_argument("--out", help="also write the markdown report here")
     ap.add_argument("--torch-worker", help=argparse.SUPPRESS)
     ap.add_argument("--shard", help=argparse.SUPPRESS)
@@ -288,7 +317,8 @@ def main():
             write_shard(shards[name], ntok, s["V"], seed=1)
         runners = {
             "myelin": lambda name, env, steps: run_myelin(a.myelin, SHAPES[name], shards[name],
-                                                          steps, a.warmup, a.threads, tmp, env),
+                                                          steps, a.warmup, a.threads, tmp,
+                                                          env) + (None,),
             "torch": lambda name, env, steps: run_torch_process(a, name, shards[name], env,
                                                                 steps),
         }
@@ -310,8 +340,8 @@ def main():
         for r in range(a.rounds):
             for name in shapes:
                 pressure.append(cpu_pressure())
-                m, mms = runners["myelin"](name, ENVS[chosen["myelin", name]], a.steps)
-                t, tms = runners["torch"](name, ENVS[chosen["torch", name]], a.steps)
+                m, mms, _ = runners["myelin"](name, ENVS[chosen["myelin", name]], a.steps)
+                t, tms, _ = runners["torch"](name, ENVS[chosen["torch", name]], a.steps)
                 results[name]["myelin"].append(m)
                 results[name]["torch"].append(t)
                 results[name]["myelin_ms"].append(mms)
@@ -319,6 +349,21 @@ def main():
                 print(f"round {r + 1} {name}: myelin {m:9.0f} tok/s ({mms:.1f} ms/step) | "
                       f"torch {t:9.0f} tok/s ({tms:.1f} ms/step)", file=sys.stderr, flush=True)
         pressure.append(cpu_pressure())
+        # One thread each, CPU time per step: what a step costs in computation,
+        # almost independent of other jobs competing for the cores.
+        single = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        cpu_ms = {}
+        if a.cpu_time:
+            ta = argparse.Namespace(**vars(a))
+            ta.threads = 1
+            for name in shapes:
+                mc = myelin_cpu_ms_per_step(a.myelin, SHAPES[name], shards[name], a.cpu_steps,
+                                            a.warmup, tmp, single)
+                tc = run_torch_process(ta, name, shards[name], single,
+                                       a.warmup + a.cpu_steps)[2]
+                cpu_ms[name] = (mc, tc)
+                print(f"cpu time {name}: myelin {mc:.1f} ms/step | torch {tc:.1f} ms/step",
+                      file=sys.stderr, flush=True)
 
     lines = []
     lines.append(f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, widest ISA {cpu_isa()}")
@@ -356,6 +401,21 @@ def main():
                      f"| {m:.0f} | {t:.0f} | {mms:.1f} | {tms:.1f} | {m / t:.2f}x "
                      f"| {env_str(ENVS[chosen['myelin', name]])} / "
                      f"{env_str(ENVS[chosen['torch', name]])} |")
+    if cpu_ms:
+        lines.append("")
+        lines.append(f"One thread each (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1), CPU time "
+                     f"(user + sys) per step, mean of {a.cpu_steps} steps after {a.warmup} "
+                     f"warm-up steps; this measures the computation and barely depends on "
+                     f"other jobs:")
+        lines.append("")
+        lines.append("| shape (L, C, NH, T, B) | Myelin CPU ms/step | PyTorch CPU ms/step "
+                     "| PyTorch / Myelin |")
+        lines.append("| --- | ---: | ---: | ---: |")
+        for name in shapes:
+            s = SHAPES[name]
+            mc, tc = cpu_ms[name]
+            lines.append(f"| {s['L']}, {s['C']}, {s['NH']}, {s['T']}, {s['B']} | {mc:.1f} "
+                         f"| {tc:.1f} | {tc / mc:.2f}x |")
     report = "\n".join(lines)
     print(report)
     if a.out:

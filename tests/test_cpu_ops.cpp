@@ -246,7 +246,7 @@ TEST_P(MatmulTest, ForwardBackward) {
 
   // Null dinp: only dweight (and dbias) are written.
   Vec dw3(w.size(), 0.0), db3(OC, 0.0);
-  matmul_backward<double>(nullptr, dw3.data(), db3.data(), R.data(), inp.data(), w.data(), N, IC,
+  matmul_backward(nullptr, dw3.data(), db3.data(), R.data(), inp.data(), w.data(), N, IC,
                           OC);
   for (std::size_t i = 0; i < dw.size(); ++i) EXPECT_NEAR(dw3[i], dw[i], 1e-12);
   if (has_bias) {
@@ -439,7 +439,7 @@ TEST(CpuOps, Classifier) {
   tgt[1] = V - 1;
   Vec losses(N);
   auto loss = [&] {
-    classifier_forward_backward<double>(losses.data(), nullptr, logits.data(), tgt.data(), N, V,
+    classifier_forward_backward(losses.data(), nullptr, logits.data(), tgt.data(), N, V,
                                         Vp, dloss);
     return dloss * std::accumulate(losses.begin(), losses.end(), 0.0);
   };

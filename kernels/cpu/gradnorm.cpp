@@ -39,7 +39,7 @@ double sum_squares(const Real* x, std::size_t n) {
 }
 
 template <typename Real>
-void scale_inplace(Real* x, std::size_t n, scalar_t<Real> s) {
+void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s) {
 #pragma omp parallel for simd schedule(static) if (n > 32768)
   for (std::size_t i = 0; i < n; ++i) x[i] *= s;
 }

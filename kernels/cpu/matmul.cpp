@@ -21,44 +21,13 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/ops.h"
 
 namespace myelin::cpu {
 
 namespace {
 
-// Row-major C[M,N] = alpha * op(A) @ op(B) + beta * C.
-inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* Cm, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-              N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
-}
-inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
-                 const double* B, int ldb, double beta, double* Cm, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-              N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
-}
-
-// While alive, gemm calls run on the calling thread. Only the pthreads build
-// of OpenBLAS (openblas_get_parallel() == 1) needs telling: the OpenMP build
-// already runs single-threaded inside an OpenMP region (and its
-// openblas_set_num_threads would also change OpenMP's thread count), and the
-// serial build has no threads. The previous setting is restored.
-class BlasSingleThread {
- public:
-  BlasSingleThread()
-      : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~BlasSingleThread() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  BlasSingleThread(const BlasSingleThread&) = delete;
-  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-
- private:
-  int saved_;
-};
 
 // Part `idx` of `parts` of [0, n), boundaries rounded to multiples of 16.
 std::pair<int, int> slice(int n, int parts, int idx) {
@@ -80,8 +49,8 @@ bool run_parallel(int N, int IC, int OC) {
 } // namespace
 
 template <typename Real>
-void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* bias, int N,
-                    int IC, int OC) {
+void matmul_forward(Real* out, const Real* inp, const Real* weight,
+                    const nondeduced_t<Real>* bias, int N, int IC, int OC) {
   if (N <= 0 || OC <= 0) return;
   const std::size_t sOC = static_cast<std::size_t>(OC);
   const std::size_t sIC = static_cast<std::size_t>(IC);
@@ -117,8 +86,8 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* 
 }
 
 template <typename Real>
-void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
-                     const Real* weight, int N, int IC, int OC) {
+void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>* dbias,
+                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC) {
   if (N <= 0 || OC <= 0) return;
   const std::size_t sOC = static_cast<std::size_t>(OC);
   const std::size_t sIC = static_cast<std::size_t>(IC);

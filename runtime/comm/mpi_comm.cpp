@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -206,6 +207,46 @@ private:
   std::vector<MPI_Status> statuses_;
 };
 
+} // namespace
+
+// Scratch buffers kept between operations: fresh pages are expensive (each
+// first touch faults, very slowly in some VMs), and large mallocs return
+// fresh pages every time.
+class MpiScratch {
+public:
+  using Buffer = std::unique_ptr<unsigned char[]>;
+  struct Item {
+    Buffer data;
+    std::size_t bytes = 0;
+  };
+  Item take(std::size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->bytes >= bytes && (best == free_.end() || it->bytes < best->bytes)) best = it;
+    if (best != free_.end()) {
+      Item i = std::move(*best);
+      free_.erase(best);
+      return i;
+    }
+    return {Buffer(new unsigned char[std::max<std::size_t>(1, bytes)]), bytes};
+  }
+  void give(Item i) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(i));
+    // Keep the few largest.
+    std::sort(free_.begin(), free_.end(), [](const Item& a, const Item& b) { return a.bytes > b.bytes; });
+    if (free_.size() > kKeep) free_.resize(kKeep);
+  }
+
+private:
+  static constexpr std::size_t kKeep = 4;
+  std::mutex mu_;
+  std::vector<Item> free_;
+};
+
+namespace {
+
 // dst[i] = a[i] op b[i] (kAvg sums; the division comes at the end).
 template <typename T, typename Load, typename Store>
 void combine_as(void* dst, const void* a, const void* b, std::size_t count, ReduceOp op, Load load,
@@ -261,10 +302,22 @@ void combine(void* dst, const void* a, const void* b, std::size_t count, CommDTy
 class RingReduceScatter final : public CommPending {
 public:
   RingReduceScatter(MPI_Comm comm, int rank, int n, int tag, const void* in, void* out,
-                    std::size_t chunk, CommDType t, ReduceOp op)
+                    std::size_t chunk, CommDType t, ReduceOp op, std::shared_ptr<MpiScratch> pool)
       : comm_(comm), rank_(rank), n_(n), tag_(tag), in_(static_cast<const char*>(in)), out_(out),
-        chunk_(chunk), bytes_(chunk * comm_dtype_size(t)), t_(t), op_(op), dt_(mpi_type(t)) {
-    for (auto& b : tmp_) b.reset(new unsigned char[std::max<std::size_t>(1, bytes_)]);
+        chunk_(chunk), bytes_(chunk * comm_dtype_size(t)), t_(t), op_(op), dt_(mpi_type(t)),
+        pool_(std::move(pool)) {
+    for (auto& b : tmp_) b = pool_->take(bytes_);
+  }
+  ~RingReduceScatter() override {
+    if (abandoned_) { // MPI may still write into them: never reuse or free
+      for (auto& b : tmp_) (void)b.data.release();
+      return;
+    }
+    for (auto& b : tmp_) pool_->give(std::move(b));
+  }
+  void abandon() noexcept override {
+    for (MPI_Request r : reqs_)
+      if (r != MPI_REQUEST_NULL) abandoned_ = true;
   }
 
   void start() { post(); }
@@ -281,7 +334,7 @@ public:
     if (rc != MPI_SUCCESS) throw CommError(description() + ": " + mpi_error_string(rc));
     if (!flag) return false;
     const char* mine = in_ + static_cast<std::size_t>(mod(rank_ - 2 - step_)) * bytes_;
-    unsigned char* got = tmp_[step_ % 2].get();
+    unsigned char* got = tmp_[step_ % 2].data.get();
     if (step_ == n_ - 2) {
       combine(out_, got, mine, chunk_, t_, op_);
       if (op_ == ReduceOp::kAvg) divide_by(out_, chunk_, t_, n_);
@@ -297,9 +350,9 @@ private:
   int mod(int x) const { return ((x % n_) + n_) % n_; }
   void post() {
     const void* send = step_ == 0 ? static_cast<const void*>(in_ + static_cast<std::size_t>(mod(rank_ - 1)) * bytes_)
-                                  : static_cast<const void*>(tmp_[(step_ - 1) % 2].get());
+                                  : static_cast<const void*>(tmp_[(step_ - 1) % 2].data.get());
     const int c = static_cast<int>(chunk_);
-    int rc = MPI_Irecv(tmp_[step_ % 2].get(), c, dt_, mod(rank_ - 1), tag_, comm_, &reqs_[0]);
+    int rc = MPI_Irecv(tmp_[step_ % 2].data.get(), c, dt_, mod(rank_ - 1), tag_, comm_, &reqs_[0]);
     if (rc != MPI_SUCCESS) throw CommError(description() + ": MPI_Irecv: " + mpi_error_string(rc));
     rc = MPI_Isend(send, c, dt_, mod(rank_ + 1), tag_, comm_, &reqs_[1]);
     if (rc != MPI_SUCCESS) throw CommError(description() + ": MPI_Isend: " + mpi_error_string(rc));
@@ -313,9 +366,11 @@ private:
   CommDType t_;
   ReduceOp op_;
   MPI_Datatype dt_;
-  std::unique_ptr<unsigned char[]> tmp_[2];
+  std::shared_ptr<MpiScratch> pool_;
+  MpiScratch::Item tmp_[2];
   MPI_Request reqs_[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   int step_ = 0;
+  bool abandoned_ = false;
 };
 
 } // namespace
@@ -393,7 +448,8 @@ std::unique_ptr<MpiComm> MpiComm::world() {
   return std::make_unique<MpiComm>(dup, "mpi:world");
 }
 
-MpiComm::MpiComm(MPI_Comm comm, std::string name) : Communicator(std::move(name)), comm_(comm) {
+MpiComm::MpiComm(MPI_Comm comm, std::string name)
+    : Communicator(std::move(name)), comm_(comm), scratch_(std::make_shared<MpiScratch>()) {
   if (comm == MPI_COMM_NULL) throw std::invalid_argument("MpiComm: MPI_COMM_NULL");
   auto fail = [&](int rc, const char* what) {
     if (rc != MPI_SUCCESS) {
@@ -475,7 +531,7 @@ CommHandle MpiComm::reduce_scatter_async(const void* send, void* recv, std::size
   if (size_ > 1 && ring_tags_ > 0) {
     const int tag = kRingTagBase + static_cast<int>(ring_seq_++ % static_cast<unsigned>(ring_tags_));
     auto ring = std::make_unique<RingReduceScatter>(comm_, rank_, size_, tag, send, recv, recv_count,
-                                                    type, op);
+                                                    type, op, scratch_);
     describe(*ring, "reduce_scatter", recv_count, type, reduce_op_name(op), collective_peer());
     ring->start();
     return CommHandle(std::move(ring));

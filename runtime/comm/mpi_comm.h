@@ -50,6 +50,7 @@
 namespace myelin {
 
 class MpiComm;
+class MpiScratch;
 
 // Throws CommError("<what>: <MPI_Error_string> (MPI error class N)") unless
 // rc == MPI_SUCCESS.
@@ -134,6 +135,7 @@ private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;
+  std::shared_ptr<MpiScratch> scratch_; // temporaries kept between operations
 };
 
 } // namespace myelin

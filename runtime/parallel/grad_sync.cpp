@@ -5,8 +5,8 @@
 
 namespace myelin {
 
-GradSync::GradSync(Engine& engine, Mesh& mesh, bool zero, std::size_t bucket_bytes)
-    : e_(engine), mesh_(mesh), zero_(zero && mesh.dp_size() > 1) {
+GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_t bucket_bytes)
+    : e_(engine), mesh_(mesh), data_(data), zero_(zero && mesh.dp_size() > 1) {
   const auto& cfg = e_.config();
   const ParamLayout& lay = e_.layout();
   // Elements of one layer across the 12 per-layer tensors.
@@ -14,9 +14,10 @@ GradSync::GradSync(Engine& engine, Mesh& mesh, bool zero, std::size_t bucket_byt
   for (int k = 0; k < kNumParamTensors; ++k)
     if (ParamLayout::is_layer_tensor(k)) per_layer += lay.per_layer(k, cfg.num_layers);
   bucket_elems_ = std::max<std::size_t>(per_layer, bucket_bytes / sizeof(float));
-  if (e_.grads().on_device && mesh_.dp().memory() != MemorySpace::kDevice && mesh_.dp_size() > 1)
-    throw std::runtime_error("data parallelism: engine memory is on the device but the "
-                             "communicator works on host memory");
+  if (e_.grads().on_device != (data_.dp().memory() == MemorySpace::kDevice) &&
+      mesh_.world_size() > 1)
+    throw std::runtime_error("parallel training: the engine's memory and the communicator's "
+                             "(host or device) differ");
   range_ = {0, lay.total};
   if (zero_) {
     if (e_.grads().on_device)
@@ -64,7 +65,7 @@ void GradSync::issue_layers(int lo, int hi) {
     const std::size_t per = lay.per_layer(k, cfg.num_layers);
     float* p = grads() + lay.offsets[k] + per * lo;
     inflight_.push_back(
-        mesh_.dp().all_reduce_async(p, p, per * (hi - lo + 1), CommDType::kF32, ReduceOp::kAvg));
+        data_.dp().all_reduce_async(p, p, per * (hi - lo + 1), CommDType::kF32, ReduceOp::kAvg));
   }
 }
 
@@ -74,7 +75,7 @@ void GradSync::reduce_tied_embedding() {
   // the classifier (last stage); middle stages hold zeros. Sum over the pipeline.
   const ParamLayout& lay = e_.layout();
   float* p = grads() + lay.offsets[kWte];
-  mesh_.pp().all_reduce(p, lay.sizes[kWte], CommDType::kF32, ReduceOp::kSum);
+  data_.pp().all_reduce(p, lay.sizes[kWte], CommDType::kF32, ReduceOp::kSum);
 }
 
 void GradSync::wait_all() {
@@ -107,7 +108,7 @@ void GradSync::finish() {
     if (!st.owns_tensor(k)) continue;
     float* p = grads() + lay.offsets[k];
     inflight_.push_back(
-        mesh_.dp().all_reduce_async(p, p, lay.sizes[k], CommDType::kF32, ReduceOp::kAvg));
+        data_.dp().all_reduce_async(p, p, lay.sizes[k], CommDType::kF32, ReduceOp::kAvg));
   }
   wait_all();
 }

@@ -24,7 +24,9 @@ namespace myelin {
 
 class GradSync {
 public:
-  GradSync(Engine& engine, Mesh& mesh, bool zero, std::size_t bucket_bytes = 4u << 20);
+  // `mesh` carries host scalars (norms) and host copies; `data` carries the
+  // engine's gradient buffers (the same mesh on CPU; an NCCL mesh on GPUs).
+  GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_t bucket_bytes = 4u << 20);
 
   // Arms overlapped bucket reduction for the backward pass that follows (the
   // last micro-batch of a step).
@@ -54,6 +56,7 @@ private:
 
   Engine& e_;
   Mesh& mesh_;
+  Mesh& data_;
   bool zero_;
   bool armed_ = false;
   std::size_t bucket_elems_;

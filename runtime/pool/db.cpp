@@ -42,6 +42,18 @@ Stmt& Stmt::bind(int i, const std::string& v) {
   check(db_, sqlite3_bind_text(st_, i, v.data(), int(v.size()), SQLITE_TRANSIENT), "bind");
   return *this;
 }
+Stmt& Stmt::bind(int i, const std::optional<double>& v) {
+  if (v.has_value()) return bind(i, v.value());
+  return bind_null(i);
+}
+Stmt& Stmt::bind(int i, const std::optional<std::int64_t>& v) {
+  if (v.has_value()) return bind(i, v.value());
+  return bind_null(i);
+}
+Stmt& Stmt::bind(int i, const std::optional<std::string>& v) {
+  if (v.has_value()) return bind(i, v.value());
+  return bind_null(i);
+}
 Stmt& Stmt::bind_null(int i) {
   check(db_, sqlite3_bind_null(st_, i), "bind");
   return *this;

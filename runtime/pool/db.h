@@ -30,10 +30,10 @@ public:
   Stmt& bind(int i, const std::string& v);
   Stmt& bind(int i, const char* v) { return bind(i, std::string(v)); }
   Stmt& bind_null(int i);
-  template <typename T>
-  Stmt& bind(int i, const std::optional<T>& v) {
-    return v ? bind(i, *v) : bind_null(i);
-  }
+  // nullopt binds NULL.
+  Stmt& bind(int i, const std::optional<double>& v);
+  Stmt& bind(int i, const std::optional<std::int64_t>& v);
+  Stmt& bind(int i, const std::optional<std::string>& v);
   // Binds all arguments in order, starting at parameter 1.
   template <typename... A>
   Stmt& bind_all(const A&... a) {

@@ -53,10 +53,13 @@ nlohmann::json describe_hardware(const std::string& device, const std::string& g
     std::string line;
     while (std::getline(in, line)) {
       const std::string idx = line.substr(0, line.find(','));
-      if (gpus.empty() || ("," + gpus + ",").find("," + trim(idx) + ",") != std::string::npos)
+      std::string want = ",", have = ",";
+      want.append(gpus).append(",");
+      have.append(trim(idx)).append(",");
+      if (gpus.empty() || want.find(have) != std::string::npos)
         list.push_back(trim(line));
     }
-    if (list.empty() && !gpus.empty()) list.push_back("cuda:" + gpus);
+    if (list.empty() && !gpus.empty()) list.push_back(std::string("cuda:").append(gpus));
   }
   h["gpus"] = list;
   return h;

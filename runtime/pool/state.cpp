@@ -262,10 +262,10 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
     if (q.step()) slot = q.i64(0);
   }
   if (slot >= 0 && has_contribution(cid))
-    return {{"wait", 0.2}, {"idle", false},
+    return {{"wait", 0.05}, {"idle", false},
             {"reason", "waiting for round " + std::to_string(round) + " to close"}};
   if (has_contribution(cid))
-    return {{"wait", 0.2}, {"idle", false}, {"reason", "already contributed to this round"}};
+    return {{"wait", 0.05}, {"idle", false}, {"reason", "already contributed to this round"}};
 
   Tx tx(db_);
   if (slot < 0) {

@@ -8,6 +8,9 @@
 #ifdef MYELIN_HAVE_MPI
 #include "runtime/comm/mpi_comm.h"
 #endif
+#ifdef MYELIN_HAVE_NCCL
+#include "runtime/comm/nccl_comm.h"
+#endif
 
 namespace myelin {
 
@@ -22,7 +25,19 @@ int run_training(const TrainOptions& o) {
       Mesh mesh(mpi.world(), o.dp, o.pp);
       TrainOptions local = o;
       local.device_index = mpi.local_rank();
-      Trainer t(local, &mesh);
+      std::unique_ptr<Mesh> device_mesh;
+      if (o.device == "cuda") {
+#ifdef MYELIN_HAVE_NCCL
+        // Gradients and activations move between GPUs over NCCL, bootstrapped
+        // through MPI; scalars and host copies keep using MPI.
+        auto nccl = NcclComm::create(mesh.world(), -1);
+        local.device_index = nccl->device();
+        device_mesh = std::make_unique<Mesh>(std::move(nccl), o.dp, o.pp);
+#else
+        throw InputError("--device cuda under mpirun: this myelin was built without NCCL");
+#endif
+      }
+      Trainer t(local, &mesh, device_mesh.get());
       t.run();
       mesh.world().barrier();
       return 0;

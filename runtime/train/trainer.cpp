@@ -38,12 +38,14 @@ std::string fmt_eta(double s) {
 }
 } // namespace
 
-Trainer::Trainer(const TrainOptions& opt, Mesh* mesh) : opt_(opt), mesh_(mesh) {
+Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
+    : opt_(opt), mesh_(mesh), data_mesh_(data_mesh) {
   validate_train_options(opt_);
   if (!mesh_) {
     own_mesh_ = std::make_unique<Mesh>(std::make_unique<SelfComm>(), 1, 1);
     mesh_ = own_mesh_.get();
   }
+  if (!data_mesh_) data_mesh_ = mesh_;
   mesh_->world().set_timeout(opt_.comm_timeout_s);
   mesh_->dp().set_timeout(opt_.comm_timeout_s);
   mesh_->pp().set_timeout(opt_.comm_timeout_s);
@@ -70,7 +72,7 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh) : opt_(opt), mesh_(mesh) {
   eo.slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
-  sync_ = std::make_unique<GradSync>(*engine_, *mesh_, opt_.zero == 1);
+  sync_ = std::make_unique<GradSync>(*engine_, *mesh_, *data_mesh_, opt_.zero == 1);
   const bool dp = mesh_->dp_size() > 1;
   const int rank = dp ? mesh_->dp_rank() : opt_.data_rank;
   const int ranks = dp ? mesh_->dp_size() : opt_.data_ranks;
@@ -182,7 +184,7 @@ float Trainer::evaluate() {
   const int nb = int(std::min<std::uint64_t>(opt_.val_batches, val_->batches_per_epoch()));
   for (int i = 0; i < nb; ++i) {
     val_->next(inputs_.data(), targets_.data());
-    sum += pipeline_forward(*engine_, mesh_->pp(), opt_.batch_size, opt_.seq_len, inputs_.data(),
+    sum += pipeline_forward(*engine_, data_mesh_->pp(), opt_.batch_size, opt_.seq_len, inputs_.data(),
                             targets_.data());
   }
   return replica_mean(*mesh_, engine_->stage().last, sum / nb);
@@ -224,7 +226,7 @@ StepMetrics Trainer::step() {
   engine_->zero_grad();
   const int K = opt_.grad_accum, B = opt_.batch_size, T = opt_.seq_len;
   const double loss_sum = run_pipeline(
-      *engine_, mesh_->pp(), sched_, K, B, T,
+      *engine_, data_mesh_->pp(), sched_, K, B, T,
       [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); },
       &last_timing_);
   sync_->finish();

@@ -29,8 +29,10 @@ class GradSync;
 
 class Trainer {
 public:
-  // mesh: the job's data- and pipeline-parallel layout; null = one process.
-  explicit Trainer(const TrainOptions& opt, Mesh* mesh = nullptr);
+  // mesh: the job's data- and pipeline-parallel layout over host memory
+  // (MPI); null = one process. data_mesh: the same layout over the engine's
+  // memory (NCCL for GPUs); null = mesh.
+  explicit Trainer(const TrainOptions& opt, Mesh* mesh = nullptr, Mesh* data_mesh = nullptr);
   ~Trainer();
 
   // Runs until opt.steps; returns the metrics of every step run.
@@ -70,6 +72,7 @@ private:
   TrainOptions opt_;
   std::unique_ptr<Mesh> own_mesh_;
   Mesh* mesh_ = nullptr;
+  Mesh* data_mesh_ = nullptr;
   std::unique_ptr<GradSync> sync_;
   PipeSchedule sched_ = PipeSchedule::k1F1B;
   PipeTiming last_timing_;

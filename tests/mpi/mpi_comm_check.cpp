@@ -396,6 +396,30 @@ void test_async(Communicator& c) {
   for (std::size_t i = 0; i < params.size(); ++i)
     if (std::fabs(params[i] - 0.5 * reduce_expect(n, i, ReduceOp::kSum, CommDType::kF32)) > 1e-5) ++wrong;
   expect(wrong == 0, "async reduce_scatter + all_gather");
+  // Several reduce_scatters in flight at once (ring steps of different
+  // operations interleave), with user messages on the same communicator.
+  {
+    const std::size_t k = 4, m = 777;
+    std::vector<std::vector<double>> in(k, std::vector<double>(m * n)), out(k, std::vector<double>(m));
+    std::vector<CommHandle> hs;
+    for (std::size_t j = 0; j < k; ++j) {
+      for (std::size_t i = 0; i < m * n; ++i) in[j][i] = val(r, i + j);
+      hs.push_back(c.reduce_scatter_async(in[j].data(), out[j].data(), m, CommDType::kF64, ReduceOp::kSum));
+    }
+    double token = r, got = -1;
+    c.sendrecv(&token, 1, (r + 1) % n, &got, 1, (r + n - 1) % n, CommDType::kF64, 0);
+    expect(got == (r + n - 1) % n, "sendrecv while reduce_scatters are in flight");
+    std::size_t wrong = 0;
+    for (std::size_t j = k; j-- > 0;) {
+      hs[j].wait();
+      for (std::size_t i = 0; i < m; ++i) {
+        double want = 0;
+        for (int q = 0; q < n; ++q) want += val(q, r * m + i + j);
+        if (out[j][i] != want) ++wrong;
+      }
+    }
+    expect(wrong == 0, "4 concurrent reduce_scatters: " + std::to_string(wrong) + " wrong");
+  }
   // A dropped handle completes in its destructor.
   std::vector<float> z(100, 1.0f);
   { CommHandle h = c.all_reduce_async(z.data(), z.data(), 100, CommDType::kF32, ReduceOp::kSum); }

@@ -1,0 +1,207 @@
+// Pool arithmetic without processes: the pseudo-gradient codec, the outer
+// optimizer, the trust checks, job parsing and the data position helper.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "runtime/pool/compress.h"
+#include "runtime/pool/job.h"
+#include "runtime/pool/outer_opt.h"
+#include "runtime/pool/tokens.h"
+#include "runtime/pool/validate.h"
+#include "runtime/util/error.h"
+
+using namespace myelin;
+using namespace myelin::pool;
+
+namespace {
+std::vector<float> ramp(std::size_t n, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = scale * std::sin(0.37f * float(i)) * float(1 + i % 7);
+  return v;
+}
+} // namespace
+
+TEST(PoolCompress, NoneRoundTripsExactly) {
+  const auto x = ramp(1000);
+  const std::string b = encode(x, Codec::kNone);
+  EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * x.size());
+  const Decoded d = decode(b, x.size());
+  EXPECT_EQ(d.codec, Codec::kNone);
+  EXPECT_EQ(d.values, x);
+}
+
+TEST(PoolCompress, Int8ErrorWithinHalfAStepPerBlock) {
+  const std::size_t n = 1000, block = 64;
+  const auto x = ramp(n, 0.01f);
+  const std::string b = encode(x, Codec::kInt8, block);
+  EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * ((n + block - 1) / block) + n);
+  EXPECT_LT(b.size(), 4 * n / 3); // at least 3x smaller than fp32
+  const Decoded d = decode(b, n);
+  for (std::size_t lo = 0; lo < n; lo += block) {
+    float mx = 0;
+    for (std::size_t i = lo; i < std::min(n, lo + block); ++i) mx = std::max(mx, std::fabs(x[i]));
+    const float step = mx / 127.0f;
+    for (std::size_t i = lo; i < std::min(n, lo + block); ++i)
+      EXPECT_LE(std::fabs(d.values[i] - x[i]), 0.5f * step * 1.001f + 1e-12f) << i;
+  }
+}
+
+TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
+  std::vector<float> x(300, 0.0f);
+  x[280] = NAN;
+  x[10] = 0.0f;
+  const Decoded d = decode(encode(x, Codec::kInt8, 128), x.size());
+  for (std::size_t i = 0; i < 256; ++i) EXPECT_EQ(d.values[i], 0.0f);
+  // the block holding the NaN decodes to NaN, so the finiteness check sees it
+  EXPECT_FALSE(check_finite(d.values).empty());
+  EXPECT_TRUE(std::isnan(d.values[290]));
+}
+
+TEST(PoolCompress, MalformedUploadsAreRefused) {
+  const auto x = ramp(500);
+  const std::string b = encode(x, Codec::kInt8, 256);
+  EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), std::invalid_argument); // truncated
+  EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);          // no header
+  EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                  // padded
+  EXPECT_THROW(decode(b, x.size() + 1), std::invalid_argument);                    // shape
+  std::string flipped = b;
+  flipped[kWireHeaderBytes + 7] ^= 0x40;
+  EXPECT_THROW(decode(flipped, x.size()), std::invalid_argument); // checksum
+  std::string magic = b;
+  magic[0] = 'X';
+  EXPECT_THROW(decode(magic, x.size()), std::invalid_argument);
+  EXPECT_THROW(parse_codec("zstd"), InputError);
+}
+
+TEST(PoolOuter, PlainStepWithUnitLrAndNoMomentumSubtractsG) {
+  std::vector<float> p = {1.0f, -2.0f, 0.5f}, m(3, 0.0f);
+  const std::vector<float> g = {0.25f, -0.5f, 0.125f};
+  outer_step(p, m, g, {1.0f, 0.0f});
+  EXPECT_EQ(p, (std::vector<float>{0.75f, -1.5f, 0.375f}));
+}
+
+TEST(PoolOuter, NesterovMatchesTheFormula) {
+  const float lr = 0.7f, mu = 0.9f;
+  std::vector<float> p = {1.0f, 2.0f}, m(2, 0.0f);
+  const std::vector<float> g1 = {0.1f, -0.2f}, g2 = {0.3f, 0.05f};
+  outer_step(p, m, g1, {lr, mu});
+  outer_step(p, m, g2, {lr, mu});
+  for (int i = 0; i < 2; ++i) {
+    float mm = 0, pp = i == 0 ? 1.0f : 2.0f;
+    for (const auto* g : {&g1, &g2}) {
+      mm = mu * mm + (*g)[i];
+      pp -= lr * ((*g)[i] + mu * mm);
+    }
+    EXPECT_FLOAT_EQ(p[i], pp);
+    EXPECT_FLOAT_EQ(m[i], mm);
+  }
+}
+
+TEST(PoolOuter, WeightedAverageByTokens) {
+  const std::vector<float> a = {1, 2}, b = {4, 8};
+  const auto avg = weighted_average({a, b}, {100.0, 300.0});
+  EXPECT_FLOAT_EQ(avg[0], 0.25f * 1 + 0.75f * 4);
+  EXPECT_FLOAT_EQ(avg[1], 0.25f * 2 + 0.75f * 8);
+  const auto one = weighted_average({a}, {7.0});
+  EXPECT_EQ(one, a); // a single contribution passes through exactly
+  EXPECT_THROW(weighted_average({a}, {0.0}), std::invalid_argument);
+}
+
+TEST(PoolValidate, NormsAgainstTheRoundsMedian) {
+  NormPolicy pol;
+  // three uploads, one 100x too large
+  auto v = judge_norms({1.0, 1.1, 100.0}, 0, pol);
+  EXPECT_EQ(v[0], "");
+  EXPECT_EQ(v[1], "");
+  EXPECT_NE(v[2].find("exceeds"), std::string::npos);
+  // two uploads: the lower median is the reference, so the inflated one fails
+  v = judge_norms({1.0, 100.0}, 0, pol);
+  EXPECT_EQ(v[0], "");
+  EXPECT_NE(v[1], "");
+  // a single upload: compared with earlier rounds, or accepted without history
+  EXPECT_NE(judge_norms({100.0}, 1.0, pol)[0], "");
+  EXPECT_EQ(judge_norms({5.0}, 1.0, pol)[0], "");
+  EXPECT_EQ(judge_norms({100.0}, 0, pol)[0], "");
+  // an absolute bound
+  EXPECT_NE(judge_norms({100.0}, 0, {10.0, 50.0})[0], "");
+  EXPECT_EQ(lower_median({3, 1, 2, 10}), 2);
+}
+
+TEST(PoolValidate, Finite) {
+  std::vector<float> x = {1, 2, 3};
+  EXPECT_EQ(check_finite(x), "");
+  x[1] = INFINITY;
+  EXPECT_NE(check_finite(x).find("element 1"), std::string::npos);
+  EXPECT_DOUBLE_EQ(l2_norm(std::vector<float>{3, 4}), 5.0);
+}
+
+TEST(PoolJob, ParsesAndNamesBadFields) {
+  nlohmann::json j = {{"train_data", "x_*.bin"},
+                      {"model", {{"layers", 1}, {"heads", 2}, {"channels", 32}, {"vocab", 256},
+                                 {"max_seq_len", 32}}},
+                      {"seq_len", 32},
+                      {"inner_steps", 4},
+                      {"compression", "none"}};
+  const JobSpec s = parse_job(j);
+  EXPECT_EQ(s.inner_steps, 4);
+  EXPECT_EQ(s.compression, Codec::kNone);
+  EXPECT_EQ(s.shape.padded_vocab_size, 256);
+  EXPECT_EQ(parse_job(job_to_json(s)).inner_steps, 4);
+  auto bad = [&](const char* key, nlohmann::json v) {
+    auto k = j;
+    k[key] = v;
+    try {
+      parse_job(k);
+      ADD_FAILURE() << key << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  };
+  bad("rounds", 0);
+  bad("outer_momentum", 1.5);
+  bad("compression", "zip");
+  bad("inner_steps", "three");
+  bad("min_contributors", 9);
+  bad("bogus", 1);
+}
+
+TEST(PoolJob, PositionAfterWalksShardsAndEpochs) {
+  const std::vector<std::uint64_t> b = {3, 2};
+  auto p = position_after(b, 0);
+  EXPECT_EQ(p.shard, 0u);
+  EXPECT_EQ(p.batch, 0u);
+  p = position_after(b, 4);
+  EXPECT_EQ(p.shard, 1u);
+  EXPECT_EQ(p.batch, 1u);
+  EXPECT_EQ(p.epoch, 0u);
+  p = position_after(b, 7);
+  EXPECT_EQ(p.epoch, 1u);
+  EXPECT_EQ(p.shard, 0u);
+  EXPECT_EQ(p.batch, 2u);
+}
+
+TEST(PoolTokens, StoredHashedAndChecked) {
+  const auto dir = std::filesystem::temp_directory_path() / ("myelin_pool_tokens_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  {
+    Db db(db_path(dir.string()));
+    create_schema(db);
+    const std::string secret = create_token(db, "alice", true);
+    EXPECT_EQ(secret.rfind("myl_", 0), 0u);
+    auto t = find_token(db, secret);
+    ASSERT_TRUE(t);
+    EXPECT_EQ(t->name, "alice");
+    EXPECT_TRUE(t->admin);
+    EXPECT_FALSE(find_token(db, secret + "x"));
+    EXPECT_FALSE(find_token(db, ""));
+    auto st = db.prepare("SELECT COUNT(*) FROM tokens WHERE hash = ?");
+    st.bind(1, secret);
+    ASSERT_TRUE(st.step());
+    EXPECT_EQ(st.i64(0), 0); // the secret itself is not stored
+    EXPECT_EQ(sha256_hex("abc"),
+              "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  }
+  std::filesystem::remove_all(dir);
+}
