@@ -257,7 +257,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--myelin", default=os.path.join(here, "..", "build", "myelin"))
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds of the wall-clock comparison (0 = skip it)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--shapes", default="big,small")
@@ -326,8 +327,8 @@ def main():
         calib_lines = []
         for name in shapes:
             for prog, run in runners.items():
-                if a.env != "auto":
-                    chosen[prog, name] = a.env
+                if a.env != "auto" or a.rounds < 1:
+                    chosen[prog, name] = "default" if a.env == "auto" else a.env
                     continue
                 calib = {e: run(name, env, a.warmup + 5)[0] for e, env in ENVS.items()}
                 chosen[prog, name] = max(calib, key=calib.get)
@@ -384,14 +385,19 @@ def main():
                      f"{os.getloadavg()[0]:.1f} at the end")
     for line in calib_lines:
         lines.append(f"- {line}")
-    lines.append(f"- {a.rounds} rounds x {a.steps} steps, first {a.warmup} steps of each run "
-                 f"dropped; medians")
-    lines.append("")
-    lines.append("| shape (L, C, NH, T, B) | tokens/step | Myelin tok/s | PyTorch tok/s "
-                 "| Myelin ms/step | PyTorch ms/step | Myelin / PyTorch | environment "
-                 "(Myelin / PyTorch) |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name in shapes:
+    if a.rounds >= 1:
+        lines.append(f"- {a.rounds} rounds x {a.steps} steps, first {a.warmup} steps of each "
+                     f"run dropped; medians")
+        lines.append("")
+    if a.rounds < 1:
+        shapes_wall = []
+    else:
+        shapes_wall = shapes
+        lines.append("| shape (L, C, NH, T, B) | tokens/step | Myelin tok/s | PyTorch tok/s "
+                     "| Myelin ms/step | PyTorch ms/step | Myelin / PyTorch | environment "
+                     "(Myelin / PyTorch) |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name in shapes_wall:
         s = SHAPES[name]
         m = statistics.median(results[name]["myelin"])
         t = statistics.median(results[name]["torch"])

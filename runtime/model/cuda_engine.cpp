@@ -87,6 +87,15 @@ public:
     MYELIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device_index));
     name_ = "cuda:" + std::to_string(opt.device_index) + " (" + prop.name + ", " +
             (std::is_same<T, float>::value ? "fp32" : "bf16") + ")";
+    // Dense peak of the tensor cores used by the matmuls (bf16; fp32 runs on
+    // CUDA cores), from the data sheets of the cards we know.
+    const std::string dev = prop.name;
+    const bool bf16 = !std::is_same<T, float>::value;
+    if (dev.find("H100") != std::string::npos || dev.find("H200") != std::string::npos ||
+        dev.find("GH200") != std::string::npos)
+      peak_ = bf16 ? (dev.find("PCIe") != std::string::npos ? 756e12 : 989e12) : 67e12;
+    else if (dev.find("A100") != std::string::npos)
+      peak_ = bf16 ? 312e12 : 19.5e12;
 
     const std::size_t P = lay_.total;
     master_.allocate(P);
@@ -167,6 +176,7 @@ public:
   const GPT2Config& config() const override { return cfg_; }
   const StageSpec& stage() const override { return st_; }
   const ParamLayout& layout() const override { return lay_; }
+  double peak_flops() const override { return peak_; }
   std::string device_name() const override { return name_; }
   int max_batch() const override { return maxB_; }
   int max_seq() const override { return maxT_; }

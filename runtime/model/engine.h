@@ -62,6 +62,9 @@ public:
   // The largest B*T (rows x seq) one micro-batch may have, fixed at construction.
   virtual int max_batch() const = 0;
   virtual int max_seq() const = 0;
+  // The device's peak dense FLOP/s for this engine's math (0 = unknown), for
+  // model FLOP utilisation (MFU).
+  virtual double peak_flops() const { return 0.0; }
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
   virtual void get_params(std::span<float> out) const = 0;   // layout().total

@@ -247,6 +247,13 @@ StepMetrics Trainer::step() {
   m.grad_norm = norm;
   m.ms = (now_s() - t0) * 1000.0;
   m.tokens_per_s = double(B) * T * K * mesh_->dp_size() / (m.ms / 1000.0);
+  if (const double peak = engine_->peak_flops(); peak > 0) {
+    // PaLM's count: 6 FLOPs per parameter per token (forward + backward) plus
+    // 12 L C T for attention; all ranks together against all devices' peak.
+    const double per_token = 6.0 * double(engine_->layout().total) +
+                             12.0 * cfg_.num_layers * cfg_.channels * double(T);
+    m.mfu = per_token * m.tokens_per_s / (peak * mesh_->world_size());
+  }
   if (!std::isfinite(m.loss))
     throw std::runtime_error("loss became " + std::to_string(m.loss) + " at step " +
                              std::to_string(step_) + " (try a lower --lr)");
@@ -260,6 +267,7 @@ void Trainer::log(const StepMetrics& m) {
     j << "{\"step\":" << m.step << ",\"loss\":" << m.loss << ",\"lr\":" << m.lr
       << ",\"grad_norm\":" << m.grad_norm << ",\"tokens_per_s\":" << m.tokens_per_s
       << ",\"ms\":" << m.ms;
+    if (m.mfu > 0) j << ",\"mfu\":" << m.mfu;
     if (m.val_loss) j << ",\"val_loss\":" << *m.val_loss;
     j << "}\n";
     metrics_->out << j.str();
@@ -274,9 +282,17 @@ void Trainer::log(const StepMetrics& m) {
                 "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s | ETA %s",
                 m.step, opt_.steps, m.loss, m.lr, m.grad_norm, m.ms, m.tokens_per_s,
                 fmt_eta(per * (opt_.steps - m.step)).c_str());
-  std::cout << line;
-  if (m.val_loss) std::printf(" | val %.4f", *m.val_loss), std::fflush(stdout);
-  std::cout << std::endl;
+  std::string out = line;
+  char extra[64];
+  if (m.mfu > 0) {
+    std::snprintf(extra, sizeof(extra), " | MFU %.1f%%", m.mfu * 100);
+    out += extra;
+  }
+  if (m.val_loss) {
+    std::snprintf(extra, sizeof(extra), " | val %.4f", *m.val_loss);
+    out += extra;
+  }
+  std::cout << out << std::endl;
 }
 
 std::vector<StepMetrics> Trainer::run() {

@@ -22,6 +22,7 @@ struct StepMetrics {
   int step = 0; // 1-based step just completed
   float loss = 0, lr = 0, grad_norm = 0;
   double ms = 0, tokens_per_s = 0;
+  double mfu = 0; // model FLOP utilisation; 0 where the device's peak is unknown
   std::optional<float> val_loss;
 };
 

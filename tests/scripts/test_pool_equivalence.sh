@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# With one contributor, H = 1, outer lr 1, no momentum and no compression, a
+# pool round is a plain training step: the global model after round 1 equals
+# `myelin train --steps 1 --save` from the same init and data, to float rounding.
+source "$(dirname "$0")/common.sh" "$@"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
+ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
+"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st > serve.log 2>&1 &
+PIDS+=($!)
+end=$((SECONDS + 20)); until [ -s st/port ]; do [ $SECONDS -lt $end ] || fail "no port"; sleep 0.1; done
+URL=http://127.0.0.1:$(cat st/port)
+cat > job.json <<JSON
+{"name": "equiv", "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256, "padded_vocab": 256, "max_seq_len": 32, "seed": 7},
+ "train_data": "data/addition_train_*.bin", "batch_size": 4, "seq_len": 32, "inner_steps": 1,
+ "inner_lr": 1e-3, "lr_schedule": "constant", "grad_clip": 1.0, "weight_decay": 0.0,
+ "outer_lr": 1.0, "outer_momentum": 0.0, "rounds": 1, "min_contributors": 1, "max_contributors": 1,
+ "compression": "none"}
+JSON
+end=$((SECONDS + 20))
+until "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json >/dev/null 2>&1; do
+  [ $SECONDS -lt $end ] || fail "submit"; sleep 0.2
+done
+timeout 60 "$MYELIN" contribute --pool "$URL" --token "$ADMIN" --name solo --threads 1 --work-dir wd \
+  --exit-when-idle > solo.log 2>&1 || fail "contributor: $(cat solo.log)"
+[ -f st/jobs/1/model_000001.bin ] || fail "no global model after round 1"
+"$MYELIN" train --train-data 'data/addition_train_*.bin' --layers 2 --heads 2 --channels 32 --vocab 256 \
+  --padded-vocab 256 --max-seq-len 32 --seq-len 32 --batch-size 4 --steps 1 --lr 1e-3 \
+  --lr-schedule constant --grad-clip 1.0 --seed 7 --threads 1 --save ref.bin --quiet
+python3 - st/jobs/1/model_000001.bin ref.bin st/jobs/1/model_000000.bin <<'PY' || fail "pool round differs from a training step"
+import struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    return b[:1024], struct.unpack(f"<{(len(b) - 1024) // 4}f", b[1024:])
+ha, a = load(sys.argv[1]); hb, b = load(sys.argv[2]); _, init = load(sys.argv[3])
+assert ha == hb, "headers differ"
+assert len(a) == len(b)
+diff = max(abs(x - y) for x, y in zip(a, b))
+moved = max(abs(x - y) for x, y in zip(b, init))
+same = sum(x == y for x, y in zip(a, b))
+print(f"{len(a)} params: max |pool - train| = {diff:.3g} (the step moved params by up to {moved:.3g}); "
+      f"{same} of {len(a)} bit-identical")
+assert moved > 1e-4, "the training step did not move the model"
+assert diff <= 1e-6, "difference beyond float rounding"
+PY
+echo "pool equivalence: one round (H=1, outer lr 1, mu 0, no compression) == one training step"

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Trust and access: uploads with NaNs or a 100x pseudo-gradient are rejected
+# and recorded with the reason; a truncated upload is refused (4xx) and
+# changes nothing; requests without a valid token, non-admin submissions,
+# malformed and oversized bodies get a 4xx answer and change nothing.
+source "$(dirname "$0")/common.sh" "$@"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_for() { # CONDITION SECONDS
+  local end=$((SECONDS + $2))
+  until eval "$1"; do
+    [ $SECONDS -lt $end ] || { tail -20 serve.log; fail "timed out after $2 s waiting for: $1"; }
+    sleep 0.1
+  done
+}
+code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
+"$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
+ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
+TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
+"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 3 --max-upload-mb 1 > serve.log 2>&1 &
+PIDS+=($!)
+wait_for '[ -s st/port ]' 20
+URL=http://127.0.0.1:$(cat st/port)
+wait_for '[ "$(code "$URL/api/status?token=$TOK")" = 200 ]' 20
+cat > job.json <<JSON
+{"name": "trust", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 3},
+ "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",
+ "batch_size": 4, "seq_len": 32, "inner_steps": 2, "inner_lr": 3e-3,
+ "outer_lr": 0.7, "outer_momentum": 0.0, "rounds": 3, "min_contributors": 4, "max_contributors": 4,
+ "round_deadline_s": 30, "compression": "int8"}
+JSON
+
+# ---- access ----
+[ "$(code "$URL/api/status")" = 401 ] || fail "no token: expected 401"
+[ "$(code -H "Authorization: Bearer myl_nope" "$URL/api/status")" = 401 ] || fail "bad token: expected 401"
+[ "$(code -H "Authorization: Bearer $TOK" -X POST --data-binary @job.json "$URL/api/jobs")" = 403 ] ||
+  fail "non-admin submit: expected 403"
+set +e
+"$MYELIN" pool submit --pool "$URL" --token "$TOK" job.json > nonadmin.log 2>&1; rc=$?
+set -e
+[ $rc = 2 ] || fail "non-admin 'pool submit' exited $rc (expected 2)"
+[ "$(code -H "Authorization: Bearer $ADMIN" -X POST --data-binary '{"name": ' "$URL/api/jobs")" = 400 ] ||
+  fail "malformed JSON: expected 400"
+[ "$(code -H "Authorization: Bearer $ADMIN" -X POST --data-binary '{"rounds": 0}' "$URL/api/jobs")" = 400 ] ||
+  fail "invalid job: expected 400"
+head -c 200000 /dev/zero | tr '\0' ' ' > big.json
+[ "$(code -H "Authorization: Bearer $ADMIN" -X POST --data-binary @big.json "$URL/api/jobs")" = 413 ] ||
+  fail "oversized JSON: expected 413"
+head -c 2000000 /dev/zero > big.bin
+c=$(code -H "Authorization: Bearer $TOK" -X POST --data-binary @big.bin "$URL/api/jobs/1/rounds/0/upload?contributor_id=1&tokens=1&compute_s=0")
+[ "$c" = 413 ] || fail "oversized upload: expected 413, got $c"
+jobs=$(python3 -c "import sqlite3; print(sqlite3.connect('st/pool.db').execute('SELECT COUNT(*) FROM jobs').fetchone()[0])")
+[ "$jobs" = 0 ] || fail "refused requests created $jobs jobs"
+"$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json | grep -q "submitted job 1" || fail "admin submit"
+
+# ---- contributions ----
+common=(--pool "$URL" --token "$TOK" --threads 1 --work-dir wd --exit-when-idle)
+"$MYELIN" contribute "${common[@]}" --name good > good.log 2>&1 & PIDS+=($!)
+"$MYELIN" contribute "${common[@]}" --name trunc --debug-corrupt truncate > trunc.log 2>&1 & PIDS+=($!)
+"$MYELIN" contribute "${common[@]}" --name nan --debug-corrupt nan > nan.log 2>&1 & PIDS+=($!)
+"$MYELIN" contribute "${common[@]}" --name big --debug-corrupt scale100 > big.log 2>&1 & PIDS+=($!)
+for p in "${PIDS[@]:1}"; do
+  end=$((SECONDS + 60))
+  while kill -0 $p 2>/dev/null; do [ $SECONDS -lt $end ] || { tail serve.log; fail "contributor $p did not finish"; }; sleep 0.2; done
+  wait $p || fail "contributor $p exited non-zero"
+done
+grep -q "truncated upload refused: HTTP 400" trunc.log || fail "truncated upload not refused: $(cat trunc.log)"
+# garbage and a wrong-shape body for an open round: 400, nothing recorded
+"$MYELIN" pool ledger --pool "$URL" --token "$TOK" --format json > ledger.json
+"$MYELIN" pool ledger --pool "$URL" --token "$TOK" --format csv > ledger.csv
+python3 - <<'PY' || { cat ledger.csv; fail "ledger checks failed"; }
+import json
+led = json.load(open("ledger.json"))
+by = {}
+for r in led: by.setdefault(r["contributor"], []).append(r)
+assert len(led) == 12, f"expected 3 rounds x 4 contributors = 12 rows, got {len(led)}"
+assert all(r["status"] == "accepted" for r in by["good"] + by["trunc"]), "honest uploads rejected"
+assert len(by["trunc"]) == 3, "the truncated upload left a trace in the ledger"
+for r in by["nan"]:
+    assert r["status"] == "rejected" and "non-finite" in r["reason"], r
+for r in by["big"]:
+    assert r["status"] == "rejected" and "exceeds" in r["reason"] and "median" in r["reason"], r
+print("rejected:", by["nan"][0]["reason"], "|", by["big"][0]["reason"])
+PY
+grep -q "non-finite" ledger.csv || fail "CSV ledger lacks the reasons"
+python3 - <<'PY' || fail "status checks failed"
+import sqlite3
+db = sqlite3.connect("st/pool.db")
+r = db.execute("SELECT accepted, rejected FROM rounds WHERE job_id=1 ORDER BY round").fetchall()
+assert r == [(2, 2)] * 3, r
+PY
+before=$(sha256sum st/pool.db | cut -d' ' -f1)
+[ "$(code -H "Authorization: Bearer $TOK" -X POST --data-binary 'garbage' "$URL/api/jobs/1/rounds/2/upload?contributor_id=1&tokens=10&compute_s=1")" = 400 ] ||
+  fail "garbage upload: expected 400"
+[ "$(code -H "Authorization: Bearer $TOK" -X POST -d '{"contributor_id": "x"}' "$URL/api/work")" = 400 ] ||
+  fail "bad field type: expected 400"
+[ "$(code -H "Authorization: Bearer $ADMIN" -X POST -d '{"contributor_id": 1, "state": "idle"}' "$URL/api/heartbeat")" = 403 ] ||
+  fail "another token's contributor: expected 403"
+echo "pool trust: NaN and 100x uploads rejected and recorded; truncated, malformed, oversized and unauthorised requests refused"
