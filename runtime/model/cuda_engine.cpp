@@ -569,6 +569,7 @@ private:
   ParamLayout lay_;
   int maxB_, maxT_;
   std::string name_;
+  double peak_ = 0.0;
   bool gelu_fusion_ = false;
   std::uint32_t sr_seed_ = 0;
   std::function<void(int)> hook_;

@@ -395,14 +395,16 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   }
   std::string reason;
   const std::int64_t expected = std::int64_t(rt.spec.tokens_per_round());
-  if (m.round < cur)
-    reason = "stale: round " + std::to_string(m.round) + " already closed";
-  else if (!slot)
-    reason = "not assigned to round " + std::to_string(m.round) + " (slot reclaimed)";
-  else if (m.tokens <= 0)
-    reason = "no tokens reported";
-  else
-    reason = check_finite(d.values);
+  // The most serious problem is the one recorded: bad values first.
+  reason = check_finite(d.values);
+  if (reason.empty()) {
+    if (m.round < cur)
+      reason = "stale: round " + std::to_string(m.round) + " already closed";
+    else if (!slot)
+      reason = "not assigned to round " + std::to_string(m.round) + " (slot reclaimed)";
+    else if (m.tokens <= 0)
+      reason = "no tokens reported";
+  }
   const std::int64_t tokens = std::clamp<std::int64_t>(m.tokens, 0, expected);
   std::optional<double> norm;
   if (reason.empty()) norm = l2_norm(d.values);

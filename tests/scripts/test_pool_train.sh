@@ -3,7 +3,7 @@
 # tiny model for 12 rounds: the held-out loss falls. One contributor is killed
 # (-9) mid-round and another joins late; the job still completes, the dead
 # one's slot is reused and the late one's work is accepted. A contributor with
-# a wrong token is refused. Prints bytes sent per round and the compute share.
+# a wrong token is refused; one interrupted with SIGINT leaves cleanly. Prints bytes sent per round and the compute share.
 source "$(dirname "$0")/common.sh" "$@"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
@@ -59,6 +59,14 @@ echo "killed c3 (-9) while it trained its next round"
 sleep 0.5
 "$MYELIN" contribute "${common[@]}" --name late --debug-step-delay-ms 30 > late.log 2>&1 &
 PIDS+=($!); LATE=$!
+# Ctrl-C: a contributor that gets SIGINT leaves cleanly (exit 0, state 'left').
+"$MYELIN" contribute "${common[@]}" --name quitter --debug-step-delay-ms 30 > quitter.log 2>&1 &
+PIDS+=($!); QUIT=$!
+wait_for 'grep -q "joined" quitter.log' 30
+sleep 0.5
+kill -INT $QUIT
+wait $QUIT || fail "contributor exited $? after SIGINT (expected 0)"
+grep -q "leaving the pool" quitter.log || fail "no clean leave after SIGINT: $(cat quitter.log)"
 for p in $C1 $C2 $LATE; do
   end=$((SECONDS + 90))
   while kill -0 $p 2>/dev/null; do [ $SECONDS -lt $end ] || fail "contributor $p did not finish"; sleep 0.2; done
@@ -84,6 +92,8 @@ for r in led: by.setdefault(r["contributor"], []).append(r)
 assert all(r["status"] == "accepted" for r in led), [r for r in led if r["status"] != "accepted"]
 assert len(by.get("late", [])) >= 1, "the late contributor has no accepted round"
 assert 1 <= len(by["c3"]) < 12, "c3 should have contributed some rounds before it was killed"
+states = {c["name"]: c["state"] for c in st["contributors"]}
+assert states["quitter"] == "left" and states["c3"] == "lost", states
 rows = list(csv.DictReader(open("ledger.csv")))
 assert len(rows) == len(led) and rows[0]["status"] == "accepted"
 # a round never has two contributors on the same data slice
