@@ -20,7 +20,10 @@ int contribute_main(const Args& args) {
     ("pool", po::value(&o.client.url)->required(), "coordinator URL, http://HOST:PORT or https://...")
     ("token", po::value(&o.client.token)->required(), "bearer token from the pool's admin")
     ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda")
-    ("gpus", po::value(&o.gpus), "cuda: GPU indices to use, e.g. 0,1 (trains on the first)")
+    ("gpus", po::value(&o.gpus), "cuda: GPU indices to use, e.g. 0,1,2,3 (one rank per GPU)")
+    ("ranks", po::value(&o.ranks)->default_value(o.ranks), "ranks to train with (0 = one per --gpus entry, else 1); > 1 runs each round under mpirun")
+    ("pp", po::value(&o.pp)->default_value(o.pp), "pipeline stages among the ranks (dp = ranks / pp)")
+    ("mpirun-args", po::value(&o.mpirun_args), "extra mpirun arguments, e.g. '--oversubscribe --bind-to none'")
     ("name", po::value(&o.name), "name shown in the pool (default: hostname)")
     ("work-dir", po::value(&o.work_dir), "cache for shards and models (default ./.myelin-contribute)")
     ("threads", po::value(&o.threads)->default_value(o.threads), "CPU threads (0 = all cores)")
@@ -43,7 +46,7 @@ int contribute_main(const Args& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: myelin contribute --pool URL --token T [--device cpu|cuda] [--gpus LIST] [--name NAME]\n\n"
+    std::cout << "usage: myelin contribute --pool URL --token T [--device cpu|cuda] [--gpus LIST | --ranks N] [--pp P] [--name NAME]\n\n"
               << d << "\n";
     return 0;
   }

@@ -9,6 +9,7 @@
 #include "launch/options_util.h"
 #include "runtime/train/options.h"
 #include "runtime/train/run.h"
+#include "runtime/util/error.h"
 
 namespace po = boost::program_options;
 
@@ -84,9 +85,43 @@ int train_main(const Args& args) {
   TrainOptions o;
   auto desc = train_options_description(o);
   desc.add_options()("help,h", "show this help");
+  // Hidden options, used by `myelin contribute --ranks N` for its mpirun
+  // child (not shown in --help):
+  //   --data-slice R/N       this process group is row slice R of N of each
+  //                          global batch; its dp ranks split the slice further
+  //   --data-start-batch K   start the loader at global batch K
+  //   --run-steps H          stop after H steps (the LR schedule still spans --steps)
+  //   --resume-optimizer-only  with --resume: weights from --model, AdamW
+  //                          state, step and RNG from the checkpoint
+  std::string slice;
+  po::options_description hidden;
+  hidden.add_options()
+    ("data-slice", po::value(&slice), "R/N: this job is data slice R of N")
+    ("data-start-batch", po::value(&o.data_start_batch), "start at this global batch")
+    ("run-steps", po::value(&o.run_steps), "stop after this many steps")
+    ("resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only), "weights from --model on resume");
+  po::options_description all;
+  all.add(desc).add(hidden);
   po::variables_map vm;
-  if (!parse_or_help(args, desc, vm, "myelin train [options]  (or: mpirun -np N myelin train --dp N ...)"))
+  po::store(po::command_line_parser(args).options(all).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: myelin train [options]  (or: mpirun -np N myelin train --dp N ...)\n\n"
+              << desc << "\n";
     return 0;
+  }
+  po::notify(vm);
+  if (!slice.empty()) {
+    const auto slash = slice.find('/');
+    try {
+      std::size_t n1 = 0, n2 = 0;
+      if (slash == std::string::npos) throw std::invalid_argument("no /");
+      o.data_rank = std::stoi(slice.substr(0, slash), &n1);
+      o.data_ranks = std::stoi(slice.substr(slash + 1), &n2);
+      if (n1 != slash || n2 != slice.size() - slash - 1) throw std::invalid_argument("junk");
+    } catch (const std::exception&) {
+      throw InputError("--data-slice: expected RANK/RANKS, e.g. 1/4, got '" + slice + "'");
+    }
+  }
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = (o.shape.vocab_size + 127) / 128 * 128;

@@ -69,6 +69,40 @@ TEST(Loader, DataParallelRanksSplitTheGlobalBatchByRows) {
   }
 }
 
+// What `myelin train --data-slice R/N --data-start-batch K` under --dp D sets
+// up: loader rank R*D + d of N*D with B/D rows, at position_at(K). The D ranks
+// together read exactly the rows of slice R of N with B rows from batch K.
+TEST(Loader, DataSliceSplitOverDpRanksAndStartBatch) {
+  const auto pat = make_shards("slice", {300, 200}); // 3 + 2 global batches of 3*4*8 tokens
+  const int N = 3, R = 1, D = 2, B = 4, T = 8;
+  DataLoader slice(pat, "--train-data", B, T, R, N, 65536, false, 0);
+  DataLoader d0(pat, "--train-data", B / D, T, R * D + 0, N * D, 65536, false, 0);
+  DataLoader d1(pat, "--train-data", B / D, T, R * D + 1, N * D, 65536, false, 0);
+  ASSERT_EQ(slice.batches_per_epoch(), 5u);
+  const std::uint64_t K = 11; // epoch 2, shard 0, batch 1
+  const auto p = slice.position_at(K);
+  EXPECT_EQ(p.epoch, 2u);
+  EXPECT_EQ(p.shard, 0u);
+  EXPECT_EQ(p.batch, 1u);
+  EXPECT_EQ(slice.position_at(4).shard, 1u);
+  EXPECT_EQ(slice.position_at(4).batch, 1u);
+  slice.set_position(slice.position_at(K));
+  d0.set_position(d0.position_at(K));
+  d1.set_position(d1.position_at(K));
+  std::vector<int> a(B * T), at(B * T), b(B * T / 2), bt(B * T / 2), c(B * T / 2), ct(B * T / 2);
+  for (int step = 0; step < 6; ++step) {
+    slice.next(a.data(), at.data());
+    d0.next(b.data(), bt.data());
+    d1.next(c.data(), ct.data());
+    for (int i = 0; i < B * T / 2; ++i) {
+      EXPECT_EQ(a[i], b[i]);
+      EXPECT_EQ(at[i], bt[i]);
+      EXPECT_EQ(a[B * T / 2 + i], c[i]);
+      EXPECT_EQ(at[B * T / 2 + i], ct[i]);
+    }
+  }
+}
+
 TEST(Loader, ShuffleIsSeededAndCoversEveryBatchOncePerEpoch) {
   const auto pat = make_shards("shuf", {161, 81, 97});
   DataLoader a(pat, "--train-data", 1, 16, 0, 1, 65536, true, 5);

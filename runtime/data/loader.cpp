@@ -46,6 +46,22 @@ void DataLoader::set_position(const LoaderPosition& p) {
     throw InputError("data position: batch index out of range");
 }
 
+LoaderPosition DataLoader::position_at(std::uint64_t k) const {
+  const std::uint64_t total = batches_per_epoch();
+  LoaderPosition p;
+  p.epoch = k / total;
+  std::uint64_t rem = k % total;
+  for (std::size_t f = 0; f < batches_.size(); ++f) {
+    if (rem < batches_[f]) {
+      p.shard = f;
+      p.batch = rem;
+      break;
+    }
+    rem -= batches_[f];
+  }
+  return p;
+}
+
 std::size_t DataLoader::file_at(std::uint64_t shard_pos) {
   if (!shuffle_) return shard_pos;
   if (shard_order_epoch_ != pos_.epoch) {

@@ -33,6 +33,9 @@ public:
   void reset() { set_position({}); }
   LoaderPosition position() const { return pos_; }
   void set_position(const LoaderPosition& p);
+  // Where global batch k (counted from the start, across shards and epochs)
+  // lies: the position to set to read it next.
+  LoaderPosition position_at(std::uint64_t k) const;
   // Global batches in one pass over all shards.
   std::uint64_t batches_per_epoch() const;
   std::size_t num_shards() const { return files_.size(); }

@@ -1,18 +1,27 @@
 #include "runtime/pool/contributor.h"
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "runtime/data/shard.h"
@@ -32,8 +41,13 @@ namespace myelin::pool {
 namespace {
 
 std::atomic<int> g_stop{0};
+std::atomic<pid_t> g_child{0}; // process group of a running mpirun child
 extern "C" void on_stop_signal(int s) {
-  if (g_stop) std::_Exit(128 + s); // second signal: leave at once
+  if (g_stop) { // second signal: leave at once, taking the child down too
+    const pid_t c = g_child;
+    if (c > 0) kill(-c, SIGKILL);
+    std::_Exit(128 + s);
+  }
   g_stop = s;
 }
 
@@ -71,7 +85,8 @@ struct Stats {
 
 class Agent {
 public:
-  explicit Agent(const ContributeOptions& o) : o_(o), cli_(o.client) {}
+  Agent(const ContributeOptions& o, int ranks, std::string mpirun)
+      : o_(o), cli_(o.client), ranks_(ranks), mpirun_(std::move(mpirun)) {}
 
   int run();
 
@@ -104,6 +119,8 @@ private:
   void heartbeat_loop(double interval);
   void one_round(const json& w);
   void ensure_shards(const json& w, const std::string& dir);
+  std::optional<std::vector<float>> train_in_child(const json& w, const std::string& dir,
+                                                   const std::string& model, double& loss);
   void say(const std::string& s) const {
     if (!o_.quiet) std::cout << "contribute: " << s << std::endl;
   }
@@ -124,7 +141,64 @@ private:
   std::int64_t model_job_ = -1, model_round_ = -1;
   std::vector<float> global_;
   bool truncated_once_ = false;
+
+  // Several ranks: the mpirun child's command and the inner steps run so far
+  // on this job and slice (its AdamW state lives in a checkpoint folder).
+  int ranks_ = 1;
+  std::string mpirun_;
+  std::int64_t child_steps_ = 0;
+  int child_failures_ = 0;
 };
+
+// Runs argv (argv[0] a path) in its own process group and waits; a stop
+// signal terminates the whole group (SIGTERM, then SIGKILL after 10 s).
+// Returns the wait status, or nullopt when stopped.
+std::optional<int> run_child(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    setpgid(0, 0);
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGTERM); // the agent died: mpirun takes its ranks down
+#endif
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  g_child = pid;
+  int status = 0;
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) {
+      g_child = 0;
+      throw std::runtime_error(std::string("waitpid: ") + std::strerror(errno));
+    }
+    if (g_stop) {
+      kill(-pid, SIGTERM);
+      const double end = now_s() + 10;
+      while (waitpid(pid, &status, WNOHANG) == 0 && now_s() < end)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      kill(-pid, SIGKILL); // whatever of the group is left
+      waitpid(pid, &status, WNOHANG);
+      g_child = 0;
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  g_child = 0;
+  kill(-pid, SIGKILL); // stray ranks of a failed job, if any
+  return status;
+}
+
+std::string describe_status(int st) {
+  if (WIFEXITED(st)) return "exit code " + std::to_string(WEXITSTATUS(st));
+  if (WIFSIGNALED(st)) return "killed by signal " + std::to_string(WTERMSIG(st));
+  return "status " + std::to_string(st);
+}
 
 void Agent::heartbeat_loop(double interval) {
   PoolClient hb(o_.client);
@@ -167,6 +241,87 @@ void Agent::ensure_shards(const json& w, const std::string& dir) {
     st_.bytes_downloaded += got;
     say("downloaded shard " + std::to_string(k) + " (" + std::to_string(got) + " bytes)");
   }
+}
+
+std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std::string& dir,
+                                                       const std::string& model, double& loss) {
+  const auto job = w["job"].get<std::int64_t>();
+  const auto slot = w["slot"].get<std::int64_t>(), slots = w["slots"].get<std::int64_t>();
+  const int H = w["inner_steps"].get<int>();
+  const json& t = w["train"];
+  const int B = t["batch_size"], pp = o_.pp, dp = ranks_ / o_.pp;
+  if (B % dp != 0)
+    throw InputError("--ranks: the job's batch size " + std::to_string(B) +
+                     " does not split over " + std::to_string(dp) +
+                     " data-parallel ranks; use a --ranks/--pp whose dp divides it");
+  // AdamW state, step and loader RNG carry over between rounds in a
+  // checkpoint the child resumes from (weights always come from the round's
+  // model); a new job or slice, or a new agent, starts it fresh, as in-process.
+  const fs::path cdir = fs::path(dir) / ("ranks_" + std::to_string(ranks_) + "_pp_" + std::to_string(pp));
+  if (t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
+    fs::remove_all(cdir);
+    child_steps_ = 0;
+    t_job_ = job, t_slot_ = slot, t_slots_ = slots;
+  }
+  fs::create_directories(cdir);
+  const std::string out = (cdir / "local.bin").string(), metrics = (cdir / "metrics.jsonl").string();
+  fs::remove(out);
+  fs::remove(metrics);
+  const std::int64_t total = std::max<std::int64_t>(1, t["total_steps"].get<std::int64_t>());
+  auto num = [](const json& v) { return v.dump(); };
+  std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
+  std::istringstream extra(o_.mpirun_args);
+  for (std::string x; extra >> x;) a.push_back(x);
+  a.insert(a.end(),
+           {fs::read_symlink("/proc/self/exe").string(), "train", "--model", model,
+            "--train-data", (fs::path(dir) / "train_*.bin").string(),
+            "--batch-size", std::to_string(B / dp), "--seq-len", num(t["seq_len"]),
+            "--grad-accum", num(t["grad_accum"]),
+            "--steps", std::to_string(std::max<std::int64_t>(total, child_steps_ + H)),
+            "--run-steps", std::to_string(H), "--lr", num(t["lr"]),
+            "--lr-schedule", t["lr_schedule"].get<std::string>(),
+            "--warmup-steps", num(t["warmup_steps"]), "--weight-decay", num(t["weight_decay"]),
+            "--grad-clip", num(t["grad_clip"]), "--beta1", num(t["beta1"]),
+            "--beta2", num(t["beta2"]), "--seed", num(t["seed"]), "--device", o_.device,
+            "--threads", std::to_string(o_.threads), "--dp", std::to_string(dp),
+            "--pp", std::to_string(pp), "--data-slice", std::to_string(slot) + "/" + std::to_string(slots),
+            "--data-start-batch", num(w["batch_position"]),
+            "--checkpoint-dir", (cdir / "ckpt").string(), "--checkpoint-every", std::to_string(H),
+            "--keep-checkpoints", "1", "--resume", "--resume-optimizer-only",
+            "--save", out, "--metrics-out", metrics, "--quiet"});
+  const auto st = run_child(a);
+  if (!st) throw Stopped{};
+  if (*st != 0) {
+    std::cerr << "contribute: training child (mpirun -np " << ranks_ << ") failed: "
+              << describe_status(*st) << std::endl;
+    return std::nullopt;
+  }
+  std::vector<float> local;
+  try {
+    local = load_model(out).params;
+  } catch (const std::exception& e) {
+    std::cerr << "contribute: training child wrote no model: " << e.what() << std::endl;
+    return std::nullopt;
+  }
+  if (local.size() != global_.size()) {
+    std::cerr << "contribute: training child's model has " << local.size() << " parameters, expected "
+              << global_.size() << std::endl;
+    return std::nullopt;
+  }
+  std::ifstream mf(metrics);
+  double sum = 0;
+  int n = 0;
+  for (std::string line; std::getline(mf, line);) {
+    if (line.empty()) continue;
+    try {
+      sum += json::parse(line).at("loss").get<double>();
+      ++n;
+    } catch (const std::exception&) {
+    }
+  }
+  loss = n > 0 ? sum / n : NAN;
+  child_steps_ += H;
+  return local;
 }
 
 void Agent::one_round(const json& w) {
@@ -224,53 +379,73 @@ void Agent::one_round(const json& w) {
   // The trainer: rebuilt when the job or the data slice changes (AdamW
   // moments carry over between rounds otherwise, as in DiLoCo).
   const int B = t["batch_size"], T = t["seq_len"], accum = t["grad_accum"];
-  if (!trainer_ || t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
-    TrainOptions to;
-    to.model_path = model;
-    to.train_data = (fs::path(dir) / "train_*.bin").string();
-    to.batch_size = B;
-    to.seq_len = T;
-    to.grad_accum = accum;
-    to.steps = std::max<int>(1, t["total_steps"].get<int>());
-    to.lr = t["lr"];
-    to.lr_schedule = t["lr_schedule"];
-    to.warmup_steps = t["warmup_steps"];
-    to.weight_decay = t["weight_decay"];
-    to.grad_clip = t["grad_clip"];
-    to.beta1 = t["beta1"];
-    to.beta2 = t["beta2"];
-    to.seed = t["seed"];
-    to.device = o_.device;
-    to.threads = o_.threads;
-    to.quiet = true;
-    to.data_rank = int(slot);
-    to.data_ranks = int(slots);
-    trainer_.reset();
-    trainer_ = std::make_unique<Trainer>(to);
-    t_job_ = job, t_slot_ = slot, t_slots_ = slots;
-    batches_per_file_.clear();
-    const std::uint64_t G = std::uint64_t(slots) * B * T;
-    for (const auto& f : glob_files(to.train_data, "shards"))
-      batches_per_file_.push_back((shard_token_count(f) - 1) / G);
-  }
-  trainer_->set_params(global_);
-  trainer_->set_data_position(
-      position_after(batches_per_file_, w["batch_position"].get<std::uint64_t>()));
+  std::vector<float> local;
+  double loss = 0, compute = 0;
+  if (ranks_ > 1) {
+    set_state("training");
+    const double t0 = now_s();
+    auto got = train_in_child(w, dir, model, loss);
+    if (!got) {
+      set_state("waiting");
+      if (++child_failures_ >= 3)
+        throw std::runtime_error("the training child failed 3 rounds in a row; giving up");
+      say("job " + std::to_string(job) + " round " + std::to_string(round) +
+          ": dropped (the training child failed)");
+      nap(1.0);
+      return;
+    }
+    child_failures_ = 0;
+    local = std::move(*got);
+    compute = now_s() - t0;
+    st_.compute_s += compute;
+  } else {
+    if (!trainer_ || t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
+      TrainOptions to;
+      to.model_path = model;
+      to.train_data = (fs::path(dir) / "train_*.bin").string();
+      to.batch_size = B;
+      to.seq_len = T;
+      to.grad_accum = accum;
+      to.steps = std::max<int>(1, t["total_steps"].get<int>());
+      to.lr = t["lr"];
+      to.lr_schedule = t["lr_schedule"];
+      to.warmup_steps = t["warmup_steps"];
+      to.weight_decay = t["weight_decay"];
+      to.grad_clip = t["grad_clip"];
+      to.beta1 = t["beta1"];
+      to.beta2 = t["beta2"];
+      to.seed = t["seed"];
+      to.device = o_.device;
+      to.threads = o_.threads;
+      to.quiet = true;
+      to.data_rank = int(slot);
+      to.data_ranks = int(slots);
+      trainer_.reset();
+      trainer_ = std::make_unique<Trainer>(to);
+      t_job_ = job, t_slot_ = slot, t_slots_ = slots;
+      batches_per_file_.clear();
+      const std::uint64_t G = std::uint64_t(slots) * B * T;
+      for (const auto& f : glob_files(to.train_data, "shards"))
+        batches_per_file_.push_back((shard_token_count(f) - 1) / G);
+    }
+    trainer_->set_params(global_);
+    trainer_->set_data_position(
+        position_after(batches_per_file_, w["batch_position"].get<std::uint64_t>()));
 
-  set_state("training");
-  const double t0 = now_s();
-  double loss = 0;
-  for (int h = 0; h < H; ++h) {
-    if (g_stop) throw Stopped{};
-    loss += trainer_->step().loss;
-    if (o_.debug_step_delay_ms > 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(o_.debug_step_delay_ms));
+    set_state("training");
+    const double t0 = now_s();
+    for (int h = 0; h < H; ++h) {
+      if (g_stop) throw Stopped{};
+      loss += trainer_->step().loss;
+      if (o_.debug_step_delay_ms > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(o_.debug_step_delay_ms));
+    }
+    loss /= H;
+    compute = now_s() - t0;
+    st_.compute_s += compute;
+    local = trainer_->params();
   }
-  loss /= H;
-  const double compute = now_s() - t0;
-  st_.compute_s += compute;
 
-  const std::vector<float> local = trainer_->params();
   std::vector<float> g(local.size());
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
   if (o_.debug_corrupt == "nan") g[g.size() / 2] = NAN;
@@ -330,7 +505,12 @@ int Agent::run() {
                  (hex64(h.h) + "_" + name))
                     .string();
   fs::create_directories(cache_root_);
-  const json hw = describe_hardware(o_.device, o_.gpus);
+  json hw = describe_hardware(o_.device, o_.gpus);
+  hw["ranks"] = ranks_;
+  if (ranks_ > 1) {
+    hw["dp"] = ranks_ / o_.pp;
+    hw["pp"] = o_.pp;
+  }
   json j;
   try {
     j = retry([&] { return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}}); },
@@ -342,7 +522,11 @@ int Agent::run() {
   }
   cid_ = j["contributor_id"].get<std::int64_t>();
   say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) +
-      ", " + o_.device + ")");
+      ", " + o_.device +
+      (ranks_ > 1 ? ", " + std::to_string(ranks_) + " ranks: dp " + std::to_string(ranks_ / o_.pp) +
+                        " x pp " + std::to_string(o_.pp) + " via " + mpirun_
+                  : std::string()) +
+      ")");
   std::thread hb([this, iv = j["heartbeat_s"].get<double>()] { heartbeat_loop(iv); });
   int rc = 0;
   bool worked = false;
@@ -415,17 +599,40 @@ int run_contributor(const ContributeOptions& o) {
               o.debug_corrupt == "truncate",
           "--debug-corrupt", "expected nan, scale100 or truncate");
   require(!o.client.token.empty(), "--token", "required");
+  int ranks = o.ranks;
   if (!o.gpus.empty()) {
     require(o.device == "cuda", "--gpus", "needs --device cuda");
-    // This process trains on the first GPU of the list; the whole list is
-    // what it reports (several GPUs per contributor: run one per GPU).
+    // One rank per listed GPU (the children see only these GPUs); one GPU
+    // trains in this process.
+    int n = 1;
+    for (char c : o.gpus) n += c == ',';
+    if (ranks == 0) ranks = n;
+    require(ranks == n, "--ranks", "expected one rank per --gpus entry (" + std::to_string(n) + ")");
     setenv("CUDA_VISIBLE_DEVICES", o.gpus.c_str(), 1);
+  }
+  if (ranks == 0) ranks = 1;
+  require(ranks >= 1, "--ranks", "expected a positive number");
+  require(o.pp >= 1 && ranks % o.pp == 0, "--pp", "expected a positive divisor of --ranks");
+  std::string mpirun;
+  if (ranks > 1) {
+    const char* path = std::getenv("PATH");
+    std::istringstream dirs(path ? path : "");
+    for (std::string d; std::getline(dirs, d, ':');) {
+      const fs::path c = fs::path(d.empty() ? "." : d) / "mpirun";
+      if (access(c.c_str(), X_OK) == 0) {
+        mpirun = fs::absolute(c).string();
+        break;
+      }
+    }
+    require(!mpirun.empty(), "--ranks",
+            "several ranks run under mpirun, which is not on PATH (install Open MPI or MPICH, "
+            "or use --ranks 1)");
   }
   if (o.threads > 0) set_cpu_threads(o.threads);
   g_stop = 0;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  Agent a(o);
+  Agent a(o, ranks, mpirun);
   const int rc = a.run();
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);

@@ -4,7 +4,9 @@
 // holds), trains H inner AdamW steps on its data slice with the same Trainer
 // as `myelin train`, uploads the compressed pseudo-gradient (global - local)
 // and repeats. SIGINT/SIGTERM leave the pool cleanly (an unfinished round is
-// dropped); a crash costs only the unfinished round.
+// dropped); a crash costs only the unfinished round. With several ranks
+// (--ranks, or several --gpus) the inner steps run in an mpirun child
+// instead of in-process (see ContributeOptions::ranks).
 #pragma once
 
 #include <string>
@@ -17,6 +19,13 @@ struct ContributeOptions {
   ClientOptions client;
   std::string device = "cpu";
   std::string gpus;        // cuda: GPU indices, e.g. "0,1" (CUDA_VISIBLE_DEVICES)
+  // Ranks of this contributor (0 = one per listed GPU, else 1). With more
+  // than one, each round's inner steps run as `mpirun -np ranks myelin train
+  // --dp ranks/pp --pp pp` on the round's model and this contributor's data
+  // slice (the dp ranks split it further); the agent uploads the result.
+  int ranks = 0;
+  int pp = 1;
+  std::string mpirun_args; // extra mpirun arguments, split at spaces
   std::string name;        // default: hostname
   std::string work_dir;    // cache of shards and models
   int threads = 0;         // CPU threads (0 = all cores)

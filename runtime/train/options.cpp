@@ -44,6 +44,10 @@ void validate_train_options(const TrainOptions& o) {
   positive(o.log_every, "--log-every");
   require(o.data_ranks > 0 && o.data_rank >= 0 && o.data_rank < o.data_ranks, "data slice",
           "expected 0 <= rank < ranks");
+  require(o.data_start_batch >= -1, "--data-start-batch", "expected a non-negative number");
+  non_negative(o.run_steps, "--run-steps");
+  require(!o.resume_optimizer_only || (o.resume && !o.model_path.empty()),
+          "--resume-optimizer-only", "needs --resume and --model");
   positive(o.dp, "--dp");
   positive(o.pp, "--pp");
   require(o.zero == 0 || o.zero == 1, "--zero", "expected 0 or 1");

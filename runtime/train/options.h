@@ -23,7 +23,12 @@ struct TrainOptions {
   int grad_accum = 1;  // micro-batches per step
   // This process's share of each global batch when it is not set by the
   // data-parallel mesh (the pool assigns contributors disjoint row slices).
+  // Under mpirun this process group is slice data_rank of data_ranks and its
+  // data-parallel ranks split that slice further (`--data-slice R/N`).
   int data_rank = 0, data_ranks = 1;
+  // Start the loader at this global batch (-1 = the start, or the resumed
+  // position); `--data-start-batch`.
+  std::int64_t data_start_batch = -1;
 
   // optimisation
   int steps = 100;     // total steps of the run (resume continues up to this)
@@ -56,6 +61,13 @@ struct TrainOptions {
   int checkpoint_every = 0;
   int keep_checkpoints = 0;
   bool resume = false;
+  // The pool's multi-rank contributors (hidden flags): stop after this many
+  // steps in this invocation, the schedule still spanning `steps`
+  // (`--run-steps`, 0 = run to `steps`); with --resume, take the weights from
+  // --model and only the optimizer state, step and RNG from the checkpoint
+  // (`--resume-optimizer-only`).
+  int run_steps = 0;
+  bool resume_optimizer_only = false;
   std::string save_path;
   int save_version = 3; // 3 = fp32, 5 = bf16
   std::string metrics_out;

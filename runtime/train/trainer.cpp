@@ -73,9 +73,11 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
   sync_ = std::make_unique<GradSync>(*engine_, *mesh_, *data_mesh_, opt_.zero == 1);
-  const bool dp = mesh_->dp_size() > 1;
-  const int rank = dp ? mesh_->dp_rank() : opt_.data_rank;
-  const int ranks = dp ? mesh_->dp_size() : opt_.data_ranks;
+  // Data slice r of n, split over the dp ranks: loader rank r*dp + dp_rank of
+  // n*dp, with B rows each; the global batch (n*dp*B rows) and this slice's
+  // rows are those of one process reading slice r of n with dp*B rows.
+  const int rank = opt_.data_rank * mesh_->dp_size() + mesh_->dp_rank();
+  const int ranks = opt_.data_ranks * mesh_->dp_size();
   train_ = std::make_unique<DataLoader>(opt_.train_data, "--train-data", opt_.batch_size,
                                         opt_.seq_len, rank, ranks, cfg_.vocab_size, opt_.shuffle,
                                         opt_.seed);
@@ -87,6 +89,9 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
   if (opt_.resume) try_resume();
+  if (opt_.resume_optimizer_only) engine_->set_params(init);
+  if (opt_.data_start_batch >= 0)
+    train_->set_position(train_->position_at(std::uint64_t(opt_.data_start_batch)));
   if (!opt_.metrics_out.empty() && is_logger()) {
     metrics_ = std::make_unique<MetricsFile>();
     metrics_->out.open(opt_.metrics_out, opt_.resume ? std::ios::app : std::ios::trunc);
@@ -310,7 +315,7 @@ std::vector<StepMetrics> Trainer::run() {
       std::cout << "zero-1: AdamW state per rank reduced by "
                 << sync_->optimizer_bytes_saved() / 1048576.0 << " MiB" << std::endl;
   }
-  while (step_ < opt_.steps) {
+  while (step_ < opt_.steps && (opt_.run_steps == 0 || step_ - start_step_ < opt_.run_steps)) {
     StepMetrics m = step();
     if (val_ && opt_.val_every > 0 && (m.step % opt_.val_every == 0 || m.step == opt_.steps))
       m.val_loss = evaluate();
@@ -320,7 +325,9 @@ std::vector<StepMetrics> Trainer::run() {
       const std::string s = sample(opt_.sample_len, sample_rng_);
       if (!s.empty() && !opt_.quiet && is_logger()) std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
     }
-    if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || m.step == opt_.steps))
+    const bool last = m.step == opt_.steps ||
+                      (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
+    if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || last))
       save_checkpoint(m.step);
   }
   if (!opt_.save_path.empty()) save(opt_.save_path);
