@@ -538,3 +538,25 @@ TEST(CpuOps, SumSquaresAndScale) {
 }
 
 } // namespace
+
+// Regression: for very negative inputs exp(-2u) nears FLT_MAX; the backward
+// once overflowed an intermediate product to inf and returned 0 * inf = NaN
+// (seen as a NaN gradient norm mid-training). Far from 0, GeLU's derivative
+// tends to 0 (x -> -inf) and 1 (x -> +inf).
+TEST(CpuOps, GeluIsFiniteAtExtremeInputs) {
+  const std::vector<float> x = {-1e4f, -300.0f, -50.0f, -12.5f, -9.0f, 9.0f, 50.0f, 1e4f};
+  std::vector<float> out(x.size()), din(x.size(), 0.0f), dout(x.size(), 1.0f);
+  myelin::cpu::gelu_forward(out.data(), x.data(), x.size());
+  myelin::cpu::gelu_backward(din.data(), x.data(), dout.data(), x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(out[i])) << x[i];
+    ASSERT_TRUE(std::isfinite(din[i])) << x[i];
+    if (x[i] < 0) {
+      EXPECT_NEAR(out[i], 0.0f, 1e-6f) << x[i];
+      EXPECT_NEAR(din[i], 0.0f, 1e-6f) << x[i];
+    } else {
+      EXPECT_NEAR(out[i], x[i], 1e-6f * x[i]) << x[i];
+      EXPECT_NEAR(din[i], 1.0f, 1e-6f) << x[i];
+    }
+  }
+}

@@ -6,7 +6,8 @@
 // About 20 FLOPs, one exp and one division per element. Evaluated through the
 // identities 0.5*(1 + tanh(u)) = sig = 1/(1 + e), e = exp(-2u), and
 // 1 - tanh(u)^2 = 4*sig*(1 - sig) = 4*e*sig^2, so nothing cancels:
-//   out = x*sig,  dinp += dout * (sig + 2*x*e*sig^2*sqrt(2/pi)*(1 + 3*0.044715*x^2)).
+//   out = x*sig,  dinp += dout * (sig + 2*x*(e*sig)*sig*sqrt(2/pi)*(1 + 3*0.044715*x^2)),
+// with e*sig = e/(1+e) <= 1 formed first so that no product overflows.
 // exp is a vectorisable polynomial (~1 ulp in float), so the loops vectorise
 // without -ffast-math.
 // Parallel layout: the n elements are split statically across OpenMP threads;
@@ -50,7 +51,10 @@ void gelu_backward(Real* dinp, const Real* inp, const Real* dout, std::size_t n)
     const Real u = s * (x + c * x * x * x);
     const Real e = vexp(Real(-2) * u);
     const Real sig = Real(1) / (Real(1) + e);
-    const Real grad = sig + Real(2) * x * e * sig * sig * s * (Real(1) + Real(3) * c * x * x);
+    // e * sig = e / (1 + e) <= 1: formed first, so a very negative x (e near
+    // FLT_MAX) cannot overflow the product to inf and then 0 * inf = NaN.
+    const Real es = e * sig;
+    const Real grad = sig + Real(2) * x * es * sig * s * (Real(1) + Real(3) * c * x * x);
     dinp[i] += grad * dout[i];
   }
 }

@@ -6,6 +6,12 @@
 #include "runtime/util/rng.h"
 
 namespace myelin {
+namespace {
+std::string pad(std::uint64_t v, int width) {
+  std::string s = std::to_string(v);
+  return std::string(std::size_t(std::max(0, width - int(s.size()))), '0') + s;
+}
+} // namespace
 
 std::string synthetic_addition(std::uint64_t examples, int digits, std::uint64_t seed) {
   if (digits < 1 || digits > 9) throw std::invalid_argument("--digits must be in 1..9");
@@ -16,9 +22,9 @@ std::string synthetic_addition(std::uint64_t examples, int digits, std::uint64_t
   out.reserve(examples * (3 * digits + 4));
   for (std::uint64_t e = 0; e < examples; ++e) {
     const std::uint64_t a = rng.below(limit), b = rng.below(limit);
-    std::string c = std::to_string(a + b);
+    std::string c = pad(a + b, digits + 1);
     std::reverse(c.begin(), c.end());
-    out += std::to_string(a) + "+" + std::to_string(b) + "=" + c + "\n";
+    out += pad(a, digits) + "+" + pad(b, digits) + "=" + c + "\n";
   }
   return out;
 }
