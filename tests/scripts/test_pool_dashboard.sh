@@ -4,20 +4,18 @@
 # (inline SVG) and the ledger are on the page; a screenshot is taken.
 # Skipped (77) when chromium is not installed (scripts/setup.sh installs it).
 source "$(dirname "$0")/common.sh" "$@"
+source "$(dirname "$0")/pool_common.sh"
 CHROME=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$CHROME" ]; then
   echo "skipped: chromium is not installed (scripts/setup.sh installs it)"
   exit 77
 fi
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
 ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
 TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
 "$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 3 > serve.log 2>&1 &
 PIDS+=($!)
-end=$((SECONDS + 20)); until [ -s st/port ]; do [ $SECONDS -lt $end ] || fail "no port"; sleep 0.1; done
+wait_for '[ -s st/port ]' 20
 URL=http://127.0.0.1:$(cat st/port)
 cat > job.json <<JSON
 {"name": "dash-demo", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 4},

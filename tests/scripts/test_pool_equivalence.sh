@@ -3,14 +3,12 @@
 # pool round is a plain training step: the global model after round 1 equals
 # `myelin train --steps 1 --save` from the same init and data, to float rounding.
 source "$(dirname "$0")/common.sh" "$@"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
 ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
 "$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st > serve.log 2>&1 &
 PIDS+=($!)
-end=$((SECONDS + 20)); until [ -s st/port ]; do [ $SECONDS -lt $end ] || fail "no port"; sleep 0.1; done
+wait_for '[ -s st/port ]' 20
 URL=http://127.0.0.1:$(cat st/port)
 cat > job.json <<JSON
 {"name": "equiv", "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256, "padded_vocab": 256, "max_seq_len": 32, "seed": 7},

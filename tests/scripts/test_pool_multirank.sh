@@ -10,21 +10,13 @@
 # work is accepted and the held-out loss falls; SIGINT during a round takes
 # the mpirun child down and the agent leaves cleanly.
 source "$(dirname "$0")/common.sh" "$@"
+source "$(dirname "$0")/pool_common.sh"
 command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -9 -- "-$p" "$p" 2>/dev/null || true; done
   # children this test's contributors started (their command lines name this folder)
   for p in $(pgrep -f -- "$WORK/" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-wait_for() { # CONDITION SECONDS
-  local end=$((SECONDS + $2))
-  until eval "$1"; do
-    [ $SECONDS -lt $end ] || { tail -20 serve.log; for f in c*.log; do echo "--- $f"; tail -5 "$f"; done; fail "timed out after $2 s waiting for: $1"; }
-    sleep 0.1
-  done
 }
 same_model() { # A B TOL [INIT]: same header and params within TOL; INIT: the step moved them
 python3 - "$@" <<'PY'

@@ -4,16 +4,7 @@
 # contribution is lost, the contributors reconnect on their own, and the job
 # completes.
 source "$(dirname "$0")/common.sh" "$@"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_for() { # CONDITION SECONDS
-  local end=$((SECONDS + $2))
-  until eval "$1"; do
-    [ $SECONDS -lt $end ] || { tail -20 serve.log; tail -5 c*.log; fail "timed out after $2 s waiting for: $1"; }
-    sleep 0.1
-  done
-}
+source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
 ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
 TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)

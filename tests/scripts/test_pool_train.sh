@@ -5,16 +5,7 @@
 # one's slot is reused and the late one's work is accepted. A contributor with
 # a wrong token is refused; one interrupted with SIGINT leaves cleanly. Prints bytes sent per round and the compute share.
 source "$(dirname "$0")/common.sh" "$@"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_for() { # CONDITION SECONDS
-  local end=$((SECONDS + $2))
-  until eval "$1"; do
-    [ $SECONDS -lt $end ] || { echo "--- serve.log"; tail -20 serve.log; for f in c*.log; do echo "--- $f"; tail -5 "$f"; done; fail "timed out after $2 s waiting for: $1"; }
-    sleep 0.1
-  done
-}
+source "$(dirname "$0")/pool_common.sh"
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
