@@ -38,15 +38,15 @@ po::options_description train_options_description(TrainOptions& o) {
   po::options_description optim("Optimisation");
   optim.add_options()
     ("steps", po::value(&o.steps)->default_value(o.steps), "total optimizer steps of the run")
-    ("lr", po::value(&o.lr)->default_value(o.lr), "peak learning rate")
+    ("lr", po::value(&o.lr)->default_value(o.lr, "3e-4"), "peak learning rate")
     ("warmup-steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warmup steps")
     ("lr-schedule", po::value(&o.lr_schedule)->default_value(o.lr_schedule), "constant | cosine")
-    ("final-lr-frac", po::value(&o.final_lr_frac)->default_value(o.final_lr_frac), "cosine ends at lr x this")
-    ("weight-decay", po::value(&o.weight_decay)->default_value(o.weight_decay), "AdamW decoupled weight decay (matrices and embeddings)")
-    ("beta1", po::value(&o.beta1)->default_value(o.beta1), "AdamW beta1")
-    ("beta2", po::value(&o.beta2)->default_value(o.beta2), "AdamW beta2")
-    ("eps", po::value(&o.eps)->default_value(o.eps), "AdamW epsilon")
-    ("grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip), "clip the global gradient norm (0 = off)");
+    ("final-lr-frac", po::value(&o.final_lr_frac)->default_value(o.final_lr_frac, "0"), "cosine ends at lr x this")
+    ("weight-decay", po::value(&o.weight_decay)->default_value(o.weight_decay, "0"), "AdamW decoupled weight decay (matrices and embeddings)")
+    ("beta1", po::value(&o.beta1)->default_value(o.beta1, "0.9"), "AdamW beta1")
+    ("beta2", po::value(&o.beta2)->default_value(o.beta2, "0.95"), "AdamW beta2")
+    ("eps", po::value(&o.eps)->default_value(o.eps, "1e-8"), "AdamW epsilon")
+    ("grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip, "1"), "clip the global gradient norm (0 = off)");
   po::options_description dev("Device and parallelism");
   dev.add_options()
     ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda")
@@ -58,7 +58,7 @@ po::options_description train_options_description(TrainOptions& o) {
     ("pp-schedule", po::value(&o.pp_schedule)->default_value(o.pp_schedule), "gpipe | 1f1b")
     ("pp-layers", po::value(&o.pp_layers), "layers per stage, e.g. 3,3,2 (default balanced)")
     ("zero", po::value(&o.zero)->default_value(o.zero), "1 = shard AdamW state across data-parallel ranks")
-    ("comm-timeout", po::value(&o.comm_timeout_s)->default_value(o.comm_timeout_s), "seconds before a stuck collective stops the job");
+    ("comm-timeout", po::value(&o.comm_timeout_s)->default_value(o.comm_timeout_s, "300"), "seconds before a stuck collective stops the job");
   po::options_description out("Checkpoints and output");
   std::string save_dtype = "fp32";
   out.add_options()
