@@ -158,7 +158,14 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
   std::printf("cpu: %d threads | copy %.1f GB/s | sgemm %.1f GFLOP/s | shape B=%d T=%d C=%d NH=%d V=%d\n",
               omp_get_max_threads(), peak_gbs, peak_gflops, B, T, C, NH, V);
   std::printf("%-16s %10s %10s %10s %8s %8s\n", "kernel", "median_us", "GB/s", "GFLOP/s", "%limit", "bound");
-  std::string json = "[", csv = "kernel,median_us,gbps,gflops,share,bound\n";
+  // JSON in the same layout as the CUDA benchmark's, so one plot script reads both.
+  char head[256];
+  std::snprintf(head, sizeof(head),
+                "{\"device\":\"cpu\",\"threads\":%d,\"peak_bytes_per_s\":%.6g,"
+                "\"peak_flop_per_s\":%.6g,\"results\":[",
+                omp_get_max_threads(), peak_gbs * 1e9, peak_gflops * 1e9);
+  std::string json = head, csv = "kernel,median_us,gbps,gflops,share,bound\n";
+  bool first = true;
   for (const auto& k : ks) {
     if (!std::regex_search(k.name, filter)) continue;
     const double t = median_time(k.run, o.repetitions);
@@ -168,18 +175,19 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
     const double share = compute ? gfl / peak_gflops : gbs / peak_gbs;
     std::printf("%-16s %10.1f %10.2f %10.2f %7.1f%% %8s\n", k.name.c_str(), t * 1e6, gbs, gfl,
                 share * 100, compute ? "compute" : "memory");
-    char row[256];
+    char row[384];
     std::snprintf(row, sizeof(row),
-                  "%s{\"kernel\":\"%s\",\"median_us\":%.3f,\"gbps\":%.4f,\"gflops\":%.4f,"
-                  "\"share\":%.4f,\"bound\":\"%s\"}",
-                  json.size() > 1 ? "," : "", k.name.c_str(), t * 1e6, gbs, gfl, share,
-                  compute ? "compute" : "memory");
+                  "%s\n{\"kernel\":\"%s\",\"median_ms\":%.6f,\"bytes\":%.6g,\"flops\":%.6g,"
+                  "\"gb_s\":%.4f,\"tflop_s\":%.6f,\"share\":%.4f,\"bound\":\"%s\"}",
+                  first ? "" : ",", k.name.c_str(), t * 1e3, k.bytes, k.flops, gbs, gfl / 1e3,
+                  share, compute ? "compute" : "memory");
+    first = false;
     json += row;
     std::snprintf(row, sizeof(row), "%s,%.3f,%.4f,%.4f,%.4f,%s\n", k.name.c_str(), t * 1e6, gbs,
                   gfl, share, compute ? "compute" : "memory");
     csv += row;
   }
-  json += "]\n";
+  json += "]}\n";
   if (!o.output.empty()) {
     std::ofstream out(o.output);
     require(bool(out), "--output", "cannot write " + o.output);
