@@ -80,6 +80,11 @@ struct Stats {
   int rounds = 0, accepted_pending = 0, rejected = 0;
   std::uint64_t bytes_sent = 0, raw_bytes = 0, bytes_downloaded = 0;
   int model_downloads = 0, model_skips = 0;
+  // Global model fetches: whole or as a delta from the held older round;
+  // model_bytes is what they cost, model_bytes_full what whole downloads
+  // would have cost.
+  int delta_downloads = 0, delta_fallbacks = 0;
+  std::uint64_t model_bytes = 0, model_bytes_full = 0;
   double compute_s = 0, started = now_s();
 };
 
@@ -119,6 +124,9 @@ private:
   void heartbeat_loop(double interval);
   void one_round(const json& w);
   void ensure_shards(const json& w, const std::string& dir);
+  void fetch_model(std::int64_t job, std::int64_t round, std::size_t n, const std::string& dir);
+  bool fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
+                   const std::string& round_file);
   std::optional<std::vector<float>> train_in_child(const json& w, const std::string& dir,
                                                    const std::string& model, double& loss);
   void say(const std::string& s) const {
@@ -140,6 +148,7 @@ private:
   std::vector<std::uint64_t> batches_per_file_;
   std::int64_t model_job_ = -1, model_round_ = -1;
   std::vector<float> global_;
+  GPT2Config global_cfg_;
   bool truncated_once_ = false;
 
   // Several ranks: the mpirun child's command and the inner steps run so far
@@ -243,6 +252,113 @@ void Agent::ensure_shards(const json& w, const std::string& dir) {
   }
 }
 
+// The global model of `round` into global_ and dir/model.bin: nothing to do
+// when it is held (in memory, or in the work dir after a restart); a delta
+// from the held older round of this job when there is one; else (or when the
+// delta is refused or does not check out) the whole model.
+void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
+                        const std::string& dir) {
+  if (model_job_ == job && model_round_ == round) {
+    ++st_.model_skips;
+    return;
+  }
+  const std::string model = (fs::path(dir) / "model.bin").string();
+  const std::string round_file = (fs::path(dir) / "model.round").string();
+  if (model_job_ != job) { // after a restart or a job change: the work dir's copy
+    global_.clear();
+    model_job_ = -1, model_round_ = -1;
+    std::ifstream rf(round_file);
+    long long have = -1;
+    if (rf >> have && have >= 0 && have <= round && fs::exists(model)) {
+      try {
+        ModelFile mf = load_model(model);
+        if (mf.params.size() == n) {
+          global_ = std::move(mf.params);
+          global_cfg_ = mf.config;
+          model_job_ = job, model_round_ = have;
+        }
+      } catch (const std::exception&) {
+      }
+    }
+    if (model_job_ == job && model_round_ == round) {
+      ++st_.model_skips;
+      return;
+    }
+  }
+  const std::uint64_t full = 256 * sizeof(std::int32_t) + 4 * std::uint64_t(n);
+  st_.model_bytes_full += full;
+  set_state("downloading");
+  if (!(model_job_ == job && model_round_ >= 0 && model_round_ < round && global_.size() == n &&
+        fetch_delta(job, round, model, round_file))) {
+    const auto got = retry(
+        [&] {
+          return cli_.download("/api/jobs/" + std::to_string(job) + "/model?round=" +
+                                   std::to_string(round),
+                               model);
+        },
+        "model download");
+    st_.bytes_downloaded += got;
+    st_.model_bytes += got;
+    ++st_.model_downloads;
+    ModelFile mf = load_model(model);
+    global_ = std::move(mf.params);
+    global_cfg_ = mf.config;
+    std::ofstream(round_file) << round << "\n";
+    say("job " + std::to_string(job) + " round " + std::to_string(round) +
+        ": downloaded the whole model (" + std::to_string(got) + " bytes)");
+  }
+  model_job_ = job;
+  model_round_ = round;
+}
+
+// Fetches the delta from the held round model_round_ to `round` and applies
+// it; false (global_ unchanged) when the coordinator has no delta to give or
+// it does not check out.
+bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
+                        const std::string& round_file) {
+  const std::int64_t from = model_round_;
+  const std::string path = "/api/jobs/" + std::to_string(job) + "/model?round=" +
+                           std::to_string(round) + "&since=" + std::to_string(from);
+  std::string body;
+  try {
+    body = retry([&] { return cli_.get_text(path); }, "model delta download");
+  } catch (const PoolError& e) {
+    ++st_.delta_fallbacks;
+    say("no delta from round " + std::to_string(from) + " (" + e.what() +
+        "); downloading the whole model");
+    return false;
+  }
+  st_.bytes_downloaded += body.size();
+  st_.model_bytes += body.size();
+  std::vector<float> p;
+  try {
+    p = apply_model_delta(body, global_, from, round);
+  } catch (const std::invalid_argument& e) {
+    ++st_.delta_fallbacks;
+    say("model delta from round " + std::to_string(from) + " refused (" + e.what() +
+        "); downloading the whole model");
+    return false;
+  }
+  global_ = std::move(p);
+  // The on-disk copy (the trainer and a restart read it): the round file
+  // goes stale first, so a crash in between costs a full download at worst.
+  std::error_code ec;
+  fs::remove(round_file, ec);
+  save_model(model, global_cfg_, global_, 3);
+  std::ofstream(round_file) << round << "\n";
+  ++st_.delta_downloads;
+  const double full = 256.0 * sizeof(std::int32_t) + 4.0 * double(global_.size());
+  char b[256];
+  std::snprintf(b, sizeof(b),
+                "job %lld round %lld: model delta from round %lld: %zu bytes (whole model %.0f, "
+                "%.1f%% saved)",
+                static_cast<long long>(job), static_cast<long long>(round),
+                static_cast<long long>(from), body.size(), full,
+                100.0 * (1.0 - double(body.size()) / full));
+  say(b);
+  return true;
+}
+
 std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std::string& dir,
                                                        const std::string& model, double& loss) {
   const auto job = w["job"].get<std::int64_t>();
@@ -332,46 +448,9 @@ void Agent::one_round(const json& w) {
   const std::string dir = (fs::path(cache_root_) / ("job_" + std::to_string(job))).string();
   ensure_shards(w, dir);
 
-  // The global model: skip the download when this round's model is held.
+  // The global model (whole, as a delta, or already held).
+  fetch_model(job, round, w["param_count"].get<std::size_t>(), dir);
   const std::string model = (fs::path(dir) / "model.bin").string();
-  const std::string model_round_file = (fs::path(dir) / "model.round").string();
-  if (!(model_job_ == job && model_round_ == round)) {
-    bool cached = false;
-    {
-      std::ifstream rf(model_round_file);
-      long long have = -1;
-      if (rf >> have && have == round && fs::exists(model)) {
-        try {
-          ModelFile mf = load_model(model);
-          if (mf.params.size() == w["param_count"].get<std::size_t>()) {
-            global_ = std::move(mf.params);
-            cached = true;
-          }
-        } catch (const std::exception&) {
-        }
-      }
-    }
-    if (!cached) {
-      set_state("downloading");
-      const auto got = retry(
-          [&] {
-            return cli_.download("/api/jobs/" + std::to_string(job) + "/model?round=" +
-                                     std::to_string(round),
-                                 model);
-          },
-          "model download");
-      st_.bytes_downloaded += got;
-      ++st_.model_downloads;
-      global_ = load_model(model).params;
-      std::ofstream(model_round_file) << round << "\n";
-    } else {
-      ++st_.model_skips;
-    }
-    model_job_ = job;
-    model_round_ = round;
-  } else {
-    ++st_.model_skips;
-  }
   if (global_.size() != w["param_count"].get<std::size_t>())
     throw std::runtime_error("global model has " + std::to_string(global_.size()) +
                              " parameters, the job says " + w["param_count"].dump());
@@ -570,6 +649,10 @@ int Agent::run() {
             {"bytes_downloaded", st_.bytes_downloaded},
             {"model_downloads", st_.model_downloads},
             {"model_download_skips", st_.model_skips},
+            {"model_delta_downloads", st_.delta_downloads},
+            {"model_delta_fallbacks", st_.delta_fallbacks},
+            {"model_bytes_downloaded", st_.model_bytes},
+            {"model_bytes_full", st_.model_bytes_full},
             {"compute_s", st_.compute_s},
             {"wall_s", wall},
             {"compute_share", wall > 0 ? st_.compute_s / wall : 0.0}};

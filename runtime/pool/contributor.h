@@ -1,7 +1,8 @@
 // `myelin contribute`: the volunteer's agent. It joins a pool, reports its
 // hardware, heartbeats, asks for work, downloads what changed (the training
 // shards once, the global model only when its round differs from the one it
-// holds), trains H inner AdamW steps on its data slice with the same Trainer
+// holds, and then only the lossless delta from the older round it holds when
+// the coordinator still keeps that snapshot), trains H inner AdamW steps on its data slice with the same Trainer
 // as `myelin train`, uploads the compressed pseudo-gradient (global - local)
 // and repeats. SIGINT/SIGTERM leave the pool cleanly (an unfinished round is
 // dropped); a crash costs only the unfinished round. With several ranks

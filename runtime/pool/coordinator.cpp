@@ -8,9 +8,13 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "runtime/io/file_util.h"
+#include "runtime/io/model_file.h"
+#include "runtime/pool/compress.h"
 #include "runtime/pool/dashboard.h"
 #include "runtime/pool/state.h"
 #include "runtime/util/error.h"
@@ -100,6 +104,45 @@ void send_file(httplib::Response& res, const std::string& path) {
       });
 }
 
+// Model deltas (GET .../model?round=R&since=S): built from the two snapshots
+// on first request and kept for the next contributors asking for the same
+// pair (every contributor of a round asks for the same one).
+class DeltaCache {
+public:
+  std::shared_ptr<const std::string> get(PoolState& state, std::int64_t job, std::int64_t from,
+                                         std::int64_t to) {
+    std::lock_guard lk(mu_);
+    const auto key = std::make_tuple(job, from, to);
+    for (const auto& e : entries_)
+      if (e.first == key) return e.second;
+    // Paths first (404 when a snapshot is gone); a snapshot pruned while it
+    // is read is a 404 too, and the client falls back to the full model.
+    const std::string old_path = state.model_file(job, from), new_path = state.model_file(job, to);
+    ModelFile a, b;
+    try {
+      a = load_model(old_path);
+      b = load_model(new_path);
+    } catch (const std::exception&) {
+      throw Refused(404, "no snapshot of job " + std::to_string(job) + " round " +
+                             std::to_string(from) + " any more");
+    }
+    if (a.params.size() != b.params.size())
+      throw Refused(409, "snapshots of rounds " + std::to_string(from) + " and " +
+                             std::to_string(to) + " differ in shape");
+    auto d = std::make_shared<const std::string>(encode_model_delta(a.params, b.params, from, to));
+    entries_.emplace_back(key, d);
+    if (entries_.size() > kKeep) entries_.erase(entries_.begin());
+    return d;
+  }
+
+private:
+  static constexpr std::size_t kKeep = 8;
+  std::mutex mu_;
+  std::vector<std::pair<std::tuple<std::int64_t, std::int64_t, std::int64_t>,
+                        std::shared_ptr<const std::string>>>
+      entries_;
+};
+
 } // namespace
 
 int serve(const ServeOptions& o) {
@@ -120,6 +163,7 @@ int serve(const ServeOptions& o) {
   set_cpu_threads(std::max(1, o.threads));
 
   PoolState state(o.state_dir, o.heartbeat_timeout_s, o.quiet);
+  DeltaCache deltas;
 
   std::unique_ptr<httplib::Server> srv;
   if (!o.tls_cert.empty()) {
@@ -225,7 +269,19 @@ int serve(const ServeOptions& o) {
         route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
           const auto job = to_i64(req.matches[1], "job");
           if (!req.has_param("round")) throw Refused(400, "missing ?round=");
-          send_file(res, state.model_file(job, to_i64(req.get_param_value("round"), "round")));
+          const auto round = to_i64(req.get_param_value("round"), "round");
+          if (!req.has_param("since")) return send_file(res, state.model_file(job, round));
+          // Delta from an older round the contributor holds (404 when that
+          // snapshot is gone or either round is unknown: download it whole).
+          const auto since = to_i64(req.get_param_value("since"), "since");
+          if (since < 0 || since >= round)
+            throw Refused(400, "since: expected a round in 0.." + std::to_string(round - 1));
+          const auto d = deltas.get(state, job, since, round);
+          res.set_content_provider(
+              d->size(), "application/octet-stream",
+              [d](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                return sink.write(d->data() + offset, std::min(length, d->size() - offset));
+              });
         }, false));
   S.Get(R"(/api/jobs/(\d+)/shards/(\d+))",
         route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {

@@ -3,7 +3,8 @@
 # tiny model for 12 rounds: the held-out loss falls. One contributor is killed
 # (-9) mid-round and another joins late; the job still completes, the dead
 # one's slot is reused and the late one's work is accepted. A contributor with
-# a wrong token is refused; one interrupted with SIGINT leaves cleanly. Prints bytes sent per round and the compute share.
+# a wrong token is refused; one interrupted with SIGINT leaves cleanly. Prints bytes sent per round and the compute share;
+# after round 1 contributors download only the model delta (checked).
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
@@ -96,6 +97,15 @@ for f in ("stats1.json", "stats2.json"):
     print(f"{s['name']}: {s['rounds']} rounds, sent {s['bytes_sent']/s['rounds']:.0f} B/round vs "
           f"{s['bytes_uncompressed']/s['rounds']:.0f} B fp32 ({100*(1-s['bytes_sent']/s['bytes_uncompressed']):.1f}% saved), "
           f"compute share {100*s['compute_share']:.1f}%, model downloads {s['model_downloads']}, skipped {s['model_download_skips']}")
+    # after its first round a contributor fetches only the lossless delta
+    # from the round it holds, smaller than the whole model
+    deltas, fetched, full = s["model_delta_downloads"], s["model_bytes_downloaded"], s["model_bytes_full"]
+    print(f"{s['name']}: model fetched {deltas} times as a delta, {s['model_downloads']} whole: "
+          f"{fetched/(deltas+s['model_downloads']):.0f} B/round vs {full/(deltas+s['model_downloads']):.0f} B whole "
+          f"({100*(1-fetched/full):.1f}% saved)")
+    whole = full / (deltas + s["model_downloads"])
+    assert deltas >= 1 and deltas >= s["rounds"] // 2 and s["model_delta_fallbacks"] == 0, s
+    assert (fetched - s["model_downloads"] * whole) / deltas < whole, s
 dur = hist[-1]["closed"] - hist[0]["opened"]
 print(f"12 rounds in {dur:.1f} s (includes a kill and a {st['heartbeat_timeout_s']} s heartbeat timeout)")
 PY
