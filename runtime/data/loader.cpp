@@ -46,21 +46,26 @@ void DataLoader::set_position(const LoaderPosition& p) {
     throw InputError("data position: batch index out of range");
 }
 
-LoaderPosition DataLoader::position_at(std::uint64_t k) const {
-  const std::uint64_t total = batches_per_epoch();
+LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
+                              std::uint64_t k) {
+  std::uint64_t total = 0;
+  for (auto b : batches_per_file) total += b;
+  if (total == 0) throw InputError("data: no complete batch in the shards");
   LoaderPosition p;
   p.epoch = k / total;
   std::uint64_t rem = k % total;
-  for (std::size_t f = 0; f < batches_.size(); ++f) {
-    if (rem < batches_[f]) {
+  for (std::size_t f = 0; f < batches_per_file.size(); ++f) {
+    if (rem < batches_per_file[f]) {
       p.shard = f;
       p.batch = rem;
       break;
     }
-    rem -= batches_[f];
+    rem -= batches_per_file[f];
   }
   return p;
 }
+
+LoaderPosition DataLoader::position_at(std::uint64_t k) const { return position_after(batches_, k); }
 
 std::size_t DataLoader::file_at(std::uint64_t shard_pos) {
   if (!shuffle_) return shard_pos;

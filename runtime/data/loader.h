@@ -58,6 +58,12 @@ private:
   std::vector<std::uint64_t> batch_order_;   // for (epoch, loaded_)
 };
 
+// Position of a sequential (unshuffled) loader after `k` global batches from
+// the start, when its files hold `batches_per_file` batches each. Throws
+// InputError if no file holds a batch.
+LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
+                              std::uint64_t k);
+
 // Fisher-Yates permutation of 0..n-1 from a seed (deterministic everywhere).
 std::vector<std::uint64_t> permutation(std::uint64_t n, std::uint64_t seed);
 

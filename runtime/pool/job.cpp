@@ -176,23 +176,4 @@ nlohmann::json job_to_json(const JobSpec& s) {
   return j;
 }
 
-LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
-                              std::uint64_t k) {
-  std::uint64_t total = 0;
-  for (auto b : batches_per_file) total += b;
-  if (total == 0) throw InputError("data: no complete batch in the shards");
-  LoaderPosition p;
-  p.epoch = k / total;
-  std::uint64_t rem = k % total;
-  for (std::size_t f = 0; f < batches_per_file.size(); ++f) {
-    if (rem < batches_per_file[f]) {
-      p.shard = f;
-      p.batch = rem;
-      return p;
-    }
-    rem -= batches_per_file[f];
-  }
-  return p; // unreachable
-}
-
 } // namespace myelin::pool

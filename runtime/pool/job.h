@@ -65,9 +65,7 @@ struct JobSpec {
 JobSpec parse_job(const nlohmann::json& j);
 nlohmann::json job_to_json(const JobSpec& s);
 
-// Position of the loader after `k` global batches from the start, for a
-// sequential (unshuffled) loader whose files hold `batches_per_file` batches.
-LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
-                              std::uint64_t k);
+// position_after (the loader position after k global batches) lives in
+// runtime/data/loader.h.
 
 } // namespace myelin::pool
