@@ -10,13 +10,8 @@ ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
 PIDS+=($!)
 wait_for '[ -s st/port ]' 20
 URL=http://127.0.0.1:$(cat st/port)
-cat > job.json <<JSON
-{"name": "equiv", "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256, "padded_vocab": 256, "max_seq_len": 32, "seed": 7},
- "train_data": "data/addition_train_*.bin", "batch_size": 4, "seq_len": 32, "inner_steps": 1,
- "inner_lr": 1e-3, "lr_schedule": "constant", "grad_clip": 1.0, "weight_decay": 0.0,
- "outer_lr": 1.0, "outer_momentum": 0.0, "rounds": 1, "min_contributors": 1, "max_contributors": 1,
- "compression": "none"}
-JSON
+# One contributor, H=1, outer lr 1, no momentum, no compression: a round is one step.
+cp "$(dirname "$0")/fixtures/pool_equivalence_job.json" job.json
 end=$((SECONDS + 20))
 until "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json >/dev/null 2>&1; do
   [ $SECONDS -lt $end ] || fail "submit"; sleep 0.2

@@ -63,13 +63,8 @@ URL=http://127.0.0.1:$(cat st/port)
 submit() { wait_for '"$MYELIN" pool submit --pool "$URL" --token "$ADMIN" '"$1"' > submit.log 2>&1' 20; }
 
 # (2) equivalence: one --ranks 2 contributor, one round of one step.
-cat > job1.json <<JSON
-{"name": "equiv", "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256, "padded_vocab": 256, "max_seq_len": 32, "seed": 7},
- "train_data": "data/addition_train_*.bin", "batch_size": 4, "seq_len": 32, "inner_steps": 1,
- "inner_lr": 1e-3, "lr_schedule": "constant", "grad_clip": 1.0, "weight_decay": 0.0,
- "outer_lr": 1.0, "outer_momentum": 0.0, "rounds": 1, "min_contributors": 1, "max_contributors": 1,
- "compression": "none"}
-JSON
+# One contributor, H=1, outer lr 1, no momentum, no compression: a round is one step.
+cp "$(dirname "$0")/fixtures/pool_equivalence_job.json" job1.json
 submit job1.json
 common=(--pool "$URL" --token "$ADMIN" --threads 1 --exit-when-idle)
 timeout 60 "$MYELIN" contribute "${common[@]}" --name c_solo2 --ranks 2 --work-dir "${WD}wd0" \
