@@ -31,13 +31,12 @@
 namespace myelin::cpu {
 
 // An argument that takes its type from the other arguments instead of deducing it.
-template <typename Real>
-using nondeduced_t = std::type_identity_t<Real>;
+template <typename Real> using nondeduced_t = std::type_identity_t<Real>;
 
 // ---- embedding: out[n,:] = wte[tok[n],:] + wpe[t(n),:] ----------------------
 template <typename Real>
-void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B,
-                     int T, int C);
+void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B, int T,
+                     int C);
 // Accumulates into dwte and dwpe. Deterministic: rows are owned by one thread.
 template <typename Real>
 void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* tokens, int B, int T,
@@ -49,15 +48,14 @@ template <typename Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
                        const Real* bias, int N, int C);
 template <typename Real>
-void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout,
-                        const Real* inp, const Real* weight, const Real* mean, const Real* rstd,
-                        int N, int C);
+void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
+                        const Real* weight, const Real* mean, const Real* rstd, int N, int C);
 
 // ---- matmul: out[N,OC] = inp[N,IC] @ weight[OC,IC]^T (+ bias[OC]) ------------
 // bias may be null.
 template <typename Real>
-void matmul_forward(Real* out, const Real* inp, const Real* weight,
-                    const nondeduced_t<Real>* bias, int N, int IC, int OC);
+void matmul_forward(Real* out, const Real* inp, const Real* weight, const nondeduced_t<Real>* bias,
+                    int N, int IC, int OC);
 // dinp[N,IC] += dout @ weight; dweight[OC,IC] += dout^T @ inp; dbias += sum_n dout.
 // dinp and dbias may be null (skipped).
 template <typename Real>
@@ -76,8 +74,7 @@ void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real*
                         const Real* att, int B, int T, int C, int NH);
 
 // ---- GeLU, tanh approximation ----------------------------------------------
-template <typename Real>
-void gelu_forward(Real* out, const Real* inp, std::size_t n);
+template <typename Real> void gelu_forward(Real* out, const Real* inp, std::size_t n);
 // dinp += gelu'(inp) * dout
 template <typename Real>
 void gelu_backward(Real* dinp, const Real* inp, const Real* dout, std::size_t n);
@@ -113,10 +110,8 @@ void adamw_update(Real* params, const Real* grads, Real* m, Real* v, std::size_t
 
 // ---- global gradient norm --------------------------------------------------
 // sum of squares in double, deterministic for a given thread count.
-template <typename Real>
-double sum_squares(const Real* x, std::size_t n);
+template <typename Real> double sum_squares(const Real* x, std::size_t n);
 // x *= s
-template <typename Real>
-void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s);
+template <typename Real> void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s);
 
 } // namespace myelin::cpu

@@ -30,29 +30,35 @@ int bench_main(const Args& args) {
   std::size_t min_bytes = cb.min_bytes, max_bytes = cb.max_bytes;
   int reps = 0, cuda_batch = 8, cuda_seq = 1024;
   po::options_description d("myelin bench");
-  d.add_options()("help,h", "show this help")
-    ("device", po::value(&device)->default_value(device), "kernels of: cpu | cuda")
-    ("comm", po::bool_switch(&comm), "benchmark collectives instead (run under mpirun -np N)")
-    ("pipeline", po::bool_switch(&pipeline), "measure the pipeline bubble (run under mpirun -np STAGES)")
-    ("filter", po::value(&cpu.filter)->default_value(cpu.filter), "regex over kernel names")
-    ("output", po::value(&output), "write results to this .json or .csv file")
-    ("reps", po::value(&reps)->default_value(0), "timed repetitions (0 = default)")
-    ("batch", po::value(&cpu.batch)->default_value(cpu.batch), "cpu kernels: B")
-    ("seq", po::value(&cpu.seq)->default_value(cpu.seq), "cpu kernels: T")
-    ("channels", po::value(&cpu.channels)->default_value(cpu.channels), "cpu kernels: C")
-    ("heads", po::value(&cpu.heads)->default_value(cpu.heads), "cpu kernels: NH")
-    ("vocab", po::value(&cpu.vocab)->default_value(cpu.vocab), "cpu kernels: V")
-    ("models", po::value(&models)->default_value(models), "cuda kernels: GPT-2 shapes (124M,350M,774M,1.5B)")
-    ("cuda-batch", po::value(&cuda_batch)->default_value(cuda_batch), "cuda kernels: B")
-    ("cuda-seq", po::value(&cuda_seq)->default_value(cuda_seq), "cuda kernels: T")
-    ("dtype", po::value(&dtype)->default_value(dtype), "cuda kernels: bf16 | fp32")
-    ("min-bytes", po::value(&min_bytes)->default_value(min_bytes), "--comm: smallest message")
-    ("max-bytes", po::value(&max_bytes)->default_value(max_bytes), "--comm: largest message")
-    ("micro-batches", po::value(&pb.micro_batches)->default_value(pb.micro_batches), "--pipeline: micro-batches per step (K)")
-    ("pp-schedule", po::value(&pb.schedule)->default_value(pb.schedule), "--pipeline: gpipe | 1f1b")
-    ("steps", po::value(&pb.steps)->default_value(pb.steps), "--pipeline: steps measured");
+  d.add_options()("help,h", "show this help")("device", po::value(&device)->default_value(device),
+                                              "kernels of: cpu | cuda")(
+      "comm", po::bool_switch(&comm), "benchmark collectives instead (run under mpirun -np N)")(
+      "pipeline", po::bool_switch(&pipeline),
+      "measure the pipeline bubble (run under mpirun -np STAGES)")(
+      "filter", po::value(&cpu.filter)->default_value(cpu.filter), "regex over kernel names")(
+      "output", po::value(&output), "write results to this .json or .csv file")(
+      "reps", po::value(&reps)->default_value(0), "timed repetitions (0 = default)")(
+      "batch", po::value(&cpu.batch)->default_value(cpu.batch),
+      "cpu kernels: B")("seq", po::value(&cpu.seq)->default_value(cpu.seq), "cpu kernels: T")(
+      "channels", po::value(&cpu.channels)->default_value(cpu.channels), "cpu kernels: C")(
+      "heads", po::value(&cpu.heads)->default_value(cpu.heads),
+      "cpu kernels: NH")("vocab", po::value(&cpu.vocab)->default_value(cpu.vocab),
+                         "cpu kernels: V")("models", po::value(&models)->default_value(models),
+                                           "cuda kernels: GPT-2 shapes (124M,350M,774M,1.5B)")(
+      "cuda-batch", po::value(&cuda_batch)->default_value(cuda_batch), "cuda kernels: B")(
+      "cuda-seq", po::value(&cuda_seq)->default_value(cuda_seq), "cuda kernels: T")(
+      "dtype", po::value(&dtype)->default_value(dtype), "cuda kernels: bf16 | fp32")(
+      "min-bytes", po::value(&min_bytes)->default_value(min_bytes), "--comm: smallest message")(
+      "max-bytes", po::value(&max_bytes)->default_value(max_bytes), "--comm: largest message")(
+      "micro-batches", po::value(&pb.micro_batches)->default_value(pb.micro_batches),
+      "--pipeline: micro-batches per step (K)")("pp-schedule",
+                                                po::value(&pb.schedule)->default_value(pb.schedule),
+                                                "--pipeline: gpipe | 1f1b")(
+      "steps", po::value(&pb.steps)->default_value(pb.steps), "--pipeline: steps measured");
   po::variables_map vm;
-  if (!parse_or_help(args, d, vm, "myelin bench [--device cpu|cuda] | mpirun -np N myelin bench --comm | mpirun -np M myelin bench --pipeline"))
+  if (!parse_or_help(args, d, vm,
+                     "myelin bench [--device cpu|cuda] | mpirun -np N myelin bench --comm | mpirun "
+                     "-np M myelin bench --pipeline"))
     return 0;
   if (comm || pipeline) {
     require(!(comm && pipeline), "--comm/--pipeline", "choose one");

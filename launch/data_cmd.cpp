@@ -24,21 +24,25 @@ int data_main(const Args& args) {
   std::uint64_t examples = 20000, seed = 1;
   int digits = 3;
   po::options_description d("myelin data");
-  d.add_options()("help,h", "show this help")
-    ("mode", po::value(&mode), "text | synthetic")
-    ("input", po::value(&input), "text: the UTF-8/ASCII text file to tokenize (byte-level)")
-    ("task", po::value(&task)->default_value(task), "synthetic: the task (addition)")
-    ("digits", po::value(&digits)->default_value(digits), "synthetic addition: digits per operand")
-    ("examples", po::value(&examples)->default_value(examples), "synthetic: number of examples")
-    ("seed", po::value(&seed)->default_value(seed), "synthetic: seed")
-    ("out", po::value(&out_dir)->required(), "output folder for the shards")
-    ("prefix", po::value(&prefix), "shard file prefix (default: input name or task)")
-    ("val-frac", po::value(&val_frac)->default_value(val_frac), "share of tokens for validation")
-    ("shard-tokens", po::value(&shard_tokens)->default_value(shard_tokens), "tokens per training shard");
+  d.add_options()("help,h", "show this help")("mode", po::value(&mode), "text | synthetic")(
+      "input", po::value(&input), "text: the UTF-8/ASCII text file to tokenize (byte-level)")(
+      "task", po::value(&task)->default_value(task),
+      "synthetic: the task (addition)")("digits", po::value(&digits)->default_value(digits),
+                                        "synthetic addition: digits per operand")(
+      "examples", po::value(&examples)->default_value(examples), "synthetic: number of examples")(
+      "seed", po::value(&seed)->default_value(seed),
+      "synthetic: seed")("out", po::value(&out_dir)->required(), "output folder for the shards")(
+      "prefix", po::value(&prefix), "shard file prefix (default: input name or task)")(
+      "val-frac", po::value(&val_frac)->default_value(val_frac), "share of tokens for validation")(
+      "shard-tokens", po::value(&shard_tokens)->default_value(shard_tokens),
+      "tokens per training shard");
   po::positional_options_description pos;
   pos.add("mode", 1);
   po::variables_map vm;
-  if (!parse_or_help(args, d, vm, "myelin data text --input FILE --out DIR | myelin data synthetic --task addition --out DIR", &pos))
+  if (!parse_or_help(args, d, vm,
+                     "myelin data text --input FILE --out DIR | myelin data synthetic --task "
+                     "addition --out DIR",
+                     &pos))
     return 0;
   std::vector<std::uint16_t> tokens;
   if (mode == "text") {

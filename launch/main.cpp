@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return bench_main(args);
     if (cmd == "pool") return pool_main(args);
     if (cmd == "contribute") return contribute_main(args);
-    std::cerr << "myelin: unknown command '" << cmd << "' (expected train, data, bench, pool or contribute)\n";
+    std::cerr << "myelin: unknown command '" << cmd
+              << "' (expected train, data, bench, pool or contribute)\n";
     return 2;
   } catch (const boost::program_options::error& e) {
     std::cerr << "myelin " << cmd << ": " << e.what() << " (see myelin " << cmd << " --help)\n";

@@ -33,27 +33,30 @@ const char* kPoolUsage =
     "`myelin pool <sub> --help` describes each one's options.\n";
 
 void add_client_options(po::options_description& d, pool::ClientOptions& c) {
-  d.add_options()
-    ("pool", po::value(&c.url)->required(), "coordinator URL, http://HOST:PORT or https://...")
-    ("token", po::value(&c.token)->required(), "bearer token")
-    ("ca-cert", po::value(&c.ca_cert), "https: trust this CA certificate (self-signed pools)")
-    ("insecure", po::bool_switch(&c.insecure), "https: do not verify the certificate")
-    ("help,h", "show this help");
+  d.add_options()("pool", po::value(&c.url)->required(),
+                  "coordinator URL, http://HOST:PORT or https://...")(
+      "token", po::value(&c.token)->required(), "bearer token")(
+      "ca-cert", po::value(&c.ca_cert), "https: trust this CA certificate (self-signed pools)")(
+      "insecure", po::bool_switch(&c.insecure),
+      "https: do not verify the certificate")("help,h", "show this help");
 }
 
 int serve_main(const Args& args) {
   pool::ServeOptions o;
   po::options_description d("myelin pool serve");
-  d.add_options()
-    ("listen", po::value(&o.listen)->default_value(o.listen), "HOST:PORT to listen on (port 0 = any free port, written to STATE_DIR/port)")
-    ("state-dir", po::value(&o.state_dir)->required(), "folder for the SQLite database and model snapshots")
-    ("tls-cert", po::value(&o.tls_cert), "serve HTTPS with this certificate (PEM)")
-    ("tls-key", po::value(&o.tls_key), "private key of --tls-cert (PEM)")
-    ("heartbeat-timeout", po::value(&o.heartbeat_timeout_s)->default_value(o.heartbeat_timeout_s), "seconds without a heartbeat before a contributor counts as gone")
-    ("max-upload-mb", po::value(&o.max_upload_mb)->default_value(o.max_upload_mb), "largest request body accepted (MiB)")
-    ("threads", po::value(&o.threads)->default_value(o.threads), "CPU threads for evaluating global models")
-    ("quiet", po::bool_switch(&o.quiet), "no log lines")
-    ("help,h", "show this help");
+  d.add_options()("listen", po::value(&o.listen)->default_value(o.listen),
+                  "HOST:PORT to listen on (port 0 = any free port, written to STATE_DIR/port)")(
+      "state-dir", po::value(&o.state_dir)->required(),
+      "folder for the SQLite database and model snapshots")(
+      "tls-cert", po::value(&o.tls_cert), "serve HTTPS with this certificate (PEM)")(
+      "tls-key", po::value(&o.tls_key), "private key of --tls-cert (PEM)")(
+      "heartbeat-timeout", po::value(&o.heartbeat_timeout_s)->default_value(o.heartbeat_timeout_s),
+      "seconds without a heartbeat before a contributor counts as gone")(
+      "max-upload-mb", po::value(&o.max_upload_mb)->default_value(o.max_upload_mb),
+      "largest request body accepted (MiB)")("threads",
+                                             po::value(&o.threads)->default_value(o.threads),
+                                             "CPU threads for evaluating global models")(
+      "quiet", po::bool_switch(&o.quiet), "no log lines")("help,h", "show this help");
   po::variables_map vm;
   if (!parse_or_help(args, d, vm, "myelin pool serve --listen HOST:PORT --state-dir DIR")) return 0;
   return pool::serve(o);
@@ -63,16 +66,15 @@ int token_main(const Args& args) {
   std::string dir, name;
   bool admin = false;
   po::options_description d("myelin pool token create");
-  d.add_options()
-    ("action", po::value<std::string>()->required(), "create")
-    ("state-dir", po::value(&dir)->required(), "the coordinator's state folder")
-    ("name", po::value(&name)->required(), "who the token is for")
-    ("admin", po::bool_switch(&admin), "may submit and stop jobs")
-    ("help,h", "show this help");
+  d.add_options()("action", po::value<std::string>()->required(), "create")(
+      "state-dir", po::value(&dir)->required(), "the coordinator's state folder")(
+      "name", po::value(&name)->required(), "who the token is for")(
+      "admin", po::bool_switch(&admin), "may submit and stop jobs")("help,h", "show this help");
   po::positional_options_description pos;
   pos.add("action", 1);
   po::variables_map vm;
-  if (!parse_or_help(args, d, vm, "myelin pool token create --state-dir DIR --name NAME [--admin]", &pos))
+  if (!parse_or_help(args, d, vm, "myelin pool token create --state-dir DIR --name NAME [--admin]",
+                     &pos))
     return 0;
   require(vm["action"].as<std::string>() == "create", "myelin pool token", "expected 'create'");
   std::cout << pool::token_create(dir, name, admin) << std::endl;
@@ -88,7 +90,8 @@ int submit_main(const Args& args) {
   po::positional_options_description pos;
   pos.add("job", 1);
   po::variables_map vm;
-  if (!parse_or_help(args, d, vm, "myelin pool submit --pool URL --token T JOB.json", &pos)) return 0;
+  if (!parse_or_help(args, d, vm, "myelin pool submit --pool URL --token T JOB.json", &pos))
+    return 0;
   std::ifstream f(file);
   require(bool(f), file, "cannot open");
   nlohmann::json j;
@@ -131,12 +134,13 @@ int ledger_main(const Args& args) {
   long long job = -1;
   po::options_description d("myelin pool ledger");
   add_client_options(d, c);
-  d.add_options()
-    ("job", po::value(&job), "only this job")
-    ("format", po::value(&format)->default_value(format), "csv | json")
-    ("out", po::value(&out), "write to this file instead of stdout");
+  d.add_options()("job", po::value(&job), "only this job")(
+      "format", po::value(&format)->default_value(format),
+      "csv | json")("out", po::value(&out), "write to this file instead of stdout");
   po::variables_map vm;
-  if (!parse_or_help(args, d, vm, "myelin pool ledger --pool URL --token T [--job ID] [--format csv|json]")) return 0;
+  if (!parse_or_help(args, d, vm,
+                     "myelin pool ledger --pool URL --token T [--job ID] [--format csv|json]"))
+    return 0;
   require(format == "csv" || format == "json", "--format", "expected csv or json");
   pool::PoolClient cli(c);
   std::string path = "/api/ledger?format=" + format;

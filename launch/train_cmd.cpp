@@ -17,65 +17,83 @@ namespace myelin::launch {
 
 po::options_description train_options_description(TrainOptions& o) {
   po::options_description model("Model (a checkpoint, or a shape and a seed)");
-  model.add_options()
-    ("model", po::value(&o.model_path), "start from this llm.c-format checkpoint (v3 fp32 or v5 bf16)")
-    ("layers", po::value(&o.shape.num_layers)->default_value(o.shape.num_layers), "transformer blocks")
-    ("heads", po::value(&o.shape.num_heads)->default_value(o.shape.num_heads), "attention heads")
-    ("channels", po::value(&o.shape.channels)->default_value(o.shape.channels), "model width")
-    ("vocab", po::value(&o.shape.vocab_size)->default_value(o.shape.vocab_size), "vocabulary size (256 = byte tokenizer)")
-    ("padded-vocab", po::value(&o.shape.padded_vocab_size)->default_value(o.shape.padded_vocab_size), "rows of the embedding table (>= vocab)")
-    ("max-seq-len", po::value(&o.shape.max_seq_len)->default_value(o.shape.max_seq_len), "rows of the position embedding")
-    ("seed", po::value(&o.seed)->default_value(o.seed), "seed for initialisation and shuffling");
+  model.add_options()("model", po::value(&o.model_path),
+                      "start from this llm.c-format checkpoint (v3 fp32 or v5 bf16)")(
+      "layers", po::value(&o.shape.num_layers)->default_value(o.shape.num_layers),
+      "transformer blocks")(
+      "heads", po::value(&o.shape.num_heads)->default_value(o.shape.num_heads), "attention heads")(
+      "channels", po::value(&o.shape.channels)->default_value(o.shape.channels),
+      "model width")("vocab", po::value(&o.shape.vocab_size)->default_value(o.shape.vocab_size),
+                     "vocabulary size (256 = byte tokenizer)")(
+      "padded-vocab",
+      po::value(&o.shape.padded_vocab_size)->default_value(o.shape.padded_vocab_size),
+      "rows of the embedding table (>= vocab)")(
+      "max-seq-len", po::value(&o.shape.max_seq_len)->default_value(o.shape.max_seq_len),
+      "rows of the position embedding")("seed", po::value(&o.seed)->default_value(o.seed),
+                                        "seed for initialisation and shuffling");
   po::options_description data("Data");
-  data.add_options()
-    ("train-data", po::value(&o.train_data), "training shards (file or glob, llm.c format)")
-    ("val-data", po::value(&o.val_data), "validation shards (file or glob)")
-    ("shuffle", po::bool_switch(&o.shuffle), "permute shards and batches (seeded by --seed)")
-    ("batch-size,b", po::value(&o.batch_size)->default_value(o.batch_size), "rows per micro-batch per rank")
-    ("seq-len,t", po::value(&o.seq_len)->default_value(o.seq_len), "tokens per row")
-    ("grad-accum", po::value(&o.grad_accum)->default_value(o.grad_accum), "micro-batches per step")
-    ("micro-batches", po::value(&o.grad_accum), "alias of --grad-accum (what a pipeline schedules)");
+  data.add_options()("train-data", po::value(&o.train_data),
+                     "training shards (file or glob, llm.c format)")(
+      "val-data", po::value(&o.val_data), "validation shards (file or glob)")(
+      "shuffle", po::bool_switch(&o.shuffle), "permute shards and batches (seeded by --seed)")(
+      "batch-size,b", po::value(&o.batch_size)->default_value(o.batch_size),
+      "rows per micro-batch per rank")("seq-len,t", po::value(&o.seq_len)->default_value(o.seq_len),
+                                       "tokens per row")(
+      "grad-accum", po::value(&o.grad_accum)->default_value(o.grad_accum),
+      "micro-batches per step")("micro-batches", po::value(&o.grad_accum),
+                                "alias of --grad-accum (what a pipeline schedules)");
   po::options_description optim("Optimisation");
-  optim.add_options()
-    ("steps", po::value(&o.steps)->default_value(o.steps), "total optimizer steps of the run")
-    ("lr", po::value(&o.lr)->default_value(o.lr, "3e-4"), "peak learning rate")
-    ("warmup-steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps), "linear warmup steps")
-    ("lr-schedule", po::value(&o.lr_schedule)->default_value(o.lr_schedule), "constant | cosine")
-    ("final-lr-frac", po::value(&o.final_lr_frac)->default_value(o.final_lr_frac, "0"), "cosine ends at lr x this")
-    ("weight-decay", po::value(&o.weight_decay)->default_value(o.weight_decay, "0"), "AdamW decoupled weight decay (matrices and embeddings)")
-    ("beta1", po::value(&o.beta1)->default_value(o.beta1, "0.9"), "AdamW beta1")
-    ("beta2", po::value(&o.beta2)->default_value(o.beta2, "0.95"), "AdamW beta2")
-    ("eps", po::value(&o.eps)->default_value(o.eps, "1e-8"), "AdamW epsilon")
-    ("grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip, "1"), "clip the global gradient norm (0 = off)");
+  optim.add_options()("steps", po::value(&o.steps)->default_value(o.steps),
+                      "total optimizer steps of the run")(
+      "lr", po::value(&o.lr)->default_value(o.lr, "3e-4"), "peak learning rate")(
+      "warmup-steps", po::value(&o.warmup_steps)->default_value(o.warmup_steps),
+      "linear warmup steps")("lr-schedule", po::value(&o.lr_schedule)->default_value(o.lr_schedule),
+                             "constant | cosine")(
+      "final-lr-frac", po::value(&o.final_lr_frac)->default_value(o.final_lr_frac, "0"),
+      "cosine ends at lr x this")("weight-decay",
+                                  po::value(&o.weight_decay)->default_value(o.weight_decay, "0"),
+                                  "AdamW decoupled weight decay (matrices and embeddings)")(
+      "beta1", po::value(&o.beta1)->default_value(o.beta1, "0.9"),
+      "AdamW beta1")("beta2", po::value(&o.beta2)->default_value(o.beta2, "0.95"), "AdamW beta2")(
+      "eps", po::value(&o.eps)->default_value(o.eps, "1e-8"),
+      "AdamW epsilon")("grad-clip", po::value(&o.grad_clip)->default_value(o.grad_clip, "1"),
+                       "clip the global gradient norm (0 = off)");
   po::options_description dev("Device and parallelism");
-  dev.add_options()
-    ("device", po::value(&o.device)->default_value(o.device), "cpu | cuda")
-    ("dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32 | bf16 (cuda)")
-    ("threads", po::value(&o.threads)->default_value(o.threads), "CPU threads (0 = all cores)")
-    ("recompute", po::value(&o.recompute)->default_value(o.recompute), "cuda: recompute GeLU (1) and LayerNorm (2) in backward")
-    ("dp", po::value(&o.dp)->default_value(o.dp), "data-parallel ranks (under mpirun)")
-    ("pp", po::value(&o.pp)->default_value(o.pp), "pipeline stages (under mpirun)")
-    ("pp-schedule", po::value(&o.pp_schedule)->default_value(o.pp_schedule), "gpipe | 1f1b")
-    ("pp-layers", po::value(&o.pp_layers), "layers per stage, e.g. 3,3,2 (default balanced)")
-    ("zero", po::value(&o.zero)->default_value(o.zero), "1 = shard AdamW state across data-parallel ranks")
-    ("comm-timeout", po::value(&o.comm_timeout_s)->default_value(o.comm_timeout_s, "300"), "seconds before a stuck collective stops the job");
+  dev.add_options()("device", po::value(&o.device)->default_value(o.device), "cpu | cuda")(
+      "dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32 | bf16 (cuda)")(
+      "threads", po::value(&o.threads)->default_value(o.threads), "CPU threads (0 = all cores)")(
+      "recompute", po::value(&o.recompute)->default_value(o.recompute),
+      "cuda: recompute GeLU (1) and LayerNorm (2) in backward")(
+      "dp", po::value(&o.dp)->default_value(o.dp), "data-parallel ranks (under mpirun)")(
+      "pp", po::value(&o.pp)->default_value(o.pp), "pipeline stages (under mpirun)")(
+      "pp-schedule", po::value(&o.pp_schedule)->default_value(o.pp_schedule), "gpipe | 1f1b")(
+      "pp-layers", po::value(&o.pp_layers), "layers per stage, e.g. 3,3,2 (default balanced)")(
+      "zero", po::value(&o.zero)->default_value(o.zero),
+      "1 = shard AdamW state across data-parallel ranks")(
+      "comm-timeout", po::value(&o.comm_timeout_s)->default_value(o.comm_timeout_s, "300"),
+      "seconds before a stuck collective stops the job");
   po::options_description out("Checkpoints and output");
   std::string save_dtype = "fp32";
-  out.add_options()
-    ("checkpoint-dir", po::value(&o.checkpoint_dir), "folder for checkpoints")
-    ("checkpoint-every", po::value(&o.checkpoint_every)->default_value(o.checkpoint_every), "steps between checkpoints (0 = none)")
-    ("keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints), "keep only the newest N (0 = all)")
-    ("resume", po::bool_switch(&o.resume), "continue from the newest checkpoint in --checkpoint-dir")
-    ("save", po::value(&o.save_path), "write the final model here (llm.c format)")
-    ("save-bf16", po::bool_switch(), "write --save as bf16 (version 5) instead of fp32")
-    ("metrics-out", po::value(&o.metrics_out), "append one JSON object per step to this file")
-    ("val-every", po::value(&o.val_every)->default_value(o.val_every), "validation loss every N steps (0 = off)")
-    ("val-batches", po::value(&o.val_batches)->default_value(o.val_batches), "batches per validation")
-    ("sample-every", po::value(&o.sample_every)->default_value(o.sample_every), "print a text sample every N steps (byte-level models)")
-    ("sample-len", po::value(&o.sample_len)->default_value(o.sample_len), "tokens per sample")
-    ("sample-prompt", po::value(&o.sample_prompt), "text the sample continues")
-    ("log-every", po::value(&o.log_every)->default_value(o.log_every), "terminal line every N steps")
-    ("quiet", po::bool_switch(&o.quiet), "no terminal output");
+  out.add_options()("checkpoint-dir", po::value(&o.checkpoint_dir), "folder for checkpoints")(
+      "checkpoint-every", po::value(&o.checkpoint_every)->default_value(o.checkpoint_every),
+      "steps between checkpoints (0 = none)")(
+      "keep-checkpoints", po::value(&o.keep_checkpoints)->default_value(o.keep_checkpoints),
+      "keep only the newest N (0 = all)")(
+      "resume", po::bool_switch(&o.resume),
+      "continue from the newest checkpoint in --checkpoint-dir")(
+      "save", po::value(&o.save_path), "write the final model here (llm.c format)")(
+      "save-bf16", po::bool_switch(), "write --save as bf16 (version 5) instead of fp32")(
+      "metrics-out", po::value(&o.metrics_out), "append one JSON object per step to this file")(
+      "val-every", po::value(&o.val_every)->default_value(o.val_every),
+      "validation loss every N steps (0 = off)")(
+      "val-batches", po::value(&o.val_batches)->default_value(o.val_batches),
+      "batches per validation")("sample-every",
+                                po::value(&o.sample_every)->default_value(o.sample_every),
+                                "print a text sample every N steps (byte-level models)")(
+      "sample-len", po::value(&o.sample_len)->default_value(o.sample_len), "tokens per sample")(
+      "sample-prompt", po::value(&o.sample_prompt), "text the sample continues")(
+      "log-every", po::value(&o.log_every)->default_value(o.log_every),
+      "terminal line every N steps")("quiet", po::bool_switch(&o.quiet), "no terminal output");
   po::options_description all("myelin train");
   all.add(model).add(data).add(optim).add(dev).add(out);
   return all;
@@ -95,11 +113,11 @@ int train_main(const Args& args) {
   //                          state, step and RNG from the checkpoint
   std::string slice;
   po::options_description hidden;
-  hidden.add_options()
-    ("data-slice", po::value(&slice), "R/N: this job is data slice R of N")
-    ("data-start-batch", po::value(&o.data_start_batch), "start at this global batch")
-    ("run-steps", po::value(&o.run_steps), "stop after this many steps")
-    ("resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only), "weights from --model on resume");
+  hidden.add_options()("data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
+      "data-start-batch", po::value(&o.data_start_batch), "start at this global batch")(
+      "run-steps", po::value(&o.run_steps), "stop after this many steps")(
+      "resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only),
+      "weights from --model on resume");
   po::options_description all;
   all.add(desc).add(hidden);
   po::variables_map vm;

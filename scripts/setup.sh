@@ -8,7 +8,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libgtest-dev
       openmpi-bin libopenmpi-dev
       nlohmann-json3-dev libcpp-httplib-dev libssl-dev libsqlite3-dev zlib1g-dev
-      python3 python3-numpy
+      python3 python3-numpy clang-format
       chromium)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -68,8 +68,8 @@ std::vector<std::size_t> fd_indices(std::mt19937& g, std::size_t n) {
 // loss is evaluated on one OpenMP thread: cheap on a busy machine, and the
 // analytic gradient (computed with all threads) is then checked against the
 // serial code path as well.
-void check_fd(const std::string& what, Vec& x, const Vec& grad,
-              const std::function<double()>& loss, std::mt19937& g) {
+void check_fd(const std::string& what, Vec& x, const Vec& grad, const std::function<double()>& loss,
+              std::mt19937& g) {
   ASSERT_EQ(x.size(), grad.size()) << what;
   struct SerialScope {
     int saved = omp_get_max_threads();
@@ -111,7 +111,7 @@ TEST(CpuOps, Encoder) {
   std::vector<int> tok(B * T);
   std::uniform_int_distribution<int> ut(0, V - 1);
   for (int& t : tok) t = ut(g);
-  tok[3] = tok[0];  // repeated tokens accumulate into one row
+  tok[3] = tok[0]; // repeated tokens accumulate into one row
   tok[7] = tok[0];
   Vec wte = rand_vec(g, std::size_t(Vp) * C), wpe = rand_vec(g, std::size_t(T) * C);
   Vec R = rand_vec(g, std::size_t(B) * T * C);
@@ -150,7 +150,7 @@ TEST(CpuOps, Encoder) {
 class LayerNormTest : public ::testing::TestWithParam<std::pair<int, int>> {};
 
 TEST_P(LayerNormTest, ForwardBackward) {
-  const auto [N, C] = GetParam();  // N = 70 spans several row blocks of the backward
+  const auto [N, C] = GetParam(); // N = 70 spans several row blocks of the backward
   std::mt19937 g(2);
   Vec inp = rand_vec(g, std::size_t(N) * C), w = rand_vec(g, C), bias = rand_vec(g, C);
   Vec R = rand_vec(g, inp.size());
@@ -238,16 +238,15 @@ TEST_P(MatmulTest, ForwardBackward) {
   if (has_bias) check_fd("dbias", bias, db, loss, g);
 
   Vec dinp2 = dinp, dw2 = dw, db2 = db;
-  matmul_backward(dinp2.data(), dw2.data(), has_bias ? db2.data() : nullptr, R.data(),
-                  inp.data(), w.data(), N, IC, OC);
+  matmul_backward(dinp2.data(), dw2.data(), has_bias ? db2.data() : nullptr, R.data(), inp.data(),
+                  w.data(), N, IC, OC);
   expect_doubled("dinp", dinp, dinp2);
   expect_doubled("dweight", dw, dw2);
   expect_doubled("dbias", db, db2);
 
   // Null dinp: only dweight (and dbias) are written.
   Vec dw3(w.size(), 0.0), db3(OC, 0.0);
-  matmul_backward(nullptr, dw3.data(), db3.data(), R.data(), inp.data(), w.data(), N, IC,
-                          OC);
+  matmul_backward(nullptr, dw3.data(), db3.data(), R.data(), inp.data(), w.data(), N, IC, OC);
   for (std::size_t i = 0; i < dw.size(); ++i) EXPECT_NEAR(dw3[i], dw[i], 1e-12);
   if (has_bias) {
     for (int o = 0; o < OC; ++o) EXPECT_NEAR(db3[o], db[o], 1e-12);
@@ -257,8 +256,8 @@ TEST_P(MatmulTest, ForwardBackward) {
   FVec finp = to_float(inp), fw = to_float(w), fbias = to_float(bias), fR = to_float(R);
   FVec fout(out.size()), fdinp(inp.size(), 0.f), fdw(w.size(), 0.f), fdb(OC, 0.f);
   matmul_forward(fout.data(), finp.data(), fw.data(), has_bias ? fbias.data() : nullptr, N, IC, OC);
-  matmul_backward(fdinp.data(), fdw.data(), has_bias ? fdb.data() : nullptr, fR.data(),
-                  finp.data(), fw.data(), N, IC, OC);
+  matmul_backward(fdinp.data(), fdw.data(), has_bias ? fdb.data() : nullptr, fR.data(), finp.data(),
+                  fw.data(), N, IC, OC);
   expect_float_close("out", fout, out);
   expect_float_close("dinp", fdinp, dinp);
   expect_float_close("dweight", fdw, dw);
@@ -280,7 +279,7 @@ struct AttnShape {
 class AttentionTest : public ::testing::TestWithParam<AttnShape> {};
 
 TEST_P(AttentionTest, ForwardBackward) {
-  const auto [B, T, C, NH] = GetParam();  // T = 131 spans three 64-row blocks
+  const auto [B, T, C, NH] = GetParam(); // T = 131 spans three 64-row blocks
   std::mt19937 g(4);
   const std::size_t natt = std::size_t(B) * NH * T * T;
   Vec qkv = rand_vec(g, std::size_t(B) * T * 3 * C), R = rand_vec(g, std::size_t(B) * T * C);
@@ -314,7 +313,8 @@ TEST_P(AttentionTest, ForwardBackward) {
         for (int i = 0; i < hs; ++i) {
           double o = 0;
           for (int j = 0; j <= t; ++j)
-            o += std::exp(s[j] - mx) / z * qkv[(std::size_t(b) * T + j) * 3 * C + 2 * C + h * hs + i];
+            o += std::exp(s[j] - mx) / z *
+                 qkv[(std::size_t(b) * T + j) * 3 * C + 2 * C + h * hs + i];
           EXPECT_NEAR(out[(std::size_t(b) * T + t) * C + h * hs + i], o, 1e-13);
         }
       }
@@ -345,7 +345,7 @@ TEST_P(AttentionTest, Causal) {
   const std::size_t natt = std::size_t(B) * NH * T * T;
   Vec qkv = rand_vec(g, std::size_t(B) * T * 3 * C), out(std::size_t(B) * T * C), att(natt);
   attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
-  const int tf = T - 2;  // change the keys and values (not the query) of position tf
+  const int tf = T - 2; // change the keys and values (not the query) of position tf
   Vec qkv2 = qkv;
   for (int b = 0; b < B; ++b)
     for (int i = C; i < 3 * C; ++i) qkv2[(std::size_t(b) * T + tf) * 3 * C + i] += 0.5;
@@ -431,7 +431,7 @@ TEST(CpuOps, Classifier) {
   const double dloss = 1.0 / N;
   Vec logits = rand_vec(g, std::size_t(N) * Vp, -2.0, 2.0);
   for (int n = 0; n < N; ++n)
-    for (int i = V; i < Vp; ++i) logits[n * Vp + i] = 50.0;  // padding must be ignored
+    for (int i = V; i < Vp; ++i) logits[n * Vp + i] = 50.0; // padding must be ignored
   std::vector<int> tgt(N);
   std::uniform_int_distribution<int> ut(0, V - 1);
   for (int& t : tgt) t = ut(g);
@@ -439,8 +439,7 @@ TEST(CpuOps, Classifier) {
   tgt[1] = V - 1;
   Vec losses(N);
   auto loss = [&] {
-    classifier_forward_backward(losses.data(), nullptr, logits.data(), tgt.data(), N, V,
-                                        Vp, dloss);
+    classifier_forward_backward(losses.data(), nullptr, logits.data(), tgt.data(), N, V, Vp, dloss);
     return dloss * std::accumulate(losses.begin(), losses.end(), 0.0);
   };
   loss();
@@ -466,8 +465,8 @@ TEST(CpuOps, Classifier) {
   EXPECT_EQ(inplace, dlogits);
 
   FVec flogits = to_float(logits), flosses(N), fdlogits(logits.size());
-  classifier_forward_backward(flosses.data(), fdlogits.data(), flogits.data(), tgt.data(), N, V,
-                              Vp, dloss);
+  classifier_forward_backward(flosses.data(), fdlogits.data(), flogits.data(), tgt.data(), N, V, Vp,
+                              dloss);
   expect_float_close("losses", flosses, losses);
   expect_float_close("dlogits", fdlogits, dlogits);
 }
@@ -532,7 +531,7 @@ TEST(CpuOps, SumSquaresAndScale) {
     Vec y = x;
     scale_inplace(y.data(), n, 0.37);
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(y[i], x[i] * 0.37);
-    scale_inplace(fx.data(), n, 0.37);  // double literal into a float buffer
+    scale_inplace(fx.data(), n, 0.37); // double literal into a float buffer
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(fx[i], static_cast<float>(x[i]) * 0.37f);
   }
 }

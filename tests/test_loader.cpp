@@ -151,7 +151,8 @@ TEST(Loader, BadInputs) {
     bad.next(in.data(), tg.data());
     FAIL();
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("token 200 at position 200"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("token 200 at position 200"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -164,7 +165,8 @@ TEST(Synthetic, AdditionIsDeterministicAndCorrect) {
     const auto nl = a.find('\n', pos);
     const std::string line = a.substr(pos, nl - pos);
     const auto plus = line.find('+'), eq = line.find('=');
-    const long x = std::stol(line.substr(0, plus)), y = std::stol(line.substr(plus + 1, eq - plus - 1));
+    const long x = std::stol(line.substr(0, plus)),
+               y = std::stol(line.substr(plus + 1, eq - plus - 1));
     std::string c = line.substr(eq + 1);
     std::reverse(c.begin(), c.end());
     EXPECT_EQ(std::stol(c), x + y) << line;

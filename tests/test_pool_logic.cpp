@@ -68,9 +68,9 @@ TEST(PoolCompress, MalformedUploadsAreRefused) {
   const auto x = ramp(500);
   const std::string b = encode(x, Codec::kInt8, 256);
   EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), std::invalid_argument); // truncated
-  EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);          // no header
-  EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                  // padded
-  EXPECT_THROW(decode(b, x.size() + 1), std::invalid_argument);                    // shape
+  EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);           // no header
+  EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                   // padded
+  EXPECT_THROW(decode(b, x.size() + 1), std::invalid_argument);                     // shape
   std::string flipped = b;
   flipped[kWireHeaderBytes + 7] ^= 0x40;
   EXPECT_THROW(decode(flipped, x.size()), std::invalid_argument); // checksum
@@ -127,18 +127,18 @@ TEST(PoolDelta, CorruptedOrMismatchedDeltasAreRefused) {
   std::string c = d;
   c[kDeltaHeaderBytes + c.size() / 3 - kDeltaHeaderBytes / 3] ^= 0x10; // payload bit flip
   refused(c, p, 2, 3);
-  refused(d.substr(0, d.size() - 1), p, 2, 3);          // truncated
-  refused(d + "x", p, 2, 3);                             // padded
-  refused(d.substr(0, 10), p, 2, 3);                     // shorter than the header
-  refused(d, p, 1, 3);                                   // wrong base round
-  refused(d, p, 2, 4);                                   // wrong target round
-  refused(d, ramp(2999), 2, 3);                          // wrong shape
+  refused(d.substr(0, d.size() - 1), p, 2, 3); // truncated
+  refused(d + "x", p, 2, 3);                   // padded
+  refused(d.substr(0, 10), p, 2, 3);           // shorter than the header
+  refused(d, p, 1, 3);                         // wrong base round
+  refused(d, p, 2, 4);                         // wrong target round
+  refused(d, ramp(2999), 2, 3);                // wrong shape
   auto other = p;
   other[5] += 1.0f;
-  refused(d, other, 2, 3);                               // wrong base model: checksum
+  refused(d, other, 2, 3); // wrong base model: checksum
   std::string m = d;
   m[0] = 'X';
-  refused(m, p, 2, 3);                                   // bad magic
+  refused(m, p, 2, 3); // bad magic
   EXPECT_THROW(encode_model_delta(p, ramp(10), 0, 1), std::invalid_argument);
 }
 
@@ -205,12 +205,13 @@ TEST(PoolValidate, Finite) {
 }
 
 TEST(PoolJob, ParsesAndNamesBadFields) {
-  nlohmann::json j = {{"train_data", "x_*.bin"},
-                      {"model", {{"layers", 1}, {"heads", 2}, {"channels", 32}, {"vocab", 256},
-                                 {"max_seq_len", 32}}},
-                      {"seq_len", 32},
-                      {"inner_steps", 4},
-                      {"compression", "none"}};
+  nlohmann::json j = {
+      {"train_data", "x_*.bin"},
+      {"model",
+       {{"layers", 1}, {"heads", 2}, {"channels", 32}, {"vocab", 256}, {"max_seq_len", 32}}},
+      {"seq_len", 32},
+      {"inner_steps", 4},
+      {"compression", "none"}};
   const JobSpec s = parse_job(j);
   EXPECT_EQ(s.inner_steps, 4);
   EXPECT_EQ(s.compression, Codec::kNone);
@@ -250,7 +251,8 @@ TEST(PoolJob, PositionAfterWalksShardsAndEpochs) {
 }
 
 TEST(PoolTokens, StoredHashedAndChecked) {
-  const auto dir = std::filesystem::temp_directory_path() / ("myelin_pool_tokens_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("myelin_pool_tokens_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   {
     Db db(db_path(dir.string()));

@@ -9,13 +9,13 @@ namespace myelin::cpu {
 // Row-major C[M,N] = alpha * op(A) @ op(B) + beta * C.
 inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* Cm, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-              N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+              K, alpha, A, lda, B, ldb, beta, Cm, ldc);
 }
 inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const double* A, int lda,
                  const double* B, int ldb, double beta, double* Cm, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-              N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+              K, alpha, A, lda, B, ldb, beta, Cm, ldc);
 }
 
 // While alive, gemm calls run on the calling thread. Only the pthreads build
@@ -25,8 +25,7 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, double alpha, const doub
 // serial build has no threads. The previous setting is restored.
 class BlasSingleThread {
  public:
-  BlasSingleThread()
-      : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
+  BlasSingleThread() : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
     if (saved_ != 1) openblas_set_num_threads(1);
   }
   ~BlasSingleThread() {

@@ -21,24 +21,21 @@
 
 namespace myelin::cpu {
 
-namespace {
-
-
-} // namespace
+namespace {} // namespace
 
 template <typename Real>
 void classifier_forward_backward(Real* losses, nondeduced_t<Real>* dlogits, const Real* logits,
                                  const int* targets, int N, int V, int Vp,
                                  nondeduced_t<Real> dloss) {
   const std::size_t sVp = static_cast<std::size_t>(Vp);
-#pragma omp parallel for schedule(static) if (static_cast<long>(N) * V > 32768)
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * V > 32768)
   for (int n = 0; n < N; ++n) {
     const Real* l = logits + static_cast<std::size_t>(n) * sVp;
     const int tgt = targets[n];
     Real mx = l[0];
 #pragma omp simd reduction(max : mx)
     for (int i = 0; i < V; ++i) mx = l[i] > mx ? l[i] : mx;
-    const Real lt = l[tgt];  // read before an in-place write can clobber it
+    const Real lt = l[tgt]; // read before an in-place write can clobber it
     Real sum = 0;
     if (dlogits == nullptr) {
 #pragma omp simd reduction(+ : sum)
@@ -62,9 +59,9 @@ void classifier_forward_backward(Real* losses, nondeduced_t<Real>* dlogits, cons
   }
 }
 
-template void classifier_forward_backward<float>(float*, float*, const float*, const int*, int,
-                                                 int, int, float);
-template void classifier_forward_backward<double>(double*, double*, const double*, const int*,
-                                                  int, int, int, double);
+template void classifier_forward_backward<float>(float*, float*, const float*, const int*, int, int,
+                                                 int, float);
+template void classifier_forward_backward<double>(double*, double*, const double*, const int*, int,
+                                                  int, int, double);
 
 } // namespace myelin::cpu

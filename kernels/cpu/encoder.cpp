@@ -18,8 +18,8 @@
 namespace myelin::cpu {
 
 template <typename Real>
-void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B,
-                     int T, int C) {
+void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B, int T,
+                     int C) {
   const std::ptrdiff_t N = static_cast<std::ptrdiff_t>(B) * T;
 #pragma omp parallel for schedule(static) if (N * C > 32768)
   for (std::ptrdiff_t n = 0; n < N; ++n) {
@@ -76,13 +76,11 @@ void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* token
   }
 }
 
-template void encoder_forward<float>(float*, const int*, const float*, const float*, int, int,
-                                     int);
-template void encoder_forward<double>(double*, const int*, const double*, const double*, int,
-                                      int, int);
-template void encoder_backward<float>(float*, float*, const float*, const int*, int, int, int,
+template void encoder_forward<float>(float*, const int*, const float*, const float*, int, int, int);
+template void encoder_forward<double>(double*, const int*, const double*, const double*, int, int,
                                       int);
-template void encoder_backward<double>(double*, double*, const double*, const int*, int, int,
-                                       int, int);
+template void encoder_backward<float>(float*, float*, const float*, const int*, int, int, int, int);
+template void encoder_backward<double>(double*, double*, const double*, const int*, int, int, int,
+                                       int);
 
 } // namespace myelin::cpu

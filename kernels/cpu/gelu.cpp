@@ -23,14 +23,12 @@ namespace myelin::cpu {
 
 namespace {
 
-
-constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2/pi)
+constexpr double kSqrt2OverPi = 0.79788456080286535588; // sqrt(2/pi)
 constexpr double kCubic = 0.044715;
 
 } // namespace
 
-template <typename Real>
-void gelu_forward(Real* out, const Real* inp, std::size_t n) {
+template <typename Real> void gelu_forward(Real* out, const Real* inp, std::size_t n) {
   const Real s = static_cast<Real>(kSqrt2OverPi);
   const Real c = static_cast<Real>(kCubic);
 #pragma omp parallel for simd schedule(static) if (n > 32768)

@@ -17,8 +17,7 @@ namespace {
 constexpr std::size_t kChunk = std::size_t{1} << 16;
 }
 
-template <typename Real>
-double sum_squares(const Real* x, std::size_t n) {
+template <typename Real> double sum_squares(const Real* x, std::size_t n) {
   const std::size_t nchunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(nchunks, 0.0);
 #pragma omp parallel for schedule(static) if (nchunks > 1)
@@ -38,8 +37,7 @@ double sum_squares(const Real* x, std::size_t n) {
   return total;
 }
 
-template <typename Real>
-void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s) {
+template <typename Real> void scale_inplace(Real* x, std::size_t n, nondeduced_t<Real> s) {
 #pragma omp parallel for simd schedule(static) if (n > 32768)
   for (std::size_t i = 0; i < n; ++i) x[i] *= s;
 }

@@ -27,7 +27,7 @@ void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const
                        const Real* bias, int N, int C) {
   const Real eps = static_cast<Real>(1e-5);
   const Real invC = Real(1) / static_cast<Real>(C);
-#pragma omp parallel for schedule(static) if (static_cast<long>(N) * C > 16384)
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * C > 16384)
   for (int n = 0; n < N; ++n) {
     const Real* x = inp + static_cast<std::size_t>(n) * C;
     Real* o = out + static_cast<std::size_t>(n) * C;
@@ -50,9 +50,8 @@ void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const
 }
 
 template <typename Real>
-void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout,
-                        const Real* inp, const Real* weight, const Real* mean, const Real* rstd,
-                        int N, int C) {
+void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
+                        const Real* weight, const Real* mean, const Real* rstd, int N, int C) {
   constexpr int kRows = 32;
   const int nblk = (N + kRows - 1) / kRows;
   const std::size_t sC = static_cast<std::size_t>(C);

@@ -28,7 +28,6 @@ namespace myelin::cpu {
 
 namespace {
 
-
 // Part `idx` of `parts` of [0, n), boundaries rounded to multiples of 16.
 std::pair<int, int> slice(int n, int parts, int idx) {
   auto edge = [&](int k) {
@@ -39,7 +38,7 @@ std::pair<int, int> slice(int n, int parts, int idx) {
   return {edge(idx), edge(idx + 1)};
 }
 
-constexpr double kSerialFlops = 262144.0;  // below this, one thread does the whole call
+constexpr double kSerialFlops = 262144.0; // below this, one thread does the whole call
 constexpr int kMinRowsPerThread = 16;
 
 bool run_parallel(int N, int IC, int OC) {
@@ -49,13 +48,13 @@ bool run_parallel(int N, int IC, int OC) {
 } // namespace
 
 template <typename Real>
-void matmul_forward(Real* out, const Real* inp, const Real* weight,
-                    const nondeduced_t<Real>* bias, int N, int IC, int OC) {
+void matmul_forward(Real* out, const Real* inp, const Real* weight, const nondeduced_t<Real>* bias,
+                    int N, int IC, int OC) {
   if (N <= 0 || OC <= 0) return;
   const std::size_t sOC = static_cast<std::size_t>(OC);
   const std::size_t sIC = static_cast<std::size_t>(IC);
   const Real beta = bias != nullptr ? Real(1) : Real(0);
-  if (IC <= 0) {  // degenerate: out = bias (or 0)
+  if (IC <= 0) { // degenerate: out = bias (or 0)
     for (int n = 0; n < N; ++n)
       for (int o = 0; o < OC; ++o) out[n * sOC + o] = bias != nullptr ? bias[o] : Real(0);
     return;
@@ -73,13 +72,13 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight,
         gemm(false, true, r1 - r0, OC, IC, Real(1), inp + r0 * sIC, IC, weight, IC, beta,
              out + r0 * sOC, OC);
       }
-    } else {  // few rows: split the output columns
+    } else { // few rows: split the output columns
       const auto [o0, o1] = slice(OC, nth, tid);
       if (o1 > o0) {
         if (bias != nullptr)
           for (int n = 0; n < N; ++n) std::copy(bias + o0, bias + o1, out + n * sOC + o0);
-        gemm(false, true, N, o1 - o0, IC, Real(1), inp, IC, weight + o0 * sIC, IC, beta,
-             out + o0, OC);
+        gemm(false, true, N, o1 - o0, IC, Real(1), inp, IC, weight + o0 * sIC, IC, beta, out + o0,
+             OC);
       }
     }
   }
@@ -102,8 +101,8 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
         if (N >= kMinRowsPerThread * nth || IC < kMinRowsPerThread * nth) {
           const auto [r0, r1] = slice(N, nth, tid);
           if (r1 > r0)
-            gemm(false, false, r1 - r0, IC, OC, Real(1), dout + r0 * sOC, OC, weight, IC,
-                 Real(1), dinp + r0 * sIC, IC);
+            gemm(false, false, r1 - r0, IC, OC, Real(1), dout + r0 * sOC, OC, weight, IC, Real(1),
+                 dinp + r0 * sIC, IC);
         } else {
           const auto [i0, i1] = slice(IC, nth, tid);
           if (i1 > i0)
@@ -120,8 +119,8 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
       } else {
         const auto [i0, i1] = slice(IC, nth, tid);
         if (i1 > i0)
-          gemm(true, false, OC, i1 - i0, N, Real(1), dout, OC, inp + i0, IC, Real(1),
-               dweight + i0, IC);
+          gemm(true, false, OC, i1 - i0, N, Real(1), dout, OC, inp + i0, IC, Real(1), dweight + i0,
+               IC);
       }
     }
     if (dbias != nullptr) {
@@ -141,8 +140,8 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
 
 template void matmul_forward<float>(float*, const float*, const float*, const float*, int, int,
                                     int);
-template void matmul_forward<double>(double*, const double*, const double*, const double*, int,
-                                     int, int);
+template void matmul_forward<double>(double*, const double*, const double*, const double*, int, int,
+                                     int);
 template void matmul_backward<float>(float*, float*, float*, const float*, const float*,
                                      const float*, int, int, int);
 template void matmul_backward<double>(double*, double*, double*, const double*, const double*,

@@ -59,8 +59,8 @@ __global__ void adamw_kernel(T* params, float* master, const float* grads, float
 } // namespace
 
 template <typename T>
-void adamw_update(T* params, float* master, const float* grads, float* m, float* v,
-                  std::size_t n, const AdamWArgs& a, cudaStream_t s) {
+void adamw_update(T* params, float* master, const float* grads, float* m, float* v, std::size_t n,
+                  const AdamWArgs& a, cudaStream_t s) {
   if (a.t < 1) throw std::invalid_argument("adamw_update: step t must be >= 1");
   if (!std::is_same<T, float>::value && !master)
     throw std::invalid_argument("adamw_update: bf16 params need an fp32 master copy");
@@ -69,8 +69,7 @@ void adamw_update(T* params, float* master, const float* grads, float* m, float*
   const float c1 = float(1.0 / (1.0 - std::pow(double(a.beta1), a.t)));
   const float c2 = float(1.0 / (1.0 - std::pow(double(a.beta2), a.t)));
   adamw_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(params, master, grads, m, v, n, a.lr, a.beta1,
-                                                   a.beta2, c1, c2, a.eps, a.weight_decay,
-                                                   a.seed);
+                                                   a.beta2, c1, c2, a.eps, a.weight_decay, a.seed);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

@@ -35,10 +35,7 @@ constexpr int BC = 32;  // keys per tile (== BR: tile kt is on the diagonal of t
 constexpr int NT = 256; // threads per block
 constexpr int PLD = BC + 1;
 
-template <int HS>
-__host__ __device__ constexpr int nacc() {
-  return HS > 0 ? HS / 8 : 32;
-}
+template <int HS> __host__ __device__ constexpr int nacc() { return HS > 0 ? HS / 8 : 32; }
 
 // Loads rows [r0, r0 + 32) of one head's slice (columns col0 .. col0 + hs) of a
 // [B*T, ld] matrix into shared tile dst [32][hs+1] as fp32; rows >= Tn are zero.
@@ -54,9 +51,8 @@ __device__ __forceinline__ void load_tile(float* dst, const T* base, std::size_t
 }
 
 template <typename T, int HS>
-__global__ void __launch_bounds__(NT)
-    attn_fwd_kernel(T* out, float* lse, const T* qkv, int Tn, int C, int NH, int hs_rt,
-                    float scale) {
+__global__ void __launch_bounds__(NT) attn_fwd_kernel(T* out, float* lse, const T* qkv, int Tn,
+                                                      int C, int NH, int hs_rt, float scale) {
   const int hs = HS > 0 ? HS : hs_rt;
   const int ld = hs + 1;
   extern __shared__ float smem[];
@@ -115,8 +111,8 @@ __global__ void __launch_bounds__(NT)
       const float m_new = fmaxf(m_old, mx);
       float p = 0.0f, alpha = 1.0f;
       if (m_new != -INFINITY) {
-        p = expf(v - m_new);          // masked: exp(-inf) = 0
-        alpha = expf(m_old - m_new);  // first tile: exp(-inf) = 0
+        p = expf(v - m_new);         // masked: exp(-inf) = 0
+        alpha = expf(m_old - m_new); // first tile: exp(-inf) = 0
       }
       const float ps = warp_sum(p);
       sP[r * PLD + lane] = p;
@@ -150,8 +146,7 @@ __global__ void __launch_bounds__(NT)
       if (HS > 0 || d < hs) o[d] = from_f32<T>(acc[k] * inv);
     }
   }
-  if (tid < BR && q0 + tid < Tn)
-    lse[std::size_t(bh) * Tn + q0 + tid] = sM[tid] + logf(sL[tid]);
+  if (tid < BR && q0 + tid < Tn) lse[std::size_t(bh) * Tn + q0 + tid] = sM[tid] + logf(sL[tid]);
 }
 
 // Drow[bh, i] = sum_d dO * O over one head's channels. One warp per (b, t, h).
@@ -175,11 +170,10 @@ __global__ void attn_bwd_rowdot_kernel(float* Drow, const T* dout, const T* out,
 // Computes, for the thread's (query row si, keys sj0..sj0+3) of the current tile
 // pair: p = exp(scale * q.k - lse) (causal, 0 outside) and ds = p * (dO.v - D).
 template <int HS>
-__device__ __forceinline__ void scores_and_grads(const float* sQ, const float* sdO,
-                                                 const float* sK, const float* sV, int ld,
-                                                 int hs, int si, int sj0, int i, int k0, int Tn,
-                                                 float lse_i, float D_i, float scale, float p[4],
-                                                 float ds[4]) {
+__device__ __forceinline__ void scores_and_grads(const float* sQ, const float* sdO, const float* sK,
+                                                 const float* sV, int ld, int hs, int si, int sj0,
+                                                 int i, int k0, int Tn, float lse_i, float D_i,
+                                                 float scale, float p[4], float ds[4]) {
   float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int d = 0; d < hs; ++d) {
     const float q = sQ[si * ld + d];
@@ -243,8 +237,8 @@ __global__ void __launch_bounds__(NT)
     load_tile(sV, base + 2 * C, rs, k0, Tn, hs);
     __syncthreads();
     float p[4], ds[4];
-    scores_and_grads<HS>(sQ, sdO, sK, sV, ld, hs, si, sj0, q0 + si, k0, Tn, sLse[si], sD[si],
-                         scale, p, ds);
+    scores_and_grads<HS>(sQ, sdO, sK, sV, ld, hs, si, sj0, q0 + si, k0, Tn, sLse[si], sD[si], scale,
+                         p, ds);
 #pragma unroll
     for (int c = 0; c < 4; ++c) sS[si * PLD + sj0 + c] = ds[c];
     __syncthreads();
@@ -314,8 +308,8 @@ __global__ void __launch_bounds__(NT)
     }
     __syncthreads();
     float p[4], ds[4];
-    scores_and_grads<HS>(sQ, sdO, sK, sV, ld, hs, si, sj0, q0 + si, k0, Tn, sLse[si], sD[si],
-                         scale, p, ds);
+    scores_and_grads<HS>(sQ, sdO, sK, sV, ld, hs, si, sj0, q0 + si, k0, Tn, sLse[si], sD[si], scale,
+                         p, ds);
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       sP[si * PLD + sj0 + c] = p[c];
@@ -359,8 +353,7 @@ std::size_t dkv_smem(int hs) {
   return sizeof(float) * (std::size_t(2 * BR + 2 * BC) * (hs + 1) + 2 * BR * PLD + 2 * BR);
 }
 
-template <typename K>
-void allow_smem(K kernel, std::size_t bytes) {
+template <typename K> void allow_smem(K kernel, std::size_t bytes) {
   if (bytes > 48 * 1024) {
     MYELIN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
@@ -380,8 +373,8 @@ void fwd_launch(T* out, float* lse, const T* qkv, int B, int Tn, int C, int NH, 
   const std::size_t smem = fwd_smem(hs);
   allow_smem(attn_fwd_kernel<T, HS>, smem);
   const dim3 grid(unsigned((Tn + BR - 1) / BR), unsigned(B * NH));
-  attn_fwd_kernel<T, HS><<<grid, NT, smem, s>>>(out, lse, qkv, Tn, C, NH, hs,
-                                                1.0f / sqrtf(float(hs)));
+  attn_fwd_kernel<T, HS>
+      <<<grid, NT, smem, s>>>(out, lse, qkv, Tn, C, NH, hs, 1.0f / sqrtf(float(hs)));
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
@@ -396,8 +389,7 @@ void bwd_launch(T* dqkv, const float* Drow, const T* dout, const T* qkv, const f
   allow_smem(attn_bwd_dkv_kernel<T, HS>, s2);
   attn_bwd_dq_kernel<T, HS><<<grid, NT, s1, s>>>(dqkv, dout, qkv, lse, Drow, Tn, C, NH, hs, scale);
   MYELIN_CUDA_CHECK_LAUNCH();
-  attn_bwd_dkv_kernel<T, HS><<<grid, NT, s2, s>>>(dqkv, dout, qkv, lse, Drow, Tn, C, NH, hs,
-                                                  scale);
+  attn_bwd_dkv_kernel<T, HS><<<grid, NT, s2, s>>>(dqkv, dout, qkv, lse, Drow, Tn, C, NH, hs, scale);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
@@ -408,9 +400,15 @@ void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int C, i
                        cudaStream_t s) {
   check("attention_forward", B, Tn, C, NH);
   switch (C / NH) {
-  case 64: fwd_launch<T, 64>(out, lse, qkv, B, Tn, C, NH, s); break;
-  case 128: fwd_launch<T, 128>(out, lse, qkv, B, Tn, C, NH, s); break;
-  default: fwd_launch<T, 0>(out, lse, qkv, B, Tn, C, NH, s); break;
+  case 64:
+    fwd_launch<T, 64>(out, lse, qkv, B, Tn, C, NH, s);
+    break;
+  case 128:
+    fwd_launch<T, 128>(out, lse, qkv, B, Tn, C, NH, s);
+    break;
+  default:
+    fwd_launch<T, 0>(out, lse, qkv, B, Tn, C, NH, s);
+    break;
   }
 }
 
@@ -420,20 +418,26 @@ void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, co
   check("attention_backward", B, Tn, C, NH);
   const int hs = C / NH;
   const std::size_t rows = std::size_t(B) * Tn * NH;
-  attn_bwd_rowdot_kernel<T><<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B,
-                                                                              Tn, C, NH, hs);
+  attn_bwd_rowdot_kernel<T>
+      <<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B, Tn, C, NH, hs);
   MYELIN_CUDA_CHECK_LAUNCH();
   switch (hs) {
-  case 64: bwd_launch<T, 64>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s); break;
-  case 128: bwd_launch<T, 128>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s); break;
-  default: bwd_launch<T, 0>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s); break;
+  case 64:
+    bwd_launch<T, 64>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    break;
+  case 128:
+    bwd_launch<T, 128>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    break;
+  default:
+    bwd_launch<T, 0>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    break;
   }
 }
 
-#define MYELIN_INST(T)                                                                        \
-  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, cudaStream_t); \
-  template void attention_backward<T>(T*, float*, const T*, const T*, const T*, const float*,  \
-                                      int, int, int, int, cudaStream_t);
+#define MYELIN_INST(T)                                                                             \
+  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, cudaStream_t);      \
+  template void attention_backward<T>(T*, float*, const T*, const T*, const T*, const float*, int, \
+                                      int, int, int, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(__nv_bfloat16)
 #undef MYELIN_INST

@@ -87,8 +87,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < VN; ++k) {
         const int c = j + k;
-        const float g = c < V ? (expf(to_f32(p.v[k]) - m) * inv - (c == target ? 1.0f : 0.0f)) * dloss
-                              : 0.0f;
+        const float g =
+            c < V ? (expf(to_f32(p.v[k]) - m) * inv - (c == target ? 1.0f : 0.0f)) * dloss : 0.0f;
         p.v[k] = from_f32<T>(g);
       }
       store_vec(x + j, p);
@@ -105,12 +105,12 @@ __global__ void __launch_bounds__(kThreads)
 } // namespace
 
 template <typename T>
-void classifier_forward_backward(float* losses, T* logits, const int* targets, int N, int V,
-                                 int Vp, float dloss, bool write_dlogits, cudaStream_t s) {
+void classifier_forward_backward(float* losses, T* logits, const int* targets, int N, int V, int Vp,
+                                 float dloss, bool write_dlogits, cudaStream_t s) {
   if (N <= 0 || V <= 0 || Vp < V) throw std::invalid_argument("classifier: bad shape");
   const bool vec = (std::size_t(Vp) * sizeof(T)) % 16 == 0 && aligned16(logits);
-  classifier_kernel<T><<<unsigned(N), kThreads, 0, s>>>(losses, logits, targets, V, Vp, dloss,
-                                                        write_dlogits, vec);
+  classifier_kernel<T>
+      <<<unsigned(N), kThreads, 0, s>>>(losses, logits, targets, V, Vp, dloss, write_dlogits, vec);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

@@ -31,32 +31,32 @@ namespace detail {
 }
 } // namespace detail
 
-#define MYELIN_CUDA_CHECK(expr)                                                                \
-  do {                                                                                         \
-    const cudaError_t myelin_err_ = (expr);                                                    \
-    if (myelin_err_ != cudaSuccess)                                                            \
-      ::myelin::cuda::detail::throw_cuda(myelin_err_, #expr, __FILE__, __LINE__);              \
+#define MYELIN_CUDA_CHECK(expr)                                                                    \
+  do {                                                                                             \
+    const cudaError_t myelin_err_ = (expr);                                                        \
+    if (myelin_err_ != cudaSuccess)                                                                \
+      ::myelin::cuda::detail::throw_cuda(myelin_err_, #expr, __FILE__, __LINE__);                  \
   } while (0)
 
-#define MYELIN_CUBLAS_CHECK(expr)                                                              \
-  do {                                                                                         \
-    const cublasStatus_t myelin_st_ = (expr);                                                  \
-    if (myelin_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
-      ::myelin::cuda::detail::throw_cublas(myelin_st_, #expr, __FILE__, __LINE__);             \
+#define MYELIN_CUBLAS_CHECK(expr)                                                                  \
+  do {                                                                                             \
+    const cublasStatus_t myelin_st_ = (expr);                                                      \
+    if (myelin_st_ != CUBLAS_STATUS_SUCCESS)                                                       \
+      ::myelin::cuda::detail::throw_cublas(myelin_st_, #expr, __FILE__, __LINE__);                 \
   } while (0)
 
 // After a kernel launch: reports launch-configuration errors (not asynchronous faults).
 #define MYELIN_CUDA_CHECK_LAUNCH() MYELIN_CUDA_CHECK(cudaGetLastError())
 
 // ---- RAII owners --------------------------------------------------------------
-template <typename T>
-class DeviceBuffer {
-public:
+template <typename T> class DeviceBuffer {
+ public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(std::size_t n) { allocate(n); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
       release();
@@ -84,13 +84,13 @@ public:
   std::size_t size() const { return n_; }
   std::size_t bytes() const { return n_ * sizeof(T); }
 
-private:
+ private:
   T* p_ = nullptr;
   std::size_t n_ = 0;
 };
 
 class Stream {
-public:
+ public:
   Stream() { MYELIN_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -100,12 +100,12 @@ public:
   cudaStream_t get() const { return s_; }
   void sync() const { MYELIN_CUDA_CHECK(cudaStreamSynchronize(s_)); }
 
-private:
+ private:
   cudaStream_t s_ = nullptr;
 };
 
 class Event {
-public:
+ public:
   Event() { MYELIN_CUDA_CHECK(cudaEventCreate(&e_)); }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
@@ -122,12 +122,12 @@ public:
     return ms;
   }
 
-private:
+ private:
   cudaEvent_t e_ = nullptr;
 };
 
 class LtHandle {
-public:
+ public:
   LtHandle() { MYELIN_CUBLAS_CHECK(cublasLtCreate(&h_)); }
   LtHandle(const LtHandle&) = delete;
   LtHandle& operator=(const LtHandle&) = delete;
@@ -136,7 +136,7 @@ public:
   }
   cublasLtHandle_t get() const { return h_; }
 
-private:
+ private:
   cublasLtHandle_t h_ = nullptr;
 };
 
@@ -160,30 +160,21 @@ namespace myelin::cuda {
 // ---- scalar conversion ----------------------------------------------------------
 __host__ __device__ __forceinline__ float to_f32(float x) { return x; }
 __host__ __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__host__ __device__ __forceinline__ T from_f32(float x);
-template <>
-__host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+template <typename T> __host__ __device__ __forceinline__ T from_f32(float x);
+template <> __host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
 // ---- vector of W elements, loaded/stored in one instruction when 16 bytes ----------
-template <typename T, int W>
-struct alignas(W * sizeof(T)) Vec {
-  T v[W];
-};
+template <typename T, int W> struct alignas(W * sizeof(T)) Vec { T v[W]; };
 // Elements per 16-byte pack.
-template <typename T>
-inline constexpr int kPack = 16 / int(sizeof(T));
+template <typename T> inline constexpr int kPack = 16 / int(sizeof(T));
 
-template <int W, typename T>
-__device__ __forceinline__ Vec<T, W> load_vec(const T* p) {
+template <int W, typename T> __device__ __forceinline__ Vec<T, W> load_vec(const T* p) {
   return *reinterpret_cast<const Vec<T, W>*>(p);
 }
-template <int W, typename T>
-__device__ __forceinline__ void store_vec(T* p, const Vec<T, W>& x) {
+template <int W, typename T> __device__ __forceinline__ void store_vec(T* p, const Vec<T, W>& x) {
   *reinterpret_cast<Vec<T, W>*>(p) = x;
 }
 
@@ -208,8 +199,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // Calls f.template apply<W>(i) for elements [i, i+W): 16-byte packs over the
 // first n / kPack * kPack elements when `vec` (all pointers 16-byte aligned),
 // then single elements for the tail. Grid-stride.
-template <typename T, typename F>
-__global__ void elementwise_kernel(std::size_t n, bool vec, F f) {
+template <typename T, typename F> __global__ void elementwise_kernel(std::size_t n, bool vec, F f) {
   constexpr int VN = kPack<T>;
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
   const std::size_t tid = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -105,8 +105,8 @@ void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int 
     const std::size_t np = total / VN;
     encoder_forward_vec<T><<<grid_for(np, 256), 256, 0, s>>>(out, tokens, wte, wpe, Tn, C, np);
   } else {
-    encoder_forward_scalar<T><<<grid_for(total, 256), 256, 0, s>>>(out, tokens, wte, wpe, Tn, C,
-                                                                    total);
+    encoder_forward_scalar<T>
+        <<<grid_for(total, 256), 256, 0, s>>>(out, tokens, wte, wpe, Tn, C, total);
   }
   MYELIN_CUDA_CHECK_LAUNCH();
 }
@@ -117,24 +117,24 @@ void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* bucket
                       int B, int Tn, int C, cudaStream_t s) {
   if (B <= 0 || Tn <= 0 || C <= 0) throw std::invalid_argument("encoder_backward: bad shape");
   if (dwpe) {
-    encoder_backward_wpe<T><<<grid_for(std::size_t(Tn) * C, 256), 256, 0, s>>>(dwpe, dout, B, Tn,
-                                                                                C);
+    encoder_backward_wpe<T>
+        <<<grid_for(std::size_t(Tn) * C, 256), 256, 0, s>>>(dwpe, dout, B, Tn, C);
     MYELIN_CUDA_CHECK_LAUNCH();
   }
   if (dwte && num_buckets > 0) {
     if (num_buckets > 0x7fffffff) throw std::invalid_argument("encoder_backward: too many buckets");
     const dim3 grid(unsigned(num_buckets), unsigned((C + 255) / 256));
-    encoder_backward_wte<T><<<grid, 256, 0, s>>>(dwte, dout, bucket_tokens, bucket_offsets,
-                                                 bucket_positions, C);
+    encoder_backward_wte<T>
+        <<<grid, 256, 0, s>>>(dwte, dout, bucket_tokens, bucket_offsets, bucket_positions, C);
     MYELIN_CUDA_CHECK_LAUNCH();
   }
 }
 
-#define MYELIN_INST(T)                                                                        \
-  template void encoder_forward<T>(T*, const int*, const T*, const T*, int, int, int,         \
-                                   cudaStream_t);                                             \
-  template void encoder_backward<T>(float*, float*, const T*, const int*, const int*,         \
-                                    const int*, int, int, int, int, cudaStream_t);
+#define MYELIN_INST(T)                                                                             \
+  template void encoder_forward<T>(T*, const int*, const T*, const T*, int, int, int,              \
+                                   cudaStream_t);                                                  \
+  template void encoder_backward<T>(float*, float*, const T*, const int*, const int*, const int*,  \
+                                    int, int, int, int, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(__nv_bfloat16)
 #undef MYELIN_INST

@@ -1,9 +1,9 @@
 // GeLU, tanh approximation (GPT-2):
 //   forward : out = 0.5*x*(1 + tanh(u)), u = sqrt(2/pi)*(x + 0.044715 x^3)
-//   backward: dinp = dout * (0.5*(1 + tanh(u)) + 0.5*x*(1 - tanh(u)^2)*sqrt(2/pi)*(1 + 3*0.044715 x^2))
-//   bytes: forward 2n*sizeof(T), backward 3n*sizeof(T); FLOPs ~ 10n / 18n (+1 tanh).
-//   launch: grid-stride, 256 threads, one 16-byte pack per thread (scalar tail).
-//   In place is allowed (out == inp; dinp == dout).
+//   backward: dinp = dout * (0.5*(1 + tanh(u)) + 0.5*x*(1 - tanh(u)^2)*sqrt(2/pi)*(1 + 3*0.044715
+//   x^2)) bytes: forward 2n*sizeof(T), backward 3n*sizeof(T); FLOPs ~ 10n / 18n (+1 tanh). launch:
+//   grid-stride, 256 threads, one 16-byte pack per thread (scalar tail). In place is allowed (out
+//   == inp; dinp == dout).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -14,12 +14,10 @@ namespace {
 constexpr float kS = 0.7978845608028654f; // sqrt(2/pi)
 constexpr float kK = 0.044715f;
 
-template <typename T>
-struct GeluFwd {
+template <typename T> struct GeluFwd {
   T* out;
   const T* inp;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     const Vec<T, W> x = load_vec<W>(inp + i);
     Vec<T, W> y;
 #pragma unroll
@@ -32,13 +30,11 @@ struct GeluFwd {
   }
 };
 
-template <typename T>
-struct GeluBwd {
+template <typename T> struct GeluBwd {
   T* dinp;
   const T* inp;
   const T* dout;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     const Vec<T, W> x = load_vec<W>(inp + i);
     const Vec<T, W> g = load_vec<W>(dout + i);
     Vec<T, W> y;
@@ -56,8 +52,7 @@ struct GeluBwd {
 
 } // namespace
 
-template <typename T>
-void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s) {
+template <typename T> void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s) {
   launch_elementwise<T>(n, aligned16(out) && aligned16(inp), GeluFwd<T>{out, inp}, s);
 }
 

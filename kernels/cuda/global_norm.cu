@@ -15,8 +15,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <int N>
-__device__ __forceinline__ double block_tree_sum(double v, double* sh) {
+template <int N> __device__ __forceinline__ double block_tree_sum(double v, double* sh) {
   sh[threadIdx.x] = v;
   __syncthreads();
 #pragma unroll
@@ -28,8 +27,8 @@ __device__ __forceinline__ double block_tree_sum(double v, double* sh) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) sumsq_partial_kernel(double* partial, const T* x,
-                                                                 std::size_t n) {
+__global__ void __launch_bounds__(kThreads)
+    sumsq_partial_kernel(double* partial, const T* x, std::size_t n) {
   __shared__ double sh[kThreads];
   double acc = 0.0;
   const std::size_t stride = std::size_t(kSumSquaresBlocks) * kThreads;
@@ -41,19 +40,17 @@ __global__ void __launch_bounds__(kThreads) sumsq_partial_kernel(double* partial
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-__global__ void __launch_bounds__(kSumSquaresBlocks) sumsq_final_kernel(double* out,
-                                                                        const double* partial) {
+__global__ void __launch_bounds__(kSumSquaresBlocks)
+    sumsq_final_kernel(double* out, const double* partial) {
   __shared__ double sh[kSumSquaresBlocks];
   const double s = block_tree_sum<kSumSquaresBlocks>(partial[threadIdx.x], sh);
   if (threadIdx.x == 0) *out = s;
 }
 
-template <typename T>
-struct Scale {
+template <typename T> struct Scale {
   T* x;
   float s;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     Vec<T, W> v = load_vec<W>(x + i);
 #pragma unroll
     for (int k = 0; k < W; ++k) v.v[k] = from_f32<T>(to_f32(v.v[k]) * s);
@@ -71,8 +68,7 @@ void sum_squares(double* out, const T* x, std::size_t n, double* scratch, cudaSt
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T>
-void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s) {
+template <typename T> void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s) {
   launch_elementwise<T>(n, aligned16(x), Scale<T>{x, scale}, s);
 }
 

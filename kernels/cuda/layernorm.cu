@@ -71,8 +71,8 @@ __device__ __forceinline__ void warp_row_normalize(T* out, const T* row, const T
 
 template <typename T>
 __global__ void __launch_bounds__(kFwdThreads)
-    layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* w,
-                             const T* b, int N, int C, bool vec) {
+    layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* w, const T* b,
+                             int N, int C, bool vec) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
   if (row >= N) return;
@@ -91,8 +91,7 @@ __global__ void __launch_bounds__(kFwdThreads)
 template <typename T>
 __global__ void __launch_bounds__(kFwdThreads)
     residual_layernorm_forward_kernel(T* res, T* out, float* mean, float* rstd, const T* a,
-                                      const T* bb, const T* w, const T* b, int N, int C,
-                                      bool vec) {
+                                      const T* bb, const T* w, const T* b, int N, int C, bool vec) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
   if (row >= N) return;
@@ -216,8 +215,7 @@ __global__ void layernorm_partial_reduce(float* dweight, float* dbias, const flo
 
 int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
 
-template <typename T>
-bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
+template <typename T> bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
   if (C % kPack<T> != 0) return false;
   for (const void* p : ptrs)
     if (p && !aligned16(p)) return false;
@@ -236,8 +234,8 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* 
   if (N <= 0 || C <= 0) throw std::invalid_argument("layernorm_forward: bad shape");
   const bool vec = rows_vectorisable<T>(C, {out, inp, weight, bias});
   const unsigned blocks = unsigned((N + kFwdThreads / 32 - 1) / (kFwdThreads / 32));
-  layernorm_forward_kernel<T><<<blocks, kFwdThreads, 0, s>>>(out, mean, rstd, inp, weight, bias,
-                                                             N, C, vec);
+  layernorm_forward_kernel<T>
+      <<<blocks, kFwdThreads, 0, s>>>(out, mean, rstd, inp, weight, bias, N, C, vec);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
@@ -248,8 +246,8 @@ void residual_layernorm_forward(T* residual, T* out, float* mean, float* rstd, c
   if (N <= 0 || C <= 0) throw std::invalid_argument("residual_layernorm_forward: bad shape");
   const bool vec = rows_vectorisable<T>(C, {residual, out, a, b, weight, bias});
   const unsigned blocks = unsigned((N + kFwdThreads / 32 - 1) / (kFwdThreads / 32));
-  residual_layernorm_forward_kernel<T><<<blocks, kFwdThreads, 0, s>>>(
-      residual, out, mean, rstd, a, b, weight, bias, N, C, vec);
+  residual_layernorm_forward_kernel<T>
+      <<<blocks, kFwdThreads, 0, s>>>(residual, out, mean, rstd, a, b, weight, bias, N, C, vec);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
@@ -263,22 +261,21 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
   if (!dinp || !dweight || !dbias || !scratch)
     throw std::invalid_argument("layernorm_backward: null output or scratch");
   const int G = bwd_blocks(N);
-  layernorm_backward_kernel<T><<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean,
-                                                         rstd, N, C);
+  layernorm_backward_kernel<T>
+      <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean, rstd, N, C);
   MYELIN_CUDA_CHECK_LAUNCH();
-  layernorm_partial_reduce<<<unsigned((2 * C + 255) / 256), 256, 0, s>>>(dweight, dbias, scratch,
-                                                                          G, C);
+  layernorm_partial_reduce<<<unsigned((2 * C + 255) / 256), 256, 0, s>>>(dweight, dbias, scratch, G,
+                                                                         C);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
-#define MYELIN_INST(T)                                                                        \
-  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int,    \
-                                     int, cudaStream_t);                                       \
-  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*,      \
-                                              const T*, const T*, int, int, cudaStream_t);     \
-  template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*,        \
-                                      const float*, const float*, int, int, float*,            \
-                                      cudaStream_t);
+#define MYELIN_INST(T)                                                                             \
+  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int, int,   \
+                                     cudaStream_t);                                                \
+  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*,          \
+                                              const T*, const T*, int, int, cudaStream_t);         \
+  template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*,            \
+                                      const float*, const float*, int, int, float*, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(__nv_bfloat16)
 #undef MYELIN_INST

@@ -42,8 +42,7 @@ MatmulContext::~MatmulContext() = default;
 
 namespace {
 
-template <typename T>
-constexpr cudaDataType_t dtype_of() {
+template <typename T> constexpr cudaDataType_t dtype_of() {
   return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_16BF;
 }
 
@@ -92,7 +91,19 @@ struct GemmArgs {
 // offers no algorithm for this combination (caller falls back); throws on errors.
 bool lt_matmul(MatmulContext::Impl& ctx, const GemmArgs& g, cudaStream_t s) {
   const std::array<long long, 16> key = {
-      g.ta, g.tb, g.m, g.n, g.k, g.at, g.bt, g.dt, g.lda, g.ldb, g.ldd, g.epi, g.ldaux,
+      g.ta,
+      g.tb,
+      g.m,
+      g.n,
+      g.k,
+      g.at,
+      g.bt,
+      g.dt,
+      g.lda,
+      g.ldb,
+      g.ldd,
+      g.epi,
+      g.ldaux,
       (long long)alignment_of(g.A) * 1000000 + alignment_of(g.B) * 1000 + alignment_of(g.D),
       (long long)(g.bias ? alignment_of(g.bias) : 0) * 1000 + (g.aux ? alignment_of(g.aux) : 0),
       g.beta != 0.0f};
@@ -100,13 +111,13 @@ bool lt_matmul(MatmulContext::Impl& ctx, const GemmArgs& g, cudaStream_t s) {
 
   LtDescs d;
   MYELIN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  MYELIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta,
-                                                     sizeof(g.ta)));
-  MYELIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb,
-                                                     sizeof(g.tb)));
+  MYELIN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &g.ta, sizeof(g.ta)));
+  MYELIN_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &g.tb, sizeof(g.tb)));
   if (g.epi != CUBLASLT_EPILOGUE_DEFAULT) {
-    MYELIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
-                                                       &g.epi, sizeof(g.epi)));
+    MYELIN_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epi, sizeof(g.epi)));
   }
   if (g.bias) {
     MYELIN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
@@ -120,8 +131,10 @@ bool lt_matmul(MatmulContext::Impl& ctx, const GemmArgs& g, cudaStream_t s) {
                                                        &ld, sizeof(ld)));
   }
   const bool an = g.ta == CUBLAS_OP_N, bn = g.tb == CUBLAS_OP_N;
-  MYELIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, g.at, an ? g.m : g.k, an ? g.k : g.m, g.lda));
-  MYELIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, g.bt, bn ? g.k : g.n, bn ? g.n : g.k, g.ldb));
+  MYELIN_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&d.a, g.at, an ? g.m : g.k, an ? g.k : g.m, g.lda));
+  MYELIN_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&d.b, g.bt, bn ? g.k : g.n, bn ? g.n : g.k, g.ldb));
   MYELIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, g.dt, g.m, g.n, g.ldd));
   MYELIN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.d, g.dt, g.m, g.n, g.ldd));
 
@@ -163,13 +176,11 @@ bool lt_matmul(MatmulContext::Impl& ctx, const GemmArgs& g, cudaStream_t s) {
   return true;
 }
 
-template <typename T>
-struct AddBiasOp {
+template <typename T> struct AddBiasOp {
   T* out;
   const T* bias;
   int OC;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     // W == 1 only (rows may not be pack aligned in general).
     out[i] = from_f32<T>(to_f32(out[i]) + to_f32(bias[i % OC]));
   }
@@ -213,14 +224,12 @@ int dbias_chunks(int N) {
 }
 
 void check_shape(const char* what, int N, int IC, int OC) {
-  if (N <= 0 || IC <= 0 || OC <= 0)
-    throw std::invalid_argument(std::string(what) + ": bad shape");
+  if (N <= 0 || IC <= 0 || OC <= 0) throw std::invalid_argument(std::string(what) + ": bad shape");
 }
 
 } // namespace
 
-template <typename T>
-void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t s) {
+template <typename T> void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t s) {
   launch_elementwise<T>(std::size_t(N) * OC, false, AddBiasOp<T>{out, bias, OC}, s);
 }
 
@@ -233,8 +242,8 @@ void matmul_forward(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, const
                     const T* bias, int N, int IC, int OC, bool gelu, cudaStream_t s) {
   check_shape("matmul_forward", N, IC, OC);
   constexpr cudaDataType_t dt = dtype_of<T>();
-  GemmArgs g{CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, 1.0f, 0.0f, weight, dt, IC, inp, dt, IC,
-             out, dt, OC};
+  GemmArgs g{CUBLAS_OP_T, CUBLAS_OP_N, OC,  N,  IC, 1.0f, 0.0f, weight,
+             dt,          IC,          inp, dt, IC, out,  dt,   OC};
   g.bias = bias;
   if (gelu) {
     const bool aux = pre_gelu != nullptr;
@@ -269,8 +278,8 @@ void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, 
   check_shape("matmul_backward", N, IC, OC);
   constexpr cudaDataType_t dt = dtype_of<T>();
   if (dinp) {
-    GemmArgs g{CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, scale, 0.0f, weight, dt, IC, dout, dt, OC,
-               dinp, dt, IC};
+    GemmArgs g{CUBLAS_OP_N, CUBLAS_OP_N, IC,   N,  OC, scale, 0.0f, weight,
+               dt,          IC,          dout, dt, OC, dinp,  dt,   IC};
     bool done = false;
     if (pre_gelu && IC % 8 == 0) {
       g.epi = CUBLASLT_EPILOGUE_DGELU;
@@ -288,8 +297,8 @@ void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, 
     }
   }
   if (dweight) {
-    GemmArgs g{CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, scale, 1.0f, inp, dt, IC, dout, dt, OC,
-               dweight, CUDA_R_32F, IC};
+    GemmArgs g{CUBLAS_OP_N, CUBLAS_OP_T, IC,   OC, N,  scale,   1.0f,       inp,
+               dt,          IC,          dout, dt, OC, dweight, CUDA_R_32F, IC};
     if (!lt_matmul(ctx.impl(), g, s))
       throw std::runtime_error("matmul_backward (dweight): cuBLASLt found no algorithm");
   }
@@ -313,13 +322,13 @@ void gemm_tn(MatmulContext& ctx, T* D, const T* A, const T* B, int m, int n, int
   if (!lt_matmul(ctx.impl(), g, s)) throw std::runtime_error("gemm_tn: no cuBLASLt algorithm");
 }
 
-#define MYELIN_INST(T)                                                                        \
-  template void add_bias<T>(T*, const T*, int, int, cudaStream_t);                            \
-  template void matmul_forward<T>(MatmulContext&, T*, T*, const T*, const T*, const T*, int,   \
-                                  int, int, bool, cudaStream_t);                              \
-  template void matmul_backward<T>(MatmulContext&, T*, float*, float*, const T*, const T*,     \
-                                   const T*, const T*, int, int, int, float, float*,          \
-                                   cudaStream_t);                                             \
+#define MYELIN_INST(T)                                                                             \
+  template void add_bias<T>(T*, const T*, int, int, cudaStream_t);                                 \
+  template void matmul_forward<T>(MatmulContext&, T*, T*, const T*, const T*, const T*, int, int,  \
+                                  int, bool, cudaStream_t);                                        \
+  template void matmul_backward<T>(MatmulContext&, T*, float*, float*, const T*, const T*,         \
+                                   const T*, const T*, int, int, int, float, float*,               \
+                                   cudaStream_t);                                                  \
   template void gemm_tn<T>(MatmulContext&, T*, const T*, const T*, int, int, int, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(__nv_bfloat16)

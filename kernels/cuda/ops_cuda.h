@@ -73,7 +73,7 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
 // One context per stream: it owns the cuBLASLt handle, a workspace and a cache
 // of chosen algorithms. Not thread-safe.
 class MatmulContext {
-public:
+ public:
   explicit MatmulContext(std::size_t workspace_bytes = std::size_t(32) << 20);
   ~MatmulContext();
   MatmulContext(const MatmulContext&) = delete;
@@ -81,7 +81,7 @@ public:
   struct Impl;
   Impl& impl() { return *impl_; }
 
-private:
+ private:
   std::unique_ptr<Impl> impl_;
 };
 
@@ -106,13 +106,11 @@ void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, 
                      const T* inp, const T* weight, const T* pre_gelu, int N, int IC, int OC,
                      float scale, float* scratch, cudaStream_t s);
 // out[N,OC] += bias[OC] (helper, also used as the fallback of the bias epilogue).
-template <typename T>
-void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t s);
+template <typename T> void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t s);
 // Generic column-major GEMM for the benchmark's roofline reference:
 // D[m,n] = A[k,m]^T B[k,n] (all T, fp32 compute), workspace from ctx.
 template <typename T>
-void gemm_tn(MatmulContext& ctx, T* D, const T* A, const T* B, int m, int n, int k,
-             cudaStream_t s);
+void gemm_tn(MatmulContext& ctx, T* D, const T* A, const T* B, int m, int n, int k, cudaStream_t s);
 
 // ---- causal multi-head attention, flash style --------------------------------------------------
 // qkv [B,T,3C] = (q | k | v), NH heads of hs = C/NH channels; out [B,T,C];
@@ -127,13 +125,13 @@ void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, co
                         const float* lse, int B, int Tn, int C, int NH, cudaStream_t s);
 
 // ---- GeLU (tanh approximation); in place allowed (out == inp, dinp == dout) ----------------
-template <typename T>
-void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s);
+template <typename T> void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s);
 // dinp = gelu'(inp) * dout (overwritten)
 template <typename T>
 void gelu_backward(T* dinp, const T* inp, const T* dout, std::size_t n, cudaStream_t s);
 
-// ---- residual and small elementwise helpers ------------------------------------------------------
+// ---- residual and small elementwise helpers
+// ------------------------------------------------------
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, std::size_t n, cudaStream_t s);
 // da += dout; db += dout (either may be null)
@@ -148,37 +146,38 @@ void convert(Dst* dst, const Src* src, std::size_t n, cudaStream_t s);
 template <typename T>
 void fill_uniform(T* x, std::size_t n, std::uint32_t seed, float lo, float hi, cudaStream_t s);
 
-// ---- fused classifier ----------------------------------------------------------------------------
-// logits [N,Vp] (first V columns real). losses[n] = logsumexp(logits[n,:V]) -
-// logits[n,target]. If write_dlogits, logits[n,:] is overwritten with
-// (softmax - onehot) * dloss (padding columns 0). One read pass + one
-// read/write pass; no probabilities buffer. A target outside [0,V) gives NaN.
+// ---- fused classifier
+// ---------------------------------------------------------------------------- logits [N,Vp] (first
+// V columns real). losses[n] = logsumexp(logits[n,:V]) - logits[n,target]. If write_dlogits,
+// logits[n,:] is overwritten with (softmax - onehot) * dloss (padding columns 0). One read pass +
+// one read/write pass; no probabilities buffer. A target outside [0,V) gives NaN.
 template <typename T>
-void classifier_forward_backward(float* losses, T* logits, const int* targets, int N, int V,
-                                 int Vp, float dloss, bool write_dlogits, cudaStream_t s);
+void classifier_forward_backward(float* losses, T* logits, const int* targets, int N, int V, int Vp,
+                                 float dloss, bool write_dlogits, cudaStream_t s);
 
-// ---- AdamW -----------------------------------------------------------------------------------------
-// fp32 master weights and moments. For T = float, master may be null: params is
-// then the master copy. For T = bf16, master must be non-null and params gets
-// the updated master rounded to bf16 (nearest, or stochastic when seed != 0).
+// ---- AdamW
+// ----------------------------------------------------------------------------------------- fp32
+// master weights and moments. For T = float, master may be null: params is then the master copy.
+// For T = bf16, master must be non-null and params gets the updated master rounded to bf16
+// (nearest, or stochastic when seed != 0).
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
-  int t;                       // step, >= 1
-  std::uint32_t seed = 0;      // 0: round to nearest; else stochastic rounding
+  int t;                  // step, >= 1
+  std::uint32_t seed = 0; // 0: round to nearest; else stochastic rounding
 };
 template <typename T>
-void adamw_update(T* params, float* master, const float* grads, float* m, float* v,
-                  std::size_t n, const AdamWArgs& a, cudaStream_t s);
+void adamw_update(T* params, float* master, const float* grads, float* m, float* v, std::size_t n,
+                  const AdamWArgs& a, cudaStream_t s);
 
-// ---- global norm ------------------------------------------------------------------------------------
-// *out (device double) = sum x^2, accumulated in double over a fixed partition
-// (kSumSquaresBlocks partial sums, reduced in fixed order): deterministic and
-// independent of the GPU model. scratch: kSumSquaresBlocks doubles.
+// ---- global norm
+// ------------------------------------------------------------------------------------ *out (device
+// double) = sum x^2, accumulated in double over a fixed partition (kSumSquaresBlocks partial sums,
+// reduced in fixed order): deterministic and independent of the GPU model. scratch:
+// kSumSquaresBlocks doubles.
 inline constexpr int kSumSquaresBlocks = 1024;
 template <typename T>
 void sum_squares(double* out, const T* x, std::size_t n, double* scratch, cudaStream_t s);
 // x *= scale
-template <typename T>
-void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s);
+template <typename T> void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s);
 
 } // namespace myelin::cuda

@@ -13,13 +13,11 @@ namespace myelin::cuda {
 
 namespace {
 
-template <typename T>
-struct ResFwd {
+template <typename T> struct ResFwd {
   T* out;
   const T* a;
   const T* b;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     const Vec<T, W> x = load_vec<W>(a + i);
     const Vec<T, W> y = load_vec<W>(b + i);
     Vec<T, W> o;
@@ -29,12 +27,10 @@ struct ResFwd {
   }
 };
 
-template <typename T>
-struct AccumulateInto {
+template <typename T> struct AccumulateInto {
   T* dst;
   const T* src;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
     const Vec<T, W> g = load_vec<W>(src + i);
     Vec<T, W> d = load_vec<W>(dst + i);
 #pragma unroll
@@ -45,24 +41,20 @@ struct AccumulateInto {
 
 // Element type of the pack loop is the wider of the two so both sides are
 // aligned: packs of 16 / max(sizeof) elements are handled as scalar loops.
-template <typename Dst, typename Src>
-struct Convert {
+template <typename Dst, typename Src> struct Convert {
   Dst* dst;
   const Src* src;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
 #pragma unroll
     for (int k = 0; k < W; ++k) dst[i + k] = from_f32<Dst>(to_f32(src[i + k]));
   }
 };
 
-template <typename T>
-struct FillUniform {
+template <typename T> struct FillUniform {
   T* x;
   std::uint32_t seed;
   float lo, scale;
-  template <int W>
-  __device__ void apply(std::size_t i) const {
+  template <int W> __device__ void apply(std::size_t i) const {
 #pragma unroll
     for (int k = 0; k < W; ++k) {
       std::uint64_t z = (std::uint64_t(seed) << 32) ^ (i + k);
@@ -91,23 +83,26 @@ void residual_forward(T* out, const T* a, const T* b, std::size_t n, cudaStream_
 
 template <typename T>
 void residual_backward(T* da, T* db, const T* dout, std::size_t n, cudaStream_t s) {
-  if (da) launch_elementwise<T>(n, aligned16(da) && aligned16(dout), AccumulateInto<T>{da, dout}, s);
-  if (db) launch_elementwise<T>(n, aligned16(db) && aligned16(dout), AccumulateInto<T>{db, dout}, s);
+  if (da)
+    launch_elementwise<T>(n, aligned16(da) && aligned16(dout), AccumulateInto<T>{da, dout}, s);
+  if (db)
+    launch_elementwise<T>(n, aligned16(db) && aligned16(dout), AccumulateInto<T>{db, dout}, s);
 }
 
 template <typename Dst, typename Src>
 void convert(Dst* dst, const Src* src, std::size_t n, cudaStream_t s) {
   if (std::is_same<Dst, Src>::value) {
-    if (n) MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(Dst), cudaMemcpyDeviceToDevice, s));
+    if (n)
+      MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(Dst), cudaMemcpyDeviceToDevice, s));
     return;
   }
   // Packs sized by the wider type (float): 4 elements, plain loads.
   launch_elementwise<float>(n, false, Convert<Dst, Src>{dst, src}, s);
 }
 
-#define MYELIN_INST(T)                                                                        \
-  template void residual_forward<T>(T*, const T*, const T*, std::size_t, cudaStream_t);       \
-  template void residual_backward<T>(T*, T*, const T*, std::size_t, cudaStream_t);         \
+#define MYELIN_INST(T)                                                                             \
+  template void residual_forward<T>(T*, const T*, const T*, std::size_t, cudaStream_t);            \
+  template void residual_backward<T>(T*, T*, const T*, std::size_t, cudaStream_t);                 \
   template void fill_uniform<T>(T*, std::size_t, std::uint32_t, float, float, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(bf16)

@@ -23,21 +23,36 @@ double input_value(int r, std::size_t i) { return static_cast<double>((r + i) % 
 
 void store(void* buf, std::size_t i, double v, CommDType t) {
   switch (t) {
-  case CommDType::kF32: static_cast<float*>(buf)[i] = static_cast<float>(v); break;
-  case CommDType::kBF16: static_cast<std::uint16_t*>(buf)[i] = float_to_bf16(static_cast<float>(v)); break;
-  case CommDType::kF64: static_cast<double*>(buf)[i] = v; break;
-  case CommDType::kI32: static_cast<std::int32_t*>(buf)[i] = static_cast<std::int32_t>(v); break;
-  case CommDType::kU8: static_cast<std::uint8_t*>(buf)[i] = static_cast<std::uint8_t>(v); break;
+  case CommDType::kF32:
+    static_cast<float*>(buf)[i] = static_cast<float>(v);
+    break;
+  case CommDType::kBF16:
+    static_cast<std::uint16_t*>(buf)[i] = float_to_bf16(static_cast<float>(v));
+    break;
+  case CommDType::kF64:
+    static_cast<double*>(buf)[i] = v;
+    break;
+  case CommDType::kI32:
+    static_cast<std::int32_t*>(buf)[i] = static_cast<std::int32_t>(v);
+    break;
+  case CommDType::kU8:
+    static_cast<std::uint8_t*>(buf)[i] = static_cast<std::uint8_t>(v);
+    break;
   }
 }
 
 double load(const void* buf, std::size_t i, CommDType t) {
   switch (t) {
-  case CommDType::kF32: return static_cast<const float*>(buf)[i];
-  case CommDType::kBF16: return bf16_to_float(static_cast<const std::uint16_t*>(buf)[i]);
-  case CommDType::kF64: return static_cast<const double*>(buf)[i];
-  case CommDType::kI32: return static_cast<const std::int32_t*>(buf)[i];
-  case CommDType::kU8: return static_cast<const std::uint8_t*>(buf)[i];
+  case CommDType::kF32:
+    return static_cast<const float*>(buf)[i];
+  case CommDType::kBF16:
+    return bf16_to_float(static_cast<const std::uint16_t*>(buf)[i]);
+  case CommDType::kF64:
+    return static_cast<const double*>(buf)[i];
+  case CommDType::kI32:
+    return static_cast<const std::int32_t*>(buf)[i];
+  case CommDType::kU8:
+    return static_cast<const std::uint8_t*>(buf)[i];
   }
   return 0;
 }
@@ -52,14 +67,17 @@ double expected_reduction(int n, std::size_t i, ReduceOp op, CommDType t) {
     mn = std::min(mn, v);
   }
   switch (op) {
-  case ReduceOp::kSum: return t == CommDType::kU8 ? std::fmod(sum, 256.0) : sum;
+  case ReduceOp::kSum:
+    return t == CommDType::kU8 ? std::fmod(sum, 256.0) : sum;
   case ReduceOp::kAvg: {
     if (t == CommDType::kU8) return std::floor(std::fmod(sum, 256.0) / n);
     if (t == CommDType::kI32) return std::floor(sum / n);
     return sum / n;
   }
-  case ReduceOp::kMax: return mx;
-  case ReduceOp::kMin: return mn;
+  case ReduceOp::kMax:
+    return mx;
+  case ReduceOp::kMin:
+    return mn;
   }
   return 0;
 }
@@ -78,9 +96,9 @@ void max_over_ranks(Communicator& comm, double* vals, std::size_t n) {
 }
 
 struct Plan {
-  std::size_t bytes = 0;      // the size column
-  std::size_t chunk = 0;      // elements per rank (reduce_scatter out, all_gather in)
-  std::size_t count = 0;      // elements of the buffer the size refers to
+  std::size_t bytes = 0; // the size column
+  std::size_t chunk = 0; // elements per rank (reduce_scatter out, all_gather in)
+  std::size_t count = 0; // elements of the buffer the size refers to
 };
 
 Plan plan_for(const std::string& op, std::size_t bytes, int n, std::size_t es) {
@@ -97,7 +115,7 @@ Plan plan_for(const std::string& op, std::size_t bytes, int n, std::size_t es) {
 }
 
 class Runner {
-public:
+ public:
   Runner(Communicator& comm, const CommBenchOptions& o, void* a, void* b)
       : comm_(comm), o_(o), a_(a), b_(b), es_(comm_dtype_size(o.dtype)) {}
 
@@ -107,7 +125,8 @@ public:
     const CommDType t = o_.dtype;
     char* a = static_cast<char*>(a_);
     char* b = static_cast<char*>(b_);
-    if (op == "all_reduce") return comm_.all_reduce_async(a, o_.in_place ? a : b, p.count, t, o_.op);
+    if (op == "all_reduce")
+      return comm_.all_reduce_async(a, o_.in_place ? a : b, p.count, t, o_.op);
     if (op == "reduce_scatter")
       return comm_.reduce_scatter_async(a, o_.in_place ? a + r * p.chunk * es_ : b, p.chunk, t,
                                         o_.op);
@@ -157,16 +176,20 @@ public:
     std::size_t wrong = 0;
     for (std::size_t i = 0; i < elems; ++i) {
       double want = 0;
-      if (op == "all_reduce") want = expected_reduction(n, i, o_.op, t);
-      else if (op == "reduce_scatter") want = expected_reduction(n, r * p.chunk + i, o_.op, t);
-      else if (op == "all_gather") want = input_value(static_cast<int>(i / p.chunk), 0);
-      else want = input_value((r + n - 1) % n, i);
+      if (op == "all_reduce")
+        want = expected_reduction(n, i, o_.op, t);
+      else if (op == "reduce_scatter")
+        want = expected_reduction(n, r * p.chunk + i, o_.op, t);
+      else if (op == "all_gather")
+        want = input_value(static_cast<int>(i / p.chunk), 0);
+      else
+        want = input_value((r + n - 1) % n, i);
       if (!close(load(host_.data(), i, t), want, t)) ++wrong;
     }
     return wrong;
   }
 
-private:
+ private:
   Communicator& comm_;
   const CommBenchOptions& o_;
   void* a_;
@@ -208,14 +231,20 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
   const std::size_t es = comm_dtype_size(o.dtype);
   // ---- options (the same on every rank, so every rank returns alike) -------
   std::string bad;
-  if (o.min_bytes < 1) bad = "the smallest size must be at least 1 byte";
-  else if (o.max_bytes < o.min_bytes) bad = "the largest size is below the smallest";
-  else if (o.iters < 1) bad = "iterations must be at least 1";
-  else if (o.warmup < 0) bad = "warmup iterations must be at least 0";
-  else if (o.ops.empty()) bad = "no operation to measure";
+  if (o.min_bytes < 1)
+    bad = "the smallest size must be at least 1 byte";
+  else if (o.max_bytes < o.min_bytes)
+    bad = "the largest size is below the smallest";
+  else if (o.iters < 1)
+    bad = "iterations must be at least 1";
+  else if (o.warmup < 0)
+    bad = "warmup iterations must be at least 0";
+  else if (o.ops.empty())
+    bad = "no operation to measure";
   for (const std::string& op : o.ops)
     if (std::find(std::begin(kOps), std::end(kOps), op) == std::end(kOps))
-      bad = "unknown operation '" + op + "' (expected all_reduce, reduce_scatter, all_gather or sendrecv)";
+      bad = "unknown operation '" + op +
+            "' (expected all_reduce, reduce_scatter, all_gather or sendrecv)";
   if (!bad.empty()) {
     if (root) std::fprintf(stderr, "comm bench: %s\n", bad.c_str());
     return 2;
@@ -252,7 +281,8 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
         << memory_space_name(comm.memory()) << " memory, " << comm_dtype_name(o.dtype) << ", "
         << reduce_op_name(o.op) << ", " << (o.in_place ? "in place" : "out of place") << ", "
         << o.iters << " iterations after " << o.warmup << " warmup\n";
-    if (o.peak_busbw_gbps > 0) out << "# peak bus bandwidth " << fmt("%.1f", o.peak_busbw_gbps) << " GB/s\n";
+    if (o.peak_busbw_gbps > 0)
+      out << "# peak bus bandwidth " << fmt("%.1f", o.peak_busbw_gbps) << " GB/s\n";
     char line[256];
     std::snprintf(line, sizeof line, "%12s %12s %9s %15s %12s %12s %11s %11s %6s%s\n", "size",
                   "count", "type", "op", "time_us", "median_us", "algbw_GB/s", "busbw_GB/s",
@@ -322,9 +352,12 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
         std::snprintf(line, sizeof line, "%12zu %12zu %9s %15s %12.2f %12.2f %11.3f %11.3f %6s",
                       row.bytes, row.count, comm_dtype_name(o.dtype), op.c_str(), row.time_us,
                       row.median_us, row.algbw_gbps, row.busbw_gbps,
-                      !o.check ? "-" : row.ok ? "ok" : "WRONG");
+                      !o.check ? "-"
+                      : row.ok ? "ok"
+                               : "WRONG");
         out << line;
-        if (o.peak_busbw_gbps > 0) out << fmt("  %5.1f", 100.0 * row.busbw_gbps / o.peak_busbw_gbps);
+        if (o.peak_busbw_gbps > 0)
+          out << fmt("  %5.1f", 100.0 * row.busbw_gbps / o.peak_busbw_gbps);
         out << "\n" << std::flush;
       }
       rows.push_back(row);
@@ -357,7 +390,9 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
              << ",\"median_us\":" << fmt("%.3f", r.median_us)
              << ",\"algbw_gbps\":" << fmt("%.6f", r.algbw_gbps)
              << ",\"busbw_gbps\":" << fmt("%.6f", r.busbw_gbps)
-             << (o.peak_busbw_gbps > 0 ? ",\"busbw_share\":" + fmt("%.4f", r.busbw_gbps / o.peak_busbw_gbps) : std::string())
+             << (o.peak_busbw_gbps > 0
+                     ? ",\"busbw_share\":" + fmt("%.4f", r.busbw_gbps / o.peak_busbw_gbps)
+                     : std::string())
              << ",\"ok\":" << (r.ok ? "true" : "false") << "}";
       }
       json << "\n]}\n";

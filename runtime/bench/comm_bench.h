@@ -46,8 +46,8 @@ struct CommBenchOptions {
   // The hardware's bus bandwidth limit in GB/s (e.g. NVLink or memory
   // bandwidth); when > 0 the table shows the share of it each size reaches.
   double peak_busbw_gbps = 0;
-  std::string json_path; // empty: no JSON
-  std::string csv_path;  // empty: no CSV
+  std::string json_path;       // empty: no JSON
+  std::string csv_path;        // empty: no CSV
   std::ostream* out = nullptr; // rank 0's table; nullptr: std::cout
 };
 

@@ -60,7 +60,8 @@ struct Kernel {
 
 int run_cpu_kernel_bench(const CpuBenchOptions& o) {
   require(o.batch > 0 && o.seq > 0 && o.channels > 0 && o.heads > 0 && o.channels % o.heads == 0,
-          "shape", "expected positive --batch, --seq, --channels with --channels a multiple of --heads");
+          "shape",
+          "expected positive --batch, --seq, --channels with --channels a multiple of --heads");
   require(o.repetitions > 0, "--reps", "expected a positive number");
   std::regex filter;
   try {
@@ -79,7 +80,8 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
       [&] {
 #pragma omp parallel for schedule(static)
         for (long i = 0; i < long(big); i += 4096)
-          std::memcpy(dst.data() + i, src.data() + i, sizeof(float) * std::min<std::size_t>(4096, big - i));
+          std::memcpy(dst.data() + i, src.data() + i,
+                      sizeof(float) * std::min<std::size_t>(4096, big - i));
       },
       5);
   const double peak_gbs = 2.0 * big * sizeof(float) / copy_t / 1e9;
@@ -87,7 +89,8 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
   auto ga = random_vec(std::size_t(G) * G, 1), gb = random_vec(std::size_t(G) * G, 2),
        gc = random_vec(std::size_t(G) * G, 3);
   const double gemm_t = median_time(
-      [&] { cpu::matmul_forward(gc.data(), ga.data(), gb.data(), (const float*)nullptr, G, G, G); }, 3);
+      [&] { cpu::matmul_forward(gc.data(), ga.data(), gb.data(), (const float*)nullptr, G, G, G); },
+      3);
   const double peak_gflops = 2.0 * G * G * G / gemm_t / 1e9;
   src.clear();
   src.shrink_to_fit();
@@ -123,23 +126,40 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
       {"encoder_fwd", f * 3 * NC, NC,
        [&] { cpu::encoder_forward(x.data(), tokens.data(), wte.data(), wpe.data(), B, T, C); }},
       {"encoder_bwd", f * 3 * NC, 2 * NC,
-       [&] { cpu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, Vp); }},
+       [&] {
+         cpu::encoder_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, Vp);
+       }},
       {"layernorm_fwd", f * (2 * NC + 2 * N), 8 * NC,
-       [&] { cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), lnw.data(), lnb.data(), int(N), C); }},
+       [&] {
+         cpu::layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), lnw.data(),
+                                lnb.data(), int(N), C);
+       }},
       {"layernorm_bwd", f * (4 * NC + 2 * N), 14 * NC,
-       [&] { cpu::layernorm_backward(dx.data(), dlnw.data(), dlnb.data(), dout.data(), x.data(), lnw.data(), mean.data(), rstd.data(), int(N), C); }},
+       [&] {
+         cpu::layernorm_backward(dx.data(), dlnw.data(), dlnb.data(), dout.data(), x.data(),
+                                 lnw.data(), mean.data(), rstd.data(), int(N), C);
+       }},
       {"matmul_qkv_fwd", f * (NC + 3.0 * C * C + 3 * NC), 2 * NC * 3 * C,
        [&] { cpu::matmul_forward(qkv.data(), x.data(), w.data(), bias.data(), int(N), C, 3 * C); }},
       {"matmul_qkv_bwd", f * (2 * NC + 6.0 * C * C + 3 * NC), 4 * NC * 3 * C,
-       [&] { cpu::matmul_backward(dx.data(), dw.data(), db.data(), qkv.data(), x.data(), w.data(), int(N), C, 3 * C); }},
+       [&] {
+         cpu::matmul_backward(dx.data(), dw.data(), db.data(), qkv.data(), x.data(), w.data(),
+                              int(N), C, 3 * C);
+       }},
       {"matmul_fc_fwd", f * (NC + 4.0 * C * C + 4 * NC), 2 * NC * 4 * C,
        [&] { cpu::matmul_forward(h.data(), x.data(), w.data(), bias.data(), int(N), C, 4 * C); }},
       {"matmul_fc_bwd", f * (2 * NC + 8.0 * C * C + 4 * NC), 4 * NC * 4 * C,
-       [&] { cpu::matmul_backward(dx.data(), dw.data(), db.data(), h.data(), x.data(), w.data(), int(N), C, 4 * C); }},
+       [&] {
+         cpu::matmul_backward(dx.data(), dw.data(), db.data(), h.data(), x.data(), w.data(), int(N),
+                              C, 4 * C);
+       }},
       {"attention_fwd", f * (3 * NC + NC + att_pairs), 4 * att_pairs * hs,
        [&] { cpu::attention_forward(y.data(), att.data(), qkv.data(), B, T, C, NH); }},
       {"attention_bwd", f * (3 * NC * 2 + NC + 2 * att_pairs), 8 * att_pairs * hs,
-       [&] { cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH); }},
+       [&] {
+         cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(),
+                                 B, T, C, NH);
+       }},
       {"gelu_fwd", f * 8 * NC, 4 * NC * 10,
        [&] { cpu::gelu_forward(dh.data(), h.data(), std::size_t(N) * 4 * C); }},
       {"gelu_bwd", f * 12 * NC, 4 * NC * 18,
@@ -149,15 +169,23 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
       {"residual_bwd", f * 5 * NC, 2 * NC,
        [&] { cpu::residual_backward(dx.data(), y.data(), dout.data(), std::size_t(NC)); }},
       {"classifier", f * (2.0 * N * Vp), 5.0 * N * V,
-       [&] { cpu::classifier_forward_backward(losses.data(), logits.data(), logits.data(), targets.data(), int(N), V, Vp, 1.0f / float(N)); }},
+       [&] {
+         cpu::classifier_forward_backward(losses.data(), logits.data(), logits.data(),
+                                          targets.data(), int(N), V, Vp, 1.0f / float(N));
+       }},
       {"adamw", f * 7 * NC, 12 * NC,
-       [&] { cpu::adamw_update(params.data(), dx.data(), m.data(), v.data(), std::size_t(NC), cpu::AdamWParams{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1}); }},
+       [&] {
+         cpu::adamw_update(params.data(), dx.data(), m.data(), v.data(), std::size_t(NC),
+                           cpu::AdamWParams{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1});
+       }},
       {"grad_norm", f * NC, 2 * NC, [&] { (void)cpu::sum_squares(dx.data(), std::size_t(NC)); }},
   };
 
-  std::printf("cpu: %d threads | copy %.1f GB/s | sgemm %.1f GFLOP/s | shape B=%d T=%d C=%d NH=%d V=%d\n",
-              omp_get_max_threads(), peak_gbs, peak_gflops, B, T, C, NH, V);
-  std::printf("%-16s %10s %10s %10s %8s %8s\n", "kernel", "median_us", "GB/s", "GFLOP/s", "%limit", "bound");
+  std::printf(
+      "cpu: %d threads | copy %.1f GB/s | sgemm %.1f GFLOP/s | shape B=%d T=%d C=%d NH=%d V=%d\n",
+      omp_get_max_threads(), peak_gbs, peak_gflops, B, T, C, NH, V);
+  std::printf("%-16s %10s %10s %10s %8s %8s\n", "kernel", "median_us", "GB/s", "GFLOP/s", "%limit",
+              "bound");
   // JSON in the same layout as the CUDA benchmark's, so one plot script reads both.
   char head[256];
   std::snprintf(head, sizeof(head),

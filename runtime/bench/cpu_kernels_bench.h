@@ -12,8 +12,8 @@
 namespace myelin {
 
 struct CpuBenchOptions {
-  std::string filter = ".*";  // ECMAScript regex over kernel names
-  std::string output;         // JSON or CSV file (by extension); empty: none
+  std::string filter = ".*"; // ECMAScript regex over kernel names
+  std::string output;        // JSON or CSV file (by extension); empty: none
   int repetitions = 10;
   int batch = 4, seq = 256, channels = 256, heads = 4, vocab = 256;
 };

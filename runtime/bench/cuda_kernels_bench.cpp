@@ -44,11 +44,16 @@ struct ModelShape {
 };
 
 bool model_shape(const std::string& n, ModelShape& m) {
-  if (n == "124M") m = {n, 12, 768, 12};
-  else if (n == "350M") m = {n, 24, 1024, 16};
-  else if (n == "774M") m = {n, 36, 1280, 20};
-  else if (n == "1.5B") m = {n, 48, 1600, 25};
-  else return false;
+  if (n == "124M")
+    m = {n, 12, 768, 12};
+  else if (n == "350M")
+    m = {n, 24, 1024, 16};
+  else if (n == "774M")
+    m = {n, 36, 1280, 20};
+  else if (n == "1.5B")
+    m = {n, 48, 1600, 25};
+  else
+    return false;
   return true;
 }
 
@@ -60,7 +65,7 @@ struct Row {
 };
 
 class Timer {
-public:
+ public:
   Timer(cudaStream_t s, std::size_t l2_bytes, int reps) : s_(s), reps_(reps) {
     flush_.allocate(std::max<std::size_t>(2 * l2_bytes, std::size_t(64) << 20));
   }
@@ -81,26 +86,24 @@ public:
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
   }
 
-private:
+ private:
   cudaStream_t s_;
   int reps_;
   DeviceBuffer<unsigned char> flush_;
   cu::Event a_, b_;
 };
 
-template <typename T>
-cudaDataType_t cuda_type() {
+template <typename T> cudaDataType_t cuda_type() {
   return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_16BF;
 }
 
 struct Limits {
-  double bw = 0;     // bytes/s
-  double flops = 0;  // FLOP/s
+  double bw = 0;    // bytes/s
+  double flops = 0; // FLOP/s
 };
 
-template <typename T>
-class Bench {
-public:
+template <typename T> class Bench {
+ public:
   Bench(const CudaBenchOptions& o, cudaStream_t s, Timer& timer, cublasHandle_t blas,
         const Limits& lim)
       : o_(o), s_(s), timer_(timer), blas_(blas), lim_(lim), re_(o.filter) {}
@@ -116,10 +119,10 @@ public:
       cu::fill_uniform(buf.get(), buf.size(), seed++, lo, hi, s_);
     };
     DeviceBuffer<T> x(NC), y(NC), out(NC), dx(NC), qkv(3 * NC), dqkv(3 * NC), big(4 * NC),
-        big2(4 * NC), big3(4 * NC), w(std::size_t(Vp) * C), bias(4 * std::size_t(C)), wln(C), bln(C);
+        big2(4 * NC), big3(4 * NC), w(std::size_t(Vp) * C), bias(4 * std::size_t(C)), wln(C),
+        bln(C);
     DeviceBuffer<float> dw(std::size_t(Vp) * C), dwpe(std::size_t(Tn) * C), db(4 * std::size_t(C)),
-        dwln(C), dbln(C),
-        mean(N), rstd(N), lse(N * NH), dsc(N * NH);
+        dwln(C), dbln(C), mean(N), rstd(N), lse(N * NH), dsc(N * NH);
     DeviceBuffer<float> ln_scr(cu::layernorm_backward_scratch(int(N), C)),
         b_scr(cu::matmul_dbias_scratch(int(N), 4 * C));
     for (auto* b : {&x, &y, &out, &dx, &qkv, &dqkv, &big, &big2, &big3, &w, &bias}) fill(*b);
@@ -132,7 +135,9 @@ public:
     std::vector<int> tok(N), tgt(N);
     std::uint64_t st = 88172645463325252ull;
     for (std::size_t i = 0; i < N; ++i) {
-      st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+      st ^= st << 13;
+      st ^= st >> 7;
+      st ^= st << 17;
       tok[i] = int(st % std::uint64_t(V));
       tgt[i] = int((st >> 20) % std::uint64_t(V));
     }
@@ -141,9 +146,14 @@ public:
     DeviceBuffer<int> dtok(N), dtgt(N), btok(bk.tokens.size()), boff(bk.offsets.size()),
         bpos(bk.positions.size());
     auto h2d = [&](DeviceBuffer<int>& d, const std::vector<int>& h) {
-      MYELIN_CUDA_CHECK(cudaMemcpy(d.get(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(d.get(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
     };
-    h2d(dtok, tok); h2d(dtgt, tgt); h2d(btok, bk.tokens); h2d(boff, bk.offsets); h2d(bpos, bk.positions);
+    h2d(dtok, tok);
+    h2d(dtgt, tgt);
+    h2d(btok, bk.tokens);
+    h2d(boff, bk.offsets);
+    h2d(bpos, bk.positions);
     MYELIN_CUDA_CHECK(cudaStreamSynchronize(s_));
 
     const std::string bt = "B" + std::to_string(B) + " T" + std::to_string(Tn);
@@ -154,16 +164,16 @@ public:
         [&] { cu::encoder_forward(out.get(), dtok.get(), w.get(), x.get(), B, Tn, C, s_); });
     add(m, "encoder_bwd", sc, 2 * NC * s + (double(Tn) + bk.num_buckets()) * C * 8.0, 2.0 * NC,
         [&] {
-          cu::encoder_backward(dw.get(), dwpe.get(), x.get(),
-                               btok.get(), boff.get(), bpos.get(), bk.num_buckets(), B, Tn, C, s_);
+          cu::encoder_backward(dw.get(), dwpe.get(), x.get(), btok.get(), boff.get(), bpos.get(),
+                               bk.num_buckets(), B, Tn, C, s_);
         });
     add(m, "layernorm_fwd", sc, 2 * NC * s + 2.0 * C * s + 8.0 * N, 8.0 * NC, [&] {
       cu::layernorm_forward(out.get(), mean.get(), rstd.get(), x.get(), wln.get(), bln.get(),
                             int(N), C, s_);
     });
     add(m, "residual_layernorm_fwd", sc, 4 * NC * s + 8.0 * N, 9.0 * NC, [&] {
-      cu::residual_layernorm_forward(dx.get(), out.get(), mean.get(), rstd.get(), x.get(),
-                                     y.get(), wln.get(), bln.get(), int(N), C, s_);
+      cu::residual_layernorm_forward(dx.get(), out.get(), mean.get(), rstd.get(), x.get(), y.get(),
+                                     wln.get(), bln.get(), int(N), C, s_);
     });
     add(m, "layernorm_bwd", sc,
         4 * NC * s + 8.0 * N + 2.0 * double(cu::layernorm_backward_scratch(int(N), C)) * 4,
@@ -179,7 +189,11 @@ public:
         [&] { cu::gelu_backward(big2.get(), big.get(), big2.get(), 4 * NC, s_); });
 
     // ---- matmuls ---------------------------------------------------------------------------
-    struct MM { const char* name; int IC, OC; bool bias; };
+    struct MM {
+      const char* name;
+      int IC, OC;
+      bool bias;
+    };
     const MM mms[] = {{"qkv", C, 3 * C, true},
                       {"attproj", C, C, true},
                       {"fc", C, 4 * C, true},
@@ -204,23 +218,22 @@ public:
       }
       if (std::string(mm.name) == "fc") {
         add(m, "matmul_fwd_fc_gelu", shp, fb + n * oc * s, 2 * n * ic * oc, [&] {
-          cu::matmul_forward(mm_, o, big3.get() /*pre-activation*/, in, w.get(), bias.get(),
-                             int(N), mm.IC, mm.OC, true, s_);
+          cu::matmul_forward(mm_, o, big3.get() /*pre-activation*/, in, w.get(), bias.get(), int(N),
+                             mm.IC, mm.OC, true, s_);
         });
       }
       const double bb = (2 * n * oc + oc * ic + n * ic + n * ic) * s + 2 * oc * ic * 4.0 +
                         (mm.bias ? n * oc * s : 0);
       Row& rb = add(m, std::string("matmul_bwd_") + mm.name, shp, bb,
                     4 * n * ic * oc + (mm.bias ? n * oc : 0), [&] {
-                      cu::matmul_backward(mm_, big3.get(), dw.get(), mm.bias ? db.get() : nullptr, o, in,
-                                          w.get(), static_cast<const T*>(nullptr), int(N), mm.IC,
-                                          mm.OC, 1.0f, b_scr.get(), s_);
+                      cu::matmul_backward(mm_, big3.get(), dw.get(), mm.bias ? db.get() : nullptr,
+                                          o, in, w.get(), static_cast<const T*>(nullptr), int(N),
+                                          mm.IC, mm.OC, 1.0f, b_scr.get(), s_);
                     });
       if (rb.ms >= 0) {
         rb.lib = "cublasGemmEx x2";
-        rb.lib_ms = timer_.time([&] {
-          gemm_ex_bwd(big3.get(), dw.get(), o, in, w.get(), int(N), mm.IC, mm.OC);
-        });
+        rb.lib_ms = timer_.time(
+            [&] { gemm_ex_bwd(big3.get(), dw.get(), o, in, w.get(), int(N), mm.IC, mm.OC); });
       }
     }
 
@@ -236,8 +249,8 @@ public:
       cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, C, NH, s_);
     }
     add(m, "attention_bwd", ash, 8 * NC * s + 8.0 * N * NH, 10 * causal, [&] {
-      cu::attention_backward(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(), B,
-                             Tn, C, NH, s_);
+      cu::attention_backward(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(), B, Tn,
+                             C, NH, s_);
     });
 
     // ---- classifier ---------------------------------------------------------------------------
@@ -255,7 +268,10 @@ public:
     if (std::regex_search("adamw", re_) || std::regex_search("global_norm", re_)) {
       DeviceBuffer<float> master(P), g(P), mm1(P), vv(P);
       DeviceBuffer<T> p(std::is_same<T, float>::value ? 0 : P);
-      fill(master); fill(g); fill(mm1, -0.1f, 0.1f); fill(vv, 0.001f, 0.1f);
+      fill(master);
+      fill(g);
+      fill(mm1, -0.1f, 0.1f);
+      fill(vv, 0.001f, 0.1f);
       const double pb = std::is_same<T, float>::value ? 28.0 : 30.0;
       const std::string psh = "params " + std::to_string(P);
       cu::AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 0};
@@ -271,7 +287,7 @@ public:
     }
   }
 
-private:
+ private:
   Row& add(const ModelShape& m, const std::string& kernel, const std::string& shape, double bytes,
            double flops, const std::function<void()>& f) {
     static Row skipped;
@@ -399,8 +415,8 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
       DeviceBuffer<unsigned char> a(bytes), b(bytes);
       MYELIN_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, bytes, stream.get()));
       const double ms = timer.time([&] {
-        MYELIN_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice,
-                                          stream.get()));
+        MYELIN_CUDA_CHECK(
+            cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream.get()));
       });
       lim.bw = 2.0 * double(bytes) / (ms * 1e-3);
     }
@@ -414,9 +430,10 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
           [&] { cu::gemm_tn<cu::bf16>(ctx, D.get(), A.get(), Bm.get(), n, n, n, stream.get()); });
       lim.flops = 2.0 * double(n) * n * n / (ms * 1e-3);
     }
-    std::printf("device: %s, %d SMs, L2 %.0f MiB; dtype %s; B=%d T=%d; median of %d runs, L2 flushed\n",
-                prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0,
-                opt.dtype.c_str(), opt.batch, opt.seq, opt.repetitions);
+    std::printf(
+        "device: %s, %d SMs, L2 %.0f MiB; dtype %s; B=%d T=%d; median of %d runs, L2 flushed\n",
+        prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, opt.dtype.c_str(),
+        opt.batch, opt.seq, opt.repetitions);
     std::printf("limits: copy bandwidth %.0f GB/s (1 GiB D2D memcpy), bf16 GEMM %.1f TFLOP/s "
                 "(cuBLASLt 8192^3)\n\n",
                 lim.bw / 1e9, lim.flops / 1e12);
@@ -454,8 +471,8 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
       outs.push_back(o);
     }
     const char* hdr = "%-6s %-24s %-30s %10s %9s %9s %8s %6s %-8s %10s\n";
-    std::printf(hdr, "model", "kernel", "shape", "median_ms", "GB/s", "TFLOP/s", "share", "", "bound",
-                "lib_ms");
+    std::printf(hdr, "model", "kernel", "shape", "median_ms", "GB/s", "TFLOP/s", "share", "",
+                "bound", "lib_ms");
     for (const Out& o : outs) {
       std::printf("%-6s %-24s %-30s %10.4f %9.1f %9.2f %7.1f%% %6s %-8s %10s\n", o.r.model.c_str(),
                   o.r.kernel.c_str(), o.r.shape.c_str(), o.r.ms, o.gbs, o.tfs, 100 * o.share, "",
@@ -475,8 +492,8 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
         for (const Out& o : outs)
           f << o.r.model << ',' << o.r.kernel << ",\"" << o.r.shape << "\"," << o.r.ms << ','
             << o.r.bytes << ',' << o.r.flops << ',' << o.gbs << ',' << o.tfs << ',' << o.bound
-            << ',' << o.share << ',' << o.r.lib << ',' << (o.r.lib_ms >= 0 ? fmt(o.r.lib_ms, 6) : "")
-            << '\n';
+            << ',' << o.share << ',' << o.r.lib << ','
+            << (o.r.lib_ms >= 0 ? fmt(o.r.lib_ms, 6) : "") << '\n';
       } else {
         f << "{\"device\":\"" << json_escape(prop.name) << "\",\"dtype\":\"" << opt.dtype
           << "\",\"batch\":" << opt.batch << ",\"seq\":" << opt.seq
@@ -489,7 +506,10 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
             << ",\"bytes\":" << o.r.bytes << ",\"flops\":" << o.r.flops << ",\"gb_s\":" << o.gbs
             << ",\"tflop_s\":" << o.tfs << ",\"bound\":\"" << o.bound << "\",\"share\":" << o.share
             << ",\"lib\":\"" << o.r.lib << "\",\"lib_ms\":";
-          if (o.r.lib_ms >= 0) f << o.r.lib_ms; else f << "null";
+          if (o.r.lib_ms >= 0)
+            f << o.r.lib_ms;
+          else
+            f << "null";
           f << "}";
         }
         f << "\n]}\n";

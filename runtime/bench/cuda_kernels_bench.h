@@ -8,14 +8,14 @@
 namespace myelin {
 
 struct CudaBenchOptions {
-  std::string filter = ".*";            // ECMAScript regex over kernel names (e.g. "matmul|attention")
-  std::string output;                   // file for machine-readable results; empty: none
-  std::string format = "";              // json | csv; empty: from the output file's extension
-  int repetitions = 20;                 // timed runs per kernel (median reported)
+  std::string filter = ".*"; // ECMAScript regex over kernel names (e.g. "matmul|attention")
+  std::string output;        // file for machine-readable results; empty: none
+  std::string format = "";   // json | csv; empty: from the output file's extension
+  int repetitions = 20;      // timed runs per kernel (median reported)
   std::string models = "124M,350M,1.5B"; // any of 124M, 350M, 774M, 1.5B
-  int batch = 8;                        // B
-  int seq = 1024;                       // T
-  std::string dtype = "bf16";           // bf16 | fp32 (storage of activations/params)
+  int batch = 8;                         // B
+  int seq = 1024;                        // T
+  std::string dtype = "bf16";            // bf16 | fp32 (storage of activations/params)
   int device_index = 0;
 };
 

@@ -17,22 +17,32 @@ namespace myelin {
 
 std::size_t comm_dtype_size(CommDType t) {
   switch (t) {
-  case CommDType::kF32: return 4;
-  case CommDType::kBF16: return 2;
-  case CommDType::kF64: return 8;
-  case CommDType::kI32: return 4;
-  case CommDType::kU8: return 1;
+  case CommDType::kF32:
+    return 4;
+  case CommDType::kBF16:
+    return 2;
+  case CommDType::kF64:
+    return 8;
+  case CommDType::kI32:
+    return 4;
+  case CommDType::kU8:
+    return 1;
   }
   throw std::invalid_argument("comm: unknown CommDType " + std::to_string(static_cast<int>(t)));
 }
 
 const char* comm_dtype_name(CommDType t) {
   switch (t) {
-  case CommDType::kF32: return "float32";
-  case CommDType::kBF16: return "bfloat16";
-  case CommDType::kF64: return "float64";
-  case CommDType::kI32: return "int32";
-  case CommDType::kU8: return "uint8";
+  case CommDType::kF32:
+    return "float32";
+  case CommDType::kBF16:
+    return "bfloat16";
+  case CommDType::kF64:
+    return "float64";
+  case CommDType::kI32:
+    return "int32";
+  case CommDType::kU8:
+    return "uint8";
   }
   return "unknown";
 }
@@ -48,10 +58,14 @@ CommDType parse_comm_dtype(const std::string& s) {
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-  case ReduceOp::kSum: return "sum";
-  case ReduceOp::kAvg: return "avg";
-  case ReduceOp::kMax: return "max";
-  case ReduceOp::kMin: return "min";
+  case ReduceOp::kSum:
+    return "sum";
+  case ReduceOp::kAvg:
+    return "avg";
+  case ReduceOp::kMax:
+    return "max";
+  case ReduceOp::kMin:
+    return "min";
   }
   return "unknown";
 }
@@ -64,9 +78,7 @@ ReduceOp parse_reduce_op(const std::string& s) {
   throw InputError("reduction '" + s + "': expected sum, avg, max or min");
 }
 
-const char* memory_space_name(MemorySpace m) {
-  return m == MemorySpace::kHost ? "host" : "device";
-}
+const char* memory_space_name(MemorySpace m) { return m == MemorySpace::kHost ? "host" : "device"; }
 
 namespace {
 std::atomic<double> g_spin_seconds{20e-6};
@@ -140,8 +152,8 @@ void CommHandle::wait_for(double seconds) {
       timed_out_ = true;
       char buf[64];
       std::snprintf(buf, sizeof buf, "%.2f", elapsed);
-      std::string msg = "comm timeout: " + pending_->description() + " did not complete within " +
-                        buf + " s";
+      std::string msg =
+          "comm timeout: " + pending_->description() + " did not complete within " + buf + " s";
       if (pending_->peer >= 0)
         msg += "; waiting for rank " + std::to_string(pending_->peer);
       else
@@ -226,9 +238,8 @@ void Communicator::check_rank(const char* op, const char* what, int r) const {
 
 void Communicator::check_tag(const char* op, int tag) const {
   if (tag < 0 || tag > kMaxTag)
-    throw std::invalid_argument(std::string(op) + " on " + name() + ": tag " +
-                                std::to_string(tag) + " is outside 0.." +
-                                std::to_string(kMaxTag));
+    throw std::invalid_argument(std::string(op) + " on " + name() + ": tag " + std::to_string(tag) +
+                                " is outside 0.." + std::to_string(kMaxTag));
 }
 
 } // namespace myelin

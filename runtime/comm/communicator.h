@@ -58,7 +58,7 @@ constexpr double kDefaultCommTimeoutSeconds = 600.0;
 // Any failure of a transfer: an MPI or NCCL error code (with its error string),
 // a size mismatch on recv, use of an aborted communicator.
 class CommError : public std::runtime_error {
-public:
+ public:
   using std::runtime_error::runtime_error;
 };
 
@@ -67,14 +67,14 @@ public:
 // unknown (a collective of more than two ranks does not tell which rank is
 // missing).
 class CommTimeout : public CommError {
-public:
+ public:
   CommTimeout(std::string op, int peer, double seconds, const std::string& message)
       : CommError(message), op_(std::move(op)), peer_(peer), seconds_(seconds) {}
   const std::string& op() const { return op_; }
   int peer() const { return peer_; }
   double seconds() const { return seconds_; }
 
-private:
+ private:
   std::string op_;
   int peer_;
   double seconds_;
@@ -82,7 +82,7 @@ private:
 
 // An operation in flight, as an implementation sees it. Users hold CommHandle.
 class CommPending {
-public:
+ public:
   virtual ~CommPending() = default;
   // Advances the operation without blocking; true once it and its finishing
   // step (e.g. the division of an average) are complete. Throws CommError.
@@ -99,8 +99,8 @@ public:
   virtual bool needs_host_progress() const { return true; }
 
   // What the operation is, for error messages (description() joins them).
-  const char* op = "";                      // "all_reduce"
-  std::size_t count = 0;                    // elements
+  const char* op = "";   // "all_reduce"
+  std::size_t count = 0; // elements
   CommDType type = CommDType::kU8;
   std::string detail;                       // "sum", "root 0", "peer 1, tag 3"
   std::shared_ptr<const std::string> where; // "mpi:world rank 0 of 2"
@@ -114,7 +114,7 @@ public:
 // stay valid and untouched until it is complete (wait() returned, or test()
 // returned true).
 class CommHandle {
-public:
+ public:
   CommHandle() = default; // an already complete operation
   explicit CommHandle(std::unique_ptr<CommPending> p) : pending_(std::move(p)) {}
   CommHandle(CommHandle&&) noexcept = default;
@@ -138,14 +138,14 @@ public:
   void wait_for(double seconds);
   bool done() const { return pending_ == nullptr; }
 
-private:
+ private:
   void release() noexcept;
   std::unique_ptr<CommPending> pending_;
   bool timed_out_ = false;
 };
 
 class Communicator {
-public:
+ public:
   virtual ~Communicator() = default;
 
   virtual int rank() const = 0;
@@ -235,7 +235,7 @@ public:
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes);
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes);
 
-protected:
+ protected:
   explicit Communicator(std::string name) : name_(std::move(name)) {}
   // Fills the descriptive fields of p (and its timeout from this communicator).
   void describe(CommPending& p, const char* op, std::size_t count, CommDType type,
@@ -252,17 +252,17 @@ protected:
 
   double timeout_s_ = kDefaultCommTimeoutSeconds;
 
-private:
+ private:
   std::string name_;
   mutable std::shared_ptr<const std::string> where_;
 
-public:
+ public:
   static constexpr int kMaxTag = 32767; // the smallest MPI_TAG_UB MPI allows
 };
 
 // Owns a buffer from Communicator::alloc_buffer.
 class CommBuffer {
-public:
+ public:
   CommBuffer() = default;
   CommBuffer(Communicator& comm, std::size_t bytes)
       : comm_(&comm), bytes_(bytes), data_(comm.alloc_buffer(bytes)) {}
@@ -281,7 +281,7 @@ public:
   void* data() const { return data_; }
   std::size_t bytes() const { return bytes_; }
 
-private:
+ private:
   void reset() noexcept {
     if (data_ != nullptr) comm_->free_buffer(data_);
     data_ = nullptr;

@@ -37,8 +37,8 @@ Mesh::Mesh(std::unique_ptr<Communicator> world, int dp, int pp) : world_(std::mo
 
 std::string Mesh::describe() const {
   return "rank " + std::to_string(world_rank()) + " of " + std::to_string(world_size()) +
-         ": replica " + std::to_string(dp_rank_) + " of " + std::to_string(dp_size_) +
-         ", stage " + std::to_string(pp_rank_) + " of " + std::to_string(pp_size_);
+         ": replica " + std::to_string(dp_rank_) + " of " + std::to_string(dp_size_) + ", stage " +
+         std::to_string(pp_rank_) + " of " + std::to_string(pp_size_);
 }
 
 } // namespace myelin

@@ -24,7 +24,7 @@
 namespace myelin {
 
 class Mesh {
-public:
+ public:
   // Collective over `world` (splits it twice). Throws InputError naming --dp
   // and --pp unless dp >= 1, pp >= 1 and dp * pp == world->size(); every rank
   // throws the same, so no rank is left waiting.
@@ -54,7 +54,7 @@ public:
   // "rank 4 of 6: replica 1 of 2, stage 1 of 3"
   std::string describe() const;
 
-private:
+ private:
   std::unique_ptr<Communicator> world_;
   std::unique_ptr<Communicator> dp_;
   std::unique_ptr<Communicator> pp_;

@@ -36,8 +36,7 @@ bool mpi_running() {
 
 // ---- bfloat16 reductions ------------------------------------------------------
 
-template <typename F>
-void bf16_apply(void* in, void* inout, const int* len, F f) {
+template <typename F> void bf16_apply(void* in, void* inout, const int* len, F f) {
   const auto* a = static_cast<const std::uint16_t*>(in);
   auto* b = static_cast<std::uint16_t*>(inout);
   for (int i = 0; i < *len; ++i) b[i] = float_to_bf16(f(bf16_to_float(a[i]), bf16_to_float(b[i])));
@@ -77,9 +76,9 @@ const Bf16Ops& bf16_ops() {
     mpi_check(MPI_Op_create(&myelin_bf16_min, 1, &g_bf16.min), "MPI_Op_create(bfloat16 min)");
     g_bf16.made = true;
     int keyval = MPI_KEYVAL_INVALID;
-    mpi_check(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, &myelin_free_bf16_ops, &keyval,
-                                     nullptr),
-              "MPI_Comm_create_keyval");
+    mpi_check(
+        MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, &myelin_free_bf16_ops, &keyval, nullptr),
+        "MPI_Comm_create_keyval");
     mpi_check(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, &g_bf16), "MPI_Comm_set_attr");
   }
   return g_bf16;
@@ -87,11 +86,16 @@ const Bf16Ops& bf16_ops() {
 
 MPI_Datatype mpi_type(CommDType t) {
   switch (t) {
-  case CommDType::kF32: return MPI_FLOAT;
-  case CommDType::kBF16: return MPI_UINT16_T; // reduced with the ops above
-  case CommDType::kF64: return MPI_DOUBLE;
-  case CommDType::kI32: return MPI_INT32_T;
-  case CommDType::kU8: return MPI_UINT8_T;
+  case CommDType::kF32:
+    return MPI_FLOAT;
+  case CommDType::kBF16:
+    return MPI_UINT16_T; // reduced with the ops above
+  case CommDType::kF64:
+    return MPI_DOUBLE;
+  case CommDType::kI32:
+    return MPI_INT32_T;
+  case CommDType::kU8:
+    return MPI_UINT8_T;
   }
   throw std::invalid_argument("mpi: unknown CommDType");
 }
@@ -141,8 +145,7 @@ void divide_by(void* buf, std::size_t count, CommDType t, int n) {
 constexpr std::size_t kChunk = std::size_t{1} << 30;
 constexpr int kSplitTag = 0x3e11;
 
-template <typename F>
-void for_chunks(std::size_t count, F f) {
+template <typename F> void for_chunks(std::size_t count, F f) {
   std::size_t off = 0;
   do {
     const std::size_t n = std::min(kChunk, count - off);
@@ -159,7 +162,7 @@ const char* at(const void* p, std::size_t elems, CommDType t) {
 }
 
 class MpiPending final : public CommPending {
-public:
+ public:
   std::vector<MPI_Request> reqs;
   std::vector<int> expect; // per request: elements a recv must get, -1 for others
   MPI_Datatype dtype = MPI_BYTE;
@@ -189,11 +192,11 @@ public:
       if (expect[i] < 0) continue;
       int got = 0;
       const int grc = MPI_Get_count(&statuses_[i], dtype, &got);
-      if (grc != MPI_SUCCESS) throw CommError(description() + ": MPI_Get_count: " + mpi_error_string(grc));
+      if (grc != MPI_SUCCESS)
+        throw CommError(description() + ": MPI_Get_count: " + mpi_error_string(grc));
       if (got != expect[i])
-        throw CommError(description() + ": received " + std::to_string(got) +
-                        " elements where " + std::to_string(expect[i]) +
-                        " were expected (the sender's count differs)");
+        throw CommError(description() + ": received " + std::to_string(got) + " elements where " +
+                        std::to_string(expect[i]) + " were expected (the sender's count differs)");
     }
     if (finish) {
       auto f = std::move(finish);
@@ -203,7 +206,7 @@ public:
     return true;
   }
 
-private:
+ private:
   std::vector<MPI_Status> statuses_;
 };
 
@@ -213,7 +216,7 @@ private:
 // first touch faults, very slowly in some VMs), and large mallocs return
 // fresh pages every time.
 class MpiScratch {
-public:
+ public:
   using Buffer = std::unique_ptr<unsigned char[]>;
   struct Item {
     Buffer data;
@@ -235,11 +238,12 @@ public:
     std::lock_guard<std::mutex> lock(mu_);
     free_.push_back(std::move(i));
     // Keep the few largest.
-    std::sort(free_.begin(), free_.end(), [](const Item& a, const Item& b) { return a.bytes > b.bytes; });
+    std::sort(free_.begin(), free_.end(),
+              [](const Item& a, const Item& b) { return a.bytes > b.bytes; });
     if (free_.size() > kKeep) free_.resize(kKeep);
   }
 
-private:
+ private:
   static constexpr std::size_t kKeep = 4;
   std::mutex mu_;
   std::vector<Item> free_;
@@ -271,23 +275,27 @@ void combine_as(void* dst, const void* a, const void* b, std::size_t count, Redu
 void combine(void* dst, const void* a, const void* b, std::size_t count, CommDType t, ReduceOp op) {
   auto same = [](auto v) { return v; };
   switch (t) {
-  case CommDType::kF32: combine_as<float>(dst, a, b, count, op, same, same); break;
-  case CommDType::kF64: combine_as<double>(dst, a, b, count, op, same, same); break;
+  case CommDType::kF32:
+    combine_as<float>(dst, a, b, count, op, same, same);
+    break;
+  case CommDType::kF64:
+    combine_as<double>(dst, a, b, count, op, same, same);
+    break;
   case CommDType::kI32:
     // Sums wrap like MPI_SUM on int32 (computed unsigned, no overflow UB).
-    combine_as<std::int32_t>(dst, a, b, count, op,
-                             [](std::int32_t v) { return static_cast<std::int64_t>(v); },
-                             [](std::int64_t v) {
-                               return static_cast<std::int32_t>(static_cast<std::uint32_t>(v));
-                             });
+    combine_as<std::int32_t>(
+        dst, a, b, count, op, [](std::int32_t v) { return static_cast<std::int64_t>(v); },
+        [](std::int64_t v) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(v)); });
     break;
   case CommDType::kU8:
-    combine_as<std::uint8_t>(dst, a, b, count, op, [](std::uint8_t v) { return static_cast<int>(v); },
-                             [](int v) { return static_cast<std::uint8_t>(v); });
+    combine_as<std::uint8_t>(
+        dst, a, b, count, op, [](std::uint8_t v) { return static_cast<int>(v); },
+        [](int v) { return static_cast<std::uint8_t>(v); });
     break;
   case CommDType::kBF16:
-    combine_as<std::uint16_t>(dst, a, b, count, op, [](std::uint16_t v) { return bf16_to_float(v); },
-                              [](float v) { return float_to_bf16(v); });
+    combine_as<std::uint16_t>(
+        dst, a, b, count, op, [](std::uint16_t v) { return bf16_to_float(v); },
+        [](float v) { return float_to_bf16(v); });
     break;
   }
 }
@@ -300,7 +308,7 @@ void combine(void* dst, const void* a, const void* b, std::size_t count, CommDTy
 // input to it; after the last step it holds chunk r summed over all ranks.
 // Input chunk r is read only in the last step, so in place is safe.
 class RingReduceScatter final : public CommPending {
-public:
+ public:
   RingReduceScatter(MPI_Comm comm, int rank, int n, int tag, const void* in, void* out,
                     std::size_t chunk, CommDType t, ReduceOp op, std::shared_ptr<MpiScratch> pool)
       : comm_(comm), rank_(rank), n_(n), tag_(tag), in_(static_cast<const char*>(in)), out_(out),
@@ -346,11 +354,13 @@ public:
     return false;
   }
 
-private:
+ private:
   int mod(int x) const { return ((x % n_) + n_) % n_; }
   void post() {
-    const void* send = step_ == 0 ? static_cast<const void*>(in_ + static_cast<std::size_t>(mod(rank_ - 1)) * bytes_)
-                                  : static_cast<const void*>(tmp_[(step_ - 1) % 2].data.get());
+    const void* send =
+        step_ == 0
+            ? static_cast<const void*>(in_ + static_cast<std::size_t>(mod(rank_ - 1)) * bytes_)
+            : static_cast<const void*>(tmp_[(step_ - 1) % 2].data.get());
     const int c = static_cast<int>(chunk_);
     int rc = MPI_Irecv(tmp_[step_ % 2].data.get(), c, dt_, mod(rank_ - 1), tag_, comm_, &reqs_[0]);
     if (rc != MPI_SUCCESS) throw CommError(description() + ": MPI_Irecv: " + mpi_error_string(rc));
@@ -389,7 +399,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, int required) {
   if (fin) throw CommError("MpiRuntime: MPI was already finalized in this process");
   if (!init) {
     const int rc = MPI_Init_thread(argc, argv, required, &provided_);
-    if (rc != MPI_SUCCESS) throw CommError("MPI_Init_thread failed (error code " + std::to_string(rc) + ")");
+    if (rc != MPI_SUCCESS)
+      throw CommError("MPI_Init_thread failed (error code " + std::to_string(rc) + ")");
     owns_ = true;
   } else {
     mpi_check(MPI_Query_thread(&provided_), "MPI_Query_thread");
@@ -402,7 +413,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, int required) {
     fail("MpiRuntime: MPI provides thread level " + std::to_string(provided_) +
          ", below the required " + std::to_string(required));
   try {
-    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    mpi_check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN),
+              "MPI_Comm_set_errhandler");
     mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_), "MPI_Comm_rank");
     mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &world_size_), "MPI_Comm_size");
     MPI_Comm local = MPI_COMM_NULL;
@@ -442,7 +454,8 @@ bool MpiRuntime::launched_by_mpi() {
 // ---- MpiComm ------------------------------------------------------------------
 
 std::unique_ptr<MpiComm> MpiComm::world() {
-  if (!mpi_running()) throw CommError("MpiComm::world: MPI is not initialized (create an MpiRuntime first)");
+  if (!mpi_running())
+    throw CommError("MpiComm::world: MPI is not initialized (create an MpiRuntime first)");
   MPI_Comm dup = MPI_COMM_NULL;
   mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &dup), "MPI_Comm_dup(MPI_COMM_WORLD)");
   return std::make_unique<MpiComm>(dup, "mpi:world");
@@ -529,9 +542,10 @@ CommHandle MpiComm::reduce_scatter_async(const void* send, void* recv, std::size
     throw std::invalid_argument(describe_op("reduce_scatter", recv_count, type) +
                                 ": at most INT_MAX elements per rank");
   if (size_ > 1 && ring_tags_ > 0) {
-    const int tag = kRingTagBase + static_cast<int>(ring_seq_++ % static_cast<unsigned>(ring_tags_));
-    auto ring = std::make_unique<RingReduceScatter>(comm_, rank_, size_, tag, send, recv, recv_count,
-                                                    type, op, scratch_);
+    const int tag =
+        kRingTagBase + static_cast<int>(ring_seq_++ % static_cast<unsigned>(ring_tags_));
+    auto ring = std::make_unique<RingReduceScatter>(comm_, rank_, size_, tag, send, recv,
+                                                    recv_count, type, op, scratch_);
     describe(*ring, "reduce_scatter", recv_count, type, reduce_op_name(op), collective_peer());
     ring->start();
     return CommHandle(std::move(ring));
@@ -668,8 +682,8 @@ std::unique_ptr<Communicator> MpiComm::split(int color, int key) {
     if (all[2 * r] == color) members.push_back(r);
   std::stable_sort(members.begin(), members.end(),
                    [&](int a, int b) { return all[2 * a + 1] < all[2 * b + 1]; });
-  const std::string what = "split(" + std::to_string(color) + ", " + std::to_string(key) +
-                           ") of " + name();
+  const std::string what =
+      "split(" + std::to_string(color) + ", " + std::to_string(key) + ") of " + name();
   MPI_Group parent = MPI_GROUP_NULL, sub = MPI_GROUP_NULL;
   mpi_check(MPI_Comm_group(comm_, &parent), what + ": MPI_Comm_group");
   int rc = MPI_Group_incl(parent, static_cast<int>(members.size()), members.data(), &sub);

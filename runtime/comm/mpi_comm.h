@@ -61,7 +61,7 @@ std::string mpi_error_string(int rc);
 // If MPI is already initialized (by someone else) it neither initializes nor
 // finalizes.
 class MpiRuntime {
-public:
+ public:
   // required: MPI_THREAD_FUNNELED (default), MPI_THREAD_SERIALIZED or
   // MPI_THREAD_MULTIPLE. Throws CommError if MPI provides less.
   MpiRuntime(int* argc, char*** argv, int required = MPI_THREAD_FUNNELED);
@@ -85,14 +85,14 @@ public:
   // PMI_SIZE, PMIX_RANK or SLURM_NTASKS > 1 in the environment).
   static bool launched_by_mpi();
 
-private:
+ private:
   bool owns_ = false;
   int provided_ = 0;
   int world_rank_ = 0, world_size_ = 1, local_rank_ = 0, local_size_ = 1;
 };
 
 class MpiComm final : public Communicator {
-public:
+ public:
   // A duplicate of MPI_COMM_WORLD named "mpi:world". MPI must be initialized.
   static std::unique_ptr<MpiComm> world();
 
@@ -122,13 +122,12 @@ public:
   CommHandle recv_async(void* buf, std::size_t count, CommDType type, int peer,
                         int tag = 0) override;
   CommHandle sendrecv_async(const void* send, std::size_t send_count, int dst, void* recv,
-                            std::size_t recv_count, int src, CommDType type,
-                            int tag = 0) override;
+                            std::size_t recv_count, int src, CommDType type, int tag = 0) override;
   CommHandle barrier_async() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
 
-private:
-  std::string peer_label(int r) const; // "1" or "1 (world rank 5)"
+ private:
+  std::string peer_label(int r) const;         // "1" or "1 (world rank 5)"
   static constexpr int kRingTagBase = 1 << 20; // above user tags (<= kMaxTag)
   int ring_tags_ = 0;                          // tags for ring reduce-scatters
   unsigned ring_seq_ = 0;

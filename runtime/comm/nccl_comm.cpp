@@ -57,10 +57,11 @@ using detail::NcclState;
 
 // Makes `device` current for a scope.
 class DeviceGuard {
-public:
+ public:
   explicit DeviceGuard(int device) {
     cuda_check(cudaGetDevice(&prev_), "cudaGetDevice");
-    if (prev_ != device) cuda_check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+    if (prev_ != device)
+      cuda_check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
   }
   ~DeviceGuard() {
     int now = -1;
@@ -69,27 +70,36 @@ public:
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
-private:
+ private:
   int prev_ = 0;
 };
 
 ncclDataType_t nccl_type(CommDType t) {
   switch (t) {
-  case CommDType::kF32: return ncclFloat32;
-  case CommDType::kBF16: return ncclBfloat16;
-  case CommDType::kF64: return ncclFloat64;
-  case CommDType::kI32: return ncclInt32;
-  case CommDType::kU8: return ncclUint8;
+  case CommDType::kF32:
+    return ncclFloat32;
+  case CommDType::kBF16:
+    return ncclBfloat16;
+  case CommDType::kF64:
+    return ncclFloat64;
+  case CommDType::kI32:
+    return ncclInt32;
+  case CommDType::kU8:
+    return ncclUint8;
   }
   throw std::invalid_argument("nccl: unknown CommDType");
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-  case ReduceOp::kSum: return ncclSum;
-  case ReduceOp::kAvg: return ncclAvg;
-  case ReduceOp::kMax: return ncclMax;
-  case ReduceOp::kMin: return ncclMin;
+  case ReduceOp::kSum:
+    return ncclSum;
+  case ReduceOp::kAvg:
+    return ncclAvg;
+  case ReduceOp::kMax:
+    return ncclMax;
+  case ReduceOp::kMin:
+    return ncclMin;
   }
   throw std::invalid_argument("nccl: unknown ReduceOp");
 }
@@ -115,7 +125,8 @@ void wait_ready(NcclState& st, const std::string& what, const std::string& op, i
   for (;;) {
     ncclResult_t state = ncclSuccess;
     const ncclResult_t r = ncclCommGetAsyncError(st.comm, &state);
-    if (r != ncclSuccess) throw CommError(what + ": ncclCommGetAsyncError: " + nccl_error(r, st.comm));
+    if (r != ncclSuccess)
+      throw CommError(what + ": ncclCommGetAsyncError: " + nccl_error(r, st.comm));
     if (state == ncclSuccess) return;
     if (state != ncclInProgress) {
       const std::string msg = what + ": " + nccl_error(state, st.comm);
@@ -129,8 +140,10 @@ void wait_ready(NcclState& st, const std::string& what, const std::string& op, i
       st.abort(msg);
       throw CommTimeout(op, peer, elapsed, msg);
     }
-    if (elapsed > 1e-3) std::this_thread::sleep_for(std::chrono::microseconds(100));
-    else std::this_thread::yield();
+    if (elapsed > 1e-3)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    else
+      std::this_thread::yield();
   }
 }
 
@@ -145,7 +158,7 @@ std::string host_name() {
 // ---- an operation in flight --------------------------------------------------
 
 class NcclComm::Pending final : public CommPending {
-public:
+ public:
   explicit Pending(std::shared_ptr<NcclState> st) : st_(std::move(st)) {}
   ~Pending() override {
     if (done_ != nullptr) cudaEventDestroy(done_); // released once the event has completed
@@ -189,14 +202,15 @@ public:
 
   cudaEvent_t done_ = nullptr;
 
-private:
+ private:
   std::shared_ptr<NcclState> st_;
 };
 
 // ---- creation -----------------------------------------------------------------
 
 int NcclComm::local_rank_from_env() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"}) {
+  for (const char* v :
+       {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"}) {
     const char* s = std::getenv(v);
     if (s != nullptr && *s != '\0') {
       char* end = nullptr;
@@ -242,7 +256,8 @@ std::unique_ptr<NcclComm> NcclComm::create(Communicator& bootstrap, int device) 
   }
   bootstrap.broadcast(&msg, sizeof msg, CommDType::kU8, 0);
   if (msg.ok != 1)
-    throw CommError("NcclComm::create over " + bootstrap.name() + ": rank 0 could not make an NCCL id" +
+    throw CommError("NcclComm::create over " + bootstrap.name() +
+                    ": rank 0 could not make an NCCL id" +
                     (root_error.empty() ? std::string() : ": " + root_error));
   if (device < 0) {
     int local = local_rank_from_env();
@@ -265,7 +280,8 @@ std::unique_ptr<NcclComm> NcclComm::create(Communicator& bootstrap, int device) 
 std::unique_ptr<NcclComm> NcclComm::create(const ncclUniqueId& id, int rank, int size, int device,
                                            double timeout_s, std::string name) {
   const std::string what = "ncclCommInitRankConfig(" + name + ", rank " + std::to_string(rank) +
-                           " of " + std::to_string(size) + ", device " + std::to_string(device) + ")";
+                           " of " + std::to_string(size) + ", device " + std::to_string(device) +
+                           ")";
   DeviceGuard g(device);
   ncclConfig_t cfg = nonblocking_config();
   ncclComm_t comm = nullptr;
@@ -290,8 +306,10 @@ NcclComm::NcclComm(ncclComm_t comm, int device, std::string name, double timeout
     DeviceGuard g(device_);
     nccl_check(ncclCommUserRank(comm, &rank_), "ncclCommUserRank");
     nccl_check(ncclCommCount(comm, &size_), "ncclCommCount");
-    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-    cuda_check(cudaEventCreateWithFlags(&input_ready_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+               "cudaStreamCreateWithFlags");
+    cuda_check(cudaEventCreateWithFlags(&input_ready_, cudaEventDisableTiming),
+               "cudaEventCreateWithFlags");
     cuda_check(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(int)), "cudaMalloc");
   } catch (...) {
     if (scratch_ != nullptr) cudaFree(scratch_);
@@ -316,7 +334,8 @@ NcclComm::~NcclComm() {
         nccl_check(r, "ncclCommFinalize(" + name() + ")");
       const ncclResult_t d = ncclCommDestroy(state_->comm);
       if (d != ncclSuccess && d != ncclInProgress)
-        std::fprintf(stderr, "myelin: ncclCommDestroy(%s): %s\n", name().c_str(), ncclGetErrorString(d));
+        std::fprintf(stderr, "myelin: ncclCommDestroy(%s): %s\n", name().c_str(),
+                     ncclGetErrorString(d));
       state_->comm = nullptr;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "myelin: %s\n", e.what());
@@ -334,14 +353,14 @@ bool NcclComm::aborted() const { return state_->aborted; }
 
 // ---- operations ---------------------------------------------------------------
 
-template <typename Issue>
-CommHandle NcclComm::launch(std::unique_ptr<Pending> p, Issue&& issue) {
+template <typename Issue> CommHandle NcclComm::launch(std::unique_ptr<Pending> p, Issue&& issue) {
   p->usable();
   DeviceGuard g(device_);
   cuda_check(cudaEventCreateWithFlags(&p->done_, cudaEventDisableTiming),
              p->description() + ": cudaEventCreateWithFlags");
   cuda_check(cudaEventRecord(input_ready_, input_stream_), p->description() + ": cudaEventRecord");
-  cuda_check(cudaStreamWaitEvent(stream_, input_ready_, 0), p->description() + ": cudaStreamWaitEvent");
+  cuda_check(cudaStreamWaitEvent(stream_, input_ready_, 0),
+             p->description() + ": cudaStreamWaitEvent");
   issue(*p);
   cuda_check(cudaEventRecord(p->done_, stream_), p->description() + ": cudaEventRecord");
   return CommHandle(std::move(p));
@@ -352,8 +371,9 @@ CommHandle NcclComm::all_reduce_async(const void* send, void* recv, std::size_t 
   auto p = std::make_unique<Pending>(state_);
   describe(*p, "all_reduce", count, type, reduce_op_name(op), collective_peer());
   return launch(std::move(p), [&](Pending& q) {
-    q.enqueued(ncclAllReduce(send, recv, count, nccl_type(type), nccl_op(op), state_->comm, stream_),
-               "ncclAllReduce");
+    q.enqueued(
+        ncclAllReduce(send, recv, count, nccl_type(type), nccl_op(op), state_->comm, stream_),
+        "ncclAllReduce");
   });
 }
 
@@ -392,8 +412,7 @@ CommHandle NcclComm::broadcast_async(void* buf, std::size_t count, CommDType typ
 namespace {
 // ncclGroupStart / ncclGroupEnd around point-to-point calls; the end is
 // reached even when a call inside fails.
-template <typename F>
-ncclResult_t grouped(F&& f) {
+template <typename F> ncclResult_t grouped(F&& f) {
   ncclResult_t r = ncclGroupStart();
   if (r != ncclSuccess) return r;
   const ncclResult_t inner = f();
@@ -409,8 +428,9 @@ CommHandle NcclComm::send_async(const void* buf, std::size_t count, CommDType ty
   auto p = std::make_unique<Pending>(state_);
   describe(*p, "send", count, type, "to " + std::to_string(peer), peer);
   return launch(std::move(p), [&](Pending& q) {
-    q.enqueued(grouped([&] { return ncclSend(buf, count, nccl_type(type), peer, state_->comm, stream_); }),
-               "ncclSend");
+    q.enqueued(
+        grouped([&] { return ncclSend(buf, count, nccl_type(type), peer, state_->comm, stream_); }),
+        "ncclSend");
   });
 }
 
@@ -420,8 +440,9 @@ CommHandle NcclComm::recv_async(void* buf, std::size_t count, CommDType type, in
   auto p = std::make_unique<Pending>(state_);
   describe(*p, "recv", count, type, "from " + std::to_string(peer), peer);
   return launch(std::move(p), [&](Pending& q) {
-    q.enqueued(grouped([&] { return ncclRecv(buf, count, nccl_type(type), peer, state_->comm, stream_); }),
-               "ncclRecv");
+    q.enqueued(
+        grouped([&] { return ncclRecv(buf, count, nccl_type(type), peer, state_->comm, stream_); }),
+        "ncclRecv");
   });
 }
 
@@ -463,7 +484,8 @@ std::unique_ptr<Communicator> NcclComm::split(int color, int key) {
   ncclComm_t nc = nullptr;
   const ncclResult_t r =
       ncclCommSplit(state_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &nc, &cfg);
-  if (r != ncclSuccess && r != ncclInProgress) throw CommError(what + ": " + nccl_error(r, state_->comm));
+  if (r != ncclSuccess && r != ncclInProgress)
+    throw CommError(what + ": " + nccl_error(r, state_->comm));
   wait_ready(*state_, what, "split", -1, timeout_s_);
   if (nc == nullptr) return nullptr;
   NcclState child;

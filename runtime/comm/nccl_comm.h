@@ -45,7 +45,7 @@ struct NcclState;
 }
 
 class NcclComm final : public Communicator {
-public:
+ public:
   // Collective over `bootstrap` (host memory). device < 0 picks one from the
   // local rank (see above). The timeout of `bootstrap` bounds the setup and is
   // the new communicator's timeout.
@@ -87,8 +87,7 @@ public:
   CommHandle recv_async(void* buf, std::size_t count, CommDType type, int peer,
                         int tag = 0) override;
   CommHandle sendrecv_async(const void* send, std::size_t send_count, int dst, void* recv,
-                            std::size_t recv_count, int src, CommDType type,
-                            int tag = 0) override;
+                            std::size_t recv_count, int src, CommDType type, int tag = 0) override;
   CommHandle barrier_async() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
 
@@ -97,11 +96,10 @@ public:
   void copy_from_host(void* dst, const void* host_src, std::size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override;
 
-private:
+ private:
   NcclComm(ncclComm_t comm, int device, std::string name, double timeout_s);
   class Pending;
-  template <typename Issue>
-  CommHandle launch(std::unique_ptr<Pending> p, Issue&& issue);
+  template <typename Issue> CommHandle launch(std::unique_ptr<Pending> p, Issue&& issue);
 
   std::shared_ptr<detail::NcclState> state_;
   int rank_ = 0, size_ = 1, device_ = 0;

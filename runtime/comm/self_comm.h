@@ -14,7 +14,7 @@
 namespace myelin {
 
 class SelfComm final : public Communicator {
-public:
+ public:
   explicit SelfComm(std::string name = "self") : Communicator(std::move(name)) {}
 
   int rank() const override { return 0; }
@@ -33,12 +33,11 @@ public:
   CommHandle recv_async(void* buf, std::size_t count, CommDType type, int peer,
                         int tag = 0) override;
   CommHandle sendrecv_async(const void* send, std::size_t send_count, int dst, void* recv,
-                            std::size_t recv_count, int src, CommDType type,
-                            int tag = 0) override;
+                            std::size_t recv_count, int src, CommDType type, int tag = 0) override;
   CommHandle barrier_async() override { return {}; }
   std::unique_ptr<Communicator> split(int color, int key) override;
 
-private:
+ private:
   struct Message {
     int tag;
     CommDType type;

@@ -46,8 +46,7 @@ void DataLoader::set_position(const LoaderPosition& p) {
     throw InputError("data position: batch index out of range");
 }
 
-LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
-                              std::uint64_t k) {
+LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file, std::uint64_t k) {
   std::uint64_t total = 0;
   for (auto b : batches_per_file) total += b;
   if (total == 0) throw InputError("data: no complete batch in the shards");
@@ -65,7 +64,9 @@ LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file
   return p;
 }
 
-LoaderPosition DataLoader::position_at(std::uint64_t k) const { return position_after(batches_, k); }
+LoaderPosition DataLoader::position_at(std::uint64_t k) const {
+  return position_after(batches_, k);
+}
 
 std::size_t DataLoader::file_at(std::uint64_t shard_pos) {
   if (!shuffle_) return shard_pos;

@@ -23,10 +23,10 @@ struct LoaderPosition {
 };
 
 class DataLoader {
-public:
+ public:
   // `flag` names the option the pattern came from, for error messages.
-  DataLoader(const std::string& pattern, const std::string& flag, int B, int T, int rank,
-             int ranks, int vocab_size, bool shuffle, std::uint64_t seed);
+  DataLoader(const std::string& pattern, const std::string& flag, int B, int T, int rank, int ranks,
+             int vocab_size, bool shuffle, std::uint64_t seed);
 
   // Fills this rank's B*T inputs and targets and advances by one global batch.
   void next(int* inputs, int* targets);
@@ -40,7 +40,7 @@ public:
   std::uint64_t batches_per_epoch() const;
   std::size_t num_shards() const { return files_.size(); }
 
-private:
+ private:
   void load_shard(std::size_t file_index);
   std::size_t file_at(std::uint64_t shard_pos);
   std::uint64_t batch_at(std::uint64_t batch_pos) const;
@@ -51,18 +51,17 @@ private:
   bool shuffle_;
   std::uint64_t seed_;
   LoaderPosition pos_;
-  std::vector<std::size_t> shard_order_;     // for pos_.epoch
+  std::vector<std::size_t> shard_order_; // for pos_.epoch
   std::uint64_t shard_order_epoch_ = ~0ull;
-  std::size_t loaded_ = ~std::size_t(0);     // file index held in tokens_
+  std::size_t loaded_ = ~std::size_t(0); // file index held in tokens_
   std::vector<std::uint16_t> tokens_;
-  std::vector<std::uint64_t> batch_order_;   // for (epoch, loaded_)
+  std::vector<std::uint64_t> batch_order_; // for (epoch, loaded_)
 };
 
 // Position of a sequential (unshuffled) loader after `k` global batches from
 // the start, when its files hold `batches_per_file` batches each. Throws
 // InputError if no file holds a batch.
-LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file,
-                              std::uint64_t k);
+LoaderPosition position_after(const std::vector<std::uint64_t>& batches_per_file, std::uint64_t k);
 
 // Fisher-Yates permutation of 0..n-1 from a seed (deterministic everywhere).
 std::vector<std::uint64_t> permutation(std::uint64_t n, std::uint64_t seed);

@@ -14,7 +14,6 @@ struct ShardSplit {
 };
 
 ShardSplit write_token_shards(const std::vector<std::uint16_t>& tokens, const std::string& out_dir,
-                              const std::string& prefix, double val_frac,
-                              std::size_t shard_tokens);
+                              const std::string& prefix, double val_frac, std::size_t shard_tokens);
 
 } // namespace myelin

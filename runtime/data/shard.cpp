@@ -10,7 +10,8 @@ namespace myelin {
 std::size_t shard_token_count(const std::string& path) {
   const std::size_t size = file_size_or_throw(path);
   std::array<int, 256> h{};
-  if (size < sizeof(h)) throw InputError(path + ": truncated token shard (shorter than the 1024-byte header)");
+  if (size < sizeof(h))
+    throw InputError(path + ": truncated token shard (shorter than the 1024-byte header)");
   read_exact(path, 0, h.data(), sizeof(h));
   if (h[0] != kShardMagic)
     throw InputError(path + ": not a token shard (magic " + std::to_string(h[0]) + ", expected " +

@@ -36,7 +36,8 @@ void begin_checkpoint(const CheckpointPaths& p) {
   std::error_code ec;
   fs::remove_all(p.tmp_dir, ec);
   fs::create_directories(p.tmp_dir, ec);
-  if (ec) throw std::runtime_error(p.tmp_dir + ": cannot create checkpoint folder: " + ec.message());
+  if (ec)
+    throw std::runtime_error(p.tmp_dir + ": cannot create checkpoint folder: " + ec.message());
 }
 
 void finish_checkpoint(const std::string& dir, const CheckpointPaths& p,
@@ -64,7 +65,8 @@ void finish_checkpoint(const std::string& dir, const CheckpointPaths& p,
   if (keep > 0) {
     std::vector<std::pair<std::uint64_t, fs::path>> all;
     for (const auto& e : fs::directory_iterator(dir, ec))
-      if (auto s = step_of(e.path()); s && fs::exists(e.path() / kManifest)) all.emplace_back(*s, e.path());
+      if (auto s = step_of(e.path()); s && fs::exists(e.path() / kManifest))
+        all.emplace_back(*s, e.path());
     std::sort(all.begin(), all.end());
     for (std::size_t i = 0; i + keep < all.size(); ++i) fs::remove_all(all[i].second, ec);
   }

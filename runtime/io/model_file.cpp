@@ -38,8 +38,9 @@ ModelFile load_model(const std::string& path) {
   const std::size_t elem = m.version == 3 ? 4 : 2;
   const std::size_t want = sizeof(h) + lay.total * elem;
   if (size < want)
-    throw InputError(path + ": truncated model file (" + std::to_string(size) + " bytes, expected " +
-                     std::to_string(want) + " for " + m.config.describe() + ")");
+    throw InputError(path + ": truncated model file (" + std::to_string(size) +
+                     " bytes, expected " + std::to_string(want) + " for " + m.config.describe() +
+                     ")");
   if (size > want)
     throw InputError(path + ": model file has " + std::to_string(size - want) +
                      " unexpected trailing bytes (expected " + std::to_string(want) + ")");
@@ -58,7 +59,8 @@ void save_model(const std::string& path, const GPT2Config& cfg, const std::vecto
                 int version) {
   if (version != 3 && version != 5) throw std::invalid_argument("model version must be 3 or 5");
   const ParamLayout lay(cfg);
-  if (params.size() != lay.total) throw std::invalid_argument("save_model: parameter count mismatch");
+  if (params.size() != lay.total)
+    throw std::invalid_argument("save_model: parameter count mismatch");
   std::array<int, 256> h{};
   h[0] = kModelMagic;
   h[1] = version;

@@ -24,5 +24,4 @@ ModelFile load_model(const std::string& path);
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
                 int version = 3);
 
-
 } // namespace myelin

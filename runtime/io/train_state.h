@@ -13,12 +13,12 @@
 namespace myelin {
 
 struct TrainState {
-  std::uint64_t step = 0;       // completed optimizer steps
-  LoaderPosition data;          // next batch of the training loader
-  std::uint64_t rng = 0;        // sampler RNG state
+  std::uint64_t step = 0;        // completed optimizer steps
+  LoaderPosition data;           // next batch of the training loader
+  std::uint64_t rng = 0;         // sampler RNG state
   std::uint64_t param_count = 0; // size of the whole flat buffer (shape check)
   std::uint64_t slice_begin = 0; // first element of m/v within the flat buffer
-  std::vector<float> m, v;      // slice_begin .. slice_begin + m.size()
+  std::vector<float> m, v;       // slice_begin .. slice_begin + m.size()
 };
 
 void save_train_state(const std::string& path, const TrainState& s);

@@ -6,8 +6,8 @@
 namespace myelin {
 
 const std::array<const char*, kNumParamTensors> kParamTensorNames = {
-    "wte",      "wpe",  "ln1w", "ln1b",    "qkvw",    "qkvb", "attprojw", "attprojb",
-    "ln2w",     "ln2b", "fcw",  "fcb",     "fcprojw", "fcprojb", "lnfw", "lnfb"};
+    "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
 
 void GPT2Config::validate() const {
   auto need = [](bool ok, const std::string& what) {
@@ -29,11 +29,9 @@ std::string GPT2Config::describe() const {
 }
 
 ParamLayout::ParamLayout(const GPT2Config& c) {
-  const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers,
-                    T = c.max_seq_len;
-  sizes = {Vp * C, T * C,     L * C,         L * C,     L * 3 * C * C, L * 3 * C,
-           L * C * C, L * C,  L * C,         L * C,     L * 4 * C * C, L * 4 * C,
-           L * C * 4 * C, L * C, C,          C};
+  const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len;
+  sizes = {Vp * C, T * C, L * C,         L * C,     L * 3 * C * C, L * 3 * C, L * C * C, L * C,
+           L * C,  L * C, L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C,     C,         C};
   std::size_t off = 0;
   for (int k = 0; k < kNumParamTensors; ++k) {
     offsets[k] = off;

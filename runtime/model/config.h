@@ -24,8 +24,22 @@ struct GPT2Config {
 
 constexpr int kNumParamTensors = 16;
 enum ParamTensor : int {
-  kWte = 0, kWpe, kLn1w, kLn1b, kQkvw, kQkvb, kAttprojw, kAttprojb,
-  kLn2w, kLn2b, kFcw, kFcb, kFcprojw, kFcprojb, kLnfw, kLnfb
+  kWte = 0,
+  kWpe,
+  kLn1w,
+  kLn1b,
+  kQkvw,
+  kQkvb,
+  kAttprojw,
+  kAttprojb,
+  kLn2w,
+  kLn2b,
+  kFcw,
+  kFcb,
+  kFcprojw,
+  kFcprojb,
+  kLnfw,
+  kLnfb
 };
 extern const std::array<const char*, kNumParamTensors> kParamTensorNames;
 

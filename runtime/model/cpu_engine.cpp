@@ -16,19 +16,19 @@ namespace {
 
 // Activations of one micro-batch in flight.
 struct SlotActs {
-  std::vector<int> tokens;             // [N] (first stage)
-  std::vector<float> x0;               // [N,C] stage input (embedding or received)
+  std::vector<int> tokens; // [N] (first stage)
+  std::vector<float> x0;   // [N,C] stage input (embedding or received)
   std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, atty, att, attproj, res2;
   std::vector<float> ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, res3;
   std::vector<float> lnf, lnf_mean, lnf_rstd, logits, losses; // last stage
   std::vector<int> targets;
-  std::vector<float> out_grad;         // [N,C] gradient arriving from the next stage
-  std::vector<float> in_grad;          // [N,C] gradient leaving to the previous stage
+  std::vector<float> out_grad; // [N,C] gradient arriving from the next stage
+  std::vector<float> in_grad;  // [N,C] gradient leaving to the previous stage
   int B = 0, T = 0;
 };
 
 class CpuEngine final : public Engine {
-public:
+ public:
   CpuEngine(const GPT2Config& cfg, const StageSpec& st, int max_B, int max_T, int slots)
       : cfg_(cfg), st_(st), lay_(cfg), maxB_(max_B), maxT_(max_T) {
     cfg_.validate();
@@ -146,11 +146,12 @@ public:
     const int V = cfg_.vocab_size, Vp = cfg_.padded_vocab_size;
     cpu::layernorm_forward(s.lnf.data(), s.lnf_mean.data(), s.lnf_rstd.data(), x, P(kLnfw),
                            P(kLnfb), N, C);
-    cpu::matmul_forward(s.logits.data(), s.lnf.data(), P(kWte), static_cast<const float*>(nullptr), N, C, Vp);
+    cpu::matmul_forward(s.logits.data(), s.lnf.data(), P(kWte), static_cast<const float*>(nullptr),
+                        N, C, Vp);
     if (targets == nullptr) return 0.0f;
     std::copy(targets, targets + N, s.targets.begin());
-    cpu::classifier_forward_backward(s.losses.data(), static_cast<float*>(nullptr),
-                                     s.logits.data(), s.targets.data(), N, V, Vp, 0.0f);
+    cpu::classifier_forward_backward(s.losses.data(), static_cast<float*>(nullptr), s.logits.data(),
+                                     s.targets.data(), N, V, Vp, 0.0f);
     double sum = 0.0;
     for (int n = 0; n < N; ++n) sum += s.losses[n];
     return static_cast<float>(sum / N);
@@ -165,8 +166,8 @@ public:
     SlotActs& s = slots_.at(slot);
     const int B = s.B, T = s.T, C = cfg_.channels, NH = cfg_.num_heads, N = B * T;
     const std::size_t NC = std::size_t(N) * C;
-    const float* x_last = nlayers() > 0 ? s.res3.data() + std::size_t(nlayers() - 1) * NC
-                                        : s.x0.data();
+    const float* x_last =
+        nlayers() > 0 ? s.res3.data() + std::size_t(nlayers() - 1) * NC : s.x0.data();
     float* dres = dresid_.data();
     if (st_.last) {
       const int V = cfg_.vocab_size, Vp = cfg_.padded_vocab_size;
@@ -201,8 +202,8 @@ public:
       zero(dfch_, std::size_t(N) * 4 * C);
       cpu::gelu_backward(dfch_.data(), fch, dfch_gelu_.data(), std::size_t(N) * 4 * C);
       zero(dln_, NC);
-      cpu::matmul_backward(dln_.data(), G(kFcw, l), G(kFcb, l), dfch_.data(), ln2, L(kFcw, l), N,
-                           C, 4 * C);
+      cpu::matmul_backward(dln_.data(), G(kFcw, l), G(kFcb, l), dfch_.data(), ln2, L(kFcw, l), N, C,
+                           4 * C);
       cpu::layernorm_backward(dres, G(kLn2w, l), G(kLn2b, l), dln_.data(), res2, L(kLn2w, l),
                               s.ln2_mean.data() + i * N, s.ln2_rstd.data() + i * N, N, C);
       // Attention: dres is now d(res2) = d(attproj).
@@ -210,11 +211,11 @@ public:
       cpu::matmul_backward(datty_.data(), G(kAttprojw, l), G(kAttprojb, l), dres, atty,
                            L(kAttprojw, l), N, C, C);
       zero(dqkv_, NC * 3);
-      cpu::attention_backward(dqkv_.data(), datt_scratch_.data(), datty_.data(), qkv, att, B, T,
-                              C, NH);
+      cpu::attention_backward(dqkv_.data(), datt_scratch_.data(), datty_.data(), qkv, att, B, T, C,
+                              NH);
       zero(dln_, NC);
-      cpu::matmul_backward(dln_.data(), G(kQkvw, l), G(kQkvb, l), dqkv_.data(), ln1, L(kQkvw, l),
-                           N, C, 3 * C);
+      cpu::matmul_backward(dln_.data(), G(kQkvw, l), G(kQkvb, l), dqkv_.data(), ln1, L(kQkvw, l), N,
+                           C, 3 * C);
       cpu::layernorm_backward(dres, G(kLn1w, l), G(kLn1b, l), dln_.data(), x_in, L(kLn1w, l),
                               s.ln1_mean.data() + i * N, s.ln1_rstd.data() + i * N, N, C);
       if (hook_) hook_(l);
@@ -283,17 +284,17 @@ public:
 
   void adamw(const AdamWConfig& c, float lr, int t, std::size_t begin, std::size_t end) override {
     for_owned(begin, end, /*for_norm=*/false, [&](std::size_t a, std::size_t b, int k) {
-      cpu::AdamWParams p{lr, c.beta1, c.beta2, c.eps,
-                         ParamLayout::decays(k) ? c.weight_decay : 0.0f, t};
+      cpu::AdamWParams p{
+          lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(k) ? c.weight_decay : 0.0f, t};
       if (a < opt_begin_ || b > opt_end_)
         throw std::logic_error("adamw range outside the optimizer shard");
       const std::size_t o = a - opt_begin_;
-      cpu::adamw_update(params_.data() + a, grads_.data() + a, m_.data() + o, v_.data() + o,
-                        b - a, p);
+      cpu::adamw_update(params_.data() + a, grads_.data() + a, m_.data() + o, v_.data() + o, b - a,
+                        p);
     });
   }
 
-private:
+ private:
   int nlayers() const { return st_.layer_end - st_.layer_begin; }
   float* P(int k) { return params_.data() + lay_.offsets[k]; }
   float* G(int k) { return grads_.data() + lay_.offsets[k]; }
@@ -316,19 +317,10 @@ private:
       throw std::invalid_argument("micro-batch shape exceeds the engine's allocation");
   }
 
-  // Calls f(a, b, tensor) for each owned sub-range of [begin, end). For the
-  // norm, wte counts on the first stage only (its gradient is shared with the
-  // last stage).
+  // Calls f(a, b, tensor) for each owned sub-range of [begin, end).
   template <class F> void for_owned(std::size_t begin, std::size_t end, bool for_norm, F&& f) {
-    for (int k = 0; k < kNumParamTensors; ++k) {
-      if (!st_.owns_tensor(k)) continue;
-      if (for_norm && k == kWte && !st_.first) continue;
-      std::size_t a = lay_.offsets[k], b = a + lay_.sizes[k];
-      if (ParamLayout::is_layer_tensor(k)) std::tie(a, b) = st_.layer_range(lay_, k, cfg_.num_layers);
-      a = std::max(a, begin);
-      b = std::min(b, end);
-      if (a < b) f(a, b, k);
-    }
+    for (const auto& r : st_.owned_ranges(lay_, cfg_.num_layers, begin, end, for_norm))
+      f(r.begin, r.end, r.tensor);
   }
 
   GPT2Config cfg_;

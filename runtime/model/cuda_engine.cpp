@@ -23,8 +23,8 @@
 // cuBLASLt GELU / DGELU epilogues for the MLP; MYELIN_CUDA_SR=<seed> writes
 // bf16 parameters with stochastic rounding.
 #include <cstdlib>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -64,9 +64,8 @@ bool env_flag(const char* name) {
   return v && *v && std::strcmp(v, "0") != 0;
 }
 
-template <typename T>
-class CudaEngine final : public Engine {
-public:
+template <typename T> class CudaEngine final : public Engine {
+ public:
   CudaEngine(const GPT2Config& cfg, const StageSpec& st, int maxB, int maxT,
              const EngineOptions& opt)
       : guard_(opt.device_index), cfg_(cfg), st_(st), lay_(cfg), maxB_(maxB), maxT_(maxT) {
@@ -75,13 +74,15 @@ public:
     if (st_.layer_begin < 0 || st_.layer_end < st_.layer_begin || st_.layer_end > L)
       throw std::invalid_argument("stage: layer range outside the model");
     if (maxB <= 0 || maxT <= 0 || maxT > cfg_.max_seq_len)
-      throw std::invalid_argument("engine: max batch/sequence must be positive and T <= max_seq_len");
+      throw std::invalid_argument(
+          "engine: max batch/sequence must be positive and T <= max_seq_len");
     if (C > 4096) throw std::invalid_argument("cuda engine: channels must be <= 4096");
     if (C / NH > 256) throw std::invalid_argument("cuda engine: head size must be <= 256");
     if (std::size_t(maxB) * NH > 65535) throw std::invalid_argument("cuda engine: B*NH too large");
     if (opt.slots < 1) throw std::invalid_argument("engine: slots must be >= 1");
     gelu_fusion_ = env_flag("MYELIN_CUDA_GELU_FUSION");
-    if (const char* sr = std::getenv("MYELIN_CUDA_SR")) sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
+    if (const char* sr = std::getenv("MYELIN_CUDA_SR"))
+      sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
 
     cudaDeviceProp prop{};
     MYELIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device_index));
@@ -241,8 +242,8 @@ public:
       const T* x_in = i == 0 ? s.x0.get() : s.res3.get() + std::size_t(i - 1) * NC;
       // MLP: dres = d(res3) = d(fcproj out); the residual passes it to res2 unchanged.
       cu::matmul_backward<T>(mm_, dfch_.get(), G(kFcprojw, l), G(kFcprojb, l), dres, a.fch_gelu,
-                             L(kFcprojw, l), gelu_fusion_ ? a.fch : nullptr, N, 4 * C, C, 1.0f,
-                             bsc, st);
+                             L(kFcprojw, l), gelu_fusion_ ? a.fch : nullptr, N, 4 * C, C, 1.0f, bsc,
+                             st);
       if (!gelu_fusion_) cu::gelu_backward<T>(dfch_.get(), a.fch, dfch_.get(), NC * 4, st);
       cu::matmul_backward<T>(mm_, dln, G(kFcw, l), G(kFcb, l), dfch_.get(), a.ln2, L(kFcw, l),
                              nullptr, N, C, 4 * C, 1.0f, bsc, st);
@@ -255,8 +256,8 @@ public:
                                 a.lse, B, Tn, C, NH, st);
       cu::matmul_backward<T>(mm_, dln, G(kQkvw, l), G(kQkvb, l), dqkv_.get(), a.ln1, L(kQkvw, l),
                              nullptr, N, C, 3 * C, 1.0f, bsc, st);
-      cu::layernorm_backward<T>(dres, G(kLn1w, l), G(kLn1b, l), dln, x_in, L(kLn1w, l),
-                                a.ln1_mean, a.ln1_rstd, N, C, ln_scratch_.get(), st);
+      cu::layernorm_backward<T>(dres, G(kLn1w, l), G(kLn1b, l), dln, x_in, L(kLn1w, l), a.ln1_mean,
+                                a.ln1_rstd, N, C, ln_scratch_.get(), st);
       if (hook_) {
         stream_.sync(); // layer l's gradients are in memory before the hook sees them
         hook_(l);
@@ -338,8 +339,8 @@ public:
     guard_.bind();
     int count = 0;
     for_owned(begin, end, /*for_norm=*/true, [&](std::size_t a, std::size_t b, int) {
-      cu::sum_squares<float>(norm_out_.get() + count, grads_.get() + a, b - a,
-                             norm_scratch_.get(), stream_.get());
+      cu::sum_squares<float>(norm_out_.get() + count, grads_.get() + a, b - a, norm_scratch_.get(),
+                             stream_.get());
       ++count;
     });
     if (count == 0) return 0.0;
@@ -363,21 +364,21 @@ public:
       if (a < opt_begin_ || b > opt_end_)
         throw std::logic_error("adamw range outside the optimizer shard");
       const std::size_t o = a - opt_begin_; // moments hold only the shard
-      cu::AdamWArgs args{lr, c.beta1, c.beta2, c.eps,
-                         ParamLayout::decays(k) ? c.weight_decay : 0.0f, t, 0};
+      cu::AdamWArgs args{
+          lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(k) ? c.weight_decay : 0.0f, t, 0};
       if (sr_seed_ != 0) args.seed = ((sr_seed_ * 2654435761u) ^ (std::uint32_t(t) * 40503u)) | 1u;
       if constexpr (std::is_same<T, float>::value) {
         cu::adamw_update<float>(master_.get() + a, nullptr, grads_.get() + a, m_.get() + o,
                                 v_.get() + o, b - a, args, stream_.get());
       } else {
-        cu::adamw_update<T>(params_lp_.get() + a, master_.get() + a, grads_.get() + a,
-                            m_.get() + o, v_.get() + o, b - a, args, stream_.get());
+        cu::adamw_update<T>(params_lp_.get() + a, master_.get() + a, grads_.get() + a, m_.get() + o,
+                            v_.get() + o, b - a, args, stream_.get());
       }
     });
     stream_.sync(); // params() is consistent when adamw returns
   }
 
-private:
+ private:
   struct Slot {
     DeviceBuffer<T> x0, ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3, lnf, logits;
     DeviceBuffer<float> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lse, lnf_mean, lnf_rstd, losses;
@@ -396,11 +397,19 @@ private:
   };
   LayerActs acts(Slot& s, int i, int N) const {
     const std::size_t NC = std::size_t(N) * cfg_.channels, ii = std::size_t(i);
-    return {s.ln1.get() + ii * NC,      s.qkv.get() + ii * 3 * NC,   s.atty.get() + ii * NC,
-            s.res2.get() + ii * NC,     s.ln2.get() + ii * NC,       s.fch.get() + ii * 4 * NC,
-            s.fch_gelu.get() + ii * 4 * NC, s.res3.get() + ii * NC,
-            s.ln1_mean.get() + ii * N,  s.ln1_rstd.get() + ii * N,   s.ln2_mean.get() + ii * N,
-            s.ln2_rstd.get() + ii * N,  s.lse.get() + ii * std::size_t(N) * cfg_.num_heads};
+    return {s.ln1.get() + ii * NC,
+            s.qkv.get() + ii * 3 * NC,
+            s.atty.get() + ii * NC,
+            s.res2.get() + ii * NC,
+            s.ln2.get() + ii * NC,
+            s.fch.get() + ii * 4 * NC,
+            s.fch_gelu.get() + ii * 4 * NC,
+            s.res3.get() + ii * NC,
+            s.ln1_mean.get() + ii * N,
+            s.ln1_rstd.get() + ii * N,
+            s.ln2_mean.get() + ii * N,
+            s.ln2_rstd.get() + ii * N,
+            s.lse.get() + ii * std::size_t(N) * cfg_.num_heads};
   }
 
   float run_forward(int slot, const int* tokens, const int* targets, int B, int Tn,
@@ -449,8 +458,8 @@ private:
       cu::matmul_forward<T>(mm_, a.qkv, nullptr, a.ln1, L(kQkvw, l), L(kQkvb, l), N, C, 3 * C,
                             false, st);
       cu::attention_forward<T>(a.atty, a.lse, a.qkv, B, Tn, C, NH, st);
-      cu::matmul_forward<T>(mm_, proj_.get(), nullptr, a.atty, L(kAttprojw, l), L(kAttprojb, l),
-                            N, C, C, false, st);
+      cu::matmul_forward<T>(mm_, proj_.get(), nullptr, a.atty, L(kAttprojw, l), L(kAttprojb, l), N,
+                            C, C, false, st);
       cu::residual_layernorm_forward<T>(a.res2, a.ln2, a.ln2_mean, a.ln2_rstd, x, proj_.get(),
                                         L(kLn2w, l), L(kLn2b, l), N, C, st);
       if (gelu_fusion_) {
@@ -461,8 +470,8 @@ private:
                               false, st);
         cu::gelu_forward<T>(a.fch_gelu, a.fch, NC * 4, st);
       }
-      cu::matmul_forward<T>(mm_, proj_.get(), nullptr, a.fch_gelu, L(kFcprojw, l),
-                            L(kFcprojb, l), N, 4 * C, C, false, st);
+      cu::matmul_forward<T>(mm_, proj_.get(), nullptr, a.fch_gelu, L(kFcprojw, l), L(kFcprojb, l),
+                            N, 4 * C, C, false, st);
       if (i + 1 < nl) {
         const LayerActs nx = acts(s, i + 1, N);
         cu::residual_layernorm_forward<T>(a.res3, nx.ln1, nx.ln1_mean, nx.ln1_rstd, a.res2,
@@ -545,20 +554,10 @@ private:
     MYELIN_CUDA_CHECK(cudaMemcpy(dst.get(), src.data(), dst.bytes(), cudaMemcpyHostToDevice));
   }
 
-  // Calls f(a, b, tensor) for each owned sub-range of [begin, end). For the norm,
-  // wte counts on the first stage only (its gradient is shared with the last stage).
-  template <class F>
-  void for_owned(std::size_t begin, std::size_t end, bool for_norm, F&& f) {
-    for (int k = 0; k < kNumParamTensors; ++k) {
-      if (!st_.owns_tensor(k)) continue;
-      if (for_norm && k == kWte && !st_.first) continue;
-      std::size_t a = lay_.offsets[k], b = a + lay_.sizes[k];
-      if (ParamLayout::is_layer_tensor(k))
-        std::tie(a, b) = st_.layer_range(lay_, k, cfg_.num_layers);
-      a = std::max(a, begin);
-      b = std::min(b, end);
-      if (a < b) f(a, b, k);
-    }
+  // Calls f(a, b, tensor) for each owned sub-range of [begin, end).
+  template <class F> void for_owned(std::size_t begin, std::size_t end, bool for_norm, F&& f) {
+    for (const auto& r : st_.owned_ranges(lay_, cfg_.num_layers, begin, end, for_norm))
+      f(r.begin, r.end, r.tensor);
   }
 
   DeviceGuard guard_; // first: selects the device for everything below
@@ -586,7 +585,8 @@ private:
 
 std::unique_ptr<Engine> make_cuda_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
                                          int max_T, const EngineOptions& opt) {
-  if (opt.dtype == "fp32") return std::make_unique<CudaEngine<float>>(cfg, stage, max_B, max_T, opt);
+  if (opt.dtype == "fp32")
+    return std::make_unique<CudaEngine<float>>(cfg, stage, max_B, max_T, opt);
   if (opt.dtype == "bf16")
     return std::make_unique<CudaEngine<cu::bf16>>(cfg, stage, max_B, max_T, opt);
   throw std::invalid_argument("--dtype: expected fp32 or bf16, got '" + opt.dtype + "'");

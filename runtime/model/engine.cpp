@@ -1,6 +1,8 @@
 #include "runtime/model/engine.h"
 
+#include <algorithm>
 #include <stdexcept>
+#include <tuple>
 
 namespace myelin {
 
@@ -24,10 +26,27 @@ std::pair<std::size_t, std::size_t> StageSpec::layer_range(const ParamLayout& la
   return {lay.offsets[k] + per * layer_begin, lay.offsets[k] + per * layer_end};
 }
 
+std::vector<StageSpec::Range> StageSpec::owned_ranges(const ParamLayout& lay, int num_layers,
+                                                      std::size_t begin, std::size_t end,
+                                                      bool count_wte_once) const {
+  std::vector<Range> out;
+  for (int k = 0; k < kNumParamTensors; ++k) {
+    if (!owns_tensor(k)) continue;
+    if (count_wte_once && k == kWte && !first) continue;
+    std::size_t a = lay.offsets[k], b = a + lay.sizes[k];
+    if (ParamLayout::is_layer_tensor(k)) std::tie(a, b) = layer_range(lay, k, num_layers);
+    a = std::max(a, begin);
+    b = std::min(b, end);
+    if (a < b) out.push_back({a, b, k});
+  }
+  return out;
+}
+
 std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
                                     int max_T, const EngineOptions& opt) {
   if (opt.device == "cpu") {
-    if (opt.dtype != "fp32") throw std::invalid_argument("--dtype: the cpu device supports fp32 only");
+    if (opt.dtype != "fp32")
+      throw std::invalid_argument("--dtype: the cpu device supports fp32 only");
     return make_cpu_engine(cfg, stage, max_B, max_T, opt.slots);
   }
   if (opt.device == "cuda") {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "runtime/model/config.h"
 
@@ -35,6 +36,16 @@ struct StageSpec {
   // [begin, end) of the stage's slice of a per-layer tensor k.
   std::pair<std::size_t, std::size_t> layer_range(const ParamLayout& lay, int k,
                                                   int num_layers) const;
+  // The parts of [begin, end) of the flat buffer this stage owns, one range
+  // per tensor. With `count_wte_once`, wte counts on the first stage only (its
+  // gradient is shared with the last stage): for norms and for assembling the
+  // whole model from stages.
+  struct Range {
+    std::size_t begin, end;
+    int tensor;
+  };
+  std::vector<Range> owned_ranges(const ParamLayout& lay, int num_layers, std::size_t begin,
+                                  std::size_t end, bool count_wte_once) const;
 };
 
 enum class DType : std::uint8_t { kF32 = 0, kBF16 = 1 };
@@ -52,7 +63,7 @@ struct AdamWConfig {
 };
 
 class Engine {
-public:
+ public:
   virtual ~Engine() = default;
 
   virtual const GPT2Config& config() const = 0;
@@ -67,8 +78,8 @@ public:
   virtual double peak_flops() const { return 0.0; }
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
-  virtual void get_params(std::span<float> out) const = 0;   // layout().total
-  virtual void set_params(std::span<const float> in) = 0;    // also resets master copy
+  virtual void get_params(std::span<float> out) const = 0; // layout().total
+  virtual void set_params(std::span<const float> in) = 0;  // also resets master copy
   // Moments over optimizer_range() (the whole buffer unless sharded).
   virtual void get_moments(std::span<float> m, std::span<float> v) const = 0;
   virtual void set_moments(std::span<const float> m, std::span<const float> v) = 0;
@@ -89,10 +100,10 @@ public:
 
   // Activation exchange for pipelining: the residual stream leaving this stage
   // (output of its last layer) and the gradient entering it, both [B,T,C] fp32.
-  virtual BufferView output_act(int slot) = 0;   // written by forward (non-last)
-  virtual BufferView input_act(int slot) = 0;    // read by forward (non-first)
-  virtual BufferView output_grad(int slot) = 0;  // read by backward (non-last)
-  virtual BufferView input_grad(int slot) = 0;   // written by backward (non-first)
+  virtual BufferView output_act(int slot) = 0;  // written by forward (non-last)
+  virtual BufferView input_act(int slot) = 0;   // read by forward (non-first)
+  virtual BufferView output_grad(int slot) = 0; // read by backward (non-last)
+  virtual BufferView input_grad(int slot) = 0;  // written by backward (non-first)
 
   // Next-token logits of the last position of row 0 of the last forward in
   // slot 0 (last stage), copied to host: padded_vocab_size floats; for sampling.

@@ -103,7 +103,8 @@ void GradSync::finish() {
     pending_hi_ = -1;
   }
   // Layers whose hook never fired (backward without arm()) are issued here.
-  if (inflight_.empty() && st.layer_end > st.layer_begin) issue_layers(st.layer_begin, st.layer_end - 1);
+  if (inflight_.empty() && st.layer_end > st.layer_begin)
+    issue_layers(st.layer_begin, st.layer_end - 1);
   for (int k : {kWte, kWpe, kLnfw, kLnfb}) {
     if (!st.owns_tensor(k)) continue;
     float* p = grads() + lay.offsets[k];
@@ -144,15 +145,10 @@ std::vector<float> GradSync::gather_full_params() {
   std::vector<float> p(lay.total);
   e_.get_params(p);
   if (mesh_.pp_size() == 1) return p;
-  const StageSpec& st = e_.stage();
-  const int L = e_.config().num_layers;
   std::vector<float> mine(lay.total, 0.0f);
-  for (int k = 0; k < kNumParamTensors; ++k) {
-    if (!st.owns_tensor(k) || (k == kWte && !st.first)) continue;
-    std::size_t a = lay.offsets[k], b = a + lay.sizes[k];
-    if (ParamLayout::is_layer_tensor(k)) std::tie(a, b) = st.layer_range(lay, k, L);
-    std::copy(p.begin() + a, p.begin() + b, mine.begin() + a);
-  }
+  for (const auto& r :
+       e_.stage().owned_ranges(lay, e_.config().num_layers, 0, lay.total, /*count_wte_once=*/true))
+    std::copy(p.begin() + r.begin, p.begin() + r.end, mine.begin() + r.begin);
   mesh_.pp().all_reduce(mine.data(), mine.size(), CommDType::kF32, ReduceOp::kSum);
   return mine;
 }

@@ -23,7 +23,7 @@
 namespace myelin {
 
 class GradSync {
-public:
+ public:
   // `mesh` carries host scalars (norms) and host copies; `data` carries the
   // engine's gradient buffers (the same mesh on CPU; an NCCL mesh on GPUs).
   GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_t bucket_bytes = 4u << 20);
@@ -47,7 +47,7 @@ public:
   // what they own), host fp32.
   std::vector<float> gather_full_params();
 
-private:
+ private:
   void on_layer(int layer);
   void issue_layers(int lo, int hi); // inclusive layer range
   void reduce_tied_embedding();

@@ -77,8 +77,8 @@ double run_pipeline(Engine& e, Communicator& pp, PipeSchedule sched, int K, int 
     loss += e.forward(slot, tokens.data(), targets.data(), B, T);
     busy += now_s() - t0;
     if (!st.last)
-      act_sends[slot] = pp.send_async(e.output_act(slot).data, act, CommDType::kF32, s + 1,
-                                      tag_of(m, kActTag));
+      act_sends[slot] =
+          pp.send_async(e.output_act(slot).data, act, CommDType::kF32, s + 1, tag_of(m, kActTag));
   };
   auto backward = [&](int m) {
     const int slot = m % slots;
@@ -90,8 +90,8 @@ double run_pipeline(Engine& e, Communicator& pp, PipeSchedule sched, int K, int 
     e.backward(slot, 1.0f / float(K));
     busy += now_s() - t0;
     if (!st.first)
-      grad_sends[slot] = pp.send_async(e.input_grad(slot).data, act, CommDType::kF32, s - 1,
-                                       tag_of(m, kGradTag));
+      grad_sends[slot] =
+          pp.send_async(e.input_grad(slot).data, act, CommDType::kF32, s - 1, tag_of(m, kGradTag));
   };
 
   if (sched == PipeSchedule::kGPipe || S == 1) {

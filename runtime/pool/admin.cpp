@@ -56,7 +56,9 @@ void print_status(const json& st, std::ostream& out) {
     for (std::size_t i = from; i < h.size(); ++i) {
       const auto& r = h[i];
       const std::string secs =
-          r["closed"].is_null() ? "-" : num(json(r["closed"].get<double>() - r["opened"].get<double>()), "%.2f");
+          r["closed"].is_null()
+              ? "-"
+              : num(json(r["closed"].get<double>() - r["opened"].get<double>()), "%.2f");
       std::snprintf(line, sizeof(line), "%-6lld %-7s %-8lld %-8lld %-9lld %-10s %-10s %-10s\n",
                     r["round"].get<long long>(), r["status"].get<std::string>().c_str(),
                     r["accepted"].get<long long>(), r["rejected"].get<long long>(),
@@ -76,7 +78,8 @@ void print_status(const json& st, std::ostream& out) {
     if (hw.contains("cpu")) hws += ", " + hw["cpu"].get<std::string>();
     const std::string jr = (c["job"].is_null() ? std::string("-") : c["job"].dump()) + "/" +
                            (c["round"].is_null() ? std::string("-") : c["round"].dump());
-    std::snprintf(line, sizeof(line), "%-4lld %-16s %-10s %-12s %-8lld %-8lld %-10lld %6.1fs   %s\n",
+    std::snprintf(line, sizeof(line),
+                  "%-4lld %-16s %-10s %-12s %-8lld %-8lld %-10lld %6.1fs   %s\n",
                   c["id"].get<long long>(), c["name"].get<std::string>().substr(0, 16).c_str(),
                   c["state"].get<std::string>().c_str(), jr.c_str(), c["accepted"].get<long long>(),
                   c["rejected"].get<long long>(), c["tokens"].get<long long>(),

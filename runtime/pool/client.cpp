@@ -80,8 +80,7 @@ nlohmann::json PoolClient::post_json(const std::string& path, const nlohmann::js
 
 nlohmann::json PoolClient::post_bytes(const std::string& path, const std::string& body) {
   const std::string what = "POST " + path;
-  return parse(
-      check(impl_->cli->Post(path.c_str(), body, "application/octet-stream"), what), what);
+  return parse(check(impl_->cli->Post(path.c_str(), body, "application/octet-stream"), what), what);
 }
 
 std::size_t PoolClient::download(const std::string& path, const std::string& dest) {

@@ -13,23 +13,23 @@
 namespace myelin::pool {
 
 class PoolError : public std::runtime_error {
-public:
+ public:
   PoolError(int status, const std::string& msg) : std::runtime_error(msg), status_(status) {}
   int status() const { return status_; } // 0 = no answer (network)
-private:
+ private:
   int status_;
 };
 
 struct ClientOptions {
-  std::string url;      // http://host:port or https://host:port
+  std::string url; // http://host:port or https://host:port
   std::string token;
-  std::string ca_cert;  // https: trust this CA (e.g. a self-signed cert)
+  std::string ca_cert;   // https: trust this CA (e.g. a self-signed cert)
   bool insecure = false; // https: skip certificate verification
   double timeout_s = 120;
 };
 
 class PoolClient {
-public:
+ public:
   explicit PoolClient(const ClientOptions& o);
   ~PoolClient();
   PoolClient(const PoolClient&) = delete;
@@ -43,7 +43,7 @@ public:
   // returns the bytes received.
   std::size_t download(const std::string& path, const std::string& dest);
 
-private:
+ private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

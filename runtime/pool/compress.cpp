@@ -164,10 +164,11 @@ std::string encode_model_delta(std::span<const float> old_p, std::span<const flo
   std::string out(kDeltaHeaderBytes + packed, '\0');
   const int rc = compress2(reinterpret_cast<Bytef*>(out.data() + kDeltaHeaderBytes), &packed,
                            raw.data(), uLong(raw.size()), Z_DEFAULT_COMPRESSION);
-  if (rc != Z_OK) throw std::runtime_error("model delta: zlib compress2 failed (" + std::to_string(rc) + ")");
+  if (rc != Z_OK)
+    throw std::runtime_error("model delta: zlib compress2 failed (" + std::to_string(rc) + ")");
   out.resize(kDeltaHeaderBytes + packed);
-  DeltaHeader hd{kDeltaMagic, kDeltaVersion, from, to, new_p.size(), raw.size(), packed,
-                 params_checksum(new_p)};
+  DeltaHeader hd{kDeltaMagic,  kDeltaVersion, from,   to,
+                 new_p.size(), raw.size(),    packed, params_checksum(new_p)};
   std::memcpy(out.data(), &hd, sizeof(hd));
   return out;
 }
@@ -192,14 +193,16 @@ std::vector<float> apply_model_delta(const std::string& bytes, std::span<const f
                                 " elements, the model has " + std::to_string(n));
   if (hd.packed != bytes.size() - kDeltaHeaderBytes)
     throw std::invalid_argument("model delta truncated or padded: " + std::to_string(bytes.size()) +
-                                " bytes, expected " + std::to_string(kDeltaHeaderBytes + hd.packed));
+                                " bytes, expected " +
+                                std::to_string(kDeltaHeaderBytes + hd.packed));
   std::vector<unsigned char> raw(4 * n);
   uLongf got = uLongf(raw.size());
-  const int rc = uncompress(raw.data(), &got,
-                            reinterpret_cast<const Bytef*>(bytes.data() + kDeltaHeaderBytes),
-                            uLong(hd.packed));
+  const int rc =
+      uncompress(raw.data(), &got, reinterpret_cast<const Bytef*>(bytes.data() + kDeltaHeaderBytes),
+                 uLong(hd.packed));
   if (rc != Z_OK || got != raw.size())
-    throw std::invalid_argument("model delta does not inflate (corrupted; zlib " + std::to_string(rc) + ")");
+    throw std::invalid_argument("model delta does not inflate (corrupted; zlib " +
+                                std::to_string(rc) + ")");
   std::vector<float> out(n);
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t x;

@@ -89,15 +89,14 @@ struct Stats {
 };
 
 class Agent {
-public:
+ public:
   Agent(const ContributeOptions& o, int ranks, std::string mpirun)
       : o_(o), cli_(o.client), ranks_(ranks), mpirun_(std::move(mpirun)) {}
 
   int run();
 
-private:
-  template <typename F>
-  auto retry(F f, const char* what) -> decltype(f()) {
+ private:
+  template <typename F> auto retry(F f, const char* what) -> decltype(f()) {
     double first_fail = 0;
     for (;;) {
       if (g_stop) throw Stopped{};
@@ -107,8 +106,9 @@ private:
         if (e.status() != 0) throw;
         if (first_fail == 0) {
           first_fail = now_s();
-          if (!o_.quiet) std::cerr << "contribute: " << what << ": coordinator unreachable ("
-                                   << e.what() << "), retrying" << std::endl;
+          if (!o_.quiet)
+            std::cerr << "contribute: " << what << ": coordinator unreachable (" << e.what()
+                      << "), retrying" << std::endl;
         }
         if (now_s() - first_fail > o_.retry_s)
           throw std::runtime_error(std::string(what) + ": coordinator unreachable for " +
@@ -292,9 +292,8 @@ void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
         fetch_delta(job, round, model, round_file))) {
     const auto got = retry(
         [&] {
-          return cli_.download("/api/jobs/" + std::to_string(job) + "/model?round=" +
-                                   std::to_string(round),
-                               model);
+          return cli_.download(
+              "/api/jobs/" + std::to_string(job) + "/model?round=" + std::to_string(round), model);
         },
         "model download");
     st_.bytes_downloaded += got;
@@ -317,8 +316,9 @@ void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
 bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
                         const std::string& round_file) {
   const std::int64_t from = model_round_;
-  const std::string path = "/api/jobs/" + std::to_string(job) + "/model?round=" +
-                           std::to_string(round) + "&since=" + std::to_string(from);
+  const std::string path = "/api/jobs/" + std::to_string(job) +
+                           "/model?round=" + std::to_string(round) +
+                           "&since=" + std::to_string(from);
   std::string body;
   try {
     body = retry([&] { return cli_.get_text(path); }, "model delta download");
@@ -360,7 +360,7 @@ bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string&
 }
 
 std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std::string& dir,
-                                                       const std::string& model, double& loss) {
+                                                        const std::string& model, double& loss) {
   const auto job = w["job"].get<std::int64_t>();
   const auto slot = w["slot"].get<std::int64_t>(), slots = w["slots"].get<std::int64_t>();
   const int H = w["inner_steps"].get<int>();
@@ -373,14 +373,16 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
   // AdamW state, step and loader RNG carry over between rounds in a
   // checkpoint the child resumes from (weights always come from the round's
   // model); a new job or slice, or a new agent, starts it fresh, as in-process.
-  const fs::path cdir = fs::path(dir) / ("ranks_" + std::to_string(ranks_) + "_pp_" + std::to_string(pp));
+  const fs::path cdir =
+      fs::path(dir) / ("ranks_" + std::to_string(ranks_) + "_pp_" + std::to_string(pp));
   if (t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
     fs::remove_all(cdir);
     child_steps_ = 0;
     t_job_ = job, t_slot_ = slot, t_slots_ = slots;
   }
   fs::create_directories(cdir);
-  const std::string out = (cdir / "local.bin").string(), metrics = (cdir / "metrics.jsonl").string();
+  const std::string out = (cdir / "local.bin").string(),
+                    metrics = (cdir / "metrics.jsonl").string();
   fs::remove(out);
   fs::remove(metrics);
   const std::int64_t total = std::max<std::int64_t>(1, t["total_steps"].get<std::int64_t>());
@@ -388,28 +390,68 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
   std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
   std::istringstream extra(o_.mpirun_args);
   for (std::string x; extra >> x;) a.push_back(x);
-  a.insert(a.end(),
-           {fs::read_symlink("/proc/self/exe").string(), "train", "--model", model,
-            "--train-data", (fs::path(dir) / "train_*.bin").string(),
-            "--batch-size", std::to_string(B / dp), "--seq-len", num(t["seq_len"]),
-            "--grad-accum", num(t["grad_accum"]),
-            "--steps", std::to_string(std::max<std::int64_t>(total, child_steps_ + H)),
-            "--run-steps", std::to_string(H), "--lr", num(t["lr"]),
-            "--lr-schedule", t["lr_schedule"].get<std::string>(),
-            "--warmup-steps", num(t["warmup_steps"]), "--weight-decay", num(t["weight_decay"]),
-            "--grad-clip", num(t["grad_clip"]), "--beta1", num(t["beta1"]),
-            "--beta2", num(t["beta2"]), "--seed", num(t["seed"]), "--device", o_.device,
-            "--threads", std::to_string(o_.threads), "--dp", std::to_string(dp),
-            "--pp", std::to_string(pp), "--data-slice", std::to_string(slot) + "/" + std::to_string(slots),
-            "--data-start-batch", num(w["batch_position"]),
-            "--checkpoint-dir", (cdir / "ckpt").string(), "--checkpoint-every", std::to_string(H),
-            "--keep-checkpoints", "1", "--resume", "--resume-optimizer-only",
-            "--save", out, "--metrics-out", metrics, "--quiet"});
+  a.insert(a.end(), {fs::read_symlink("/proc/self/exe").string(),
+                     "train",
+                     "--model",
+                     model,
+                     "--train-data",
+                     (fs::path(dir) / "train_*.bin").string(),
+                     "--batch-size",
+                     std::to_string(B / dp),
+                     "--seq-len",
+                     num(t["seq_len"]),
+                     "--grad-accum",
+                     num(t["grad_accum"]),
+                     "--steps",
+                     std::to_string(std::max<std::int64_t>(total, child_steps_ + H)),
+                     "--run-steps",
+                     std::to_string(H),
+                     "--lr",
+                     num(t["lr"]),
+                     "--lr-schedule",
+                     t["lr_schedule"].get<std::string>(),
+                     "--warmup-steps",
+                     num(t["warmup_steps"]),
+                     "--weight-decay",
+                     num(t["weight_decay"]),
+                     "--grad-clip",
+                     num(t["grad_clip"]),
+                     "--beta1",
+                     num(t["beta1"]),
+                     "--beta2",
+                     num(t["beta2"]),
+                     "--seed",
+                     num(t["seed"]),
+                     "--device",
+                     o_.device,
+                     "--threads",
+                     std::to_string(o_.threads),
+                     "--dp",
+                     std::to_string(dp),
+                     "--pp",
+                     std::to_string(pp),
+                     "--data-slice",
+                     std::to_string(slot) + "/" + std::to_string(slots),
+                     "--data-start-batch",
+                     num(w["batch_position"]),
+                     "--checkpoint-dir",
+                     (cdir / "ckpt").string(),
+                     "--checkpoint-every",
+                     std::to_string(H),
+                     "--keep-checkpoints",
+                     "1",
+                     "--resume",
+                     "--resume-optimizer-only",
+                     "--save",
+                     out,
+                     "--metrics-out",
+                     metrics,
+                     "--quiet"});
   const auto st = run_child(a);
   if (!st) throw Stopped{};
   if (*st != 0) {
-    std::cerr << "contribute: training child (mpirun -np " << ranks_ << ") failed: "
-              << describe_status(*st) << std::endl;
+    std::cerr << "contribute: training child (mpirun -np " << ranks_
+              << ") failed: " << describe_status(*st) << std::endl;
     return std::nullopt;
   }
   std::vector<float> local;
@@ -420,8 +462,8 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
     return std::nullopt;
   }
   if (local.size() != global_.size()) {
-    std::cerr << "contribute: training child's model has " << local.size() << " parameters, expected "
-              << global_.size() << std::endl;
+    std::cerr << "contribute: training child's model has " << local.size()
+              << " parameters, expected " << global_.size() << std::endl;
     return std::nullopt;
   }
   std::ifstream mf(metrics);
@@ -534,10 +576,11 @@ void Agent::one_round(const json& w) {
   const std::string body = encode(g, codec, w["block_size"].get<std::uint32_t>());
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
   char q[256];
-  std::snprintf(q, sizeof(q), "/api/jobs/%lld/rounds/%lld/upload?contributor_id=%lld&tokens=%llu&compute_s=%.6f&loss=%.9g",
-                static_cast<long long>(job), static_cast<long long>(round),
-                static_cast<long long>(cid_), static_cast<unsigned long long>(tokens), compute,
-                loss);
+  std::snprintf(
+      q, sizeof(q),
+      "/api/jobs/%lld/rounds/%lld/upload?contributor_id=%lld&tokens=%llu&compute_s=%.6f&loss=%.9g",
+      static_cast<long long>(job), static_cast<long long>(round), static_cast<long long>(cid_),
+      static_cast<unsigned long long>(tokens), compute, loss);
   set_state("uploading");
   if (o_.debug_corrupt == "truncate" && !truncated_once_) {
     truncated_once_ = true;
@@ -562,7 +605,10 @@ void Agent::one_round(const json& w) {
   st_.bytes_sent += body.size();
   st_.raw_bytes += 4 * g.size();
   const bool rejected = r["status"] == "rejected";
-  if (rejected) ++st_.rejected; else ++st_.accepted_pending;
+  if (rejected)
+    ++st_.rejected;
+  else
+    ++st_.accepted_pending;
   char line[512];
   std::snprintf(line, sizeof(line),
                 "job %lld round %lld slot %lld/%lld: %d steps, loss %.4f, %.2f s; sent %zu bytes "
@@ -592,16 +638,19 @@ int Agent::run() {
   }
   json j;
   try {
-    j = retry([&] { return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}}); },
-              "join");
+    j = retry(
+        [&] {
+          return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}});
+        },
+        "join");
   } catch (const PoolError& e) {
     if (e.status() == 401 || e.status() == 403)
       throw InputError("--token: the pool refused it (" + std::string(e.what()) + ")");
     throw;
   }
   cid_ = j["contributor_id"].get<std::int64_t>();
-  say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) +
-      ", " + o_.device +
+  say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) + ", " +
+      o_.device +
       (ranks_ > 1 ? ", " + std::to_string(ranks_) + " ranks: dp " + std::to_string(ranks_ / o_.pp) +
                         " x pp " + std::to_string(o_.pp) + " via " + mpirun_
                   : std::string()) +
@@ -612,8 +661,11 @@ int Agent::run() {
   try {
     while (!g_stop) {
       set_state("idle");
-      const json w = retry([&] { return cli_.post_json("/api/work", {{"contributor_id", cid_}}); },
-                           "work");
+      const json w = retry(
+          [&] {
+            return cli_.post_json("/api/work", {{"contributor_id", cid_}});
+          },
+          "work");
       if (w.contains("wait")) {
         if (w.value("idle", false) && o_.exit_when_idle && worked) {
           say("no job left; exiting");
@@ -690,7 +742,8 @@ int run_contributor(const ContributeOptions& o) {
     int n = 1;
     for (char c : o.gpus) n += c == ',';
     if (ranks == 0) ranks = n;
-    require(ranks == n, "--ranks", "expected one rank per --gpus entry (" + std::to_string(n) + ")");
+    require(ranks == n, "--ranks",
+            "expected one rank per --gpus entry (" + std::to_string(n) + ")");
     setenv("CUDA_VISIBLE_DEVICES", o.gpus.c_str(), 1);
   }
   if (ranks == 0) ranks = 1;

@@ -76,8 +76,7 @@ json parse_body(const httplib::Request& req) {
   }
 }
 
-template <typename T>
-T field(const json& j, const char* key) {
+template <typename T> T field(const json& j, const char* key) {
   if (!j.contains(key)) throw Refused(400, std::string("missing field '") + key + "'");
   try {
     return j.at(key).get<T>();
@@ -92,23 +91,22 @@ void send_file(httplib::Response& res, const std::string& path) {
   auto f = std::make_shared<std::ifstream>(path, std::ios::binary);
   if (!*f) throw Refused(404, "cannot open " + std::filesystem::path(path).filename().string());
   const std::size_t size = file_size_or_throw(path);
-  res.set_content_provider(
-      size, "application/octet-stream",
-      [f](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-        std::vector<char> buf(std::min<std::size_t>(length, 1 << 20));
-        f->seekg(std::streamoff(offset));
-        f->read(buf.data(), std::streamsize(buf.size()));
-        const auto got = std::size_t(f->gcount());
-        if (got == 0) return false;
-        return sink.write(buf.data(), got);
-      });
+  res.set_content_provider(size, "application/octet-stream",
+                           [f](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                             std::vector<char> buf(std::min<std::size_t>(length, 1 << 20));
+                             f->seekg(std::streamoff(offset));
+                             f->read(buf.data(), std::streamsize(buf.size()));
+                             const auto got = std::size_t(f->gcount());
+                             if (got == 0) return false;
+                             return sink.write(buf.data(), got);
+                           });
 }
 
 // Model deltas (GET .../model?round=R&since=S): built from the two snapshots
 // on first request and kept for the next contributors asking for the same
 // pair (every contributor of a round asks for the same one).
 class DeltaCache {
-public:
+ public:
   std::shared_ptr<const std::string> get(PoolState& state, std::int64_t job, std::int64_t from,
                                          std::int64_t to) {
     std::lock_guard lk(mu_);
@@ -135,7 +133,7 @@ public:
     return d;
   }
 
-private:
+ private:
   static constexpr std::size_t kKeep = 8;
   std::mutex mu_;
   std::vector<std::pair<std::tuple<std::int64_t, std::int64_t, std::int64_t>,
@@ -157,7 +155,8 @@ int serve(const ServeOptions& o) {
     throw InputError("--listen: bad port in '" + o.listen + "'");
   }
   require(port >= 0 && port < 65536, "--listen", "port out of range");
-  require(o.tls_cert.empty() == o.tls_key.empty(), "--tls-cert", "give both --tls-cert and --tls-key");
+  require(o.tls_cert.empty() == o.tls_key.empty(), "--tls-cert",
+          "give both --tls-cert and --tls-key");
   require(o.heartbeat_timeout_s > 0, "--heartbeat-timeout", "expected a positive number");
   require(o.max_upload_mb > 0, "--max-upload-mb", "expected a positive number");
   set_cpu_threads(std::max(1, o.threads));
@@ -219,98 +218,128 @@ int serve(const ServeOptions& o) {
     res.set_content(j.dump(), "application/json");
   };
 
-  S.Get("/", route([](const httplib::Request&, httplib::Response& res, const TokenInfo&) {
-          res.set_header("Cache-Control", "no-store");
-          res.set_content(dashboard_html(), "text/html; charset=utf-8");
-        }, false));
-  S.Get("/api/status", route([&](const httplib::Request&, httplib::Response& res, const TokenInfo&) {
-          reply(res, state.status_json());
-        }, false));
-  S.Get("/api/ledger", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
-          std::optional<std::int64_t> job;
-          if (req.has_param("job")) job = to_i64(req.get_param_value("job"), "job");
-          const std::string fmt = req.has_param("format") ? req.get_param_value("format") : "json";
-          if (fmt == "csv")
-            res.set_content(state.ledger_csv(job), "text/csv");
-          else if (fmt == "json")
-            reply(res, state.ledger_json(job));
-          else
-            throw Refused(400, "format: expected json or csv");
-        }, false));
-  S.Post("/api/jobs", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
-          const auto id = state.submit_job(parse_body(req));
-          reply(res, {{"job", id}});
-        }, true));
+  S.Get("/", route(
+                 [](const httplib::Request&, httplib::Response& res, const TokenInfo&) {
+                   res.set_header("Cache-Control", "no-store");
+                   res.set_content(dashboard_html(), "text/html; charset=utf-8");
+                 },
+                 false));
+  S.Get("/api/status", route([&](const httplib::Request&, httplib::Response& res,
+                                 const TokenInfo&) { reply(res, state.status_json()); },
+                             false));
+  S.Get("/api/ledger",
+        route(
+            [&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
+              std::optional<std::int64_t> job;
+              if (req.has_param("job")) job = to_i64(req.get_param_value("job"), "job");
+              const std::string fmt =
+                  req.has_param("format") ? req.get_param_value("format") : "json";
+              if (fmt == "csv")
+                res.set_content(state.ledger_csv(job), "text/csv");
+              else if (fmt == "json")
+                reply(res, state.ledger_json(job));
+              else
+                throw Refused(400, "format: expected json or csv");
+            },
+            false));
+  S.Post("/api/jobs",
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
+               const auto id = state.submit_job(parse_body(req));
+               reply(res, {{"job", id}});
+             },
+             true));
   S.Post(R"(/api/jobs/(\d+)/stop)",
-         route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
-           state.stop_job(to_i64(req.matches[1], "job"));
-           reply(res, {{"ok", true}});
-         }, true));
-  S.Post("/api/join", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
-          const json b = parse_body(req);
-          const json hw = b.contains("hardware") ? b["hardware"] : json::object();
-          reply(res, state.join(who, field<std::string>(b, "name"), hw));
-        }, false));
-  S.Post("/api/heartbeat", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
-          const json b = parse_body(req);
-          reply(res, state.heartbeat(who, field<std::int64_t>(b, "contributor_id"),
-                                     field<std::string>(b, "state")));
-        }, false));
-  S.Post("/api/leave", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
-          const json b = parse_body(req);
-          state.leave(who, field<std::int64_t>(b, "contributor_id"));
-          reply(res, {{"ok", true}});
-        }, false));
-  S.Post("/api/work", route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
-          const json b = parse_body(req);
-          reply(res, state.work(who, field<std::int64_t>(b, "contributor_id")));
-        }, false));
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
+               state.stop_job(to_i64(req.matches[1], "job"));
+               reply(res, {{"ok", true}});
+             },
+             true));
+  S.Post("/api/join",
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
+               const json b = parse_body(req);
+               const json hw = b.contains("hardware") ? b["hardware"] : json::object();
+               reply(res, state.join(who, field<std::string>(b, "name"), hw));
+             },
+             false));
+  S.Post("/api/heartbeat",
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
+               const json b = parse_body(req);
+               reply(res, state.heartbeat(who, field<std::int64_t>(b, "contributor_id"),
+                                          field<std::string>(b, "state")));
+             },
+             false));
+  S.Post("/api/leave",
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
+               const json b = parse_body(req);
+               state.leave(who, field<std::int64_t>(b, "contributor_id"));
+               reply(res, {{"ok", true}});
+             },
+             false));
+  S.Post("/api/work",
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
+               const json b = parse_body(req);
+               reply(res, state.work(who, field<std::int64_t>(b, "contributor_id")));
+             },
+             false));
   S.Get(R"(/api/jobs/(\d+)/model)",
-        route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
-          const auto job = to_i64(req.matches[1], "job");
-          if (!req.has_param("round")) throw Refused(400, "missing ?round=");
-          const auto round = to_i64(req.get_param_value("round"), "round");
-          if (!req.has_param("since")) return send_file(res, state.model_file(job, round));
-          // Delta from an older round the contributor holds (404 when that
-          // snapshot is gone or either round is unknown: download it whole).
-          const auto since = to_i64(req.get_param_value("since"), "since");
-          if (since < 0 || since >= round)
-            throw Refused(400, "since: expected a round in 0.." + std::to_string(round - 1));
-          const auto d = deltas.get(state, job, since, round);
-          res.set_content_provider(
-              d->size(), "application/octet-stream",
-              [d](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-                return sink.write(d->data() + offset, std::min(length, d->size() - offset));
-              });
-        }, false));
+        route(
+            [&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
+              const auto job = to_i64(req.matches[1], "job");
+              if (!req.has_param("round")) throw Refused(400, "missing ?round=");
+              const auto round = to_i64(req.get_param_value("round"), "round");
+              if (!req.has_param("since")) return send_file(res, state.model_file(job, round));
+              // Delta from an older round the contributor holds (404 when that
+              // snapshot is gone or either round is unknown: download it whole).
+              const auto since = to_i64(req.get_param_value("since"), "since");
+              if (since < 0 || since >= round)
+                throw Refused(400, "since: expected a round in 0.." + std::to_string(round - 1));
+              const auto d = deltas.get(state, job, since, round);
+              res.set_content_provider(
+                  d->size(), "application/octet-stream",
+                  [d](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                    return sink.write(d->data() + offset, std::min(length, d->size() - offset));
+                  });
+            },
+            false));
   S.Get(R"(/api/jobs/(\d+)/shards/(\d+))",
-        route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
-          send_file(res, state.shard_file(to_i64(req.matches[1], "job"),
-                                           std::size_t(to_i64(req.matches[2], "shard"))));
-        }, false));
+        route(
+            [&](const httplib::Request& req, httplib::Response& res, const TokenInfo&) {
+              send_file(res, state.shard_file(to_i64(req.matches[1], "job"),
+                                              std::size_t(to_i64(req.matches[2], "shard"))));
+            },
+            false));
   S.Post(R"(/api/jobs/(\d+)/rounds/(\d+)/upload)",
-         route([&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
-           auto param = [&](const char* k) {
-             if (!req.has_param(k)) throw Refused(400, std::string("missing ?") + k + "=");
-             return req.get_param_value(k);
-           };
-           UploadMeta m;
-           m.job = to_i64(req.matches[1], "job");
-           m.round = to_i64(req.matches[2], "round");
-           m.contributor = to_i64(param("contributor_id"), "contributor_id");
-           m.tokens = to_i64(param("tokens"), "tokens");
-           m.compute_s = to_f64(param("compute_s"), "compute_s");
-           if (req.has_param("loss")) {
-             const std::string l = req.get_param_value("loss");
-             if (l != "nan" && l != "-nan") m.train_loss = to_f64(l, "loss");
-           }
-           reply(res, state.upload(who, m, req.body));
-         }, false));
+         route(
+             [&](const httplib::Request& req, httplib::Response& res, const TokenInfo& who) {
+               auto param = [&](const char* k) {
+                 if (!req.has_param(k)) throw Refused(400, std::string("missing ?") + k + "=");
+                 return req.get_param_value(k);
+               };
+               UploadMeta m;
+               m.job = to_i64(req.matches[1], "job");
+               m.round = to_i64(req.matches[2], "round");
+               m.contributor = to_i64(param("contributor_id"), "contributor_id");
+               m.tokens = to_i64(param("tokens"), "tokens");
+               m.compute_s = to_f64(param("compute_s"), "compute_s");
+               if (req.has_param("loss")) {
+                 const std::string l = req.get_param_value("loss");
+                 if (l != "nan" && l != "-nan") m.train_loss = to_f64(l, "loss");
+               }
+               reply(res, state.upload(who, m, req.body));
+             },
+             false));
   S.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty())
-      send_error(res, res.status, res.status == 413 ? "request body too large"
-                                  : res.status == 404 ? "no such route"
-                                                      : "request refused");
+      send_error(res, res.status,
+                 res.status == 413   ? "request body too large"
+                 : res.status == 404 ? "no such route"
+                                     : "request refused");
   });
 
   int bound = port;

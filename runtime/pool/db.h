@@ -15,7 +15,7 @@ struct sqlite3_stmt;
 namespace myelin::pool {
 
 class Stmt {
-public:
+ public:
   Stmt(sqlite3* db, const std::string& sql);
   ~Stmt();
   Stmt(Stmt&& o) noexcept : db_(o.db_), st_(o.st_) { o.st_ = nullptr; }
@@ -35,8 +35,7 @@ public:
   Stmt& bind(int i, const std::optional<std::int64_t>& v);
   Stmt& bind(int i, const std::optional<std::string>& v);
   // Binds all arguments in order, starting at parameter 1.
-  template <typename... A>
-  Stmt& bind_all(const A&... a) {
+  template <typename... A> Stmt& bind_all(const A&... a) {
     int i = 1;
     (bind(i++, a), ...);
     return *this;
@@ -57,13 +56,13 @@ public:
   // NULL -> nullopt
   std::optional<double> opt_f64(int col) const;
 
-private:
+ private:
   sqlite3* db_;
   sqlite3_stmt* st_ = nullptr;
 };
 
 class Db {
-public:
+ public:
   // Opens (creating if needed) the database file; enables WAL, FULL sync,
   // a busy timeout (other processes such as `pool token create` may write).
   explicit Db(const std::string& path);
@@ -77,20 +76,20 @@ public:
   int changes() const;
   sqlite3* handle() { return db_; }
 
-private:
+ private:
   sqlite3* db_ = nullptr;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back in the destructor unless committed.
 class Tx {
-public:
+ public:
   explicit Tx(Db& db);
   ~Tx();
   Tx(const Tx&) = delete;
   Tx& operator=(const Tx&) = delete;
   void commit();
 
-private:
+ private:
   Db& db_;
   bool done_ = false;
 };

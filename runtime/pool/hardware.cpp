@@ -42,8 +42,8 @@ nlohmann::json describe_hardware(const std::string& device, const std::string& g
   nlohmann::json list = nlohmann::json::array();
   if (device == "cuda") {
     // Names from nvidia-smi when it exists; otherwise the indices given.
-    std::unique_ptr<FILE, PipeCloser> p(
-        popen("nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null", "r"));
+    std::unique_ptr<FILE, PipeCloser> p(popen(
+        "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader 2>/dev/null", "r"));
     std::string out;
     if (p) {
       char buf[256];
@@ -56,8 +56,7 @@ nlohmann::json describe_hardware(const std::string& device, const std::string& g
       std::string want = ",", have = ",";
       want.append(gpus).append(",");
       have.append(trim(idx)).append(",");
-      if (gpus.empty() || want.find(have) != std::string::npos)
-        list.push_back(trim(line));
+      if (gpus.empty() || want.find(have) != std::string::npos) list.push_back(trim(line));
     }
     if (list.empty() && !gpus.empty()) list.push_back(std::string("cuda:").append(gpus));
   }

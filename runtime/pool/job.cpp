@@ -8,8 +8,7 @@ namespace myelin::pool {
 namespace {
 using nlohmann::json;
 
-template <typename T>
-void get(const json& j, const char* key, T& out) {
+template <typename T> void get(const json& j, const char* key, T& out) {
   if (!j.contains(key)) return;
   try {
     out = j.at(key).get<T>();
@@ -21,20 +20,44 @@ void positive(double v, const char* key) {
   require(std::isfinite(v) && v > 0, std::string("job.") + key, "expected a positive number");
 }
 void non_negative(double v, const char* key) {
-  require(std::isfinite(v) && v >= 0, std::string("job.") + key,
-          "expected a non-negative number");
+  require(std::isfinite(v) && v >= 0, std::string("job.") + key, "expected a non-negative number");
 }
 } // namespace
 
 JobSpec parse_job(const json& j) {
   require(j.is_object(), "job", "expected a JSON object");
-  static const char* known[] = {
-      "name", "model", "init_checkpoint", "train_data", "val_data", "train_files", "val_files",
-      "batch_size", "seq_len", "grad_accum", "inner_steps", "inner_lr", "lr_schedule",
-      "warmup_steps", "weight_decay", "grad_clip", "beta1", "beta2", "outer_lr",
-      "outer_momentum", "rounds", "min_contributors", "max_contributors", "round_deadline_s",
-      "compression", "block_size", "norm_factor", "max_norm", "loss_check", "loss_tolerance",
-      "val_batches", "keep_snapshots"};
+  static const char* known[] = {"name",
+                                "model",
+                                "init_checkpoint",
+                                "train_data",
+                                "val_data",
+                                "train_files",
+                                "val_files",
+                                "batch_size",
+                                "seq_len",
+                                "grad_accum",
+                                "inner_steps",
+                                "inner_lr",
+                                "lr_schedule",
+                                "warmup_steps",
+                                "weight_decay",
+                                "grad_clip",
+                                "beta1",
+                                "beta2",
+                                "outer_lr",
+                                "outer_momentum",
+                                "rounds",
+                                "min_contributors",
+                                "max_contributors",
+                                "round_deadline_s",
+                                "compression",
+                                "block_size",
+                                "norm_factor",
+                                "max_norm",
+                                "loss_check",
+                                "loss_tolerance",
+                                "val_batches",
+                                "keep_snapshots"};
   for (const auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -116,8 +139,7 @@ JobSpec parse_job(const json& j) {
   require(s.beta1 >= 0 && s.beta1 < 1, "job.beta1", "expected [0, 1)");
   require(s.beta2 >= 0 && s.beta2 < 1, "job.beta2", "expected [0, 1)");
   positive(s.outer_lr, "outer_lr");
-  require(s.outer_momentum >= 0 && s.outer_momentum < 1, "job.outer_momentum",
-          "expected [0, 1)");
+  require(s.outer_momentum >= 0 && s.outer_momentum < 1, "job.outer_momentum", "expected [0, 1)");
   require(s.rounds > 0 && s.rounds <= 10000000, "job.rounds", "expected 1..10^7");
   require(s.max_contributors > 0 && s.max_contributors <= 4096, "job.max_contributors",
           "expected 1..4096");
@@ -139,10 +161,13 @@ nlohmann::json job_to_json(const JobSpec& s) {
   if (!s.init_checkpoint.empty()) {
     j["init_checkpoint"] = s.init_checkpoint;
   } else {
-    j["model"] = {{"layers", s.shape.num_layers}, {"heads", s.shape.num_heads},
-                  {"channels", s.shape.channels}, {"vocab", s.shape.vocab_size},
+    j["model"] = {{"layers", s.shape.num_layers},
+                  {"heads", s.shape.num_heads},
+                  {"channels", s.shape.channels},
+                  {"vocab", s.shape.vocab_size},
                   {"padded_vocab", s.shape.padded_vocab_size},
-                  {"max_seq_len", s.shape.max_seq_len}, {"seed", s.seed}};
+                  {"max_seq_len", s.shape.max_seq_len},
+                  {"seed", s.seed}};
   }
   j["train_data"] = s.train_data;
   j["val_data"] = s.val_data;

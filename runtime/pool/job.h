@@ -34,7 +34,7 @@ struct JobSpec {
   std::string init_checkpoint; // on the coordinator; empty = init from shape + seed
   GPT2Config shape{64, 256, 256, 2, 2, 32};
   std::uint64_t seed = 1337;
-  std::string train_data, val_data;           // globs as submitted
+  std::string train_data, val_data;                // globs as submitted
   std::vector<std::string> train_files, val_files; // resolved by the coordinator
   int batch_size = 4, seq_len = 32, grad_accum = 1;
   int inner_steps = 10;

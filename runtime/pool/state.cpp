@@ -43,8 +43,7 @@ json opt_num(const std::optional<double>& v) {
   return v && std::isfinite(*v) ? json(*v) : json(nullptr);
 }
 bool valid_state(const std::string& s) {
-  return s == "idle" || s == "downloading" || s == "training" || s == "uploading" ||
-         s == "waiting";
+  return s == "idle" || s == "downloading" || s == "training" || s == "uploading" || s == "waiting";
 }
 } // namespace
 
@@ -93,8 +92,8 @@ float PoolState::evaluate(JobRt& rt, const std::vector<float>& params) {
   if (!rt.eval) {
     EngineOptions eo;
     rt.eval = make_engine(rt.cfg, StageSpec::whole(rt.cfg), s.batch_size, s.seq_len, eo);
-    rt.val = std::make_unique<DataLoader>(s.val_data, "job.val_data", s.batch_size, s.seq_len, 0,
-                                          1, rt.cfg.vocab_size, false, 0);
+    rt.val = std::make_unique<DataLoader>(s.val_data, "job.val_data", s.batch_size, s.seq_len, 0, 1,
+                                          rt.cfg.vocab_size, false, 0);
     rt.in.resize(std::size_t(s.batch_size) * s.seq_len);
     rt.tg.resize(rt.in.size());
   }
@@ -129,8 +128,8 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
     params = gpt2_init(s.shape, s.seed);
   }
   // Every shard must hold at least one global batch of all slices.
-  DataLoader probe(s.train_data, "job.train_data", s.batch_size, s.seq_len, 0,
-                   s.max_contributors, s.shape.vocab_size, false, 0);
+  DataLoader probe(s.train_data, "job.train_data", s.batch_size, s.seq_len, 0, s.max_contributors,
+                   s.shape.vocab_size, false, 0);
   (void)probe;
 
   Tx tx(db_);
@@ -158,15 +157,16 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
   jobs_[id] = std::move(rt);
   if (!quiet_)
     std::cout << "pool: job " << id << " '" << s.name << "' submitted: " << s.shape.describe()
-              << ", " << params.size() << " params, " << s.rounds << " rounds x "
-              << s.inner_steps << " inner steps" << std::endl;
+              << ", " << params.size() << " params, " << s.rounds << " rounds x " << s.inner_steps
+              << " inner steps" << std::endl;
   return id;
 }
 
 void PoolState::stop_job(std::int64_t job) {
   std::lock_guard lk(mu_);
   Tx tx(db_);
-  db_.prepare("UPDATE jobs SET status = 'stopped', finished = ? WHERE id = ? AND status = 'running'")
+  db_.prepare(
+         "UPDATE jobs SET status = 'stopped', finished = ? WHERE id = ? AND status = 'running'")
       .bind_all(unix_now(), job)
       .run();
   if (db_.changes() == 0) throw Refused(404, "no running job " + std::to_string(job));
@@ -262,7 +262,8 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
     if (q.step()) slot = q.i64(0);
   }
   if (slot >= 0 && has_contribution(cid))
-    return {{"wait", 0.05}, {"idle", false},
+    return {{"wait", 0.05},
+            {"idle", false},
             {"reason", "waiting for round " + std::to_string(round) + " to close"}};
   if (has_contribution(cid))
     return {{"wait", 0.05}, {"idle", false}, {"reason", "already contributed to this round"}};
@@ -295,7 +296,8 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
       for (std::size_t k = 0; k < state.size() && slot < 0; ++k)
         if (state[k] == want) slot = std::int64_t(k);
     if (slot < 0)
-      return {{"wait", 0.5}, {"idle", false},
+      return {{"wait", 0.5},
+              {"idle", false},
               {"reason", "all " + std::to_string(s.max_contributors) + " slots of round " +
                              std::to_string(round) + " are taken"}};
     db_.prepare("DELETE FROM assignments WHERE job_id = ? AND round = ? AND slot = ?")
@@ -324,26 +326,32 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
     const auto sz = fs::file_size(s.train_files[i], ec);
     shards.push_back({{"index", i}, {"bytes", ec ? 0 : std::uint64_t(sz)}});
   }
-  return {
-      {"job", job},
-      {"name", s.name},
-      {"round", round},
-      {"rounds", s.rounds},
-      {"slot", slot},
-      {"slots", s.max_contributors},
-      {"inner_steps", s.inner_steps},
-      {"batch_position", std::uint64_t(round) * s.inner_steps * s.grad_accum},
-      {"param_count", rt.n},
-      {"compression", codec_name(s.compression)},
-      {"block_size", s.block_size},
-      {"deadline_s", std::max(0.0, opened + s.round_deadline_s - now)},
-      {"train",
-       {{"batch_size", s.batch_size}, {"seq_len", s.seq_len}, {"grad_accum", s.grad_accum},
-        {"lr", s.inner_lr}, {"lr_schedule", s.lr_schedule}, {"warmup_steps", s.warmup_steps},
-        {"weight_decay", s.weight_decay}, {"grad_clip", s.grad_clip}, {"beta1", s.beta1},
-        {"beta2", s.beta2}, {"seed", s.seed},
-        {"total_steps", std::int64_t(s.rounds) * s.inner_steps}}},
-      {"shards", shards}};
+  return {{"job", job},
+          {"name", s.name},
+          {"round", round},
+          {"rounds", s.rounds},
+          {"slot", slot},
+          {"slots", s.max_contributors},
+          {"inner_steps", s.inner_steps},
+          {"batch_position", std::uint64_t(round) * s.inner_steps * s.grad_accum},
+          {"param_count", rt.n},
+          {"compression", codec_name(s.compression)},
+          {"block_size", s.block_size},
+          {"deadline_s", std::max(0.0, opened + s.round_deadline_s - now)},
+          {"train",
+           {{"batch_size", s.batch_size},
+            {"seq_len", s.seq_len},
+            {"grad_accum", s.grad_accum},
+            {"lr", s.inner_lr},
+            {"lr_schedule", s.lr_schedule},
+            {"warmup_steps", s.warmup_steps},
+            {"weight_decay", s.weight_decay},
+            {"grad_clip", s.grad_clip},
+            {"beta1", s.beta1},
+            {"beta2", s.beta2},
+            {"seed", s.seed},
+            {"total_steps", std::int64_t(s.rounds) * s.inner_steps}}},
+          {"shards", shards}};
 }
 
 // ---- uploads ------------------------------------------------------------------
@@ -477,9 +485,11 @@ void PoolState::maybe_close(std::int64_t job) {
       "x.contributor_id = c.id)";
   // Live contributors assigned to this round that have not uploaded yet.
   const auto training = count((std::string("SELECT COUNT(*) FROM assignments a JOIN contributors c "
-                                            "ON c.id = a.contributor_id WHERE a.job_id = ?1 AND "
-                                            "a.round = ?2 AND c.state != 'left' AND "
-                                            "c.last_seen >= ?3 AND ") + no_upload).c_str(),
+                                           "ON c.id = a.contributor_id WHERE a.job_id = ?1 AND "
+                                           "a.round = ?2 AND c.state != 'left' AND "
+                                           "c.last_seen >= ?3 AND ") +
+                               no_upload)
+                                  .c_str(),
                               true);
   // Live contributors of this job not yet assigned (between rounds), as many
   // as there are slots left.
@@ -487,7 +497,9 @@ void PoolState::maybe_close(std::int64_t job) {
       (std::string("SELECT COUNT(*) FROM contributors c WHERE c.job_id = ?1 AND "
                    "c.state != 'left' AND c.last_seen >= ?3 AND NOT EXISTS (SELECT 1 FROM "
                    "assignments a WHERE a.job_id = ?1 AND a.round = ?2 AND a.contributor_id = "
-                   "c.id) AND ") + no_upload).c_str(),
+                   "c.id) AND ") +
+       no_upload)
+          .c_str(),
       true);
   const auto used = count(
       "SELECT COUNT(*) FROM assignments a JOIN contributors c ON c.id = a.contributor_id WHERE "
@@ -496,7 +508,8 @@ void PoolState::maybe_close(std::int64_t job) {
       "x.contributor_id = c.id))",
       true);
   const std::int64_t expected =
-      training + std::min<std::int64_t>(unassigned, std::max<std::int64_t>(0, s.max_contributors - used));
+      training +
+      std::min<std::int64_t>(unassigned, std::max<std::int64_t>(0, s.max_contributors - used));
   double opened = now;
   {
     auto q = db_.prepare("SELECT opened FROM rounds WHERE job_id = ? AND round = ?");
@@ -622,7 +635,8 @@ void PoolState::close_round(std::int64_t job, std::int64_t r) {
         .bind_all(r + 1, now, job)
         .run();
   } else {
-    db_.prepare("INSERT INTO rounds(job_id, round, status, opened, model) VALUES(?, ?, 'open', ?, ?)")
+    db_.prepare(
+           "INSERT INTO rounds(job_id, round, status, opened, model) VALUES(?, ?, 'open', ?, ?)")
         .bind_all(job, r + 1, now, model_path(job, r + 1))
         .run();
     db_.prepare("UPDATE jobs SET round = ? WHERE id = ?").bind_all(r + 1, job).run();
@@ -663,7 +677,8 @@ std::string PoolState::model_file(std::int64_t job, std::int64_t round) {
   auto q = db_.prepare("SELECT round FROM jobs WHERE id = ?");
   q.bind(1, job);
   if (!q.step() || round < 0 || round > q.i64(0) || !fs::exists(p))
-    throw Refused(404, "no model for job " + std::to_string(job) + " round " + std::to_string(round));
+    throw Refused(404,
+                  "no model for job " + std::to_string(job) + " round " + std::to_string(round));
   return p;
 }
 

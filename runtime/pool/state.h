@@ -24,10 +24,11 @@ namespace myelin::pool {
 
 // A request the state machine refuses: an HTTP status and a reason.
 class Refused : public std::runtime_error {
-public:
+ public:
   Refused(int status, const std::string& msg) : std::runtime_error(msg), status_(status) {}
   int status() const { return status_; }
-private:
+
+ private:
   int status_;
 };
 
@@ -39,7 +40,7 @@ struct UploadMeta {
 };
 
 class PoolState {
-public:
+ public:
   PoolState(const std::string& state_dir, double heartbeat_timeout_s, bool quiet);
   ~PoolState();
 
@@ -73,7 +74,7 @@ public:
   nlohmann::json ledger_json(std::optional<std::int64_t> job);
   std::string ledger_csv(std::optional<std::int64_t> job);
 
-private:
+ private:
   struct JobRt;
   JobRt& job_rt(std::int64_t job);
   void check_owner(const TokenInfo& who, std::int64_t cid);

@@ -51,8 +51,8 @@ std::vector<std::string> judge_norms(const std::vector<double>& norms, double pr
     } else if (policy.max_norm > 0 && n > policy.max_norm) {
       out[i] = "norm " + fmt(n) + " exceeds max_norm " + fmt(policy.max_norm);
     } else if (ref > 0 && n > policy.factor * ref) {
-      out[i] = "norm " + fmt(n) + " exceeds " + fmt(policy.factor) + "x " + ref_name + " " +
-               fmt(ref);
+      out[i] =
+          "norm " + fmt(n) + " exceeds " + fmt(policy.factor) + "x " + ref_name + " " + fmt(ref);
     }
   }
   return out;

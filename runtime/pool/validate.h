@@ -17,8 +17,8 @@ double l2_norm(std::span<const float> x);
 double lower_median(std::vector<double> v);
 
 struct NormPolicy {
-  double factor = 10.0;   // reject norm > factor * reference
-  double max_norm = 0.0;  // absolute bound; 0 = none
+  double factor = 10.0;  // reject norm > factor * reference
+  double max_norm = 0.0; // absolute bound; 0 = none
 };
 
 // One verdict per norm: "" = accepted, else the reason. The reference is the

@@ -8,7 +8,8 @@ namespace myelin {
 
 void validate_train_options(const TrainOptions& o) {
   auto positive = [](double v, const char* flag) {
-    require(std::isfinite(v) && v > 0, flag, "expected a positive number, got " + std::to_string(v));
+    require(std::isfinite(v) && v > 0, flag,
+            "expected a positive number, got " + std::to_string(v));
   };
   auto non_negative = [](double v, const char* flag) {
     require(std::isfinite(v) && v >= 0, flag,

@@ -18,9 +18,9 @@ struct TrainOptions {
   // data
   std::string train_data, val_data;
   bool shuffle = false;
-  int batch_size = 4;  // rows of one micro-batch on one rank
+  int batch_size = 4; // rows of one micro-batch on one rank
   int seq_len = 64;
-  int grad_accum = 1;  // micro-batches per step
+  int grad_accum = 1; // micro-batches per step
   // This process's share of each global batch when it is not set by the
   // data-parallel mesh (the pool assigns contributors disjoint row slices).
   // Under mpirun this process group is slice data_rank of data_ranks and its
@@ -31,7 +31,7 @@ struct TrainOptions {
   std::int64_t data_start_batch = -1;
 
   // optimisation
-  int steps = 100;     // total steps of the run (resume continues up to this)
+  int steps = 100; // total steps of the run (resume continues up to this)
   float lr = 3e-4f;
   int warmup_steps = 0;
   std::string lr_schedule = "cosine";
@@ -52,7 +52,7 @@ struct TrainOptions {
   // parallel layout (distributed runtime)
   int dp = 1, pp = 1;
   std::string pp_schedule = "1f1b";
-  std::string pp_layers;   // e.g. "3,3,2,2"; empty = balanced
+  std::string pp_layers; // e.g. "3,3,2,2"; empty = balanced
   int zero = 0;
   double comm_timeout_s = 300.0;
 

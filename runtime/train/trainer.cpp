@@ -78,13 +78,13 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   // rows are those of one process reading slice r of n with dp*B rows.
   const int rank = opt_.data_rank * mesh_->dp_size() + mesh_->dp_rank();
   const int ranks = opt_.data_ranks * mesh_->dp_size();
-  train_ = std::make_unique<DataLoader>(opt_.train_data, "--train-data", opt_.batch_size,
-                                        opt_.seq_len, rank, ranks, cfg_.vocab_size, opt_.shuffle,
-                                        opt_.seed);
+  train_ =
+      std::make_unique<DataLoader>(opt_.train_data, "--train-data", opt_.batch_size, opt_.seq_len,
+                                   rank, ranks, cfg_.vocab_size, opt_.shuffle, opt_.seed);
   if (!opt_.val_data.empty())
-    val_ = std::make_unique<DataLoader>(opt_.val_data, "--val-data", opt_.batch_size, opt_.seq_len,
-                                        mesh_->dp_rank(), mesh_->dp_size(), cfg_.vocab_size, false,
-                                        0);
+    val_ =
+        std::make_unique<DataLoader>(opt_.val_data, "--val-data", opt_.batch_size, opt_.seq_len,
+                                     mesh_->dp_rank(), mesh_->dp_size(), cfg_.vocab_size, false, 0);
   inputs_.resize(std::size_t(opt_.batch_size) * opt_.seq_len);
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
@@ -95,7 +95,8 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   if (!opt_.metrics_out.empty() && is_logger()) {
     metrics_ = std::make_unique<MetricsFile>();
     metrics_->out.open(opt_.metrics_out, opt_.resume ? std::ios::app : std::ios::trunc);
-    require(bool(metrics_->out), "--metrics-out", "cannot open " + opt_.metrics_out + " for writing");
+    require(bool(metrics_->out), "--metrics-out",
+            "cannot open " + opt_.metrics_out + " for writing");
   }
 }
 
@@ -128,7 +129,8 @@ void Trainer::try_resume() {
   require(a.num_layers == cfg_.num_layers && a.channels == cfg_.channels &&
               a.num_heads == cfg_.num_heads && a.vocab_size == cfg_.vocab_size &&
               a.padded_vocab_size == cfg_.padded_vocab_size && a.max_seq_len == cfg_.max_seq_len,
-          *ck, "checkpoint model shape " + a.describe() + " differs from this run's " + cfg_.describe());
+          *ck,
+          "checkpoint model shape " + a.describe() + " differs from this run's " + cfg_.describe());
   const std::string state_path = *ck + "/state_" + std::to_string(mesh_->world_rank()) + ".bin";
   TrainState st = load_train_state(state_path);
   const auto range = engine_->optimizer_range();
@@ -189,8 +191,8 @@ float Trainer::evaluate() {
   const int nb = int(std::min<std::uint64_t>(opt_.val_batches, val_->batches_per_epoch()));
   for (int i = 0; i < nb; ++i) {
     val_->next(inputs_.data(), targets_.data());
-    sum += pipeline_forward(*engine_, data_mesh_->pp(), opt_.batch_size, opt_.seq_len, inputs_.data(),
-                            targets_.data());
+    sum += pipeline_forward(*engine_, data_mesh_->pp(), opt_.batch_size, opt_.seq_len,
+                            inputs_.data(), targets_.data());
   }
   return replica_mean(*mesh_, engine_->stage().last, sum / nb);
 }
@@ -232,8 +234,7 @@ StepMetrics Trainer::step() {
   const int K = opt_.grad_accum, B = opt_.batch_size, T = opt_.seq_len;
   const double loss_sum = run_pipeline(
       *engine_, data_mesh_->pp(), sched_, K, B, T,
-      [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); },
-      &last_timing_);
+      [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); }, &last_timing_);
   sync_->finish();
   const float loss = replica_mean(*mesh_, engine_->stage().last, loss_sum / K);
   const float norm = float(std::sqrt(sync_->global_norm()));
@@ -255,8 +256,8 @@ StepMetrics Trainer::step() {
   if (const double peak = engine_->peak_flops(); peak > 0) {
     // PaLM's count: 6 FLOPs per parameter per token (forward + backward) plus
     // 12 L C T for attention; all ranks together against all devices' peak.
-    const double per_token = 6.0 * double(engine_->layout().total) +
-                             12.0 * cfg_.num_layers * cfg_.channels * double(T);
+    const double per_token =
+        6.0 * double(engine_->layout().total) + 12.0 * cfg_.num_layers * cfg_.channels * double(T);
     m.mfu = per_token * m.tokens_per_s / (peak * mesh_->world_size());
   }
   if (!std::isfinite(m.loss))
@@ -323,10 +324,11 @@ std::vector<StepMetrics> Trainer::run() {
     all.push_back(m);
     if (opt_.sample_every > 0 && (m.step % opt_.sample_every == 0 || m.step == opt_.steps)) {
       const std::string s = sample(opt_.sample_len, sample_rng_);
-      if (!s.empty() && !opt_.quiet && is_logger()) std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
+      if (!s.empty() && !opt_.quiet && is_logger())
+        std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
     }
-    const bool last = m.step == opt_.steps ||
-                      (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
+    const bool last =
+        m.step == opt_.steps || (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
     if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || last))
       save_checkpoint(m.step);
   }

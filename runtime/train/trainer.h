@@ -29,7 +29,7 @@ struct StepMetrics {
 class GradSync;
 
 class Trainer {
-public:
+ public:
   // mesh: the job's data- and pipeline-parallel layout over host memory
   // (MPI); null = one process. data_mesh: the same layout over the engine's
   // memory (NCCL for GPUs); null = mesh.
@@ -64,7 +64,7 @@ public:
     return std::uint64_t(opt_.batch_size) * opt_.seq_len * opt_.grad_accum;
   }
 
-private:
+ private:
   void save_checkpoint(int completed_step);
   bool is_logger() const { return mesh_->world_rank() == 0; }
   void try_resume();

@@ -9,8 +9,9 @@ namespace myelin {
 
 // xorshift64* (Vigna): fast, 64-bit state, good enough for init and sampling.
 class Rng64 {
-public:
-  explicit Rng64(std::uint64_t seed = 1) : s_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {
+ public:
+  explicit Rng64(std::uint64_t seed = 1)
+      : s_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {
     if (s_ == 0) s_ = 0x2545F4914F6CDD1Dull;
   }
   std::uint64_t next() {
@@ -33,7 +34,7 @@ public:
   std::uint64_t state() const { return s_; }
   void set_state(std::uint64_t s) { s_ = s; }
 
-private:
+ private:
   std::uint64_t s_;
 };
 

@@ -47,9 +47,9 @@ bool have_device() {
   return n > 0;
 }
 
-#define REQUIRE_GPU()                                                                          \
-  do {                                                                                         \
-    if (!have_device()) GTEST_SKIP() << "skipped: no CUDA device";                             \
+#define REQUIRE_GPU()                                                                              \
+  do {                                                                                             \
+    if (!have_device()) GTEST_SKIP() << "skipped: no CUDA device";                                 \
   } while (0)
 
 // ---- host-side storage conversion ----------------------------------------------------------
@@ -67,18 +67,15 @@ float bf16_value(std::uint16_t b) {
 }
 
 // Storage traits: host representation of T (float, or raw bf16 bits).
-template <typename T>
-struct St;
-template <>
-struct St<float> {
+template <typename T> struct St;
+template <> struct St<float> {
   using Host = float;
   static Host enc(float f) { return f; }
   static float dec(Host h) { return h; }
   static constexpr double rtol = 1e-5, atol = 1e-5;
   static constexpr const char* name = "fp32";
 };
-template <>
-struct St<bf16> {
+template <> struct St<bf16> {
   using Host = std::uint16_t;
   static Host enc(float f) { return bf16_bits(f); }
   static float dec(Host h) { return bf16_value(h); }
@@ -95,21 +92,20 @@ std::vector<float> rand_vec(std::size_t n, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(n);
   for (auto& x : v) {
-    do x = u(rng()); while (x == 0.0f);
+    do x = u(rng());
+    while (x == 0.0f);
   }
   return v;
 }
 // Values representable in T (rounded through its storage).
-template <typename T>
-std::vector<float> representable(std::vector<float> v) {
+template <typename T> std::vector<float> representable(std::vector<float> v) {
   for (auto& x : v) x = St<T>::dec(St<T>::enc(x));
   return v;
 }
 std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 // A device buffer of T holding `v` (converted to T).
-template <typename T>
-DeviceBuffer<T> up(const std::vector<float>& v) {
+template <typename T> DeviceBuffer<T> up(const std::vector<float>& v) {
   std::vector<typename St<T>::Host> h(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) h[i] = St<T>::enc(v[i]);
   DeviceBuffer<T> d(v.size());
@@ -121,14 +117,12 @@ DeviceBuffer<int> up_int(const std::vector<int>& v) {
   MYELIN_CUDA_CHECK(cudaMemcpy(d.get(), v.data(), v.size() * sizeof(int), cudaMemcpyHostToDevice));
   return d;
 }
-template <typename T>
-DeviceBuffer<T> poisoned(std::size_t n) {
+template <typename T> DeviceBuffer<T> poisoned(std::size_t n) {
   DeviceBuffer<T> d(n);
   MYELIN_CUDA_CHECK(cudaMemset(d.get(), 0xff, n * sizeof(T)));
   return d;
 }
-template <typename T>
-std::vector<float> down(const DeviceBuffer<T>& d, std::size_t n = 0) {
+template <typename T> std::vector<float> down(const DeviceBuffer<T>& d, std::size_t n = 0) {
   if (n == 0) n = d.size();
   MYELIN_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<typename St<T>::Host> h(n);
@@ -168,8 +162,7 @@ void expect_close_t(const std::vector<double>& ref, const std::vector<float>& go
 
 cudaStream_t stream0() { return nullptr; } // legacy default stream; tests sync via down()
 
-template <typename T>
-class CudaOps : public ::testing::Test {};
+template <typename T> class CudaOps : public ::testing::Test {};
 using StorageTypes = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(CudaOps, StorageTypes);
 
@@ -177,7 +170,9 @@ TYPED_TEST_SUITE(CudaOps, StorageTypes);
 TYPED_TEST(CudaOps, Encoder) {
   REQUIRE_GPU();
   using T = TypeParam;
-  struct S { int B, Tn, C, V; };
+  struct S {
+    int B, Tn, C, V;
+  };
   for (S s : {S{2, 7, 13, 50}, S{3, 33, 64, 100}, S{2, 64, 776, 300}}) {
     const int N = s.B * s.Tn, C = s.C;
     const auto wte = representable<T>(rand_vec(std::size_t(s.V) * C));
@@ -190,7 +185,8 @@ TYPED_TEST(CudaOps, Encoder) {
 
     std::vector<double> ref_out(std::size_t(N) * C);
     auto wte_d = to_d(wte), wpe_d = to_d(wpe), dout_d = to_d(dout);
-    myelin::cpu::encoder_forward(ref_out.data(), tok.data(), wte_d.data(), wpe_d.data(), s.B, s.Tn, C);
+    myelin::cpu::encoder_forward(ref_out.data(), tok.data(), wte_d.data(), wpe_d.data(), s.B, s.Tn,
+                                 C);
     auto ref_dwte = to_d(dwte0), ref_dwpe = to_d(dwpe0);
     myelin::cpu::encoder_backward(ref_dwte.data(), ref_dwpe.data(), dout_d.data(), tok.data(), s.B,
                                   s.Tn, C, s.V);
@@ -284,9 +280,12 @@ TYPED_TEST(CudaOps, Matmul) {
   REQUIRE_GPU();
   using T = TypeParam;
   myelin::cuda::MatmulContext ctx;
-  struct S { int N, IC, OC; bool bias; };
-  for (S s : {S{7, 13, 17, true}, S{64, 96, 200, true}, S{33, 128, 384, false},
-              S{130, 64, 48, true}}) {
+  struct S {
+    int N, IC, OC;
+    bool bias;
+  };
+  for (S s :
+       {S{7, 13, 17, true}, S{64, 96, 200, true}, S{33, 128, 384, false}, S{130, 64, 48, true}}) {
     const std::size_t NI = std::size_t(s.N) * s.IC, NO = std::size_t(s.N) * s.OC,
                       OI = std::size_t(s.OC) * s.IC;
     const auto x = representable<T>(rand_vec(NI));
@@ -296,14 +295,14 @@ TYPED_TEST(CudaOps, Matmul) {
     const auto dw0 = rand_vec(OI), db0 = rand_vec(s.OC);
     auto xd = to_d(x), wd = to_d(w), bd = to_d(b), doutd = to_d(dout);
     std::vector<double> out(NO);
-    myelin::cpu::matmul_forward(out.data(), xd.data(), wd.data(), s.bias ? bd.data() : nullptr,
-                                s.N, s.IC, s.OC);
+    myelin::cpu::matmul_forward(out.data(), xd.data(), wd.data(), s.bias ? bd.data() : nullptr, s.N,
+                                s.IC, s.OC);
     std::vector<double> dinp(NI, 0.0);
     auto rdw = to_d(dw0), rdb = to_d(db0);
     myelin::cpu::matmul_backward(dinp.data(), rdw.data(), s.bias ? rdb.data() : nullptr,
                                  doutd.data(), xd.data(), wd.data(), s.N, s.IC, s.OC);
-    const std::string tag = " N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) +
-                            " OC=" + std::to_string(s.OC);
+    const std::string tag =
+        " N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) + " OC=" + std::to_string(s.OC);
 
     auto gx = up<T>(x), gw = up<T>(w), gb = up<T>(b), gdout = up<T>(dout);
     auto gout = poisoned<T>(NO);
@@ -351,7 +350,9 @@ TYPED_TEST(CudaOps, Matmul) {
 TYPED_TEST(CudaOps, Attention) {
   REQUIRE_GPU();
   using T = TypeParam;
-  struct S { int B, Tn, C, NH; };
+  struct S {
+    int B, Tn, C, NH;
+  };
   for (S s : {S{2, 7, 32, 4}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 64, 192, 2}, S{1, 1, 64, 1},
               S{1, 130, 64, 1}}) {
     const int N = s.B * s.Tn, C = s.C;
@@ -435,7 +436,9 @@ TYPED_TEST(CudaOps, GeluResidual) {
 TYPED_TEST(CudaOps, Classifier) {
   REQUIRE_GPU();
   using T = TypeParam;
-  struct S { int N, V, Vp; };
+  struct S {
+    int N, V, Vp;
+  };
   for (S s : {S{5, 50, 64}, S{3, 1000, 1003}, S{4, 50257, 50304}}) {
     const std::size_t NV = std::size_t(s.N) * s.Vp;
     const auto logits = representable<T>(rand_vec(NV, -4.0f, 4.0f));
@@ -463,7 +466,8 @@ TYPED_TEST(CudaOps, Classifier) {
   }
 }
 
-// ---- AdamW ---------------------------------------------------------------------------------------
+// ---- AdamW
+// ---------------------------------------------------------------------------------------
 TYPED_TEST(CudaOps, AdamW) {
   REQUIRE_GPU();
   using T = TypeParam;
@@ -473,9 +477,9 @@ TYPED_TEST(CudaOps, AdamW) {
   const myelin::cuda::AdamWArgs a{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0};
   // fp32 CPU reference (the update is defined in fp32).
   auto rp = p0, rm = m0, rv = v0;
-  myelin::cpu::adamw_update(rp.data(), g.data(), rm.data(), rv.data(), n,
-                            myelin::cpu::AdamWParams{a.lr, a.beta1, a.beta2, a.eps,
-                                                     a.weight_decay, a.t});
+  myelin::cpu::adamw_update(
+      rp.data(), g.data(), rm.data(), rv.data(), n,
+      myelin::cpu::AdamWParams{a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.t});
   auto gg = up<float>(g), gm = up<float>(m0), gv = up<float>(v0);
   if constexpr (std::is_same<T, float>::value) {
     auto gp = up<float>(p0);
@@ -496,8 +500,8 @@ TYPED_TEST(CudaOps, AdamW) {
     auto master2 = up<float>(p0), gm2 = up<float>(m0), gv2 = up<float>(v0);
     myelin::cuda::AdamWArgs sr = a;
     sr.seed = 42;
-    myelin::cuda::adamw_update<bf16>(gp.get(), master2.get(), gg.get(), gm2.get(), gv2.get(), n,
-                                     sr, stream0());
+    myelin::cuda::adamw_update<bf16>(gp.get(), master2.get(), gg.get(), gm2.get(), gv2.get(), n, sr,
+                                     stream0());
     const auto ps = down(gp);
     std::size_t up_count = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -511,7 +515,8 @@ TYPED_TEST(CudaOps, AdamW) {
   expect_close(to_d(rv), down(gv), 1e-5, 1e-6, "adamw v");
 }
 
-// ---- global norm ---------------------------------------------------------------------------------
+// ---- global norm
+// ---------------------------------------------------------------------------------
 TYPED_TEST(CudaOps, SumSquaresAndScale) {
   REQUIRE_GPU();
   using T = TypeParam;
@@ -535,7 +540,8 @@ TYPED_TEST(CudaOps, SumSquaresAndScale) {
   }
 }
 
-// ---- engine parity --------------------------------------------------------------------------------
+// ---- engine parity
+// --------------------------------------------------------------------------------
 myelin::GPT2Config tiny_config() {
   myelin::GPT2Config c;
   c.max_seq_len = 16;
@@ -676,21 +682,21 @@ TEST(CudaEngine, PipelineStagesMatchWholeModel) {
   whole->backward(0, 1.0f);
   EXPECT_EQ(s0->forward(0, tok.data(), nullptr, 2, 16), 0.0f);
   const std::size_t act = std::size_t(2) * 16 * c.channels * sizeof(float);
-  MYELIN_CUDA_CHECK(cudaMemcpy(s1->input_act(0).data, s0->output_act(0).data, act,
-                               cudaMemcpyDeviceToDevice));
+  MYELIN_CUDA_CHECK(
+      cudaMemcpy(s1->input_act(0).data, s0->output_act(0).data, act, cudaMemcpyDeviceToDevice));
   const float l1 = s1->forward(0, nullptr, tgt.data(), 2, 16);
   EXPECT_NEAR(l1, lw, 1e-6 * std::fabs(lw));
   s1->backward(0, 1.0f);
-  MYELIN_CUDA_CHECK(cudaMemcpy(s0->output_grad(0).data, s1->input_grad(0).data, act,
-                               cudaMemcpyDeviceToDevice));
+  MYELIN_CUDA_CHECK(
+      cudaMemcpy(s0->output_grad(0).data, s1->input_grad(0).data, act, cudaMemcpyDeviceToDevice));
   s0->backward(0, 1.0f);
   const myelin::ParamLayout lay(c);
   std::vector<float> gw(lay.total), g0(lay.total), g1(lay.total);
   auto fetch = [&](myelin::Engine& e, std::vector<float>& out) {
     const auto v = e.grads();
     ASSERT_EQ(v.count, lay.total);
-    MYELIN_CUDA_CHECK(cudaMemcpy(out.data(), v.data, lay.total * sizeof(float),
-                                 cudaMemcpyDeviceToHost));
+    MYELIN_CUDA_CHECK(
+        cudaMemcpy(out.data(), v.data, lay.total * sizeof(float), cudaMemcpyDeviceToHost));
   };
   fetch(*whole, gw);
   fetch(*s0, g0);

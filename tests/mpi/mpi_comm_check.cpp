@@ -66,27 +66,43 @@ const ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceO
 struct Buf {
   CommDType t;
   std::vector<unsigned char> bytes;
-  Buf(CommDType type, std::size_t n) : t(type), bytes(std::max<std::size_t>(1, n * comm_dtype_size(type)), 0xAB) {}
+  Buf(CommDType type, std::size_t n)
+      : t(type), bytes(std::max<std::size_t>(1, n * comm_dtype_size(type)), 0xAB) {}
   void* data() { return bytes.data(); }
   void* at(std::size_t i) { return bytes.data() + i * comm_dtype_size(t); }
   void set(std::size_t i, double v) {
     void* p = at(i);
     switch (t) {
-    case CommDType::kF32: *static_cast<float*>(p) = static_cast<float>(v); break;
-    case CommDType::kBF16: *static_cast<std::uint16_t*>(p) = float_to_bf16(static_cast<float>(v)); break;
-    case CommDType::kF64: *static_cast<double*>(p) = v; break;
-    case CommDType::kI32: *static_cast<std::int32_t*>(p) = static_cast<std::int32_t>(v); break;
-    case CommDType::kU8: *static_cast<std::uint8_t*>(p) = static_cast<std::uint8_t>(v); break;
+    case CommDType::kF32:
+      *static_cast<float*>(p) = static_cast<float>(v);
+      break;
+    case CommDType::kBF16:
+      *static_cast<std::uint16_t*>(p) = float_to_bf16(static_cast<float>(v));
+      break;
+    case CommDType::kF64:
+      *static_cast<double*>(p) = v;
+      break;
+    case CommDType::kI32:
+      *static_cast<std::int32_t*>(p) = static_cast<std::int32_t>(v);
+      break;
+    case CommDType::kU8:
+      *static_cast<std::uint8_t*>(p) = static_cast<std::uint8_t>(v);
+      break;
     }
   }
   double get(std::size_t i) {
     void* p = at(i);
     switch (t) {
-    case CommDType::kF32: return *static_cast<float*>(p);
-    case CommDType::kBF16: return bf16_to_float(*static_cast<std::uint16_t*>(p));
-    case CommDType::kF64: return *static_cast<double*>(p);
-    case CommDType::kI32: return *static_cast<std::int32_t*>(p);
-    case CommDType::kU8: return *static_cast<std::uint8_t*>(p);
+    case CommDType::kF32:
+      return *static_cast<float*>(p);
+    case CommDType::kBF16:
+      return bf16_to_float(*static_cast<std::uint16_t*>(p));
+    case CommDType::kF64:
+      return *static_cast<double*>(p);
+    case CommDType::kI32:
+      return *static_cast<std::int32_t*>(p);
+    case CommDType::kU8:
+      return *static_cast<std::uint8_t*>(p);
     }
     return 0;
   }
@@ -104,10 +120,14 @@ double reduce_expect(int n, std::size_t i, ReduceOp op, CommDType t) {
   }
   const bool integer = t == CommDType::kI32 || t == CommDType::kU8;
   switch (op) {
-  case ReduceOp::kSum: return sum;
-  case ReduceOp::kAvg: return integer ? std::floor(sum / n) : sum / n;
-  case ReduceOp::kMax: return mx;
-  case ReduceOp::kMin: return mn;
+  case ReduceOp::kSum:
+    return sum;
+  case ReduceOp::kAvg:
+    return integer ? std::floor(sum / n) : sum / n;
+  case ReduceOp::kMax:
+    return mx;
+  case ReduceOp::kMin:
+    return mn;
   }
   return 0;
 }
@@ -118,8 +138,8 @@ bool near(double got, double want, CommDType t) {
 }
 
 // Compares n elements of b from offset `off` with want(i); one check.
-void expect_values(Buf& b, std::size_t off, std::size_t n, const std::function<double(std::size_t)>& want,
-                   const std::string& what) {
+void expect_values(Buf& b, std::size_t off, std::size_t n,
+                   const std::function<double(std::size_t)>& want, const std::string& what) {
   std::size_t wrong = 0, first = 0;
   double got0 = 0, want0 = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -183,8 +203,9 @@ void test_all_reduce(Communicator& c) {
           for (std::size_t i = 0; i < count; ++i) s.set(i, val(r, i));
           Buf& out = in_place ? s : d;
           c.all_reduce(s.data(), out.data(), count, t, op);
-          expect_values(out, 0, count, [&](std::size_t i) { return reduce_expect(n, i, op, t); },
-                        tag("all_reduce", t, reduce_op_name(op), count, in_place) + " on " + c.name());
+          expect_values(
+              out, 0, count, [&](std::size_t i) { return reduce_expect(n, i, op, t); },
+              tag("all_reduce", t, reduce_op_name(op), count, in_place) + " on " + c.name());
         }
 }
 
@@ -201,9 +222,10 @@ void test_reduce_scatter(Communicator& c) {
             c.reduce_scatter(s.data(), s.at(r * chunk), chunk, t, op);
           else
             c.reduce_scatter(s.data(), d.data(), chunk, t, op);
-          expect_values(in_place ? s : d, in_place ? r * chunk : 0, chunk,
-                        [&](std::size_t i) { return reduce_expect(n, r * chunk + i, op, t); },
-                        tag("reduce_scatter", t, reduce_op_name(op), chunk, in_place));
+          expect_values(
+              in_place ? s : d, in_place ? r * chunk : 0, chunk,
+              [&](std::size_t i) { return reduce_expect(n, r * chunk + i, op, t); },
+              tag("reduce_scatter", t, reduce_op_name(op), chunk, in_place));
         }
 }
 
@@ -213,11 +235,13 @@ void test_all_gather(Communicator& c) {
     for (std::size_t chunk : {1, 3, 1001})
       for (bool in_place : {false, true}) {
         Buf s(t, chunk), d(t, chunk * n);
-        for (std::size_t i = 0; i < chunk; ++i) (in_place ? d : s).set((in_place ? r * chunk : 0) + i, val(r, i));
+        for (std::size_t i = 0; i < chunk; ++i)
+          (in_place ? d : s).set((in_place ? r * chunk : 0) + i, val(r, i));
         c.all_gather(in_place ? d.at(r * chunk) : s.data(), d.data(), chunk, t);
-        expect_values(d, 0, chunk * n,
-                      [&](std::size_t i) { return val(static_cast<int>(i / chunk), i % chunk); },
-                      tag("all_gather", t, "", chunk, in_place));
+        expect_values(
+            d, 0, chunk * n,
+            [&](std::size_t i) { return val(static_cast<int>(i / chunk), i % chunk); },
+            tag("all_gather", t, "", chunk, in_place));
       }
 }
 
@@ -229,8 +253,9 @@ void test_broadcast(Communicator& c) {
         Buf b(t, count);
         for (std::size_t i = 0; i < count; ++i) b.set(i, val(r, i));
         c.broadcast(b.data(), count, t, root);
-        expect_values(b, 0, count, [&](std::size_t i) { return val(root, i); },
-                      tag("broadcast", t, ("root " + std::to_string(root)).c_str(), count, false));
+        expect_values(
+            b, 0, count, [&](std::size_t i) { return val(root, i); },
+            tag("broadcast", t, ("root " + std::to_string(root)).c_str(), count, false));
       }
 }
 
@@ -245,9 +270,9 @@ void test_send_recv(Communicator& c) {
       for (std::size_t i = 0; i < count; ++i) b.set(i, static_cast<double>(i % 11));
       c.send(b.data(), count, t, 1, 7);
       c.recv(b.data(), count, t, n - 1, 7);
-      expect_values(b, 0, count,
-                    [&](std::size_t i) { return (i % 11) + n * (n + 1) / 2.0 - 1.0; },
-                    std::string("send/recv chain ") + comm_dtype_name(t));
+      expect_values(
+          b, 0, count, [&](std::size_t i) { return (i % 11) + n * (n + 1) / 2.0 - 1.0; },
+          std::string("send/recv chain ") + comm_dtype_name(t));
     } else {
       c.recv(b.data(), count, t, r - 1, 7);
       for (std::size_t i = 0; i < count; ++i) b.set(i, b.get(i) + r + 1);
@@ -328,7 +353,8 @@ void test_split(Communicator& w) {
   std::vector<int> members;
   for (int q = n - 1; q >= 0; --q)
     if (q % 2 == r % 2) members.push_back(q);
-  const int want_rank = static_cast<int>(std::find(members.begin(), members.end(), r) - members.begin());
+  const int want_rank =
+      static_cast<int>(std::find(members.begin(), members.end(), r) - members.begin());
   expect(sub->rank() == want_rank, "split orders by key");
   expect(sub->timeout() == w.timeout(), "split keeps the timeout");
   // Sum of world ranks in the group.
@@ -382,29 +408,34 @@ void test_async(Communicator& c) {
       for (int q = 0; q < n; ++q) s += val(q, i + b);
       if (std::fabs(buckets[b][i] - s / n) > 1e-6 * s) ++wrong;
     }
-    expect(wrong == 0, "async bucket " + std::to_string(b) + ": " + std::to_string(wrong) + " wrong");
+    expect(wrong == 0,
+           "async bucket " + std::to_string(b) + ": " + std::to_string(wrong) + " wrong");
   }
   // Async reduce_scatter and all_gather together (ZeRO-1 pattern).
   const std::size_t chunk = 1001;
   std::vector<float> grads(chunk * n), shard(chunk), params(chunk * n);
   for (std::size_t i = 0; i < grads.size(); ++i) grads[i] = static_cast<float>(val(r, i));
-  CommHandle rs = c.reduce_scatter_async(grads.data(), shard.data(), chunk, CommDType::kF32, ReduceOp::kSum);
+  CommHandle rs =
+      c.reduce_scatter_async(grads.data(), shard.data(), chunk, CommDType::kF32, ReduceOp::kSum);
   rs.wait();
   for (float& s : shard) s *= 0.5f;
   c.all_gather_async(shard.data(), params.data(), chunk, CommDType::kF32).wait();
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < params.size(); ++i)
-    if (std::fabs(params[i] - 0.5 * reduce_expect(n, i, ReduceOp::kSum, CommDType::kF32)) > 1e-5) ++wrong;
+    if (std::fabs(params[i] - 0.5 * reduce_expect(n, i, ReduceOp::kSum, CommDType::kF32)) > 1e-5)
+      ++wrong;
   expect(wrong == 0, "async reduce_scatter + all_gather");
   // Several reduce_scatters in flight at once (ring steps of different
   // operations interleave), with user messages on the same communicator.
   {
     const std::size_t k = 4, m = 777;
-    std::vector<std::vector<double>> in(k, std::vector<double>(m * n)), out(k, std::vector<double>(m));
+    std::vector<std::vector<double>> in(k, std::vector<double>(m * n)),
+        out(k, std::vector<double>(m));
     std::vector<CommHandle> hs;
     for (std::size_t j = 0; j < k; ++j) {
       for (std::size_t i = 0; i < m * n; ++i) in[j][i] = val(r, i + j);
-      hs.push_back(c.reduce_scatter_async(in[j].data(), out[j].data(), m, CommDType::kF64, ReduceOp::kSum));
+      hs.push_back(
+          c.reduce_scatter_async(in[j].data(), out[j].data(), m, CommDType::kF64, ReduceOp::kSum));
     }
     double token = r, got = -1;
     c.sendrecv(&token, 1, (r + 1) % n, &got, 1, (r + n - 1) % n, CommDType::kF64, 0);
@@ -451,7 +482,8 @@ void test_mesh(std::unique_ptr<Communicator> world_owner) {
     auto w = probe.split(0, r); // a fresh world for this mesh
     Mesh m(std::move(w), dp, pp);
     const std::string what = "mesh dp " + std::to_string(dp) + " pp " + std::to_string(pp) + ": ";
-    expect(m.pp_rank() == r % pp && m.dp_rank() == r / pp, what + "stage = r % pp, replica = r / pp");
+    expect(m.pp_rank() == r % pp && m.dp_rank() == r / pp,
+           what + "stage = r % pp, replica = r / pp");
     expect(m.dp_size() == dp && m.pp_size() == pp, what + "group sizes");
     expect(m.dp().size() == dp && m.pp().size() == pp, what + "communicator sizes");
     expect(m.prev_stage() == (m.pp_rank() == 0 ? -1 : m.pp_rank() - 1) &&
@@ -531,12 +563,15 @@ void run_timeout(Communicator& w) {
     try {
       w.all_reduce(x.data(), x.size(), CommDType::kF32, ReduceOp::kSum);
     } catch (const CommTimeout& e) {
-      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       caught = true;
       std::printf("[rank 0] caught after %.2f s: %s\n", dt, e.what());
-      expect(dt >= limit && dt < limit + 1.5, "timeout within bounds (" + std::to_string(dt) + " s)");
+      expect(dt >= limit && dt < limit + 1.5,
+             "timeout within bounds (" + std::to_string(dt) + " s)");
       expect(e.op() == "all_reduce", "CommTimeout::op() is all_reduce");
-      expect(std::string(e.what()).find("all_reduce") != std::string::npos, "message names all_reduce");
+      expect(std::string(e.what()).find("all_reduce") != std::string::npos,
+             "message names all_reduce");
       expect(e.peer() == 1 && std::string(e.what()).find("rank 1") != std::string::npos,
              "message names the missing rank 1");
     }
@@ -599,7 +634,8 @@ void run_bench_check(Communicator& w) {
     expect(f != nullptr, "JSON written");
     if (f) {
       char buf[64] = {};
-      expect(std::fread(buf, 1, 16, f) == 16 && std::string(buf).rfind("{\"bench\":\"comm\"", 0) == 0,
+      expect(std::fread(buf, 1, 16, f) == 16 &&
+                 std::string(buf).rfind("{\"bench\":\"comm\"", 0) == 0,
              "JSON starts with the bench object");
       std::fclose(f);
       std::remove(json.c_str());
@@ -620,24 +656,38 @@ int run_bench_cli(Communicator& w, int argc, char** argv) {
       if (i + 1 >= argc) throw InputError(a + ": missing value");
       return argv[++i];
     };
-    if (a == "--max-bytes") o.max_bytes = std::stoull(next());
-    else if (a == "--min-bytes") o.min_bytes = std::stoull(next());
-    else if (a == "--iters") o.iters = std::stoi(next());
-    else if (a == "--warmup") o.warmup = std::stoi(next());
-    else if (a == "--dtype") o.dtype = parse_comm_dtype(next());
-    else if (a == "--op") o.op = parse_reduce_op(next());
-    else if (a == "--in-place") o.in_place = true;
-    else if (a == "--no-check") o.check = false;
-    else if (a == "--json") o.json_path = next();
-    else if (a == "--csv") o.csv_path = next();
-    else if (a == "--timeout") w.set_timeout(std::stod(next()));
-    else if (a == "--max-seconds") o.max_seconds_per_size = std::stod(next());
-    else if (a == "--peak") o.peak_busbw_gbps = std::stod(next());
+    if (a == "--max-bytes")
+      o.max_bytes = std::stoull(next());
+    else if (a == "--min-bytes")
+      o.min_bytes = std::stoull(next());
+    else if (a == "--iters")
+      o.iters = std::stoi(next());
+    else if (a == "--warmup")
+      o.warmup = std::stoi(next());
+    else if (a == "--dtype")
+      o.dtype = parse_comm_dtype(next());
+    else if (a == "--op")
+      o.op = parse_reduce_op(next());
+    else if (a == "--in-place")
+      o.in_place = true;
+    else if (a == "--no-check")
+      o.check = false;
+    else if (a == "--json")
+      o.json_path = next();
+    else if (a == "--csv")
+      o.csv_path = next();
+    else if (a == "--timeout")
+      w.set_timeout(std::stod(next()));
+    else if (a == "--max-seconds")
+      o.max_seconds_per_size = std::stod(next());
+    else if (a == "--peak")
+      o.peak_busbw_gbps = std::stod(next());
     else if (a == "--ops") {
       o.ops.clear();
       std::stringstream ss(next());
       for (std::string s; std::getline(ss, s, ',');) o.ops.push_back(s);
-    } else throw InputError(a + ": unknown option");
+    } else
+      throw InputError(a + ": unknown option");
   }
   return run_comm_bench(w, o);
 }
@@ -652,7 +702,8 @@ int run_nccl(Communicator& world) {
   if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
   if (ndev < world.size()) {
     if (g_rank == 0)
-      std::printf("skipped: %d CUDA devices for %d ranks (NCCL needs one per rank)\n", ndev, world.size());
+      std::printf("skipped: %d CUDA devices for %d ranks (NCCL needs one per rank)\n", ndev,
+                  world.size());
     return kSkipped;
   }
   auto nccl = NcclComm::create(world);
@@ -740,8 +791,7 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
           expect(false, std::string(name) + " threw: " + e.what());
         }
-        if (g_rank == 0)
-          std::printf("  %-15s %s\n", name, g_failures == before ? "ok" : "FAILED");
+        if (g_rank == 0) std::printf("  %-15s %s\n", name, g_failures == before ? "ok" : "FAILED");
       }
     } else if (mode == "timeout") {
       run_timeout(*world);
