@@ -7,7 +7,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libboost-program-options-dev
       libgtest-dev
       openmpi-bin libopenmpi-dev
-      nlohmann-json3-dev libcpp-httplib-dev libssl-dev libsqlite3-dev zlib1g-dev
+      nlohmann-json3-dev libcpp-httplib-dev libssl-dev openssl libsqlite3-dev zlib1g-dev
       python3 python3-numpy clang-format
       chromium)
 missing=()
