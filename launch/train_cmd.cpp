@@ -143,7 +143,6 @@ int train_main(const Args& args) {
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = (o.shape.vocab_size + 127) / 128 * 128;
-  if (o.threads > 0) set_cpu_threads(o.threads);
   return run_training(o);
 }
 

@@ -19,6 +19,7 @@
 #include "runtime/parallel/pipeline.h"
 #include "runtime/util/error.h"
 #include "runtime/util/rng.h"
+#include "runtime/util/threads.h"
 
 namespace myelin {
 
@@ -41,6 +42,7 @@ std::string fmt_eta(double s) {
 Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
     : opt_(opt), mesh_(mesh), data_mesh_(data_mesh) {
   validate_train_options(opt_);
+  if (opt_.threads > 0) set_cpu_threads(opt_.threads);
   if (!mesh_) {
     own_mesh_ = std::make_unique<Mesh>(std::make_unique<SelfComm>(), 1, 1);
     mesh_ = own_mesh_.get();
