@@ -18,3 +18,16 @@ wait_for() { # CONDITION SECONDS
     sleep 0.1
   done
 }
+# Creates an admin token (ADMIN) and a volunteer token (TOK) in st/, starts a
+# coordinator on a free loopback port with its state there (extra arguments go
+# to `pool serve`, its output to serve.log) and sets SERVER, PORT and URL.
+start_pool() {
+  ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
+  TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
+  "$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st "$@" > serve.log 2>&1 &
+  SERVER=$!
+  PIDS+=($SERVER)
+  wait_for '[ -s st/port ]' 20
+  PORT=$(cat st/port)
+  URL=http://127.0.0.1:$PORT
+}

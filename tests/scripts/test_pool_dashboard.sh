@@ -11,12 +11,7 @@ if [ -z "$CHROME" ]; then
   exit 77
 fi
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
-TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 3 > serve.log 2>&1 &
-PIDS+=($!)
-wait_for '[ -s st/port ]' 20
-URL=http://127.0.0.1:$(cat st/port)
+start_pool --heartbeat-timeout 3
 cat > job.json <<JSON
 {"name": "dash-demo", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 4},
  "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",

@@ -5,11 +5,7 @@
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st > serve.log 2>&1 &
-PIDS+=($!)
-wait_for '[ -s st/port ]' 20
-URL=http://127.0.0.1:$(cat st/port)
+start_pool
 # One contributor, H=1, outer lr 1, no momentum, no compression: a round is one step.
 cp "$(dirname "$0")/fixtures/pool_equivalence_job.json" job.json
 end=$((SECONDS + 20))

@@ -55,11 +55,7 @@ same_model s1.bin s1dp.bin 1e-6 || fail "dp 2 over slice 1/2 read other rows tha
 ! same_model s1.bin s0.bin 1e-6 >/dev/null 2>&1 || fail "--data-slice had no effect"
 ! same_model s1.bin s1b.bin 1e-6 >/dev/null 2>&1 || fail "--data-start-batch had no effect"
 
-ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 5 > serve.log 2>&1 &
-PIDS+=($!)
-wait_for '[ -s st/port ]' 20
-URL=http://127.0.0.1:$(cat st/port)
+start_pool --heartbeat-timeout 5
 submit() { wait_for '"$MYELIN" pool submit --pool "$URL" --token "$ADMIN" '"$1"' > submit.log 2>&1' 20; }
 
 # (2) equivalence: one --ranks 2 contributor, one round of one step.

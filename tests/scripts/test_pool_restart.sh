@@ -6,13 +6,7 @@
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
-TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 3 > serve.log 2>&1 &
-SERVER=$!; PIDS+=($SERVER)
-wait_for '[ -s st/port ]' 20
-PORT=$(cat st/port)
-URL=http://127.0.0.1:$PORT
+start_pool --heartbeat-timeout 3
 cat > job.json <<JSON
 {"name": "restart", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 2},
  "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",

@@ -7,12 +7,7 @@ source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-ADMIN=$("$MYELIN" pool token create --state-dir st --name admin --admin)
-TOK=$("$MYELIN" pool token create --state-dir st --name volunteers)
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st --heartbeat-timeout 3 --max-upload-mb 1 > serve.log 2>&1 &
-PIDS+=($!)
-wait_for '[ -s st/port ]' 20
-URL=http://127.0.0.1:$(cat st/port)
+start_pool --heartbeat-timeout 3 --max-upload-mb 1
 wait_for '[ "$(code "$URL/api/status?token=$TOK")" = 200 ]' 20
 cat > job.json <<JSON
 {"name": "trust", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 3},
