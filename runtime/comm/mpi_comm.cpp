@@ -27,6 +27,19 @@ void mpi_check(int rc, const std::string& what) {
 
 namespace {
 
+// MPI_Testall with errors as CommError naming `what`; true when all are done.
+bool test_all(int n, MPI_Request* reqs, MPI_Status* statuses, const std::string& what) {
+  int flag = 0;
+  const int rc = MPI_Testall(n, reqs, &flag, statuses);
+  if (rc == MPI_ERR_IN_STATUS) {
+    for (int i = 0; i < n; ++i)
+      if (statuses[i].MPI_ERROR != MPI_SUCCESS && statuses[i].MPI_ERROR != MPI_ERR_PENDING)
+        throw CommError(what + ": " + mpi_error_string(statuses[i].MPI_ERROR));
+  }
+  if (rc != MPI_SUCCESS) throw CommError(what + ": " + mpi_error_string(rc));
+  return flag != 0;
+}
+
 bool mpi_running() {
   int init = 0, fin = 0;
   MPI_Initialized(&init);
@@ -178,16 +191,8 @@ class MpiPending final : public CommPending {
   }
 
   bool poll() override {
-    int flag = 0;
     statuses_.resize(reqs.size());
-    const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, statuses_.data());
-    if (rc == MPI_ERR_IN_STATUS) {
-      for (const MPI_Status& s : statuses_)
-        if (s.MPI_ERROR != MPI_SUCCESS && s.MPI_ERROR != MPI_ERR_PENDING)
-          throw CommError(description() + ": " + mpi_error_string(s.MPI_ERROR));
-    }
-    if (rc != MPI_SUCCESS) throw CommError(description() + ": " + mpi_error_string(rc));
-    if (!flag) return false;
+    if (!test_all(int(reqs.size()), reqs.data(), statuses_.data(), description())) return false;
     for (std::size_t i = 0; i < reqs.size(); ++i) {
       if (expect[i] < 0) continue;
       int got = 0;
@@ -331,16 +336,8 @@ class RingReduceScatter final : public CommPending {
   void start() { post(); }
 
   bool poll() override {
-    int flag = 0;
     MPI_Status st[2];
-    const int rc = MPI_Testall(2, reqs_, &flag, st);
-    if (rc == MPI_ERR_IN_STATUS) {
-      for (const MPI_Status& x : st)
-        if (x.MPI_ERROR != MPI_SUCCESS && x.MPI_ERROR != MPI_ERR_PENDING)
-          throw CommError(description() + ": " + mpi_error_string(x.MPI_ERROR));
-    }
-    if (rc != MPI_SUCCESS) throw CommError(description() + ": " + mpi_error_string(rc));
-    if (!flag) return false;
+    if (!test_all(2, reqs_, st, description())) return false;
     const char* mine = in_ + static_cast<std::size_t>(mod(rank_ - 2 - step_)) * bytes_;
     unsigned char* got = tmp_[step_ % 2].data.get();
     if (step_ == n_ - 2) {
