@@ -47,6 +47,11 @@ void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* token
 template <typename Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
                        const Real* bias, int N, int C);
+// out = LayerNorm(inp) from mean and rstd saved by layernorm_forward: the same
+// values as the forward wrote, bit for bit (activation recomputation).
+template <typename Real>
+void layernorm_apply(Real* out, const Real* inp, const Real* weight, const Real* bias,
+                     const Real* mean, const Real* rstd, int N, int C);
 template <typename Real>
 void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                         const Real* weight, const Real* mean, const Real* rstd, int N, int C);

@@ -7,6 +7,9 @@
 
 #include "launch/commands.h"
 #include "launch/options_util.h"
+#include "runtime/io/model_file.h"
+#include "runtime/model/memory_plan.h"
+#include "runtime/parallel/pipeline.h"
 #include "runtime/train/options.h"
 #include "runtime/train/run.h"
 #include "runtime/util/error.h"
@@ -15,10 +18,49 @@ namespace po = boost::program_options;
 
 namespace myelin::launch {
 
-po::options_description train_options_description(TrainOptions& o) {
+namespace {
+// `--memory-plan`: the cuda engine's device memory per pipeline stage, from
+// the options alone.
+int print_memory_plan(const TrainOptions& o) {
+  GPT2Config cfg = o.shape;
+  if (!o.model_path.empty()) cfg = load_model_config(o.model_path);
+  try {
+    cfg.validate();
+  } catch (const std::invalid_argument& e) {
+    throw InputError(std::string("model shape: ") + e.what());
+  }
+  require(o.batch_size > 0, "--batch-size", "expected a positive number");
+  require(o.seq_len > 0 && o.seq_len <= cfg.max_seq_len, "--seq-len",
+          "expected 1.." + std::to_string(cfg.max_seq_len));
+  require(o.recompute >= 0 && o.recompute <= 2, "--recompute", "expected 0, 1 or 2");
+  require(o.dtype == "fp32" || o.dtype == "bf16", "--dtype", "expected fp32 or bf16");
+  require(o.pp >= 1 && o.pp <= cfg.num_layers, "--pp", "expected 1..layers");
+  const auto stages = split_stages(cfg.num_layers, o.pp, o.pp_layers);
+  const int slots = pipeline_slots(
+      o.pp_schedule == "gpipe" ? PipeSchedule::kGPipe : PipeSchedule::k1F1B, o.pp, o.grad_accum);
+  std::cout << "model " << cfg.describe() << " | " << ParamLayout(cfg).total / 1e6 << "M params | "
+            << o.dtype << " | micro-batch " << o.batch_size << "x" << o.seq_len << " | recompute "
+            << o.recompute << "\n";
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const auto plan =
+        plan_cuda_memory(cfg, stages[i], o.batch_size, o.seq_len, o.dtype, o.recompute, slots);
+    if (stages.size() > 1)
+      std::cout << "stage " << i << " (layers " << stages[i].layer_begin << ".."
+                << stages[i].layer_end - 1 << "): ";
+    std::cout << plan.describe() << "\n";
+  }
+  std::cout << "(not counted: the CUDA context, about 0.5 GiB per process; ZeRO-1 would shard "
+               "the AdamW state)\n";
+  return 0;
+}
+} // namespace
+
+po::options_description train_options_description(TrainOptions& o, std::string& preset) {
   po::options_description model("Model (a checkpoint, or a shape and a seed)");
   model.add_options()("model", po::value(&o.model_path),
                       "start from this llm.c-format checkpoint (v3 fp32 or v5 bf16)")(
+      "preset", po::value(&preset),
+      "GPT-2 shape: 124M, 350M, 774M or 1.5B (V 50257, maxT 1024); overrides the shape flags")(
       "layers", po::value(&o.shape.num_layers)->default_value(o.shape.num_layers),
       "transformer blocks")(
       "heads", po::value(&o.shape.num_heads)->default_value(o.shape.num_heads), "attention heads")(
@@ -60,10 +102,12 @@ po::options_description train_options_description(TrainOptions& o) {
                        "clip the global gradient norm (0 = off)");
   po::options_description dev("Device and parallelism");
   dev.add_options()("device", po::value(&o.device)->default_value(o.device), "cpu | cuda")(
-      "dtype", po::value(&o.dtype)->default_value(o.dtype), "fp32 | bf16 (cuda)")(
+      "dtype", po::value(&o.dtype), "fp32 | bf16 (default: bf16 on cuda, fp32 on cpu)")(
       "threads", po::value(&o.threads)->default_value(o.threads), "CPU threads (0 = all cores)")(
       "recompute", po::value(&o.recompute)->default_value(o.recompute),
-      "cuda: recompute GeLU (1) and LayerNorm (2) in backward")(
+      "0 = store all activations; 1 = recompute GeLU, 2 = also LayerNorm in the backward")(
+      "memory-plan", po::bool_switch(),
+      "print the cuda engine's device memory for these options and exit (needs no GPU)")(
       "dp", po::value(&o.dp)->default_value(o.dp), "data-parallel ranks (under mpirun)")(
       "pp", po::value(&o.pp)->default_value(o.pp), "pipeline stages (under mpirun)")(
       "pp-schedule", po::value(&o.pp_schedule)->default_value(o.pp_schedule), "gpipe | 1f1b")(
@@ -101,7 +145,8 @@ po::options_description train_options_description(TrainOptions& o) {
 
 int train_main(const Args& args) {
   TrainOptions o;
-  auto desc = train_options_description(o);
+  std::string preset;
+  auto desc = train_options_description(o, preset);
   desc.add_options()("help,h", "show this help");
   // Hidden options, used by `myelin contribute --ranks N` for its mpirun
   // child (not shown in --help):
@@ -143,6 +188,11 @@ int train_main(const Args& args) {
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = (o.shape.vocab_size + 127) / 128 * 128;
+  if (!preset.empty() && !gpt2_preset(preset, o.shape))
+    throw InputError("--preset: expected one of " + std::string(kGpt2PresetNames) + ", got '" +
+                     preset + "'");
+  if (!vm.count("dtype")) o.dtype = o.device == "cuda" ? "bf16" : "fp32";
+  if (vm["memory-plan"].as<bool>()) return print_memory_plan(o);
   return run_training(o);
 }
 

@@ -22,6 +22,17 @@
 
 namespace myelin::cpu {
 
+namespace {
+// o = (x - m) * r * weight + bias: shared by the forward and the recomputation,
+// so both produce the same bits.
+template <typename Real>
+inline void normalize_row(Real* o, const Real* x, const Real* weight, const Real* bias, Real m,
+                          Real r, int C) {
+#pragma omp simd
+  for (int i = 0; i < C; ++i) o[i] = (x[i] - m) * r * weight[i] + bias[i];
+}
+} // namespace
+
 template <typename Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
                        const Real* bias, int N, int C) {
@@ -42,10 +53,19 @@ void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const
       v += d * d;
     }
     const Real r = Real(1) / std::sqrt(v * invC + eps);
-#pragma omp simd
-    for (int i = 0; i < C; ++i) o[i] = (x[i] - m) * r * weight[i] + bias[i];
+    normalize_row(o, x, weight, bias, m, r, C);
     mean[n] = m;
     rstd[n] = r;
+  }
+}
+
+template <typename Real>
+void layernorm_apply(Real* out, const Real* inp, const Real* weight, const Real* bias,
+                     const Real* mean, const Real* rstd, int N, int C) {
+#pragma omp parallel for schedule(static) if (static_cast <long>(N) * C > 16384)
+  for (int n = 0; n < N; ++n) {
+    const std::size_t off = static_cast<std::size_t>(n) * C;
+    normalize_row(out + off, inp + off, weight, bias, mean[n], rstd[n], C);
   }
 }
 
@@ -116,6 +136,10 @@ template void layernorm_forward<float>(float*, float*, float*, const float*, con
                                        const float*, int, int);
 template void layernorm_forward<double>(double*, double*, double*, const double*, const double*,
                                         const double*, int, int);
+template void layernorm_apply<float>(float*, const float*, const float*, const float*, const float*,
+                                     const float*, int, int);
+template void layernorm_apply<double>(double*, const double*, const double*, const double*,
+                                      const double*, const double*, int, int);
 template void layernorm_backward<float>(float*, float*, float*, const float*, const float*,
                                         const float*, const float*, const float*, int, int);
 template void layernorm_backward<double>(double*, double*, double*, const double*, const double*,

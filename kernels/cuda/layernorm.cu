@@ -4,6 +4,8 @@
 //             the row (sum, centred sum of squares, write), the 2nd and 3rd hit
 //             L1/L2. 16-byte packs when C is a multiple of the pack.
 //             bytes: 2*N*C*sizeof(T) + 2*C*sizeof(T) + 8N; FLOPs ~ 8*N*C.
+//   apply   : out from saved mean/rstd (recomputation): one warp per row, one
+//             pass; bytes: 2*N*C*sizeof(T) + 8N; FLOPs ~ 4*N*C.
 //   residual_layernorm_forward: r = a + b (stored), then LayerNorm(r); saves
 //             one read of r compared with separate kernels.
 //             bytes: 4*N*C*sizeof(T); FLOPs ~ 9*N*C.
@@ -86,6 +88,17 @@ __global__ void __launch_bounds__(kFwdThreads)
     if (mean) mean[row] = m;
     if (rstd) rstd[row] = r;
   }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    layernorm_apply_kernel(T* out, const T* inp, const T* w, const T* b, const float* mean,
+                           const float* rstd, int N, int C, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const std::size_t off = std::size_t(row) * C;
+  warp_row_normalize(out + off, inp + off, w, b, C, vec, lane, mean[row], rstd[row]);
 }
 
 template <typename T>
@@ -240,6 +253,17 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* 
 }
 
 template <typename T>
+void layernorm_apply(T* out, const T* inp, const T* weight, const T* bias, const float* mean,
+                     const float* rstd, int N, int C, cudaStream_t s) {
+  if (N <= 0 || C <= 0 || !mean || !rstd) throw std::invalid_argument("layernorm_apply: bad shape");
+  const bool vec = rows_vectorisable<T>(C, {out, inp, weight, bias});
+  const unsigned blocks = unsigned((N + kFwdThreads / 32 - 1) / (kFwdThreads / 32));
+  layernorm_apply_kernel<T>
+      <<<blocks, kFwdThreads, 0, s>>>(out, inp, weight, bias, mean, rstd, N, C, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
 void residual_layernorm_forward(T* residual, T* out, float* mean, float* rstd, const T* a,
                                 const T* b, const T* weight, const T* bias, int N, int C,
                                 cudaStream_t s) {
@@ -272,6 +296,8 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
 #define MYELIN_INST(T)                                                                             \
   template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, int, int,   \
                                      cudaStream_t);                                                \
+  template void layernorm_apply<T>(T*, const T*, const T*, const T*, const float*, const float*,   \
+                                   int, int, cudaStream_t);                                        \
   template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*,          \
                                               const T*, const T*, int, int, cudaStream_t);         \
   template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*,            \

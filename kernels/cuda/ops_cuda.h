@@ -61,6 +61,11 @@ template <typename T>
 void residual_layernorm_forward(T* residual, T* out, float* mean, float* rstd, const T* a,
                                 const T* b, const T* weight, const T* bias, int N, int C,
                                 cudaStream_t s);
+// out = LayerNorm(inp) from the mean/rstd a forward saved: bit-identical to
+// that forward's output (activation recomputation).
+template <typename T>
+void layernorm_apply(T* out, const T* inp, const T* weight, const T* bias, const float* mean,
+                     const float* rstd, int N, int C, cudaStream_t s);
 // dinp += ..., dweight += ..., dbias += ... ; scratch: layernorm_backward_scratch(N, C) floats.
 // C <= 4096.
 std::size_t layernorm_backward_scratch(int N, int C);

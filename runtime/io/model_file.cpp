@@ -9,7 +9,9 @@
 
 namespace myelin {
 
-ModelFile load_model(const std::string& path) {
+namespace {
+// Reads and checks the header and the file size; returns the header.
+std::array<int, 256> checked_header(const std::string& path, GPT2Config& cfg) {
   const std::size_t size = file_size_or_throw(path);
   std::array<int, 256> h{};
   if (size < sizeof(h))
@@ -21,29 +23,40 @@ ModelFile load_model(const std::string& path) {
   if (h[1] != 3 && h[1] != 5)
     throw InputError(path + ": unsupported model version " + std::to_string(h[1]) +
                      " (expected 3 = fp32 or 5 = bf16)");
-  ModelFile m;
-  m.version = h[1];
-  m.config.max_seq_len = h[2];
-  m.config.vocab_size = h[3];
-  m.config.num_layers = h[4];
-  m.config.num_heads = h[5];
-  m.config.channels = h[6];
-  m.config.padded_vocab_size = h[7];
+  cfg.max_seq_len = h[2];
+  cfg.vocab_size = h[3];
+  cfg.num_layers = h[4];
+  cfg.num_heads = h[5];
+  cfg.channels = h[6];
+  cfg.padded_vocab_size = h[7];
   try {
-    m.config.validate();
+    cfg.validate();
   } catch (const std::invalid_argument& e) {
     throw InputError(path + ": bad model header: " + e.what());
   }
-  const ParamLayout lay(m.config);
-  const std::size_t elem = m.version == 3 ? 4 : 2;
-  const std::size_t want = sizeof(h) + lay.total * elem;
+  const std::size_t elem = h[1] == 3 ? 4 : 2;
+  const std::size_t want = sizeof(h) + ParamLayout(cfg).total * elem;
   if (size < want)
     throw InputError(path + ": truncated model file (" + std::to_string(size) +
-                     " bytes, expected " + std::to_string(want) + " for " + m.config.describe() +
-                     ")");
+                     " bytes, expected " + std::to_string(want) + " for " + cfg.describe() + ")");
   if (size > want)
     throw InputError(path + ": model file has " + std::to_string(size - want) +
                      " unexpected trailing bytes (expected " + std::to_string(want) + ")");
+  return h;
+}
+} // namespace
+
+GPT2Config load_model_config(const std::string& path) {
+  GPT2Config cfg;
+  checked_header(path, cfg);
+  return cfg;
+}
+
+ModelFile load_model(const std::string& path) {
+  ModelFile m;
+  const std::array<int, 256> h = checked_header(path, m.config);
+  m.version = h[1];
+  const ParamLayout lay(m.config);
   m.params.resize(lay.total);
   if (m.version == 3) {
     read_exact(path, sizeof(h), m.params.data(), lay.total * 4);

@@ -20,6 +20,8 @@ struct ModelFile {
 };
 
 ModelFile load_model(const std::string& path);
+// The shape from the header only (the header and file size are checked as by load_model).
+GPT2Config load_model_config(const std::string& path);
 // version 3 writes fp32, version 5 writes bf16 (round to nearest even).
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
                 int version = 3);

@@ -28,6 +28,23 @@ std::string GPT2Config::describe() const {
   return s.str();
 }
 
+bool gpt2_preset(const std::string& name, GPT2Config& out) {
+  struct Shape {
+    const char* name;
+    int L, C, NH;
+  };
+  static constexpr Shape kShapes[] = {{"124M", 12, 768, 12},
+                                      {"350M", 24, 1024, 16},
+                                      {"774M", 36, 1280, 20},
+                                      {"1.5B", 48, 1600, 25}};
+  for (const Shape& s : kShapes) {
+    if (name != s.name) continue;
+    out = GPT2Config{1024, 50257, 50304, s.L, s.NH, s.C};
+    return true;
+  }
+  return false;
+}
+
 ParamLayout::ParamLayout(const GPT2Config& c) {
   const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len;
   sizes = {Vp * C, T * C, L * C,         L * C,     L * 3 * C * C, L * 3 * C, L * C * C, L * C,

@@ -22,6 +22,12 @@ struct GPT2Config {
   std::string describe() const;
 };
 
+// The GPT-2 family's shapes (maxT 1024, V 50257, Vp 50304): "124M" (L12 C768
+// NH12), "350M" (L24 C1024 NH16), "774M" (L36 C1280 NH20), "1.5B" (L48 C1600
+// NH25). Returns false for any other name.
+bool gpt2_preset(const std::string& name, GPT2Config& out);
+inline constexpr const char* kGpt2PresetNames = "124M, 350M, 774M, 1.5B";
+
 constexpr int kNumParamTensors = 16;
 enum ParamTensor : int {
   kWte = 0,

@@ -1,6 +1,9 @@
 // The CPU engine: GPT-2 forward and backward on host fp32 buffers, calling the
 // ops of kernels/ops.h in llm.c's order. All buffers are allocated once at
-// construction; a pipeline stage computes only its layer range.
+// construction; a pipeline stage computes only its layer range. With
+// recompute 1 the GeLU outputs, with recompute 2 also the LayerNorm outputs
+// ln1/ln2, live in one shared buffer instead of one per layer, and the
+// backward recomputes them (bit-identical to what the forward wrote).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -29,8 +32,9 @@ struct SlotActs {
 
 class CpuEngine final : public Engine {
  public:
-  CpuEngine(const GPT2Config& cfg, const StageSpec& st, int max_B, int max_T, int slots)
-      : cfg_(cfg), st_(st), lay_(cfg), maxB_(max_B), maxT_(max_T) {
+  CpuEngine(const GPT2Config& cfg, const StageSpec& st, int max_B, int max_T, int slots,
+            int recompute)
+      : cfg_(cfg), st_(st), lay_(cfg), maxB_(max_B), maxT_(max_T), recompute_(recompute) {
     cfg_.validate();
     if (max_T > cfg.max_seq_len)
       throw std::invalid_argument("sequence length " + std::to_string(max_T) +
@@ -42,6 +46,8 @@ class CpuEngine final : public Engine {
     grads_.assign(lay_.total, 0.0f);
     m_.assign(lay_.total, 0.0f);
     v_.assign(lay_.total, 0.0f);
+    if (recompute < 0 || recompute > 2)
+      throw std::invalid_argument("--recompute: expected 0, 1 or 2");
     opt_end_ = lay_.total;
     slots_.resize(std::max(1, slots));
     const std::size_t N = std::size_t(max_B) * max_T, C = cfg.channels, Ls = nlayers(),
@@ -50,7 +56,7 @@ class CpuEngine final : public Engine {
       s.tokens.resize(N);
       s.targets.resize(N);
       s.x0.resize(N * C);
-      s.ln1.resize(Ls * N * C);
+      s.ln1.resize(recompute_ >= 2 ? 0 : Ls * N * C);
       s.ln1_mean.resize(Ls * N);
       s.ln1_rstd.resize(Ls * N);
       s.qkv.resize(Ls * N * 3 * C);
@@ -58,11 +64,11 @@ class CpuEngine final : public Engine {
       s.att.resize(Ls * max_B * NH * max_T * max_T);
       s.attproj.resize(Ls * N * C);
       s.res2.resize(Ls * N * C);
-      s.ln2.resize(Ls * N * C);
+      s.ln2.resize(recompute_ >= 2 ? 0 : Ls * N * C);
       s.ln2_mean.resize(Ls * N);
       s.ln2_rstd.resize(Ls * N);
       s.fch.resize(Ls * N * 4 * C);
-      s.fch_gelu.resize(Ls * N * 4 * C);
+      s.fch_gelu.resize(recompute_ >= 1 ? 0 : Ls * N * 4 * C);
       s.fcproj.resize(Ls * N * C);
       s.res3.resize(Ls * N * C);
       if (st_.last) {
@@ -82,6 +88,8 @@ class CpuEngine final : public Engine {
     dfch_gelu_.resize(N * 4 * C);
     dfch_.resize(N * 4 * C);
     datt_scratch_.resize(std::size_t(max_B) * NH * max_T * max_T);
+    if (recompute_ >= 1 && Ls > 0) gelu_rc_.resize(N * 4 * C);
+    if (recompute_ >= 2 && Ls > 0) ln_rc_.resize(N * C);
   }
 
   const GPT2Config& config() const override { return cfg_; }
@@ -90,6 +98,22 @@ class CpuEngine final : public Engine {
   std::string device_name() const override { return "cpu"; }
   int max_batch() const override { return maxB_; }
   int max_seq() const override { return maxT_; }
+  MemoryUse memory_use() const override {
+    auto b = [](const auto& v) { return v.size() * sizeof(v[0]); };
+    MemoryUse u;
+    u.params = b(params_);
+    u.grads = b(grads_);
+    u.optimizer = b(m_) + b(v_);
+    for (const SlotActs& s : slots_)
+      u.activations += b(s.tokens) + b(s.x0) + b(s.ln1) + b(s.ln1_mean) + b(s.ln1_rstd) + b(s.qkv) +
+                       b(s.atty) + b(s.att) + b(s.attproj) + b(s.res2) + b(s.ln2) + b(s.ln2_mean) +
+                       b(s.ln2_rstd) + b(s.fch) + b(s.fch_gelu) + b(s.fcproj) + b(s.res3) +
+                       b(s.lnf) + b(s.lnf_mean) + b(s.lnf_rstd) + b(s.logits) + b(s.losses) +
+                       b(s.targets) + b(s.out_grad) + b(s.in_grad);
+    u.scratch = b(dresid_) + b(dln_) + b(datty_) + b(dqkv_) + b(dfch_gelu_) + b(dfch_) +
+                b(datt_scratch_) + b(gelu_rc_) + b(ln_rc_);
+    return u;
+  }
 
   void get_params(std::span<float> out) const override { copy_to(params_, out); }
   void set_params(std::span<const float> in) override { copy_from(in, params_); }
@@ -117,15 +141,15 @@ class CpuEngine final : public Engine {
     for (int i = 0; i < nlayers(); ++i) {
       const int l = st_.layer_begin + i;
       const std::size_t nc = std::size_t(i) * N * C;
-      float* ln1 = s.ln1.data() + nc;
+      float* ln1 = ln_buf(s.ln1, nc);
       float* qkv = s.qkv.data() + std::size_t(i) * N * 3 * C;
       float* atty = s.atty.data() + nc;
       float* att = s.att.data() + std::size_t(i) * B * NH * T * T;
       float* attproj = s.attproj.data() + nc;
       float* res2 = s.res2.data() + nc;
-      float* ln2 = s.ln2.data() + nc;
+      float* ln2 = ln_buf(s.ln2, nc);
       float* fch = s.fch.data() + std::size_t(i) * N * 4 * C;
-      float* fch_gelu = s.fch_gelu.data() + std::size_t(i) * N * 4 * C;
+      float* fch_gelu = gelu_buf(s, std::size_t(i) * N * 4 * C);
       float* fcproj = s.fcproj.data() + nc;
       float* res3 = s.res3.data() + nc;
       cpu::layernorm_forward(ln1, s.ln1_mean.data() + i * N, s.ln1_rstd.data() + i * N, x,
@@ -187,20 +211,23 @@ class CpuEngine final : public Engine {
       const int l = st_.layer_begin + i;
       const std::size_t nc = std::size_t(i) * NC;
       const float* x_in = i == 0 ? s.x0.data() : s.res3.data() + nc - NC;
-      const float* ln1 = s.ln1.data() + nc;
       const float* qkv = s.qkv.data() + std::size_t(i) * N * 3 * C;
       const float* atty = s.atty.data() + nc;
       const float* att = s.att.data() + std::size_t(i) * B * NH * T * T;
       const float* res2 = s.res2.data() + nc;
-      const float* ln2 = s.ln2.data() + nc;
       const float* fch = s.fch.data() + std::size_t(i) * N * 4 * C;
-      const float* fch_gelu = s.fch_gelu.data() + std::size_t(i) * N * 4 * C;
+      float* fch_gelu = gelu_buf(s, std::size_t(i) * N * 4 * C);
+      if (recompute_ >= 1) cpu::gelu_forward(fch_gelu, fch, std::size_t(N) * 4 * C);
       // MLP: dres is d(res3) = d(fcproj); res2 receives it through the residual.
       zero(dfch_gelu_, std::size_t(N) * 4 * C);
       cpu::matmul_backward(dfch_gelu_.data(), G(kFcprojw, l), G(kFcprojb, l), dres, fch_gelu,
                            L(kFcprojw, l), N, 4 * C, C);
       zero(dfch_, std::size_t(N) * 4 * C);
       cpu::gelu_backward(dfch_.data(), fch, dfch_gelu_.data(), std::size_t(N) * 4 * C);
+      float* ln2 = ln_buf(s.ln2, nc);
+      if (recompute_ >= 2)
+        cpu::layernorm_apply(ln2, res2, L(kLn2w, l), L(kLn2b, l), s.ln2_mean.data() + i * N,
+                             s.ln2_rstd.data() + i * N, N, C);
       zero(dln_, NC);
       cpu::matmul_backward(dln_.data(), G(kFcw, l), G(kFcb, l), dfch_.data(), ln2, L(kFcw, l), N, C,
                            4 * C);
@@ -213,6 +240,10 @@ class CpuEngine final : public Engine {
       zero(dqkv_, NC * 3);
       cpu::attention_backward(dqkv_.data(), datt_scratch_.data(), datty_.data(), qkv, att, B, T, C,
                               NH);
+      float* ln1 = ln_buf(s.ln1, nc);
+      if (recompute_ >= 2)
+        cpu::layernorm_apply(ln1, x_in, L(kLn1w, l), L(kLn1b, l), s.ln1_mean.data() + i * N,
+                             s.ln1_rstd.data() + i * N, N, C);
       zero(dln_, NC);
       cpu::matmul_backward(dln_.data(), G(kQkvw, l), G(kQkvb, l), dqkv_.data(), ln1, L(kQkvw, l), N,
                            C, 3 * C);
@@ -296,6 +327,14 @@ class CpuEngine final : public Engine {
 
  private:
   int nlayers() const { return st_.layer_end - st_.layer_begin; }
+  // Where layer activations live: per layer at `off`, or the shared
+  // recomputation buffer.
+  float* ln_buf(std::vector<float>& per_layer, std::size_t off) {
+    return recompute_ >= 2 ? ln_rc_.data() : per_layer.data() + off;
+  }
+  float* gelu_buf(SlotActs& s, std::size_t off) {
+    return recompute_ >= 1 ? gelu_rc_.data() : s.fch_gelu.data() + off;
+  }
   float* P(int k) { return params_.data() + lay_.offsets[k]; }
   float* G(int k) { return grads_.data() + lay_.offsets[k]; }
   float* L(int k, int l) { return P(k) + lay_.per_layer(k, cfg_.num_layers) * l; }
@@ -327,18 +366,20 @@ class CpuEngine final : public Engine {
   StageSpec st_;
   ParamLayout lay_;
   int maxB_, maxT_;
+  int recompute_ = 0;
   std::vector<float> params_, grads_, m_, v_;
   std::vector<SlotActs> slots_;
   std::function<void(int)> hook_;
   std::size_t opt_begin_ = 0, opt_end_ = 0;
   std::vector<float> dresid_, dln_, datty_, dqkv_, dfch_gelu_, dfch_, datt_scratch_;
+  std::vector<float> gelu_rc_, ln_rc_; // shared recomputation buffers
 };
 
 } // namespace
 
 std::unique_ptr<Engine> make_cpu_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
-                                        int max_T, int slots) {
-  return std::make_unique<CpuEngine>(cfg, stage, max_B, max_T, slots);
+                                        int max_T, int slots, int recompute) {
+  return std::make_unique<CpuEngine>(cfg, stage, max_B, max_T, slots, recompute);
 }
 
 } // namespace myelin

@@ -8,13 +8,17 @@
 // after an external write to params()). Activations and activation gradients
 // are T; LayerNorm statistics and the attention logsumexp are fp32.
 //
-// Memory is allocated once at construction: parameters, gradients, moments,
-// `slots` activation arenas (one per micro-batch in flight) sized for max_B x
-// max_T, and one set of backward scratch buffers shared by the slots.
+// Memory is allocated once at construction, in the sizes of
+// plan_cuda_memory() (runtime/model/memory_plan.h): parameters, gradients,
+// moments, `slots` activation arenas (one per micro-batch in flight) sized for
+// max_B x max_T, and one set of backward scratch buffers shared by the slots.
 //
 // Per layer the forward stores ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3
 // (16 x B*T*C elements) plus fp32 statistics; the residual add is fused with
-// the following LayerNorm (ln2, the next layer's ln1, or lnf). The classifier
+// the following LayerNorm (ln2, the next layer's ln1, or lnf). With recompute
+// 1, fch_gelu goes to one shared buffer and the backward recomputes it from
+// fch; with recompute 2, ln1 and ln2 also share one buffer and the backward
+// recomputes them from their inputs and the saved mean/rstd. The classifier
 // runs in the forward when targets are given: it writes losses and, in place
 // of the logits, dlogits for a unit d(mean loss); backward(dloss) folds dloss
 // into the alpha of the classifier-matmul backward, so nothing re-reads logits.
@@ -33,6 +37,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "runtime/model/engine.h"
+#include "runtime/model/memory_plan.h"
 
 namespace myelin {
 
@@ -68,7 +73,8 @@ template <typename T> class CudaEngine final : public Engine {
  public:
   CudaEngine(const GPT2Config& cfg, const StageSpec& st, int maxB, int maxT,
              const EngineOptions& opt)
-      : guard_(opt.device_index), cfg_(cfg), st_(st), lay_(cfg), maxB_(maxB), maxT_(maxT) {
+      : guard_(opt.device_index), cfg_(cfg), st_(st), lay_(cfg), maxB_(maxB), maxT_(maxT),
+        recompute_(opt.recompute) {
     cfg_.validate();
     const int C = cfg_.channels, NH = cfg_.num_heads, L = cfg_.num_layers;
     if (st_.layer_begin < 0 || st_.layer_end < st_.layer_begin || st_.layer_end > L)
@@ -111,61 +117,51 @@ template <typename T> class CudaEngine final : public Engine {
     MYELIN_CUDA_CHECK(cudaMemset(v_.get(), 0, P * sizeof(float)));
     opt_end_ = P;
 
-    const std::size_t N = std::size_t(maxB) * maxT, NC = N * C, nl = std::size_t(nlayers());
+    plan_ = plan_cuda_memory(cfg_, st_, maxB, maxT, opt.dtype, opt.recompute, opt.slots);
+    const SlotSizes& z = plan_.slot;
     slots_.resize(std::size_t(opt.slots));
     for (Slot& s : slots_) {
-      s.x0.allocate(NC);
-      s.ln1.allocate(nl * NC);
-      s.qkv.allocate(nl * 3 * NC);
-      s.atty.allocate(nl * NC);
-      s.res2.allocate(nl * NC);
-      s.ln2.allocate(nl * NC);
-      s.fch.allocate(nl * 4 * NC);
-      s.fch_gelu.allocate(nl * 4 * NC);
-      s.res3.allocate(nl * NC);
-      s.ln1_mean.allocate(nl * N);
-      s.ln1_rstd.allocate(nl * N);
-      s.ln2_mean.allocate(nl * N);
-      s.ln2_rstd.allocate(nl * N);
-      s.lse.allocate(nl * N * NH);
-      if (st_.first) {
-        s.tokens.allocate(N);
-        s.btok.allocate(N);
-        s.boff.allocate(N + 1);
-        s.bpos.allocate(N);
-      } else {
-        s.in_act.allocate(NC);
-        s.in_grad.allocate(NC);
-      }
-      if (st_.last) {
-        s.lnf.allocate(NC);
-        s.lnf_mean.allocate(N);
-        s.lnf_rstd.allocate(N);
-        s.logits.allocate(N * std::size_t(cfg_.padded_vocab_size));
-        s.losses.allocate(N);
-        s.targets.allocate(N);
-      } else {
-        s.out_act.allocate(NC);
-        s.out_grad.allocate(NC);
-      }
+      s.x0.allocate(z.x0);
+      s.ln1.allocate(z.ln1);
+      s.qkv.allocate(z.qkv);
+      s.atty.allocate(z.atty);
+      s.res2.allocate(z.res2);
+      s.ln2.allocate(z.ln2);
+      s.fch.allocate(z.fch);
+      s.fch_gelu.allocate(z.fch_gelu);
+      s.res3.allocate(z.res3);
+      for (auto* b : {&s.ln1_mean, &s.ln1_rstd, &s.ln2_mean, &s.ln2_rstd}) b->allocate(z.ln_stat);
+      s.lse.allocate(z.lse);
+      for (auto* b : {&s.tokens, &s.btok, &s.bpos}) b->allocate(z.tokens);
+      s.boff.allocate(z.boff);
+      s.in_act.allocate(z.io);
+      s.in_grad.allocate(z.io);
+      s.lnf.allocate(z.lnf);
+      s.lnf_mean.allocate(z.lnf_stat);
+      s.lnf_rstd.allocate(z.lnf_stat);
+      s.logits.allocate(z.logits);
+      s.losses.allocate(z.losses);
+      s.targets.allocate(z.targets);
+      s.out_act.allocate(z.out_io);
+      s.out_grad.allocate(z.out_io);
     }
-    dres_.allocate(NC);
-    dln_.allocate(NC);
-    proj_.allocate(NC);
-    if (nl > 0) {
-      datty_.allocate(NC);
-      dqkv_.allocate(3 * NC);
-      dfch_.allocate(4 * NC);
-      attn_scratch_.allocate(N * NH);
-    }
+    const SharedSizes& h = plan_.shared;
+    dres_.allocate(h.dres);
+    dln_.allocate(h.dln);
+    proj_.allocate(h.proj);
+    datty_.allocate(h.datty);
+    dqkv_.allocate(h.dqkv);
+    dfch_.allocate(h.dfch);
+    gelu_rc_.allocate(h.gelu);
+    ln_rc_.allocate(h.ln);
+    attn_scratch_.allocate(h.attn);
+    row_logits_.allocate(h.row_logits);
+    row_logits_f32_.allocate(h.row_logits);
+    const std::size_t N = std::size_t(maxB) * maxT;
     ln_scratch_.allocate(cu::layernorm_backward_scratch(int(N), C));
     bias_scratch_.allocate(cu::matmul_dbias_scratch(int(N), 4 * C));
     norm_scratch_.allocate(cu::kSumSquaresBlocks);
     norm_out_.allocate(kNumParamTensors);
-    if (st_.last) {
-      row_logits_.allocate(std::size_t(cfg_.padded_vocab_size));
-      row_logits_f32_.allocate(std::size_t(cfg_.padded_vocab_size));
-    }
     MYELIN_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -181,6 +177,16 @@ template <typename T> class CudaEngine final : public Engine {
   std::string device_name() const override { return name_; }
   int max_batch() const override { return maxB_; }
   int max_seq() const override { return maxT_; }
+  MemoryUse memory_use() const override {
+    MemoryUse u;
+    u.params = master_.bytes() + params_lp_.bytes();
+    u.grads = grads_.bytes();
+    u.optimizer = m_.bytes() + v_.bytes();
+    u.activations = plan_.activations;
+    u.scratch = plan_.scratch + ln_scratch_.bytes() + bias_scratch_.bytes() +
+                norm_scratch_.bytes() + norm_out_.bytes();
+    return u;
+  }
 
   // ---- parameters and optimizer state --------------------------------------------------
   void get_params(std::span<float> out) const override { download(master_, out); }
@@ -240,11 +246,15 @@ template <typename T> class CudaEngine final : public Engine {
       const int l = st_.layer_begin + i;
       const LayerActs a = acts(s, i, N);
       const T* x_in = i == 0 ? s.x0.get() : s.res3.get() + std::size_t(i - 1) * NC;
+      if (recompute_ >= 1) cu::gelu_forward<T>(a.fch_gelu, a.fch, NC * 4, st);
       // MLP: dres = d(res3) = d(fcproj out); the residual passes it to res2 unchanged.
       cu::matmul_backward<T>(mm_, dfch_.get(), G(kFcprojw, l), G(kFcprojb, l), dres, a.fch_gelu,
                              L(kFcprojw, l), gelu_fusion_ ? a.fch : nullptr, N, 4 * C, C, 1.0f, bsc,
                              st);
       if (!gelu_fusion_) cu::gelu_backward<T>(dfch_.get(), a.fch, dfch_.get(), NC * 4, st);
+      if (recompute_ >= 2)
+        cu::layernorm_apply<T>(a.ln2, a.res2, L(kLn2w, l), L(kLn2b, l), a.ln2_mean, a.ln2_rstd, N,
+                               C, st);
       cu::matmul_backward<T>(mm_, dln, G(kFcw, l), G(kFcb, l), dfch_.get(), a.ln2, L(kFcw, l),
                              nullptr, N, C, 4 * C, 1.0f, bsc, st);
       cu::layernorm_backward<T>(dres, G(kLn2w, l), G(kLn2b, l), dln, a.res2, L(kLn2w, l),
@@ -254,6 +264,9 @@ template <typename T> class CudaEngine final : public Engine {
                              L(kAttprojw, l), nullptr, N, C, C, 1.0f, bsc, st);
       cu::attention_backward<T>(dqkv_.get(), attn_scratch_.get(), datty_.get(), a.qkv, a.atty,
                                 a.lse, B, Tn, C, NH, st);
+      if (recompute_ >= 2)
+        cu::layernorm_apply<T>(a.ln1, x_in, L(kLn1w, l), L(kLn1b, l), a.ln1_mean, a.ln1_rstd, N, C,
+                               st);
       cu::matmul_backward<T>(mm_, dln, G(kQkvw, l), G(kQkvb, l), dqkv_.get(), a.ln1, L(kQkvw, l),
                              nullptr, N, C, 3 * C, 1.0f, bsc, st);
       cu::layernorm_backward<T>(dres, G(kLn1w, l), G(kLn1b, l), dln, x_in, L(kLn1w, l), a.ln1_mean,
@@ -390,20 +403,22 @@ template <typename T> class CudaEngine final : public Engine {
     std::vector<float> losses_host;
     cu::EncoderBuckets buckets;
   };
-  // Pointers to local layer i of a slot for the current micro-batch of N rows.
+  // Pointers to local layer i of a slot for the current micro-batch of N rows;
+  // recomputed activations point into the shared buffers.
   struct LayerActs {
     T *ln1, *qkv, *atty, *res2, *ln2, *fch, *fch_gelu, *res3;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lse;
   };
   LayerActs acts(Slot& s, int i, int N) const {
     const std::size_t NC = std::size_t(N) * cfg_.channels, ii = std::size_t(i);
-    return {s.ln1.get() + ii * NC,
+    const bool ln_rc = recompute_ >= 2, gelu_rc = recompute_ >= 1;
+    return {ln_rc ? ln_rc_.get() : s.ln1.get() + ii * NC,
             s.qkv.get() + ii * 3 * NC,
             s.atty.get() + ii * NC,
             s.res2.get() + ii * NC,
-            s.ln2.get() + ii * NC,
+            ln_rc ? ln_rc_.get() : s.ln2.get() + ii * NC,
             s.fch.get() + ii * 4 * NC,
-            s.fch_gelu.get() + ii * 4 * NC,
+            gelu_rc ? gelu_rc_.get() : s.fch_gelu.get() + ii * 4 * NC,
             s.res3.get() + ii * NC,
             s.ln1_mean.get() + ii * N,
             s.ln1_rstd.get() + ii * N,
@@ -569,6 +584,8 @@ template <typename T> class CudaEngine final : public Engine {
   int maxB_, maxT_;
   std::string name_;
   double peak_ = 0.0;
+  int recompute_ = 0;
+  CudaMemoryPlan plan_;
   bool gelu_fusion_ = false;
   std::uint32_t sr_seed_ = 0;
   std::function<void(int)> hook_;
@@ -576,7 +593,7 @@ template <typename T> class CudaEngine final : public Engine {
   DeviceBuffer<float> master_, grads_, m_, v_;
   DeviceBuffer<T> params_lp_; // bf16 copy (unused for fp32)
   std::vector<Slot> slots_;
-  DeviceBuffer<T> dres_, dln_, proj_, datty_, dqkv_, dfch_, row_logits_;
+  DeviceBuffer<T> dres_, dln_, proj_, datty_, dqkv_, dfch_, gelu_rc_, ln_rc_, row_logits_;
   DeviceBuffer<float> attn_scratch_, ln_scratch_, bias_scratch_, row_logits_f32_;
   DeviceBuffer<double> norm_scratch_, norm_out_;
 };

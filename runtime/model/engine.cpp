@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 
 namespace myelin {
@@ -47,7 +48,10 @@ std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stag
   if (opt.device == "cpu") {
     if (opt.dtype != "fp32")
       throw std::invalid_argument("--dtype: the cpu device supports fp32 only");
-    return make_cpu_engine(cfg, stage, max_B, max_T, opt.slots);
+    if (opt.recompute < 0 || opt.recompute > 2)
+      throw std::invalid_argument("--recompute: expected 0, 1 or 2, got " +
+                                  std::to_string(opt.recompute));
+    return make_cpu_engine(cfg, stage, max_B, max_T, opt.slots, opt.recompute);
   }
   if (opt.device == "cuda") {
 #ifdef MYELIN_HAVE_CUDA

@@ -62,6 +62,12 @@ struct AdamWConfig {
   float lr = 3e-4f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
 };
 
+// Bytes an engine holds, by purpose.
+struct MemoryUse {
+  std::size_t params = 0, grads = 0, optimizer = 0, activations = 0, scratch = 0;
+  std::size_t total() const { return params + grads + optimizer + activations + scratch; }
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -76,6 +82,8 @@ class Engine {
   // The device's peak dense FLOP/s for this engine's math (0 = unknown), for
   // model FLOP utilisation (MFU).
   virtual double peak_flops() const { return 0.0; }
+  // Memory this engine allocated (host on CPU, device on CUDA).
+  virtual MemoryUse memory_use() const = 0;
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
   virtual void get_params(std::span<float> out) const = 0; // layout().total
@@ -139,6 +147,8 @@ struct EngineOptions {
   std::string device = "cpu"; // cpu | cuda
   std::string dtype = "fp32"; // fp32 | bf16 (cuda)
   int device_index = 0;
+  // 0: store all activations; 1: recompute the GeLU output in the backward;
+  // 2: also recompute the LayerNorm outputs (see runtime/model/memory_plan.h).
   int recompute = 0;
   int slots = 1;
 };
@@ -150,7 +160,7 @@ std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stag
 
 // Implemented in cpu_engine.cpp / cuda_engine.cpp.
 std::unique_ptr<Engine> make_cpu_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
-                                        int max_T, int slots);
+                                        int max_T, int slots, int recompute = 0);
 #ifdef MYELIN_HAVE_CUDA
 std::unique_ptr<Engine> make_cuda_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
                                          int max_T, const EngineOptions& opt);

@@ -35,6 +35,9 @@ void validate_train_options(const TrainOptions& o) {
   require(o.dtype == "fp32" || o.dtype == "bf16", "--dtype",
           "expected fp32 or bf16, got '" + o.dtype + "'");
   require(!(o.device == "cpu" && o.dtype == "bf16"), "--dtype", "bf16 needs --device cuda");
+  require(o.recompute >= 0 && o.recompute <= 2, "--recompute",
+          "expected 0 (store all), 1 (recompute GeLU) or 2 (GeLU and LayerNorm), got " +
+              std::to_string(o.recompute));
   require(!o.train_data.empty(), "--train-data", "required (a shard file or glob)");
   non_negative(o.threads, "--threads");
   non_negative(o.checkpoint_every, "--checkpoint-every");

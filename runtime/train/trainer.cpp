@@ -314,6 +314,14 @@ std::vector<StepMetrics> Trainer::run() {
       std::cout << " | dp " << mesh_->dp_size() << " x pp " << mesh_->pp_size() << " ("
                 << opt_.pp_schedule << ")" << (opt_.zero ? " | zero-1" : "");
     std::cout << " | steps " << step_ << ".." << opt_.steps << std::endl;
+    const MemoryUse mu = engine_->memory_use();
+    char mem[256];
+    std::snprintf(mem, sizeof(mem),
+                  "memory (this rank, MiB): params %.1f | grads %.1f | AdamW %.1f | "
+                  "activations %.1f | scratch %.1f | recompute %d",
+                  mu.params / 1048576.0, mu.grads / 1048576.0, mu.optimizer / 1048576.0,
+                  mu.activations / 1048576.0, mu.scratch / 1048576.0, opt_.recompute);
+    std::cout << mem << std::endl;
     if (opt_.zero)
       std::cout << "zero-1: AdamW state per rank reduced by "
                 << sync_->optimizer_bytes_saved() / 1048576.0 << " MiB" << std::endl;
