@@ -38,3 +38,19 @@ tail -15 "$OUT/gpu_tests.txt"
 ./build-gpu/myelin bench --device cuda --models 124M --output "$OUT/bench_124M.json" > "$OUT/bench_124M.txt" 2>&1
 ./build-gpu/myelin bench --device cuda --models 350M,1.5B --reps 10 --output "$OUT/bench_large.json" > "$OUT/bench_large.txt" 2>&1
 cat "$OUT/bench_124M.txt" | head -60
+# Peers: PyTorch's fused attention at the same shapes, and llm.c's GPT-2 124M training
+# next to Myelin's (see docs/gpu.md). Each is skipped when its prerequisite is missing.
+if python3 -c 'import torch' >/dev/null 2>&1; then
+  python3 scripts/bench_attention_torch.py --json "$OUT/attention_torch.json" \
+    > "$OUT/attention_torch.txt" 2>&1
+  tail -20 "$OUT/attention_torch.txt"
+else
+  echo "attention peer skipped: python3 cannot import torch"
+fi
+if [[ -d "${LLMC_DIR:-.deps/llm.c}" ]]; then
+  OUT=$OUT LLMC_DIR=${LLMC_DIR:-.deps/llm.c} bash scripts/gpu_compare_llmc.sh \
+    > "$OUT/compare_llmc_run.txt" 2>&1 || echo "gpu_compare_llmc.sh failed (exit $?)"
+  tail -12 "$OUT/compare_llmc_run.txt"
+else
+  echo "llm.c comparison skipped: no ${LLMC_DIR:-.deps/llm.c} (see docs/gpu.md)"
+fi
