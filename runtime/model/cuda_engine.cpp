@@ -24,7 +24,8 @@
 // into the alpha of the classifier-matmul backward, so nothing re-reads logits.
 //
 // Environment switches (off by default): MYELIN_CUDA_GELU_FUSION=1 uses the
-// cuBLASLt GELU / DGELU epilogues for the MLP; MYELIN_CUDA_SR=<seed> writes
+// cuBLASLt GELU / DGELU epilogues for the MLP (ignored with recompute >= 1);
+// MYELIN_CUDA_SR=<seed> writes
 // bf16 parameters with stochastic rounding.
 #include <cstdlib>
 #include <cstring>
@@ -86,7 +87,10 @@ template <typename T> class CudaEngine final : public Engine {
     if (C / NH > 256) throw std::invalid_argument("cuda engine: head size must be <= 256");
     if (std::size_t(maxB) * NH > 65535) throw std::invalid_argument("cuda engine: B*NH too large");
     if (opt.slots < 1) throw std::invalid_argument("engine: slots must be >= 1");
-    gelu_fusion_ = env_flag("MYELIN_CUDA_GELU_FUSION");
+    // The GELU epilogue computes GeLU from the unrounded accumulator; a
+    // recomputation from the stored (rounded) fch would differ in the last bits,
+    // so recomputation uses the separate GeLU kernel in both passes.
+    gelu_fusion_ = env_flag("MYELIN_CUDA_GELU_FUSION") && opt.recompute == 0;
     if (const char* sr = std::getenv("MYELIN_CUDA_SR"))
       sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
 
@@ -335,8 +339,9 @@ template <typename T> class CudaEngine final : public Engine {
     m_.allocate(end - begin);
     v_.allocate(end - begin);
     if (end > begin) {
-      MYELIN_CUDA_CHECK(cudaMemset(m_.get(), 0, m_.bytes()));
-      MYELIN_CUDA_CHECK(cudaMemset(v_.get(), 0, v_.bytes()));
+      MYELIN_CUDA_CHECK(cudaMemsetAsync(m_.get(), 0, m_.bytes(), stream_.get()));
+      MYELIN_CUDA_CHECK(cudaMemsetAsync(v_.get(), 0, v_.bytes(), stream_.get()));
+      stream_.sync();
     }
   }
   std::pair<std::size_t, std::size_t> optimizer_range() const override {
@@ -565,8 +570,12 @@ template <typename T> class CudaEngine final : public Engine {
   void upload(std::span<const float> src, DeviceBuffer<float>& dst) {
     guard_.bind();
     if (dst.size() != src.size()) throw std::invalid_argument("engine: buffer size mismatch");
-    MYELIN_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    MYELIN_CUDA_CHECK(cudaMemcpy(dst.get(), src.data(), dst.bytes(), cudaMemcpyHostToDevice));
+    // On the engine's (non-blocking) stream: a plain cudaMemcpy from pageable
+    // memory may return before the copy lands, and the legacy stream it runs on
+    // does not order it before the kernels on stream_.
+    MYELIN_CUDA_CHECK(
+        cudaMemcpyAsync(dst.get(), src.data(), dst.bytes(), cudaMemcpyHostToDevice, stream_.get()));
+    stream_.sync();
   }
 
   // Calls f(a, b, tensor) for each owned sub-range of [begin, end).
