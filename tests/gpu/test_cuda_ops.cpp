@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -390,6 +391,164 @@ TYPED_TEST(CudaOps, Attention) {
     const auto d2 = down(gdqkv);
     EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
         << "attention_backward not deterministic" << tag;
+  }
+}
+
+// ---- attention on tensor cores (bf16, hs 64 / 128) ---------------------------------------------
+// Reference lse [B,NH,T] = logsumexp_j<=i (q_i . k_j / sqrt(hs)), in double.
+std::vector<double> ref_lse(const std::vector<double>& qkv, int B, int Tn, int C, int NH) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(double(hs));
+  std::vector<double> lse(std::size_t(B) * NH * Tn), s(Tn);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int i = 0; i < Tn; ++i) {
+        const double* q = &qkv[(std::size_t(b) * Tn + i) * 3 * C + std::size_t(h) * hs];
+        double m = -INFINITY;
+        for (int j = 0; j <= i; ++j) {
+          const double* k = &qkv[(std::size_t(b) * Tn + j) * 3 * C + C + std::size_t(h) * hs];
+          double d = 0.0;
+          for (int c = 0; c < hs; ++c) d += q[c] * k[c];
+          s[j] = d * scale;
+          m = std::max(m, s[j]);
+        }
+        double l = 0.0;
+        for (int j = 0; j <= i; ++j) l += std::exp(s[j] - m);
+        lse[(std::size_t(b) * NH + h) * Tn + i] = m + std::log(l);
+      }
+  return lse;
+}
+
+// Double reference of the flash backward as the GPU kernels define it:
+// Drow = dO . O with the (bf16) O the backward is given, P = exp(scale q.k - lse),
+// dS = P (dO.v - Drow); dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q. With
+// bf16_operands, P and dS are rounded to bf16 before the products, as the
+// tensor-core kernels do (they are MMA operands).
+std::vector<double> ref_flash_backward(const std::vector<double>& qkv,
+                                       const std::vector<double>& dout, const std::vector<float>& O,
+                                       const std::vector<double>& lse, int B, int Tn, int C, int NH,
+                                       bool bf16_operands) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(double(hs));
+  const std::size_t rs = 3 * std::size_t(C);
+  auto rnd = [&](double x) {
+    return bf16_operands ? double(St<bf16>::dec(bf16_bits(float(x)))) : x;
+  };
+  std::vector<double> d(qkv.size(), 0.0);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int i = 0; i < Tn; ++i) {
+        const std::size_t ri = std::size_t(b) * Tn + i, hh = std::size_t(h) * hs;
+        double D = 0.0;
+        for (int c = 0; c < hs; ++c) D += dout[ri * C + hh + c] * double(O[ri * C + hh + c]);
+        const double L = lse[(std::size_t(b) * NH + h) * Tn + i];
+        for (int j = 0; j <= i; ++j) {
+          const std::size_t rj = std::size_t(b) * Tn + j;
+          double sd = 0.0, dp = 0.0;
+          for (int c = 0; c < hs; ++c) {
+            sd += qkv[ri * rs + hh + c] * qkv[rj * rs + C + hh + c];
+            dp += dout[ri * C + hh + c] * qkv[rj * rs + 2 * C + hh + c];
+          }
+          const double p = std::exp(sd * scale - L);
+          const double ds = rnd(p * (dp - D)), pr = rnd(p);
+          for (int c = 0; c < hs; ++c) {
+            d[ri * rs + hh + c] += scale * ds * qkv[rj * rs + C + hh + c];
+            d[rj * rs + C + hh + c] += scale * ds * qkv[ri * rs + hh + c];
+            d[rj * rs + 2 * C + hh + c] += pr * dout[ri * C + hh + c];
+          }
+        }
+      }
+  return d;
+}
+
+// Tensor-core attention (bf16 only) against the double references, and
+// interchangeability with the FMA kernels. The backward is checked with the
+// usual bf16 tolerance against ref_flash_backward (same O, same bf16 operands);
+// against the exact CPU reference it is checked at 5e-2: rounding dS to bf16
+// (|dS| reaches ~10 here while dQ, dK cancel to ~0.1) and Drow from a bf16 O
+// put single elements of dQ, dK up to ~1.4x past the 2e-2 bf16 tolerance.
+TEST(CudaOpsTc, Attention) {
+  REQUIRE_GPU();
+  using T = bf16;
+  namespace cu = myelin::cuda;
+  EXPECT_TRUE(cu::attention_tc_supported(128, 2));
+  EXPECT_TRUE(cu::attention_tc_supported(256, 2));
+  EXPECT_FALSE(cu::attention_tc_supported(96, 1));
+  EXPECT_FALSE(cu::attention_tc_supported(130, 2));
+  {
+    auto q = poisoned<T>(3 * 4 * 96), o = poisoned<T>(4 * 96), g = poisoned<T>(3 * 4 * 96);
+    auto l = poisoned<float>(4), sc = poisoned<float>(4);
+    EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 4, 96, 1, stream0()),
+                 std::invalid_argument);
+    EXPECT_THROW(cu::attention_backward_tc(g.get(), sc.get(), o.get(), q.get(), o.get(), l.get(), 1,
+                                           4, 96, 1, stream0()),
+                 std::invalid_argument);
+  }
+  struct S {
+    int B, Tn, C, NH;
+  };
+  for (S s : {S{2, 7, 128, 2}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 1, 64, 1}, S{1, 130, 64, 1},
+              S{1, 200, 256, 2}, S{2, 64, 128, 1}, S{1, 257, 512, 4}}) {
+    const int N = s.B * s.Tn, C = s.C;
+    const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
+    const auto qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
+    const auto dout = representable<T>(rand_vec(NC));
+    auto qkvd = to_d(qkv), doutd = to_d(dout);
+    std::vector<double> out(NC), att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
+    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, C, s.NH);
+    std::vector<double> dqkv(3 * NC, 0.0), scr(att.size());
+    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
+                                    s.B, s.Tn, C, s.NH);
+    const auto lse = ref_lse(qkvd, s.B, s.Tn, C, s.NH);
+    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
+                            " C=" + std::to_string(C) + " NH=" + std::to_string(s.NH);
+
+    auto gqkv = up<T>(qkv), gdout = up<T>(dout);
+    auto gout = poisoned<T>(NC);
+    auto glse = poisoned<float>(NL);
+    cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, stream0());
+    const auto out_g = down(gout);
+    expect_close_t<T>(out, out_g, "attention_forward_tc" + tag);
+    const auto lse_g = down(glse);
+    for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
+    // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
+    expect_close(lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
+
+    // Backward from the tensor-core forward.
+    auto gdqkv = poisoned<T>(3 * NC);
+    auto scratch = poisoned<float>(NL);
+    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
+    const auto d1 = down(gdqkv);
+    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, true), d1,
+                      "attention_backward_tc" + tag);
+    expect_close(dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
+    // Deterministic: a second run (over the first one's output) is bit-identical.
+    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
+    const auto d2 = down(gdqkv);
+    EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
+        << "attention_backward_tc not deterministic" << tag;
+
+    // Interchangeable with the FMA kernels: the tensor-core backward fed the FMA
+    // forward, and the FMA backward fed the tensor-core forward.
+    auto fout = poisoned<T>(NC);
+    auto flse = poisoned<float>(NL);
+    cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, stream0());
+    const auto fout_g = down(fout);
+    expect_close(lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
+    auto gdqkv2 = poisoned<T>(3 * NC);
+    cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
+                              flse.get(), s.B, s.Tn, C, s.NH, stream0());
+    const auto d3 = down(gdqkv2);
+    expect_close_t<T>(ref_flash_backward(qkvd, doutd, fout_g, lse, s.B, s.Tn, C, s.NH, true), d3,
+                      "attention_backward_tc after FMA forward" + tag);
+    expect_close(dqkv, d3, 5e-2, 5e-2, "attention_backward_tc after FMA forward vs exact" + tag);
+    auto gdqkv3 = poisoned<T>(3 * NC);
+    cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
+    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, false),
+                      down(gdqkv3), "attention_backward (FMA) after TC forward" + tag);
   }
 }
 
