@@ -2,7 +2,8 @@
 // corrected):  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 //              p -= lr * (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd * p)
 // For bf16 storage the updated master is written to params rounded to nearest,
-// or stochastically (seed != 0; hash of (seed, index), so reproducible).
+// or stochastically (seed != 0; hash of (seed, index_base + index), so
+// reproducible and independent across tensors).
 //   bytes per element: 4 fp32 reads (g, m, v, master) + 3 fp32 writes = 28; bf16
 //   storage adds a 2-byte params write. FLOPs ~ 15 per element.
 //   launch: grid-stride, 256 threads.
@@ -26,7 +27,7 @@ __device__ __forceinline__ std::uint32_t mix(std::uint32_t seed, std::uint64_t i
 }
 
 template <typename T>
-__device__ __forceinline__ T round_param(float p, std::uint32_t seed, std::size_t i) {
+__device__ __forceinline__ T round_param(float p, std::uint32_t seed, std::uint64_t i) {
   if constexpr (std::is_same<T, float>::value) {
     return p;
   } else {
@@ -40,7 +41,7 @@ __device__ __forceinline__ T round_param(float p, std::uint32_t seed, std::size_
 template <typename T>
 __global__ void adamw_kernel(T* params, float* master, const float* grads, float* m, float* v,
                              std::size_t n, float lr, float b1, float b2, float c1, float c2,
-                             float eps, float wd, std::uint32_t seed) {
+                             float eps, float wd, std::uint32_t seed, std::uint64_t base) {
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
     const float g = grads[i];
@@ -52,7 +53,7 @@ __global__ void adamw_kernel(T* params, float* master, const float* grads, float
     m[i] = mi;
     v[i] = vi;
     if (master) master[i] = p;
-    params[i] = round_param<T>(p, seed, i);
+    params[i] = round_param<T>(p, seed, base + i);
   }
 }
 
@@ -69,7 +70,8 @@ void adamw_update(T* params, float* master, const float* grads, float* m, float*
   const float c1 = float(1.0 / (1.0 - std::pow(double(a.beta1), a.t)));
   const float c2 = float(1.0 / (1.0 - std::pow(double(a.beta2), a.t)));
   adamw_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(params, master, grads, m, v, n, a.lr, a.beta1,
-                                                   a.beta2, c1, c2, a.eps, a.weight_decay, a.seed);
+                                                   a.beta2, c1, c2, a.eps, a.weight_decay, a.seed,
+                                                   a.index_base);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

@@ -180,6 +180,9 @@ struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
   int t;                  // step, >= 1
   std::uint32_t seed = 0; // 0: round to nearest; else stochastic rounding
+  // Flat index of element 0 (stochastic rounding hashes seed and index_base + i,
+  // so that tensors updated by separate calls get independent noise).
+  std::uint64_t index_base = 0;
 };
 template <typename T>
 void adamw_update(T* params, float* master, const float* grads, float* m, float* v, std::size_t n,

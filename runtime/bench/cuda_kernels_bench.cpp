@@ -28,6 +28,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "runtime/model/config.h"
 
 namespace myelin {
 
@@ -44,16 +45,9 @@ struct ModelShape {
 };
 
 bool model_shape(const std::string& n, ModelShape& m) {
-  if (n == "124M")
-    m = {n, 12, 768, 12};
-  else if (n == "350M")
-    m = {n, 24, 1024, 16};
-  else if (n == "774M")
-    m = {n, 36, 1280, 20};
-  else if (n == "1.5B")
-    m = {n, 48, 1600, 25};
-  else
-    return false;
+  GPT2Config c;
+  if (!gpt2_preset(n, c)) return false;
+  m = {n, c.num_layers, c.channels, c.num_heads};
   return true;
 }
 
@@ -379,7 +373,8 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
     while (std::getline(ss, item, ',')) {
       ModelShape m;
       if (!model_shape(item, m)) {
-        std::cerr << "--models: unknown model '" << item << "' (expected 124M, 350M, 774M, 1.5B)\n";
+        std::cerr << "--models: unknown model '" << item << "' (expected " << kGpt2PresetNames
+                  << ")\n";
         return 2;
       }
       models.push_back(m);

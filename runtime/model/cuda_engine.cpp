@@ -25,6 +25,8 @@
 //
 // Environment switches (off by default): MYELIN_CUDA_GELU_FUSION=1 uses the
 // cuBLASLt GELU / DGELU epilogues for the MLP (ignored with recompute >= 1);
+// MYELIN_CUDA_ATTN=fma runs attention on the CUDA-core kernels even where the
+// tensor-core ones apply (bf16, head size 64 or 128; the default there);
 // MYELIN_CUDA_SR=<seed> writes
 // bf16 parameters with stochastic rounding.
 #include <cstdlib>
@@ -93,6 +95,13 @@ template <typename T> class CudaEngine final : public Engine {
     gelu_fusion_ = env_flag("MYELIN_CUDA_GELU_FUSION") && opt.recompute == 0;
     if (const char* sr = std::getenv("MYELIN_CUDA_SR"))
       sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
+    if constexpr (!std::is_same<T, float>::value) {
+      const char* attn = std::getenv("MYELIN_CUDA_ATTN");
+      const std::string want = attn ? attn : "";
+      if (!want.empty() && want != "fma" && want != "tc")
+        throw std::invalid_argument("MYELIN_CUDA_ATTN: expected fma or tc, got '" + want + "'");
+      attn_tc_ = want != "fma" && cu::attention_tc_supported(C, NH);
+    }
 
     cudaDeviceProp prop{};
     MYELIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device_index));
@@ -224,7 +233,7 @@ template <typename T> class CudaEngine final : public Engine {
   void backward(int slot, float dloss) override {
     guard_.bind();
     Slot& s = slots_.at(std::size_t(slot));
-    const int B = s.B, Tn = s.Tn, C = cfg_.channels, NH = cfg_.num_heads, N = B * Tn;
+    const int B = s.B, Tn = s.Tn, C = cfg_.channels, N = B * Tn;
     if (N == 0) throw std::logic_error("backward: no forward in this slot");
     const std::size_t NC = std::size_t(N) * C;
     const cudaStream_t st = stream_.get();
@@ -266,8 +275,7 @@ template <typename T> class CudaEngine final : public Engine {
       // Attention: dres = d(res2) = d(attproj out).
       cu::matmul_backward<T>(mm_, datty_.get(), G(kAttprojw, l), G(kAttprojb, l), dres, a.atty,
                              L(kAttprojw, l), nullptr, N, C, C, 1.0f, bsc, st);
-      cu::attention_backward<T>(dqkv_.get(), attn_scratch_.get(), datty_.get(), a.qkv, a.atty,
-                                a.lse, B, Tn, C, NH, st);
+      attention_backward(dqkv_.get(), datty_.get(), a, B, Tn, st);
       if (recompute_ >= 2)
         cu::layernorm_apply<T>(a.ln1, x_in, L(kLn1w, l), L(kLn1b, l), a.ln1_mean, a.ln1_rstd, N, C,
                                st);
@@ -385,6 +393,7 @@ template <typename T> class CudaEngine final : public Engine {
       cu::AdamWArgs args{
           lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(k) ? c.weight_decay : 0.0f, t, 0};
       if (sr_seed_ != 0) args.seed = ((sr_seed_ * 2654435761u) ^ (std::uint32_t(t) * 40503u)) | 1u;
+      args.index_base = a; // rounding noise hashed on the flat index: independent across tensors
       if constexpr (std::is_same<T, float>::value) {
         cu::adamw_update<float>(master_.get() + a, nullptr, grads_.get() + a, m_.get() + o,
                                 v_.get() + o, b - a, args, stream_.get());
@@ -438,7 +447,7 @@ template <typename T> class CudaEngine final : public Engine {
     if (B <= 0 || Tn <= 0 || B > maxB_ || Tn > maxT_)
       throw std::invalid_argument("micro-batch shape exceeds the engine's allocation");
     Slot& s = slots_.at(std::size_t(slot));
-    const int C = cfg_.channels, NH = cfg_.num_heads, N = B * Tn;
+    const int C = cfg_.channels, N = B * Tn;
     const std::size_t NC = std::size_t(N) * C;
     const cudaStream_t st = stream_.get();
     s.B = B;
@@ -477,7 +486,7 @@ template <typename T> class CudaEngine final : public Engine {
                                  st);
       cu::matmul_forward<T>(mm_, a.qkv, nullptr, a.ln1, L(kQkvw, l), L(kQkvb, l), N, C, 3 * C,
                             false, st);
-      cu::attention_forward<T>(a.atty, a.lse, a.qkv, B, Tn, C, NH, st);
+      attention_forward(a, B, Tn, st);
       cu::matmul_forward<T>(mm_, proj_.get(), nullptr, a.atty, L(kAttprojw, l), L(kAttprojb, l), N,
                             C, C, false, st);
       cu::residual_layernorm_forward<T>(a.res2, a.ln2, a.ln2_mean, a.ln2_rstd, x, proj_.get(),
@@ -538,6 +547,25 @@ template <typename T> class CudaEngine final : public Engine {
   }
 
   int nlayers() const { return st_.layer_end - st_.layer_begin; }
+  // Attention on tensor cores where they apply (bf16, hs 64/128), else CUDA cores.
+  void attention_forward(const LayerActs& a, int B, int Tn, cudaStream_t st) {
+    const int C = cfg_.channels, NH = cfg_.num_heads;
+    if constexpr (!std::is_same<T, float>::value) {
+      if (attn_tc_) return cu::attention_forward_tc(a.atty, a.lse, a.qkv, B, Tn, C, NH, st);
+    }
+    cu::attention_forward<T>(a.atty, a.lse, a.qkv, B, Tn, C, NH, st);
+  }
+  void attention_backward(T* dqkv, const T* datty, const LayerActs& a, int B, int Tn,
+                          cudaStream_t st) {
+    const int C = cfg_.channels, NH = cfg_.num_heads;
+    if constexpr (!std::is_same<T, float>::value) {
+      if (attn_tc_)
+        return cu::attention_backward_tc(dqkv, attn_scratch_.get(), datty, a.qkv, a.atty, a.lse, B,
+                                         Tn, C, NH, st);
+    }
+    cu::attention_backward<T>(dqkv, attn_scratch_.get(), datty, a.qkv, a.atty, a.lse, B, Tn, C, NH,
+                              st);
+  }
   // Parameters as the kernels see them (T), gradients (fp32).
   T* params_t() const {
     if constexpr (std::is_same<T, float>::value) {
@@ -597,6 +625,7 @@ template <typename T> class CudaEngine final : public Engine {
   CudaMemoryPlan plan_;
   bool gelu_fusion_ = false;
   std::uint32_t sr_seed_ = 0;
+  bool attn_tc_ = false;
   std::function<void(int)> hook_;
   std::size_t opt_begin_ = 0, opt_end_ = 0; // AdamW moments cover [opt_begin_, opt_end_)
   DeviceBuffer<float> master_, grads_, m_, v_;

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -241,6 +242,13 @@ TYPED_TEST(CudaOps, LayerNorm) {
     expect_close_t<T>(out, down(gout), "layernorm_forward out" + tag);
     expect_close_t<T>(mean, down(gmean), "layernorm_forward mean" + tag);
     expect_close_t<T>(rstd, down(grstd), "layernorm_forward rstd" + tag);
+    // Recomputation from the saved statistics reproduces the forward bit for bit.
+    auto gapply = poisoned<T>(NC);
+    myelin::cuda::layernorm_apply(gapply.get(), gx.get(), gw.get(), gb.get(), gmean.get(),
+                                  grstd.get(), N, C, stream0());
+    const auto fwd_bits = down(gout), apply_bits = down(gapply);
+    EXPECT_EQ(0, std::memcmp(fwd_bits.data(), apply_bits.data(), NC * sizeof(float)))
+        << "layernorm_apply differs from layernorm_forward" << tag;
 
     // Backward uses the reference statistics so that only the backward is tested.
     std::vector<float> meanf(mean.begin(), mean.end()), rstdf(rstd.begin(), rstd.end());
@@ -273,6 +281,11 @@ TYPED_TEST(CudaOps, LayerNorm) {
     expect_close_t<T>(res, down(gres), "residual_layernorm residual" + tag);
     expect_close_t<T>(out2, down(gout2), "residual_layernorm out" + tag);
     expect_close_t<T>(rstd2, down(grstd), "residual_layernorm rstd" + tag);
+    myelin::cuda::layernorm_apply(gapply.get(), gres.get(), gw.get(), gb.get(), gmean.get(),
+                                  grstd.get(), N, C, stream0());
+    const auto fused_bits = down(gout2), apply2_bits = down(gapply);
+    EXPECT_EQ(0, std::memcmp(fused_bits.data(), apply2_bits.data(), NC * sizeof(float)))
+        << "layernorm_apply differs from residual_layernorm_forward" << tag;
   }
 }
 
@@ -818,6 +831,74 @@ TEST(CudaEngine, Bf16TrainsCloseToFp32) {
     EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
   }
   EXPECT_LT(lb.back(), lb.front());
+}
+
+// --recompute 1 and 2 give the same bits as storing every activation: losses,
+// gradient norms and parameters after 4 steps, in fp32 and bf16.
+TEST(CudaEngine, RecomputeIsBitIdentical) {
+  REQUIRE_GPU();
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    std::vector<float> ref_losses, ref_params;
+    std::vector<double> ref_norms;
+    std::size_t ref_act = 0;
+    for (int rc = 0; rc <= 2; ++rc) {
+      myelin::EngineOptions opt;
+      opt.device = "cuda";
+      opt.dtype = dtype;
+      opt.slots = 2;
+      opt.recompute = rc;
+      auto e = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+      e->set_params(params);
+      std::vector<double> norms;
+      const auto losses = train_losses(*e, c, 4, &norms);
+      std::vector<float> p(e->layout().total);
+      e->get_params(p);
+      if (rc == 0) {
+        ref_losses = losses;
+        ref_norms = norms;
+        ref_params = p;
+        ref_act = e->memory_use().activations;
+        continue;
+      }
+      EXPECT_EQ(losses, ref_losses) << dtype << " recompute " << rc;
+      EXPECT_EQ(norms, ref_norms) << dtype << " recompute " << rc;
+      EXPECT_EQ(p, ref_params) << dtype << " recompute " << rc;
+      EXPECT_LT(e->memory_use().activations, ref_act) << dtype << " recompute " << rc;
+    }
+  }
+}
+
+// bf16 with head size 64 runs attention on tensor cores by default; it trains
+// like the CUDA-core kernels (MYELIN_CUDA_ATTN=fma) and like fp32.
+TEST(CudaEngine, TensorCoreAttentionTrainsLikeFma) {
+  REQUIRE_GPU();
+  auto c = tiny_config();
+  c.channels = 128;
+  c.num_heads = 2;
+  ASSERT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
+  const auto params = perturbed_init(c);
+  myelin::EngineOptions opt;
+  opt.device = "cuda";
+  opt.slots = 2;
+  opt.dtype = "fp32";
+  auto f32 = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  opt.dtype = "bf16";
+  ::setenv("MYELIN_CUDA_ATTN", "fma", 1);
+  auto fma = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  ::unsetenv("MYELIN_CUDA_ATTN");
+  auto tc = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
+  const auto lf = train_losses(*f32, c, 10, nullptr);
+  const auto lm = train_losses(*fma, c, 10, nullptr);
+  const auto lt = train_losses(*tc, c, 10, nullptr);
+  for (std::size_t i = 0; i < lf.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(lt[i])) << "step " << i + 1;
+    EXPECT_NEAR(lt[i], lm[i], 1e-2 * std::fabs(lm[i])) << "tc vs fma, step " << i + 1;
+    EXPECT_NEAR(lt[i], lf[i], 2e-2 * std::fabs(lf[i])) << "tc vs fp32, step " << i + 1;
+  }
+  EXPECT_LT(lt.back(), lt.front());
 }
 
 // Two pipeline stages (layer 0 | layer 1) compute the same loss and layer
