@@ -361,28 +361,44 @@ TYPED_TEST(CudaOps, Matmul) {
 }
 
 // ---- attention ------------------------------------------------------------------------------
+struct AttnShape {
+  int B, Tn, C, NH;
+};
+// Random bf16/fp32-representable inputs of one attention case and the double
+// CPU reference of its forward and backward.
+template <typename T> struct AttnCase {
+  std::vector<float> qkv, dout;
+  std::vector<double> qkvd, doutd, out, dqkv;
+  std::string tag;
+  explicit AttnCase(AttnShape s) {
+    const std::size_t NC = std::size_t(s.B) * s.Tn * s.C;
+    qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
+    dout = representable<T>(rand_vec(NC));
+    qkvd = to_d(qkv);
+    doutd = to_d(dout);
+    out.assign(NC, 0.0);
+    std::vector<double> att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
+    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, s.C, s.NH);
+    dqkv.assign(3 * NC, 0.0);
+    std::vector<double> scr(att.size());
+    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
+                                    s.B, s.Tn, s.C, s.NH);
+    tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) + " C=" + std::to_string(s.C) +
+          " NH=" + std::to_string(s.NH);
+  }
+};
+
 TYPED_TEST(CudaOps, Attention) {
   REQUIRE_GPU();
   using T = TypeParam;
-  struct S {
-    int B, Tn, C, NH;
-  };
-  for (S s : {S{2, 7, 32, 4}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 64, 192, 2}, S{1, 1, 64, 1},
-              S{1, 130, 64, 1}}) {
-    const int N = s.B * s.Tn, C = s.C;
-    const std::size_t NC = std::size_t(N) * C;
-    const auto qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
-    const auto dout = representable<T>(rand_vec(NC));
-    auto qkvd = to_d(qkv), doutd = to_d(dout);
-    std::vector<double> out(NC), att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, C, s.NH);
-    std::vector<double> dqkv(3 * NC, 0.0), scr(att.size());
-    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
-                                    s.B, s.Tn, C, s.NH);
-    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
-                            " C=" + std::to_string(C) + " NH=" + std::to_string(s.NH);
-
-    auto gqkv = up<T>(qkv), gdout = up<T>(dout);
+  for (AttnShape s : {AttnShape{2, 7, 32, 4}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
+                      AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1}}) {
+    const AttnCase<T> a(s);
+    const auto &out = a.out, &dqkv = a.dqkv;
+    const auto& tag = a.tag;
+    const int C = s.C;
+    const std::size_t NC = std::size_t(s.B) * s.Tn * C;
+    auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
     auto gout = poisoned<T>(NC);
     auto glse = poisoned<float>(std::size_t(s.B) * s.NH * s.Tn);
     myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH,
@@ -497,26 +513,16 @@ TEST(CudaOpsTc, Attention) {
                                            4, 96, 1, stream0()),
                  std::invalid_argument);
   }
-  struct S {
-    int B, Tn, C, NH;
-  };
-  for (S s : {S{2, 7, 128, 2}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 1, 64, 1}, S{1, 130, 64, 1},
-              S{1, 200, 256, 2}, S{2, 64, 128, 1}, S{1, 257, 512, 4}}) {
-    const int N = s.B * s.Tn, C = s.C;
-    const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const auto qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
-    const auto dout = representable<T>(rand_vec(NC));
-    auto qkvd = to_d(qkv), doutd = to_d(dout);
-    std::vector<double> out(NC), att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, C, s.NH);
-    std::vector<double> dqkv(3 * NC, 0.0), scr(att.size());
-    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
-                                    s.B, s.Tn, C, s.NH);
+  for (AttnShape s : {AttnShape{2, 7, 128, 2}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
+                      AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1}, AttnShape{1, 200, 256, 2},
+                      AttnShape{2, 64, 128, 1}, AttnShape{1, 257, 512, 4}}) {
+    const AttnCase<T> a(s);
+    const auto &out = a.out, &dqkv = a.dqkv, &qkvd = a.qkvd, &doutd = a.doutd;
+    const auto& tag = a.tag;
+    const int C = s.C;
+    const std::size_t NC = std::size_t(s.B) * s.Tn * C, NL = std::size_t(s.B) * s.NH * s.Tn;
     const auto lse = ref_lse(qkvd, s.B, s.Tn, C, s.NH);
-    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
-                            " C=" + std::to_string(C) + " NH=" + std::to_string(s.NH);
-
-    auto gqkv = up<T>(qkv), gdout = up<T>(dout);
+    auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
     auto gout = poisoned<T>(NC);
     auto glse = poisoned<float>(NL);
     cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, stream0());
