@@ -40,59 +40,11 @@
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/ops.h"
 #include "sim_runtime.h"
+#include "tests/common/kernel_check.h"
 
 namespace {
 
-using bf16 = __nv_bfloat16;
-
-// ---- host-side storage conversion ----------------------------------------------------------
-std::uint16_t bf16_bits(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u); // round to nearest even (test data is finite)
-  return std::uint16_t(u >> 16);
-}
-float bf16_value(std::uint16_t b) {
-  const std::uint32_t u = std::uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-template <typename T> struct St;
-template <> struct St<float> {
-  using Host = float;
-  static Host enc(float f) { return f; }
-  static float dec(Host h) { return h; }
-  static constexpr double rtol = 1e-5, atol = 1e-5;
-  static constexpr const char* name = "fp32";
-};
-template <> struct St<bf16> {
-  using Host = std::uint16_t;
-  static Host enc(float f) { return bf16_bits(f); }
-  static float dec(Host h) { return bf16_value(h); }
-  static constexpr double rtol = 2e-2, atol = 2e-2;
-  static constexpr const char* name = "bf16";
-};
-
-std::mt19937_64& rng() {
-  static std::mt19937_64 g(1234);
-  return g;
-}
-std::vector<float> rand_vec(std::size_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) {
-    do x = u(rng());
-    while (x == 0.0f);
-  }
-  return v;
-}
-template <typename T> std::vector<float> representable(std::vector<float> v) {
-  for (auto& x : v) x = St<T>::dec(St<T>::enc(x));
-  return v;
-}
-std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+using namespace myelin::kernel_check;
 
 // ---- simulated device memory (host memory from sim::cudaMalloc, guarded) --------------------
 template <typename T> class Dev {
@@ -144,32 +96,6 @@ template <typename T> std::vector<float> down(const T* p, std::size_t n) {
 }
 template <typename T> std::vector<float> down(const Dev<T>& d) { return down(d.get(), d.size()); }
 
-void expect_close(const std::vector<double>& ref, const std::vector<float>& got, double rtol,
-                  double atol, const std::string& what) {
-  ASSERT_EQ(ref.size(), got.size()) << what;
-  double ss = 0.0;
-  for (double r : ref) ss += r * r;
-  const double rms = ref.empty() ? 0.0 : std::sqrt(ss / double(ref.size()));
-  std::size_t bad = 0, first = 0;
-  double worst = 0.0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    const double err = std::fabs(double(got[i]) - ref[i]);
-    if (!(err <= rtol * std::fabs(ref[i]) + atol * rms)) { // also catches NaN
-      if (bad == 0) first = i;
-      ++bad;
-    }
-    if (std::isfinite(err) && err > worst) worst = err;
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << ref.size()
-                     << " elements out of tolerance; first at " << first << " (sim "
-                     << (bad ? got[first] : 0.0f) << ", ref " << (bad ? ref[first] : 0.0)
-                     << "), max abs err " << worst << ", rms(ref) " << rms;
-}
-template <typename T>
-void expect_close_t(const std::vector<double>& ref, const std::vector<float>& got,
-                    const std::string& what) {
-  expect_close(ref, got, St<T>::rtol, St<T>::atol, std::string(St<T>::name) + " " + what);
-}
 void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b,
                       const std::string& what) {
   ASSERT_EQ(a.size(), b.size()) << what;
@@ -435,71 +361,6 @@ TYPED_TEST(SimKernels, Attention) {
   }
   EXPECT_THROW(myelin::cuda::attention_forward<T>(nullptr, nullptr, nullptr, 1, 4, 600, 2, kStream),
                std::invalid_argument); // hs 300 > 256
-}
-
-// ---- attention on tensor cores (bf16, hs 64 / 128) ---------------------------------------------
-// lse [B,NH,T] = logsumexp_{j<=i} (q_i . k_j / sqrt(hs)), in double.
-std::vector<double> ref_lse(const std::vector<double>& qkv, int B, int Tn, int C, int NH) {
-  const int hs = C / NH;
-  const double scale = 1.0 / std::sqrt(double(hs));
-  const std::size_t rs = 3 * std::size_t(C);
-  std::vector<double> lse(std::size_t(B) * NH * Tn), sc(static_cast<std::size_t>(Tn));
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < NH; ++h)
-      for (int i = 0; i < Tn; ++i) {
-        const double* q = &qkv[(std::size_t(b) * Tn + i) * rs + std::size_t(h) * hs];
-        double m = -INFINITY;
-        for (int j = 0; j <= i; ++j) {
-          const double* k = &qkv[(std::size_t(b) * Tn + j) * rs + C + std::size_t(h) * hs];
-          double dot = 0.0;
-          for (int c = 0; c < hs; ++c) dot += q[c] * k[c];
-          sc[std::size_t(j)] = dot * scale;
-          m = std::max(m, sc[std::size_t(j)]);
-        }
-        double l = 0.0;
-        for (int j = 0; j <= i; ++j) l += std::exp(sc[std::size_t(j)] - m);
-        lse[(std::size_t(b) * NH + h) * Tn + i] = m + std::log(l);
-      }
-  return lse;
-}
-
-// The flash backward as the kernels define it, in double: Drow = dO . O with the
-// O the backward is given, P = exp(scale q.k - lse), dS = P (dO.v - Drow);
-// dV = P^T dO, dQ = scale dS K, dK = scale dS^T Q. With bf16_operands, P and
-// dS are rounded to bf16 first (they are MMA operands in the tensor-core kernels).
-std::vector<double> ref_flash_backward(const std::vector<double>& qkv,
-                                       const std::vector<double>& dout, const std::vector<float>& O,
-                                       const std::vector<double>& lse, int B, int Tn, int C, int NH,
-                                       bool bf16_operands) {
-  const int hs = C / NH;
-  const double scale = 1.0 / std::sqrt(double(hs));
-  const std::size_t rs = 3 * std::size_t(C);
-  auto op = [&](double v) { return bf16_operands ? double(bf16_value(bf16_bits(float(v)))) : v; };
-  std::vector<double> d(qkv.size(), 0.0);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < NH; ++h)
-      for (int i = 0; i < Tn; ++i) {
-        const std::size_t ri = std::size_t(b) * Tn + i, hh = std::size_t(h) * hs;
-        double D = 0.0;
-        for (int c = 0; c < hs; ++c) D += dout[ri * C + hh + c] * double(O[ri * C + hh + c]);
-        const double L = lse[(std::size_t(b) * NH + h) * Tn + i];
-        for (int j = 0; j <= i; ++j) {
-          const std::size_t rj = std::size_t(b) * Tn + j;
-          double sdot = 0.0, dp = 0.0;
-          for (int c = 0; c < hs; ++c) {
-            sdot += qkv[ri * rs + hh + c] * qkv[rj * rs + C + hh + c];
-            dp += dout[ri * C + hh + c] * qkv[rj * rs + 2 * C + hh + c];
-          }
-          const double p = std::exp(sdot * scale - L);
-          const double ds = op(p * (dp - D)), pr = op(p);
-          for (int c = 0; c < hs; ++c) {
-            d[ri * rs + hh + c] += scale * ds * qkv[rj * rs + C + hh + c];
-            d[rj * rs + C + hh + c] += scale * ds * qkv[ri * rs + hh + c];
-            d[rj * rs + 2 * C + hh + c] += pr * dout[ri * C + hh + c];
-          }
-        }
-      }
-  return d;
 }
 
 // As in tests/gpu: the backward against ref_flash_backward (same O, bf16
