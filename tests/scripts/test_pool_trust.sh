@@ -42,10 +42,15 @@ jobs=$(python3 -c "import sqlite3; print(sqlite3.connect('st/pool.db').execute('
 
 # ---- contributions ----
 common=(--pool "$URL" --token "$TOK" --threads 1 --work-dir wd --exit-when-idle)
-"$MYELIN" contribute "${common[@]}" --name good > good.log 2>&1 & PIDS+=($!)
-"$MYELIN" contribute "${common[@]}" --name trunc --debug-corrupt truncate > trunc.log 2>&1 & PIDS+=($!)
+# The two contributors whose uploads are refused join first: a round closes
+# once enough valid uploads are in and no assigned live contributor is still
+# training, so on a loaded machine a late "nan" could otherwise miss round 0.
+ncontrib() { python3 -c "import sqlite3; print(sqlite3.connect('st/pool.db').execute('SELECT COUNT(*) FROM contributors').fetchone()[0])"; }
 "$MYELIN" contribute "${common[@]}" --name nan --debug-corrupt nan > nan.log 2>&1 & PIDS+=($!)
 "$MYELIN" contribute "${common[@]}" --name big --debug-corrupt scale100 > big.log 2>&1 & PIDS+=($!)
+wait_for '[ "$(ncontrib)" -ge 2 ]' 30
+"$MYELIN" contribute "${common[@]}" --name good > good.log 2>&1 & PIDS+=($!)
+"$MYELIN" contribute "${common[@]}" --name trunc --debug-corrupt truncate > trunc.log 2>&1 & PIDS+=($!)
 for p in "${PIDS[@]:1}"; do
   end=$((SECONDS + 60))
   while kill -0 $p 2>/dev/null; do [ $SECONDS -lt $end ] || { tail serve.log; fail "contributor $p did not finish"; }; sleep 0.2; done
