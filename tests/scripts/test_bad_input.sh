@@ -53,4 +53,12 @@ expect2 "no-such-flag" train --no-such-flag
 expect2 "unknown command" frobnicate
 expect2 "--input" data text --input nothere.txt --out d
 expect2 "--task" data synthetic --task multiplication --out d
+expect2 "--recompute" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --recompute 3
+expect2 "--preset" train --preset 3B --memory-plan
+expect2 "--recompute" train --preset 124M --recompute -1 --memory-plan
+expect2 "model_trunc.bin: truncated" train --model model_trunc.bin --memory-plan
+# --memory-plan needs no GPU and no data: the GPT-2 124M plan at 64 x 1024.
+"$MYELIN" train --preset 124M --device cuda -b 64 -t 1024 --memory-plan > plan.txt
+grep -q "124.476M params | bf16 | micro-batch 64x1024" plan.txt || fail "memory plan header: $(cat plan.txt)"
+grep -q "total 27.56" plan.txt || fail "memory plan total: $(cat plan.txt)"
 echo "bad input: $n cases exit 2 with a one-line message"
