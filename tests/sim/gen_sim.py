@@ -3,7 +3,10 @@
 (tests/sim; SIMULATION ONLY, see sim_runtime.h). Run by CMake at build time;
 the output lives in the build tree and is never committed.
 
-    gen_sim.py INPUT OUTPUT
+    gen_sim.py [--allow-cublaslt] INPUT OUTPUT
+
+--allow-cublaslt (matmul.cu, engine simulation only) leaves cuBLASLt calls in
+place: they resolve to the host emulation in sim_cublaslt.cpp.
 
 The rewrites are few and mechanical; everything else is compiled as written:
   * comments are blanked (line numbers are kept; the output starts with
@@ -120,7 +123,7 @@ def split_top_level(args):
     return [p.strip() for p in parts]
 
 
-def rewrite(src, is_common):
+def rewrite(src, is_common, allow_cublaslt=False):
     s = strip_comments(src)
 
     # ---- includes ----
@@ -229,8 +232,11 @@ def rewrite(src, is_common):
     s = re.sub(r"^[ \t]*#\s*pragma\s+unroll\b.*$", "", s, flags=re.M)
 
     # ---- what must not be left ----
+    # cuBLASLt calls are allowed only for the engine simulation, where they link
+    # against the host emulation in sim_cublaslt.cpp (--allow-cublaslt).
+    cublas = r"\bcublas(?!Lt)\w*\s*\(" if allow_cublaslt else r"\bcublas\w*\s*\("
     for pattern, what in UNSUPPORTED + ([] if is_common else
-                                        [(r"\bcublas\w*\s*\(", "cuBLAS / cuBLASLt calls")]):
+                                        [(cublas, "cuBLAS / cuBLASLt calls")]):
         m = re.search(pattern, s)
         if m:
             raise GenError(f"line {line_of(s, m.start())}: {what} cannot be simulated")
@@ -246,15 +252,17 @@ def rewrite(src, is_common):
 
 
 def main(argv):
-    if len(argv) != 3:
+    args = [a for a in argv[1:] if a != "--allow-cublaslt"]
+    allow_cublaslt = len(args) != len(argv) - 1
+    if len(args) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    inp, outp = argv[1], argv[2]
+    inp, outp = args
     is_common = inp.endswith(".cuh")
     try:
         with open(inp, encoding="utf-8") as f:
             src = f.read()
-        body, _ = rewrite(src, is_common)
+        body, _ = rewrite(src, is_common, allow_cublaslt)
     except (GenError, OSError) as e:
         print(f"gen_sim.py: {inp}: error: {e}", file=sys.stderr)
         return 1

@@ -148,6 +148,9 @@ using std::isfinite;
 using std::isinf;
 using std::isnan;
 using std::signbit;
+// CUDA's integer min/max device functions (global, as in CUDA's math headers).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __sinf(float x) { return std::sin(x); }

@@ -48,7 +48,8 @@
 // the compiler rejects them); device math uses the host libm (expf etc. differ
 // from the GPU's by an ulp or two); wmma numerics are exact products with fp32
 // accumulation in a fixed order (sim_wmma.h); kernels run synchronously at the
-// launch, streams and events are no-ops. cuBLASLt (matmul.cu) cannot run here.
+// launch, streams and events are no-ops. cuBLASLt is emulated on the host
+// (sim_cublaslt.cpp, engine simulation only), not run.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,0 +1,375 @@
+// The CUDA engine (runtime/model/cuda_engine.cpp, unchanged) trained in CPU
+// SIMULATION against the CPU engine: THIS IS NOT A GPU TEST. The kernels run
+// thread by thread in the simulator (gen_sim.py, sim_runtime), matmul.cu calls
+// a host emulation of cuBLASLt (sim_cublaslt.cpp) and the runtime API is host
+// memory (sim_cuda_api.cpp). The tests mirror TEST(CudaEngine, ...) of
+// tests/gpu/test_cuda_ops.cpp with the same shapes and tolerances, plus a test
+// of the cuBLASLt GELU epilogue path (MYELIN_CUDA_GELU_FUSION=1). The simulation
+// runs every CUDA thread, so the runs are shorter: 3 training steps instead of
+// 10, and gradient clipping (grad_sum_squares: 1024 x 256 threads per
+// parameter tensor, by far the most expensive call here) only in the tests
+// that compare gradient norms; the recompute test compares the gradients
+// themselves instead. What these tests cannot show: the real cuBLASLt's and
+// tensor cores' arithmetic, the GPU's memory model, streams, timing.
+#include <gtest/gtest.h>
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+#include "runtime/model/config.h"
+#include "runtime/model/engine.h"
+#include "runtime/model/init.h"
+#include "sim_runtime.h"
+#include "tests/common/kernel_check.h"
+
+namespace sim {
+// sim_cublaslt.cpp
+long cublaslt_live_objects();
+long cublaslt_matmuls(cublasLtEpilogue_t epilogue);
+} // namespace sim
+
+namespace {
+
+using namespace myelin::kernel_check;
+
+constexpr int kSteps = 3; // the GPU tests train 10 steps
+
+myelin::GPT2Config tiny_config() {
+  myelin::GPT2Config c;
+  c.max_seq_len = 16;
+  c.vocab_size = 50;
+  c.padded_vocab_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.channels = 32;
+  return c;
+}
+
+std::vector<float> perturbed_init(const myelin::GPT2Config& c) {
+  auto p = myelin::gpt2_init(c, 7);
+  const myelin::ParamLayout lay(c);
+  // Non-trivial biases and LayerNorm parameters so every gradient path is exercised.
+  std::mt19937_64 g(99);
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  for (int k : {myelin::kLn1w, myelin::kLn1b, myelin::kQkvb, myelin::kAttprojb, myelin::kLn2w,
+                myelin::kLn2b, myelin::kFcb, myelin::kFcprojb, myelin::kLnfw, myelin::kLnfb})
+    for (std::size_t i = 0; i < lay.sizes[k]; ++i) p[lay.offsets[k] + i] += u(g);
+  return p;
+}
+
+void make_batch(const myelin::GPT2Config& c, int B, int Tn, int step, std::vector<int>& tok,
+                std::vector<int>& tgt) {
+  tok.resize(std::size_t(B) * Tn);
+  tgt.resize(tok.size());
+  for (std::size_t i = 0; i < tok.size(); ++i) {
+    tok[i] = int((i * 31 + std::size_t(step) * 17 + 5) % std::size_t(c.vocab_size));
+    tgt[i] = int((i * 13 + std::size_t(step) * 7 + 11) % std::size_t(c.vocab_size));
+  }
+}
+
+std::vector<float> train_losses(myelin::Engine& e, const myelin::GPT2Config& c, int steps,
+                                std::vector<double>* norms) {
+  const int B = 2, Tn = 16;
+  myelin::AdamWConfig ac;
+  ac.lr = 1e-3f;
+  ac.weight_decay = 0.1f;
+  std::vector<float> losses;
+  std::vector<int> tok, tgt;
+  for (int s = 1; s <= steps; ++s) {
+    make_batch(c, B, Tn, s, tok, tgt);
+    e.zero_grad();
+    // two micro-batches of gradient accumulation through two slots
+    float loss = 0.0f;
+    for (int mb = 0; mb < 2; ++mb) {
+      std::vector<int> t2(tok), g2(tgt);
+      for (auto& v : t2) v = (v + mb) % c.vocab_size;
+      loss += 0.5f * e.forward(mb, t2.data(), g2.data(), B, Tn);
+    }
+    for (int mb = 1; mb >= 0; --mb) e.backward(mb, 0.5f);
+    if (norms) { // clipping only where the norms are compared (see the top of the file)
+      const double ss = e.grad_sum_squares(0, e.layout().total);
+      norms->push_back(ss);
+      if (ss > 1.0) e.scale_grads(float(1.0 / std::sqrt(ss)));
+    }
+    e.adamw(ac, ac.lr, s, 0, e.layout().total);
+    losses.push_back(loss);
+  }
+  return losses;
+}
+
+std::unique_ptr<myelin::Engine> cuda_engine(const myelin::GPT2Config& c, const char* dtype,
+                                            int recompute = 0,
+                                            myelin::StageSpec st = myelin::StageSpec{}) {
+  myelin::EngineOptions opt;
+  opt.device = "cuda";
+  opt.dtype = dtype;
+  opt.slots = 2;
+  opt.recompute = recompute;
+  if (st.layer_end == 0) st = myelin::StageSpec::whole(c);
+  return myelin::make_engine(c, st, 2, 16, opt);
+}
+
+// Sets an environment variable for the lifetime of the object.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+// No leaked device memory or cuBLASLt objects once the engines are gone.
+class SimEngine : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    bytes0_ = sim::device_bytes_in_use();
+    lt0_ = sim::cublaslt_live_objects();
+  }
+  void TearDown() override {
+    EXPECT_EQ(sim::device_bytes_in_use(), bytes0_) << "device memory leaked";
+    EXPECT_EQ(sim::cublaslt_live_objects(), lt0_) << "cuBLASLt objects leaked";
+  }
+
+ private:
+  std::size_t bytes0_ = 0;
+  long lt0_ = 0;
+};
+
+TEST_F(SimEngine, SimulatedDevice) {
+  const auto c = tiny_config();
+  auto e = cuda_engine(c, "fp32");
+  EXPECT_NE(e->device_name().find("Simulated GPU"), std::string::npos) << e->device_name();
+  EXPECT_EQ(e->peak_flops(), 0.0); // no known card: no MFU
+}
+
+TEST_F(SimEngine, MatchesCpuEngineFp32) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
+  auto gpu = cuda_engine(c, "fp32");
+  cpu->set_params(params);
+  gpu->set_params(params);
+  std::vector<double> ncpu, ngpu;
+  const auto lc = train_losses(*cpu, c, kSteps, &ncpu);
+  const auto lg = train_losses(*gpu, c, kSteps, &ngpu);
+  for (std::size_t i = 0; i < lc.size(); ++i) {
+    EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::fabs(lc[i])) << "loss at step " << i + 1;
+    EXPECT_NEAR(ngpu[i], ncpu[i], 1e-4 * ncpu[i]) << "grad sum of squares at step " << i + 1;
+  }
+  std::vector<float> pc(cpu->layout().total), pg(gpu->layout().total);
+  cpu->get_params(pc);
+  gpu->get_params(pg);
+  expect_close(to_d(pc), pg, 1e-4, 1e-4, "parameters after training");
+  // Sampling path: logits of the last position.
+  std::vector<int> tok, tgt;
+  make_batch(c, 1, 16, 0, tok, tgt);
+  cpu->forward(0, tok.data(), nullptr, 1, 16);
+  gpu->forward(0, tok.data(), nullptr, 1, 16);
+  std::vector<float> lcpu(c.padded_vocab_size), lgpu(c.padded_vocab_size);
+  cpu->last_logits(15, lcpu);
+  gpu->last_logits(15, lgpu);
+  expect_close(to_d(lcpu), lgpu, 1e-4, 1e-4, "last_logits");
+  EXPECT_NEAR(gpu->eval_loss(tok.data(), tgt.data(), 1, 16),
+              cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
+}
+
+TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  auto f32 = cuda_engine(c, "fp32");
+  auto b16 = cuda_engine(c, "bf16");
+  f32->set_params(params);
+  b16->set_params(params);
+  const auto lf = train_losses(*f32, c, kSteps, nullptr);
+  const auto lb = train_losses(*b16, c, kSteps, nullptr);
+  for (std::size_t i = 0; i < lf.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(lb[i]));
+    EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
+  }
+  EXPECT_LT(lb.back(), lb.front());
+}
+
+// --recompute 1 and 2 give the same bits as storing every activation: losses,
+// the last step's gradients and the parameters, in fp32 and bf16.
+TEST_F(SimEngine, RecomputeIsBitIdentical) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    std::vector<float> ref_losses, ref_params, ref_grads;
+    std::size_t ref_act = 0;
+    for (int rc = 0; rc <= 2; ++rc) {
+      auto e = cuda_engine(c, dtype, rc);
+      e->set_params(params);
+      const auto losses = train_losses(*e, c, kSteps, nullptr);
+      std::vector<float> p(e->layout().total), g(e->layout().total);
+      e->get_params(p);
+      const auto gv = e->grads();
+      ASSERT_EQ(gv.count, g.size());
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(g.data(), gv.data, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      if (rc == 0) {
+        ref_losses = losses;
+        ref_grads = g;
+        ref_params = p;
+        ref_act = e->memory_use().activations;
+        continue;
+      }
+      EXPECT_EQ(losses, ref_losses) << dtype << " recompute " << rc;
+      EXPECT_EQ(g, ref_grads) << dtype << " recompute " << rc;
+      EXPECT_EQ(p, ref_params) << dtype << " recompute " << rc;
+      EXPECT_LT(e->memory_use().activations, ref_act) << dtype << " recompute " << rc;
+    }
+  }
+}
+
+// bf16 with head size 64 runs attention on tensor cores (the wmma mock in the
+// simulation) by default; it trains like the CUDA-core kernels
+// (MYELIN_CUDA_ATTN=fma) and like fp32.
+TEST_F(SimEngine, TensorCoreAttentionTrainsLikeFma) {
+  auto c = tiny_config();
+  c.channels = 128;
+  c.num_heads = 2;
+  ASSERT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
+  const auto params = perturbed_init(c);
+  auto f32 = cuda_engine(c, "fp32");
+  std::unique_ptr<myelin::Engine> fma;
+  {
+    EnvScope env("MYELIN_CUDA_ATTN", "fma");
+    fma = cuda_engine(c, "bf16");
+  }
+  EnvScope env("MYELIN_CUDA_ATTN", "tc");
+  auto tc = cuda_engine(c, "bf16");
+  for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
+  const auto lf = train_losses(*f32, c, kSteps, nullptr);
+  const auto lm = train_losses(*fma, c, kSteps, nullptr);
+  const auto lt = train_losses(*tc, c, kSteps, nullptr);
+  for (std::size_t i = 0; i < lf.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(lt[i])) << "step " << i + 1;
+    EXPECT_NEAR(lt[i], lm[i], 1e-2 * std::fabs(lm[i])) << "tc vs fma, step " << i + 1;
+    EXPECT_NEAR(lt[i], lf[i], 2e-2 * std::fabs(lf[i])) << "tc vs fp32, step " << i + 1;
+  }
+  // Not checked here: that the loss falls (the GPU test trains 10 steps; in 3
+  // it need not, and does not in fp32 either at this shape).
+  std::printf("[ sim      ] loss step 1 -> %d: fp32 %g -> %g, fma %g -> %g, tc %g -> %g\n", kSteps,
+              lf.front(), lf.back(), lm.front(), lm.back(), lt.front(), lt.back());
+}
+
+// Two pipeline stages (layer 0 | layer 1) compute the same loss and layer
+// gradients as the whole model.
+TEST_F(SimEngine, PipelineStagesMatchWholeModel) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  auto whole = cuda_engine(c, "fp32");
+  auto s0 = cuda_engine(c, "fp32", 0, myelin::StageSpec{0, 1, true, false});
+  auto s1 = cuda_engine(c, "fp32", 0, myelin::StageSpec{1, 2, false, true});
+  for (auto* e : {whole.get(), s0.get(), s1.get()}) {
+    e->set_params(params);
+    e->zero_grad();
+  }
+  std::vector<int> tok, tgt;
+  make_batch(c, 2, 16, 3, tok, tgt);
+  const float lw = whole->forward(0, tok.data(), tgt.data(), 2, 16);
+  whole->backward(0, 1.0f);
+  EXPECT_EQ(s0->forward(0, tok.data(), nullptr, 2, 16), 0.0f);
+  const std::size_t act = std::size_t(2) * 16 * c.channels * sizeof(float);
+  MYELIN_CUDA_CHECK(
+      cudaMemcpy(s1->input_act(0).data, s0->output_act(0).data, act, cudaMemcpyDeviceToDevice));
+  const float l1 = s1->forward(0, nullptr, tgt.data(), 2, 16);
+  EXPECT_NEAR(l1, lw, 1e-6 * std::fabs(lw));
+  s1->backward(0, 1.0f);
+  MYELIN_CUDA_CHECK(
+      cudaMemcpy(s0->output_grad(0).data, s1->input_grad(0).data, act, cudaMemcpyDeviceToDevice));
+  s0->backward(0, 1.0f);
+  const myelin::ParamLayout lay(c);
+  std::vector<float> gw(lay.total), g0(lay.total), g1(lay.total);
+  auto fetch = [&](myelin::Engine& e, std::vector<float>& out) {
+    const auto v = e.grads();
+    ASSERT_EQ(v.count, lay.total);
+    MYELIN_CUDA_CHECK(
+        cudaMemcpy(out.data(), v.data, lay.total * sizeof(float), cudaMemcpyDeviceToHost));
+  };
+  fetch(*whole, gw);
+  fetch(*s0, g0);
+  fetch(*s1, g1);
+  auto cmp = [&](const std::vector<float>& g, std::size_t a, std::size_t b, const char* what) {
+    std::vector<double> ref(gw.begin() + long(a), gw.begin() + long(b));
+    std::vector<float> got(g.begin() + long(a), g.begin() + long(b));
+    expect_close(ref, got, 1e-5, 1e-5, what);
+  };
+  for (int k = 0; k < myelin::kNumParamTensors; ++k) {
+    if (!myelin::ParamLayout::is_layer_tensor(k)) continue;
+    const std::size_t per = lay.per_layer(k, c.num_layers);
+    cmp(g0, lay.offsets[k], lay.offsets[k] + per, myelin::kParamTensorNames[k]);
+    cmp(g1, lay.offsets[k] + per, lay.offsets[k] + 2 * per, myelin::kParamTensorNames[k]);
+  }
+  cmp(g0, lay.offsets[myelin::kWpe], lay.offsets[myelin::kWpe] + lay.sizes[myelin::kWpe], "wpe");
+  cmp(g1, lay.offsets[myelin::kLnfw], lay.offsets[myelin::kLnfb] + lay.sizes[myelin::kLnfb], "lnf");
+  // wte: the stages' contributions add up to the whole model's gradient.
+  std::vector<float> wsum(lay.sizes[myelin::kWte]);
+  for (std::size_t i = 0; i < wsum.size(); ++i) wsum[i] = g0[i] + g1[i];
+  std::vector<double> wref(gw.begin(), gw.begin() + long(wsum.size()));
+  expect_close(wref, wsum, 1e-5, 1e-5, "wte (sum of stages)");
+}
+
+// MYELIN_CUDA_GELU_FUSION=1: the MLP's GeLU runs in the cuBLASLt GELU_AUX_BIAS
+// epilogue (forward) and DGELU epilogue (backward) instead of separate kernels.
+// fp32: the same numbers up to fp32 rounding (the same tolerances as against
+// the CPU engine); bf16: the epilogue takes GeLU of the unrounded pre-activation,
+// the kernel of the bf16-rounded one, so only the bf16 tolerance applies.
+TEST_F(SimEngine, GeluFusionMatchesUnfused) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    const bool f32 = std::string(dtype) == "fp32";
+    auto plain = cuda_engine(c, dtype);
+    std::unique_ptr<myelin::Engine> fused;
+    {
+      EnvScope env("MYELIN_CUDA_GELU_FUSION", "1");
+      fused = cuda_engine(c, dtype);
+    }
+    plain->set_params(params);
+    fused->set_params(params);
+    const long fwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
+    const long bwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU);
+    const auto lp = train_losses(*plain, c, kSteps, nullptr);
+    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS), fwd0) << dtype;
+    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU), bwd0) << dtype;
+    const auto lf = train_losses(*fused, c, kSteps, nullptr);
+    // Every forward and backward of every layer's MLP: 2 micro-batches x 2 layers per step.
+    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS) - fwd0, 4 * kSteps) << dtype;
+    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU) - bwd0, 4 * kSteps) << dtype;
+    const double rl = f32 ? 1e-5 : 1e-2;
+    for (std::size_t i = 0; i < lp.size(); ++i)
+      EXPECT_NEAR(lf[i], lp[i], rl * std::fabs(lp[i])) << dtype << " loss at step " << i + 1;
+    if (f32) {
+      std::vector<float> pp(plain->layout().total), pf(fused->layout().total);
+      plain->get_params(pp);
+      fused->get_params(pf);
+      expect_close(to_d(pp), pf, 1e-4, 1e-4, "parameters after training");
+    }
+  }
+}
+
+} // namespace
