@@ -33,12 +33,14 @@
 #include "runtime/model/config.h"
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
+#include "tests/common/engine_check.h"
 #include "tests/common/kernel_check.h"
 
 namespace {
 
 using myelin::cuda::bf16;
 using namespace myelin::kernel_check;
+using namespace myelin::engine_check;
 using myelin::cuda::DeviceBuffer;
 
 bool have_device() {
@@ -548,67 +550,6 @@ TYPED_TEST(CudaOps, SumSquaresAndScale) {
 
 // ---- engine parity
 // --------------------------------------------------------------------------------
-myelin::GPT2Config tiny_config() {
-  myelin::GPT2Config c;
-  c.max_seq_len = 16;
-  c.vocab_size = 50;
-  c.padded_vocab_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.channels = 32;
-  return c;
-}
-
-std::vector<float> perturbed_init(const myelin::GPT2Config& c) {
-  auto p = myelin::gpt2_init(c, 7);
-  const myelin::ParamLayout lay(c);
-  // Non-trivial biases and LayerNorm parameters so every gradient path is exercised.
-  std::mt19937_64 g(99);
-  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
-  for (int k : {myelin::kLn1w, myelin::kLn1b, myelin::kQkvb, myelin::kAttprojb, myelin::kLn2w,
-                myelin::kLn2b, myelin::kFcb, myelin::kFcprojb, myelin::kLnfw, myelin::kLnfb})
-    for (std::size_t i = 0; i < lay.sizes[k]; ++i) p[lay.offsets[k] + i] += u(g);
-  return p;
-}
-
-void make_batch(const myelin::GPT2Config& c, int B, int Tn, int step, std::vector<int>& tok,
-                std::vector<int>& tgt) {
-  tok.resize(std::size_t(B) * Tn);
-  tgt.resize(tok.size());
-  for (std::size_t i = 0; i < tok.size(); ++i) {
-    tok[i] = int((i * 31 + std::size_t(step) * 17 + 5) % std::size_t(c.vocab_size));
-    tgt[i] = int((i * 13 + std::size_t(step) * 7 + 11) % std::size_t(c.vocab_size));
-  }
-}
-
-std::vector<float> train_losses(myelin::Engine& e, const myelin::GPT2Config& c, int steps,
-                                std::vector<double>* norms) {
-  const int B = 2, Tn = 16;
-  myelin::AdamWConfig ac;
-  ac.lr = 1e-3f;
-  ac.weight_decay = 0.1f;
-  std::vector<float> losses;
-  std::vector<int> tok, tgt;
-  for (int s = 1; s <= steps; ++s) {
-    make_batch(c, B, Tn, s, tok, tgt);
-    e.zero_grad();
-    // two micro-batches of gradient accumulation through two slots
-    float loss = 0.0f;
-    for (int mb = 0; mb < 2; ++mb) {
-      std::vector<int> t2(tok), g2(tgt);
-      for (auto& v : t2) v = (v + mb) % c.vocab_size;
-      loss += 0.5f * e.forward(mb, t2.data(), g2.data(), B, Tn);
-    }
-    for (int mb = 1; mb >= 0; --mb) e.backward(mb, 0.5f);
-    const double ss = e.grad_sum_squares(0, e.layout().total);
-    if (norms) norms->push_back(ss);
-    if (ss > 1.0) e.scale_grads(float(1.0 / std::sqrt(ss)));
-    e.adamw(ac, ac.lr, s, 0, e.layout().total);
-    losses.push_back(loss);
-  }
-  return losses;
-}
-
 TEST(CudaEngine, MatchesCpuEngineFp32) {
   REQUIRE_GPU();
   const auto c = tiny_config();

@@ -29,6 +29,7 @@
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "sim_runtime.h"
+#include "tests/common/engine_check.h"
 #include "tests/common/kernel_check.h"
 
 namespace sim {
@@ -40,71 +41,9 @@ long cublaslt_matmuls(cublasLtEpilogue_t epilogue);
 namespace {
 
 using namespace myelin::kernel_check;
+using namespace myelin::engine_check;
 
 constexpr int kSteps = 3; // the GPU tests train 10 steps
-
-myelin::GPT2Config tiny_config() {
-  myelin::GPT2Config c;
-  c.max_seq_len = 16;
-  c.vocab_size = 50;
-  c.padded_vocab_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.channels = 32;
-  return c;
-}
-
-std::vector<float> perturbed_init(const myelin::GPT2Config& c) {
-  auto p = myelin::gpt2_init(c, 7);
-  const myelin::ParamLayout lay(c);
-  // Non-trivial biases and LayerNorm parameters so every gradient path is exercised.
-  std::mt19937_64 g(99);
-  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
-  for (int k : {myelin::kLn1w, myelin::kLn1b, myelin::kQkvb, myelin::kAttprojb, myelin::kLn2w,
-                myelin::kLn2b, myelin::kFcb, myelin::kFcprojb, myelin::kLnfw, myelin::kLnfb})
-    for (std::size_t i = 0; i < lay.sizes[k]; ++i) p[lay.offsets[k] + i] += u(g);
-  return p;
-}
-
-void make_batch(const myelin::GPT2Config& c, int B, int Tn, int step, std::vector<int>& tok,
-                std::vector<int>& tgt) {
-  tok.resize(std::size_t(B) * Tn);
-  tgt.resize(tok.size());
-  for (std::size_t i = 0; i < tok.size(); ++i) {
-    tok[i] = int((i * 31 + std::size_t(step) * 17 + 5) % std::size_t(c.vocab_size));
-    tgt[i] = int((i * 13 + std::size_t(step) * 7 + 11) % std::size_t(c.vocab_size));
-  }
-}
-
-std::vector<float> train_losses(myelin::Engine& e, const myelin::GPT2Config& c, int steps,
-                                std::vector<double>* norms) {
-  const int B = 2, Tn = 16;
-  myelin::AdamWConfig ac;
-  ac.lr = 1e-3f;
-  ac.weight_decay = 0.1f;
-  std::vector<float> losses;
-  std::vector<int> tok, tgt;
-  for (int s = 1; s <= steps; ++s) {
-    make_batch(c, B, Tn, s, tok, tgt);
-    e.zero_grad();
-    // two micro-batches of gradient accumulation through two slots
-    float loss = 0.0f;
-    for (int mb = 0; mb < 2; ++mb) {
-      std::vector<int> t2(tok), g2(tgt);
-      for (auto& v : t2) v = (v + mb) % c.vocab_size;
-      loss += 0.5f * e.forward(mb, t2.data(), g2.data(), B, Tn);
-    }
-    for (int mb = 1; mb >= 0; --mb) e.backward(mb, 0.5f);
-    if (norms) { // clipping only where the norms are compared (see the top of the file)
-      const double ss = e.grad_sum_squares(0, e.layout().total);
-      norms->push_back(ss);
-      if (ss > 1.0) e.scale_grads(float(1.0 / std::sqrt(ss)));
-    }
-    e.adamw(ac, ac.lr, s, 0, e.layout().total);
-    losses.push_back(loss);
-  }
-  return losses;
-}
 
 std::unique_ptr<myelin::Engine> cuda_engine(const myelin::GPT2Config& c, const char* dtype,
                                             int recompute = 0,
@@ -172,8 +111,8 @@ TEST_F(SimEngine, MatchesCpuEngineFp32) {
   cpu->set_params(params);
   gpu->set_params(params);
   std::vector<double> ncpu, ngpu;
-  const auto lc = train_losses(*cpu, c, kSteps, &ncpu);
-  const auto lg = train_losses(*gpu, c, kSteps, &ngpu);
+  const auto lc = train_losses(*cpu, c, kSteps, &ncpu, /*clip=*/true);
+  const auto lg = train_losses(*gpu, c, kSteps, &ngpu, /*clip=*/true);
   for (std::size_t i = 0; i < lc.size(); ++i) {
     EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::fabs(lc[i])) << "loss at step " << i + 1;
     EXPECT_NEAR(ngpu[i], ncpu[i], 1e-4 * ncpu[i]) << "grad sum of squares at step " << i + 1;
@@ -202,8 +141,8 @@ TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
   auto b16 = cuda_engine(c, "bf16");
   f32->set_params(params);
   b16->set_params(params);
-  const auto lf = train_losses(*f32, c, kSteps, nullptr);
-  const auto lb = train_losses(*b16, c, kSteps, nullptr);
+  const auto lf = train_losses(*f32, c, kSteps, nullptr, /*clip=*/false);
+  const auto lb = train_losses(*b16, c, kSteps, nullptr, /*clip=*/false);
   for (std::size_t i = 0; i < lf.size(); ++i) {
     ASSERT_TRUE(std::isfinite(lb[i]));
     EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
@@ -222,7 +161,7 @@ TEST_F(SimEngine, RecomputeIsBitIdentical) {
     for (int rc = 0; rc <= 2; ++rc) {
       auto e = cuda_engine(c, dtype, rc);
       e->set_params(params);
-      const auto losses = train_losses(*e, c, kSteps, nullptr);
+      const auto losses = train_losses(*e, c, kSteps, nullptr, /*clip=*/false);
       std::vector<float> p(e->layout().total), g(e->layout().total);
       e->get_params(p);
       const auto gv = e->grads();
@@ -262,9 +201,9 @@ TEST_F(SimEngine, TensorCoreAttentionTrainsLikeFma) {
   EnvScope env("MYELIN_CUDA_ATTN", "tc");
   auto tc = cuda_engine(c, "bf16");
   for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
-  const auto lf = train_losses(*f32, c, kSteps, nullptr);
-  const auto lm = train_losses(*fma, c, kSteps, nullptr);
-  const auto lt = train_losses(*tc, c, kSteps, nullptr);
+  const auto lf = train_losses(*f32, c, kSteps, nullptr, /*clip=*/false);
+  const auto lm = train_losses(*fma, c, kSteps, nullptr, /*clip=*/false);
+  const auto lt = train_losses(*tc, c, kSteps, nullptr, /*clip=*/false);
   for (std::size_t i = 0; i < lf.size(); ++i) {
     ASSERT_TRUE(std::isfinite(lt[i])) << "step " << i + 1;
     EXPECT_NEAR(lt[i], lm[i], 1e-2 * std::fabs(lm[i])) << "tc vs fma, step " << i + 1;
@@ -353,10 +292,10 @@ TEST_F(SimEngine, GeluFusionMatchesUnfused) {
     fused->set_params(params);
     const long fwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
     const long bwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU);
-    const auto lp = train_losses(*plain, c, kSteps, nullptr);
+    const auto lp = train_losses(*plain, c, kSteps, nullptr, /*clip=*/false);
     EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS), fwd0) << dtype;
     EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU), bwd0) << dtype;
-    const auto lf = train_losses(*fused, c, kSteps, nullptr);
+    const auto lf = train_losses(*fused, c, kSteps, nullptr, /*clip=*/false);
     // Every forward and backward of every layer's MLP: 2 micro-batches x 2 layers per step.
     EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS) - fwd0, 4 * kSteps) << dtype;
     EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU) - bwd0, 4 * kSteps) << dtype;
