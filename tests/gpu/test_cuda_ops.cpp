@@ -680,60 +680,11 @@ TEST(CudaEngine, TensorCoreAttentionTrainsLikeFma) {
 // gradients as the whole model.
 TEST(CudaEngine, PipelineStagesMatchWholeModel) {
   REQUIRE_GPU();
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  myelin::EngineOptions opt;
-  opt.device = "cuda";
-  auto whole = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
-  auto s0 = myelin::make_cuda_engine(c, myelin::StageSpec{0, 1, true, false}, 2, 16, opt);
-  auto s1 = myelin::make_cuda_engine(c, myelin::StageSpec{1, 2, false, true}, 2, 16, opt);
-  for (auto* e : {whole.get(), s0.get(), s1.get()}) {
-    e->set_params(params);
-    e->zero_grad();
-  }
-  std::vector<int> tok, tgt;
-  make_batch(c, 2, 16, 3, tok, tgt);
-  const float lw = whole->forward(0, tok.data(), tgt.data(), 2, 16);
-  whole->backward(0, 1.0f);
-  EXPECT_EQ(s0->forward(0, tok.data(), nullptr, 2, 16), 0.0f);
-  const std::size_t act = std::size_t(2) * 16 * c.channels * sizeof(float);
-  MYELIN_CUDA_CHECK(
-      cudaMemcpy(s1->input_act(0).data, s0->output_act(0).data, act, cudaMemcpyDeviceToDevice));
-  const float l1 = s1->forward(0, nullptr, tgt.data(), 2, 16);
-  EXPECT_NEAR(l1, lw, 1e-6 * std::fabs(lw));
-  s1->backward(0, 1.0f);
-  MYELIN_CUDA_CHECK(
-      cudaMemcpy(s0->output_grad(0).data, s1->input_grad(0).data, act, cudaMemcpyDeviceToDevice));
-  s0->backward(0, 1.0f);
-  const myelin::ParamLayout lay(c);
-  std::vector<float> gw(lay.total), g0(lay.total), g1(lay.total);
-  auto fetch = [&](myelin::Engine& e, std::vector<float>& out) {
-    const auto v = e.grads();
-    ASSERT_EQ(v.count, lay.total);
-    MYELIN_CUDA_CHECK(
-        cudaMemcpy(out.data(), v.data, lay.total * sizeof(float), cudaMemcpyDeviceToHost));
-  };
-  fetch(*whole, gw);
-  fetch(*s0, g0);
-  fetch(*s1, g1);
-  auto cmp = [&](const std::vector<float>& g, std::size_t a, std::size_t b, const char* what) {
-    std::vector<double> ref(gw.begin() + long(a), gw.begin() + long(b));
-    std::vector<float> got(g.begin() + long(a), g.begin() + long(b));
-    expect_close(ref, got, 1e-5, 1e-5, what);
-  };
-  for (int k = 0; k < myelin::kNumParamTensors; ++k) {
-    if (!myelin::ParamLayout::is_layer_tensor(k)) continue;
-    const std::size_t per = lay.per_layer(k, c.num_layers);
-    cmp(g0, lay.offsets[k], lay.offsets[k] + per, myelin::kParamTensorNames[k]);
-    cmp(g1, lay.offsets[k] + per, lay.offsets[k] + 2 * per, myelin::kParamTensorNames[k]);
-  }
-  cmp(g0, lay.offsets[myelin::kWpe], lay.offsets[myelin::kWpe] + lay.sizes[myelin::kWpe], "wpe");
-  cmp(g1, lay.offsets[myelin::kLnfw], lay.offsets[myelin::kLnfb] + lay.sizes[myelin::kLnfb], "lnf");
-  // wte: the stages' contributions add up to the whole model's gradient.
-  std::vector<float> wsum(lay.sizes[myelin::kWte]);
-  for (std::size_t i = 0; i < wsum.size(); ++i) wsum[i] = g0[i] + g1[i];
-  std::vector<double> wref(gw.begin(), gw.begin() + long(wsum.size()));
-  expect_close(wref, wsum, 1e-5, 1e-5, "wte (sum of stages)");
+  expect_pipeline_stages_match_whole_model([](myelin::StageSpec st) {
+    myelin::EngineOptions opt;
+    opt.device = "cuda";
+    return myelin::make_cuda_engine(tiny_config(), st, 2, 16, opt);
+  });
 }
 
 } // namespace
