@@ -142,4 +142,41 @@ template <class Make> void expect_pipeline_stages_match_whole_model(Make make) {
   expect_close(wref, wsum, 1e-5, 1e-5, "wte (sum of stages)");
 }
 
+// A CUDA engine in fp32 trains like the CPU engine over `steps` steps: losses
+// to 1e-5 relative, gradient norms to 1e-4, then parameters, the last
+// position's logits (sampling) and eval_loss. `gpu` is an fp32 CUDA engine of
+// tiny_config() with 2 slots.
+inline void expect_fp32_matches_cpu_engine(myelin::Engine& gpu_engine, int steps) {
+  using myelin::kernel_check::expect_close;
+  using myelin::kernel_check::to_d;
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
+  myelin::Engine* gpu = &gpu_engine;
+  cpu->set_params(params);
+  gpu->set_params(params);
+  std::vector<double> ncpu, ngpu;
+  const auto lc = train_losses(*cpu, c, steps, &ncpu);
+  const auto lg = train_losses(*gpu, c, steps, &ngpu);
+  for (std::size_t i = 0; i < lc.size(); ++i) {
+    EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::fabs(lc[i])) << "loss at step " << i + 1;
+    EXPECT_NEAR(ngpu[i], ncpu[i], 1e-4 * ncpu[i]) << "grad sum of squares at step " << i + 1;
+  }
+  std::vector<float> pc(cpu->layout().total), pg(gpu->layout().total);
+  cpu->get_params(pc);
+  gpu->get_params(pg);
+  expect_close(to_d(pc), pg, 1e-4, 1e-4, "parameters after training");
+  // Sampling path: logits of the last position.
+  std::vector<int> tok, tgt;
+  make_batch(c, 1, 16, 0, tok, tgt);
+  cpu->forward(0, tok.data(), nullptr, 1, 16);
+  gpu->forward(0, tok.data(), nullptr, 1, 16);
+  std::vector<float> lcpu(c.padded_vocab_size), lgpu(c.padded_vocab_size);
+  cpu->last_logits(15, lcpu);
+  gpu->last_logits(15, lgpu);
+  expect_close(to_d(lcpu), lgpu, 1e-4, 1e-4, "last_logits");
+  EXPECT_NEAR(gpu->eval_loss(tok.data(), tgt.data(), 1, 16),
+              cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
+}
+
 } // namespace myelin::engine_check

@@ -552,38 +552,13 @@ TYPED_TEST(CudaOps, SumSquaresAndScale) {
 // --------------------------------------------------------------------------------
 TEST(CudaEngine, MatchesCpuEngineFp32) {
   REQUIRE_GPU();
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
   myelin::EngineOptions opt;
   opt.device = "cuda";
   opt.dtype = "fp32";
   opt.slots = 2;
+  const auto c = tiny_config();
   auto gpu = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
-  cpu->set_params(params);
-  gpu->set_params(params);
-  std::vector<double> ncpu, ngpu;
-  const auto lc = train_losses(*cpu, c, 10, &ncpu);
-  const auto lg = train_losses(*gpu, c, 10, &ngpu);
-  for (std::size_t i = 0; i < lc.size(); ++i) {
-    EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::fabs(lc[i])) << "loss at step " << i + 1;
-    EXPECT_NEAR(ngpu[i], ncpu[i], 1e-4 * ncpu[i]) << "grad sum of squares at step " << i + 1;
-  }
-  std::vector<float> pc(cpu->layout().total), pg(gpu->layout().total);
-  cpu->get_params(pc);
-  gpu->get_params(pg);
-  expect_close(to_d(pc), pg, 1e-4, 1e-4, "parameters after 10 steps");
-  // Sampling path: logits of the last position.
-  std::vector<int> tok, tgt;
-  make_batch(c, 1, 16, 0, tok, tgt);
-  cpu->forward(0, tok.data(), nullptr, 1, 16);
-  gpu->forward(0, tok.data(), nullptr, 1, 16);
-  std::vector<float> lcpu(c.padded_vocab_size), lgpu(c.padded_vocab_size);
-  cpu->last_logits(15, lcpu);
-  gpu->last_logits(15, lgpu);
-  expect_close(to_d(lcpu), lgpu, 1e-4, 1e-4, "last_logits");
-  EXPECT_NEAR(gpu->eval_loss(tok.data(), tgt.data(), 1, 16),
-              cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
+  expect_fp32_matches_cpu_engine(*gpu, 10);
 }
 
 TEST(CudaEngine, Bf16TrainsCloseToFp32) {

@@ -104,34 +104,8 @@ TEST_F(SimEngine, SimulatedDevice) {
 }
 
 TEST_F(SimEngine, MatchesCpuEngineFp32) {
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
-  auto gpu = cuda_engine(c, "fp32");
-  cpu->set_params(params);
-  gpu->set_params(params);
-  std::vector<double> ncpu, ngpu;
-  const auto lc = train_losses(*cpu, c, kSteps, &ncpu, /*clip=*/true);
-  const auto lg = train_losses(*gpu, c, kSteps, &ngpu, /*clip=*/true);
-  for (std::size_t i = 0; i < lc.size(); ++i) {
-    EXPECT_NEAR(lg[i], lc[i], 1e-5 * std::fabs(lc[i])) << "loss at step " << i + 1;
-    EXPECT_NEAR(ngpu[i], ncpu[i], 1e-4 * ncpu[i]) << "grad sum of squares at step " << i + 1;
-  }
-  std::vector<float> pc(cpu->layout().total), pg(gpu->layout().total);
-  cpu->get_params(pc);
-  gpu->get_params(pg);
-  expect_close(to_d(pc), pg, 1e-4, 1e-4, "parameters after training");
-  // Sampling path: logits of the last position.
-  std::vector<int> tok, tgt;
-  make_batch(c, 1, 16, 0, tok, tgt);
-  cpu->forward(0, tok.data(), nullptr, 1, 16);
-  gpu->forward(0, tok.data(), nullptr, 1, 16);
-  std::vector<float> lcpu(c.padded_vocab_size), lgpu(c.padded_vocab_size);
-  cpu->last_logits(15, lcpu);
-  gpu->last_logits(15, lgpu);
-  expect_close(to_d(lcpu), lgpu, 1e-4, 1e-4, "last_logits");
-  EXPECT_NEAR(gpu->eval_loss(tok.data(), tgt.data(), 1, 16),
-              cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
+  auto gpu = cuda_engine(tiny_config(), "fp32");
+  expect_fp32_matches_cpu_engine(*gpu, kSteps);
 }
 
 TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
