@@ -27,8 +27,7 @@
 // cuBLASLt GELU / DGELU epilogues for the MLP (ignored with recompute >= 1);
 // MYELIN_CUDA_ATTN=fma runs attention on the CUDA-core kernels even where the
 // tensor-core ones apply (bf16, head size 64 or 128; the default there);
-// MYELIN_CUDA_SR=<seed> writes
-// bf16 parameters with stochastic rounding.
+// MYELIN_CUDA_SR=<seed> writes bf16 parameters with stochastic rounding.
 #include <cstdlib>
 #include <cstring>
 #include <functional>
