@@ -38,7 +38,9 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "sim_device.h"
@@ -88,6 +90,29 @@ cublasStatus_t fail(cublasStatus_t st, const char* what) {
 }
 
 template <typename To, typename From> To* as(From p) { return reinterpret_cast<To*>(p); }
+
+// The C API hands out raw handles: they are made and freed here only, and
+// counted in g_live so that tests can check for leaks.
+template <typename Obj, typename Handle> cublasStatus_t create(Handle* out, Obj init) {
+  if (!out) return CUBLAS_STATUS_INVALID_VALUE;
+  *out = as<std::remove_pointer_t<Handle>>(std::make_unique<Obj>(init).release());
+  ++g_live;
+  return CUBLAS_STATUS_SUCCESS;
+}
+template <typename Obj, typename Handle> cublasStatus_t destroy(Handle h) {
+  if (h) {
+    std::unique_ptr<Obj>(as<Obj>(h)).reset();
+    --g_live;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+// A descriptor or preference attribute: the size must be the field's.
+template <typename Field> cublasStatus_t set_attr(Field& field, const void* buf, size_t size) {
+  if (size != sizeof(field))
+    return fail(CUBLAS_STATUS_INVALID_VALUE, "attribute size does not match");
+  std::memcpy(&field, buf, sizeof(field));
+  return CUBLAS_STATUS_SUCCESS;
+}
 
 bool supported_epilogue(cublasLtEpilogue_t e) {
   switch (e) {
@@ -184,17 +209,12 @@ cublasStatus_t check_problem(const Desc& d, const Layout& a, const Layout& b, co
 extern "C" {
 
 cublasStatus_t CUBLASWINAPI cublasLtCreate(cublasLtHandle_t* lightHandle) {
-  if (!lightHandle) return CUBLAS_STATUS_INVALID_VALUE;
-  *lightHandle = new cublasLtContext{kHandleMagic};
-  ++g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return create(lightHandle, cublasLtContext{kHandleMagic});
 }
 cublasStatus_t CUBLASWINAPI cublasLtDestroy(cublasLtHandle_t lightHandle) {
   if (!lightHandle || lightHandle->magic != kHandleMagic) return CUBLAS_STATUS_NOT_INITIALIZED;
   lightHandle->magic = 0;
-  delete lightHandle;
-  --g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<cublasLtContext>(lightHandle);
 }
 
 const char* CUBLASWINAPI cublasLtGetStatusString(cublasStatus_t status) {
@@ -225,30 +245,20 @@ const char* CUBLASWINAPI cublasLtGetStatusString(cublasStatus_t status) {
 cublasStatus_t CUBLASWINAPI cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* matmulDesc,
                                                      cublasComputeType_t computeType,
                                                      cudaDataType_t scaleType) {
-  if (!matmulDesc) return CUBLAS_STATUS_INVALID_VALUE;
-  auto* d = new Desc;
-  d->compute = computeType;
-  d->scale = scaleType;
-  *matmulDesc = as<cublasLtMatmulDescOpaque_t>(d);
-  ++g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  Desc d;
+  d.compute = computeType;
+  d.scale = scaleType;
+  return create(matmulDesc, d);
 }
 cublasStatus_t CUBLASWINAPI cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t matmulDesc) {
-  delete as<Desc>(matmulDesc);
-  if (matmulDesc) --g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<Desc>(matmulDesc);
 }
 cublasStatus_t CUBLASWINAPI cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t matmulDesc,
                                                            cublasLtMatmulDescAttributes_t attr,
                                                            const void* buf, size_t sizeInBytes) {
   if (!matmulDesc || !buf) return CUBLAS_STATUS_INVALID_VALUE;
   Desc& d = *as<Desc>(matmulDesc);
-  auto set = [&](auto& field) {
-    if (sizeInBytes != sizeof(field))
-      return fail(CUBLAS_STATUS_INVALID_VALUE, "attribute size does not match");
-    std::memcpy(&field, buf, sizeof(field));
-    return CUBLAS_STATUS_SUCCESS;
-  };
+  auto set = [&](auto& field) { return set_attr(field, buf, sizeInBytes); };
   switch (attr) {
   case CUBLASLT_MATMUL_DESC_TRANSA:
     return set(d.ta);
@@ -270,39 +280,24 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t 
 cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* matLayout,
                                                        cudaDataType type, uint64_t rows,
                                                        uint64_t cols, int64_t ld) {
-  if (!matLayout) return CUBLAS_STATUS_INVALID_VALUE;
-  *matLayout = as<cublasLtMatrixLayoutOpaque_t>(new Layout{type, rows, cols, ld});
-  ++g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return create(matLayout, Layout{type, rows, cols, ld});
 }
 cublasStatus_t CUBLASWINAPI cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t matLayout) {
-  delete as<Layout>(matLayout);
-  if (matLayout) --g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<Layout>(matLayout);
 }
 
 cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
-  if (!pref) return CUBLAS_STATUS_INVALID_VALUE;
-  *pref = as<cublasLtMatmulPreferenceOpaque_t>(new Pref);
-  ++g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return create(pref, Pref{});
 }
 cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
-  delete as<Pref>(pref);
-  if (pref) --g_live;
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<Pref>(pref);
 }
 cublasStatus_t CUBLASWINAPI cublasLtMatmulPreferenceSetAttribute(
     cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
     size_t sizeInBytes) {
   if (!pref || !buf) return CUBLAS_STATUS_INVALID_VALUE;
   Pref& p = *as<Pref>(pref);
-  auto set = [&](auto& field) {
-    if (sizeInBytes != sizeof(field))
-      return fail(CUBLAS_STATUS_INVALID_VALUE, "attribute size does not match");
-    std::memcpy(&field, buf, sizeof(field));
-    return CUBLAS_STATUS_SUCCESS;
-  };
+  auto set = [&](auto& field) { return set_attr(field, buf, sizeInBytes); };
   switch (attr) {
   case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
     return set(p.workspace);
