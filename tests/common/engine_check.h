@@ -6,7 +6,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
@@ -16,6 +19,42 @@
 #include "tests/common/kernel_check.h"
 
 namespace myelin::engine_check {
+
+// A CUDA engine of c for micro-batches up to 2 x 16 with 2 slots; the whole
+// model unless a stage is given.
+inline std::unique_ptr<myelin::Engine> cuda_engine(const myelin::GPT2Config& c, const char* dtype,
+                                                   int recompute = 0,
+                                                   myelin::StageSpec st = myelin::StageSpec{}) {
+  myelin::EngineOptions opt;
+  opt.device = "cuda";
+  opt.dtype = dtype;
+  opt.slots = 2;
+  opt.recompute = recompute;
+  if (st.layer_end == 0) st = myelin::StageSpec::whole(c);
+  return myelin::make_engine(c, st, 2, 16, opt);
+}
+
+// Sets an environment variable for the lifetime of the object.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    ::setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  EnvScope(const EnvScope&) = delete;
+  EnvScope& operator=(const EnvScope&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
 
 inline myelin::GPT2Config tiny_config() {
   myelin::GPT2Config c;

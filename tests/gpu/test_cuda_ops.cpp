@@ -552,12 +552,7 @@ TYPED_TEST(CudaOps, SumSquaresAndScale) {
 // --------------------------------------------------------------------------------
 TEST(CudaEngine, MatchesCpuEngineFp32) {
   REQUIRE_GPU();
-  myelin::EngineOptions opt;
-  opt.device = "cuda";
-  opt.dtype = "fp32";
-  opt.slots = 2;
-  const auto c = tiny_config();
-  auto gpu = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  auto gpu = cuda_engine(tiny_config(), "fp32");
   expect_fp32_matches_cpu_engine(*gpu, 10);
 }
 
@@ -565,13 +560,8 @@ TEST(CudaEngine, Bf16TrainsCloseToFp32) {
   REQUIRE_GPU();
   const auto c = tiny_config();
   const auto params = perturbed_init(c);
-  myelin::EngineOptions opt;
-  opt.device = "cuda";
-  opt.slots = 2;
-  opt.dtype = "fp32";
-  auto f32 = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
-  opt.dtype = "bf16";
-  auto b16 = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  auto f32 = cuda_engine(c, "fp32");
+  auto b16 = cuda_engine(c, "bf16");
   f32->set_params(params);
   b16->set_params(params);
   const auto lf = train_losses(*f32, c, 10, nullptr);
@@ -594,12 +584,7 @@ TEST(CudaEngine, RecomputeIsBitIdentical) {
     std::vector<double> ref_norms;
     std::size_t ref_act = 0;
     for (int rc = 0; rc <= 2; ++rc) {
-      myelin::EngineOptions opt;
-      opt.device = "cuda";
-      opt.dtype = dtype;
-      opt.slots = 2;
-      opt.recompute = rc;
-      auto e = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+      auto e = cuda_engine(c, dtype, rc);
       e->set_params(params);
       std::vector<double> norms;
       const auto losses = train_losses(*e, c, 4, &norms);
@@ -629,16 +614,13 @@ TEST(CudaEngine, TensorCoreAttentionTrainsLikeFma) {
   c.num_heads = 2;
   ASSERT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
   const auto params = perturbed_init(c);
-  myelin::EngineOptions opt;
-  opt.device = "cuda";
-  opt.slots = 2;
-  opt.dtype = "fp32";
-  auto f32 = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
-  opt.dtype = "bf16";
-  ::setenv("MYELIN_CUDA_ATTN", "fma", 1);
-  auto fma = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
-  ::unsetenv("MYELIN_CUDA_ATTN");
-  auto tc = myelin::make_cuda_engine(c, myelin::StageSpec::whole(c), 2, 16, opt);
+  auto f32 = cuda_engine(c, "fp32");
+  std::unique_ptr<myelin::Engine> fma;
+  {
+    EnvScope env("MYELIN_CUDA_ATTN", "fma");
+    fma = cuda_engine(c, "bf16");
+  }
+  auto tc = cuda_engine(c, "bf16"); // the default for bf16 with head size 64
   for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
   const auto lf = train_losses(*f32, c, 10, nullptr);
   const auto lm = train_losses(*fma, c, 10, nullptr);
@@ -655,11 +637,8 @@ TEST(CudaEngine, TensorCoreAttentionTrainsLikeFma) {
 // gradients as the whole model.
 TEST(CudaEngine, PipelineStagesMatchWholeModel) {
   REQUIRE_GPU();
-  expect_pipeline_stages_match_whole_model([](myelin::StageSpec st) {
-    myelin::EngineOptions opt;
-    opt.device = "cuda";
-    return myelin::make_cuda_engine(tiny_config(), st, 2, 16, opt);
-  });
+  expect_pipeline_stages_match_whole_model(
+      [](myelin::StageSpec st) { return cuda_engine(tiny_config(), "fp32", 0, st); });
 }
 
 } // namespace

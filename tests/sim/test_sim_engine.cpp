@@ -45,40 +45,6 @@ using namespace myelin::engine_check;
 
 constexpr int kSteps = 3; // the GPU tests train 10 steps
 
-std::unique_ptr<myelin::Engine> cuda_engine(const myelin::GPT2Config& c, const char* dtype,
-                                            int recompute = 0,
-                                            myelin::StageSpec st = myelin::StageSpec{}) {
-  myelin::EngineOptions opt;
-  opt.device = "cuda";
-  opt.dtype = dtype;
-  opt.slots = 2;
-  opt.recompute = recompute;
-  if (st.layer_end == 0) st = myelin::StageSpec::whole(c);
-  return myelin::make_engine(c, st, 2, 16, opt);
-}
-
-// Sets an environment variable for the lifetime of the object.
-class EnvScope {
- public:
-  EnvScope(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    ::setenv(name, value, 1);
-  }
-  ~EnvScope() {
-    if (had_)
-      ::setenv(name_, old_.c_str(), 1);
-    else
-      ::unsetenv(name_);
-  }
-  EnvScope(const EnvScope&) = delete;
-  EnvScope& operator=(const EnvScope&) = delete;
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
-
 // No leaked device memory or cuBLASLt objects once the engines are gone.
 class SimEngine : public ::testing::Test {
  protected:
