@@ -308,24 +308,16 @@ TYPED_TEST(SimKernels, LayerNorm) {
 // ---- attention (FMA kernels: hs 64, 128 specialised, others generic) ---------------------------
 TYPED_TEST(SimKernels, Attention) {
   using T = TypeParam;
-  struct S {
-    int B, Tn, C, NH;
-  };
+  using S = AttnShape;
   // hs 8, 64, 128, 96 (generic), 64, 64; T = 1, partial tiles, several tiles.
   for (S s : {S{2, 7, 32, 4}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 64, 192, 2}, S{1, 1, 64, 1},
               S{1, 130, 64, 1}}) {
     const int N = s.B * s.Tn, C = s.C;
     const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const auto qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
-    const auto dout = representable<T>(rand_vec(NC));
-    auto qkvd = to_d(qkv), doutd = to_d(dout);
-    std::vector<double> out(NC), att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, C, s.NH);
-    std::vector<double> dqkv(3 * NC, 0.0), scr(att.size());
-    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
-                                    s.B, s.Tn, C, s.NH);
-    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
-                            " C=" + std::to_string(C) + " NH=" + std::to_string(s.NH);
+    const AttnCase<T> a(s);
+    const auto &qkv = a.qkv, &dout = a.dout;
+    const auto &out = a.out, &dqkv = a.dqkv;
+    const auto& tag = a.tag;
 
     auto gqkv = up<T>(qkv), gdout = up<T>(dout);
     auto gout = poisoned<T>(NC);
@@ -383,24 +375,16 @@ TEST(SimKernelsTc, Attention) {
     EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get() + 1, 1, 2, 128, 2, kStream),
                  std::invalid_argument); // not 16-byte aligned
   }
-  struct S {
-    int B, Tn, C, NH;
-  };
+  using S = AttnShape;
   for (S s : {S{2, 7, 128, 2}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 1, 64, 1}, S{1, 130, 64, 1},
               S{1, 200, 256, 2}, S{2, 64, 128, 1}, S{1, 257, 512, 4}}) {
     const int N = s.B * s.Tn, C = s.C;
     const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const auto qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
-    const auto dout = representable<T>(rand_vec(NC));
-    auto qkvd = to_d(qkv), doutd = to_d(dout);
-    std::vector<double> out(NC), att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, C, s.NH);
-    std::vector<double> dqkv(3 * NC, 0.0), scr(att.size());
-    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
-                                    s.B, s.Tn, C, s.NH);
+    const AttnCase<T> a(s);
+    const auto &qkv = a.qkv, &dout = a.dout;
+    const auto &qkvd = a.qkvd, &doutd = a.doutd, &out = a.out, &dqkv = a.dqkv;
+    const auto& tag = a.tag;
     const auto lse = ref_lse(qkvd, s.B, s.Tn, C, s.NH);
-    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
-                            " C=" + std::to_string(C) + " NH=" + std::to_string(s.NH);
 
     auto gqkv = up<T>(qkv), gdout = up<T>(dout);
     auto gout = poisoned<T>(NC);
