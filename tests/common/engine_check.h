@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
 #include "runtime/model/config.h"
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
@@ -216,6 +217,78 @@ inline void expect_fp32_matches_cpu_engine(myelin::Engine& gpu_engine, int steps
   expect_close(to_d(lcpu), lgpu, 1e-4, 1e-4, "last_logits");
   EXPECT_NEAR(gpu->eval_loss(tok.data(), tgt.data(), 1, 16),
               cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
+}
+
+// --recompute 1 and 2 give the same bits as storing every activation, in fp32
+// and bf16: losses, the last step's gradient buffer and the parameters after
+// `steps` steps (and, with `clip`, every step's gradient norm); activation
+// memory shrinks.
+inline void expect_recompute_bit_identical(int steps, bool clip) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    std::vector<float> ref_losses, ref_params, ref_grads;
+    std::vector<double> ref_norms;
+    std::size_t ref_act = 0;
+    for (int rc = 0; rc <= 2; ++rc) {
+      auto e = cuda_engine(c, dtype, rc);
+      e->set_params(params);
+      std::vector<double> norms;
+      const auto losses = train_losses(*e, c, steps, clip ? &norms : nullptr, clip);
+      std::vector<float> p(e->layout().total), g(e->layout().total);
+      e->get_params(p);
+      const auto gv = e->grads();
+      ASSERT_EQ(gv.count, g.size());
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(g.data(), gv.data, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      if (rc == 0) {
+        ref_losses = losses;
+        ref_norms = norms;
+        ref_grads = g;
+        ref_params = p;
+        ref_act = e->memory_use().activations;
+        continue;
+      }
+      EXPECT_EQ(losses, ref_losses) << dtype << " recompute " << rc;
+      EXPECT_EQ(norms, ref_norms) << dtype << " recompute " << rc;
+      EXPECT_EQ(g, ref_grads) << dtype << " recompute " << rc;
+      EXPECT_EQ(p, ref_params) << dtype << " recompute " << rc;
+      EXPECT_LT(e->memory_use().activations, ref_act) << dtype << " recompute " << rc;
+    }
+  }
+}
+
+// bf16 with head size 64 (C=128, NH=2) runs attention on tensor cores by
+// default; over `steps` steps it trains like the CUDA-core kernels
+// (MYELIN_CUDA_ATTN=fma, 1e-2) and like fp32 (2e-2). Returns the fp32, fma
+// and tensor-core losses.
+struct AttnLosses {
+  std::vector<float> f32, fma, tc;
+};
+inline AttnLosses expect_tc_attention_trains_like_fma(int steps, bool clip) {
+  auto c = tiny_config();
+  c.channels = 128;
+  c.num_heads = 2;
+  AttnLosses l;
+  EXPECT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
+  const auto params = perturbed_init(c);
+  auto f32 = cuda_engine(c, "fp32");
+  std::unique_ptr<myelin::Engine> fma;
+  {
+    EnvScope env("MYELIN_CUDA_ATTN", "fma");
+    fma = cuda_engine(c, "bf16");
+  }
+  auto tc = cuda_engine(c, "bf16"); // the default for bf16 with head size 64
+  for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
+  l.f32 = train_losses(*f32, c, steps, nullptr, clip);
+  l.fma = train_losses(*fma, c, steps, nullptr, clip);
+  l.tc = train_losses(*tc, c, steps, nullptr, clip);
+  for (std::size_t i = 0; i < l.f32.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(l.tc[i])) << "step " << i + 1;
+    EXPECT_NEAR(l.tc[i], l.fma[i], 1e-2 * std::fabs(l.fma[i])) << "tc vs fma, step " << i + 1;
+    EXPECT_NEAR(l.tc[i], l.f32[i], 2e-2 * std::fabs(l.f32[i])) << "tc vs fp32, step " << i + 1;
+  }
+  return l;
 }
 
 } // namespace myelin::engine_check

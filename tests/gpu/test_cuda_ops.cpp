@@ -574,63 +574,18 @@ TEST(CudaEngine, Bf16TrainsCloseToFp32) {
 }
 
 // --recompute 1 and 2 give the same bits as storing every activation: losses,
-// gradient norms and parameters after 4 steps, in fp32 and bf16.
+// gradient norms, the last gradients and parameters after 4 steps, fp32 and bf16.
 TEST(CudaEngine, RecomputeIsBitIdentical) {
   REQUIRE_GPU();
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  for (const char* dtype : {"fp32", "bf16"}) {
-    std::vector<float> ref_losses, ref_params;
-    std::vector<double> ref_norms;
-    std::size_t ref_act = 0;
-    for (int rc = 0; rc <= 2; ++rc) {
-      auto e = cuda_engine(c, dtype, rc);
-      e->set_params(params);
-      std::vector<double> norms;
-      const auto losses = train_losses(*e, c, 4, &norms);
-      std::vector<float> p(e->layout().total);
-      e->get_params(p);
-      if (rc == 0) {
-        ref_losses = losses;
-        ref_norms = norms;
-        ref_params = p;
-        ref_act = e->memory_use().activations;
-        continue;
-      }
-      EXPECT_EQ(losses, ref_losses) << dtype << " recompute " << rc;
-      EXPECT_EQ(norms, ref_norms) << dtype << " recompute " << rc;
-      EXPECT_EQ(p, ref_params) << dtype << " recompute " << rc;
-      EXPECT_LT(e->memory_use().activations, ref_act) << dtype << " recompute " << rc;
-    }
-  }
+  expect_recompute_bit_identical(4, /*clip=*/true);
 }
 
 // bf16 with head size 64 runs attention on tensor cores by default; it trains
 // like the CUDA-core kernels (MYELIN_CUDA_ATTN=fma) and like fp32.
 TEST(CudaEngine, TensorCoreAttentionTrainsLikeFma) {
   REQUIRE_GPU();
-  auto c = tiny_config();
-  c.channels = 128;
-  c.num_heads = 2;
-  ASSERT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
-  const auto params = perturbed_init(c);
-  auto f32 = cuda_engine(c, "fp32");
-  std::unique_ptr<myelin::Engine> fma;
-  {
-    EnvScope env("MYELIN_CUDA_ATTN", "fma");
-    fma = cuda_engine(c, "bf16");
-  }
-  auto tc = cuda_engine(c, "bf16"); // the default for bf16 with head size 64
-  for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
-  const auto lf = train_losses(*f32, c, 10, nullptr);
-  const auto lm = train_losses(*fma, c, 10, nullptr);
-  const auto lt = train_losses(*tc, c, 10, nullptr);
-  for (std::size_t i = 0; i < lf.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(lt[i])) << "step " << i + 1;
-    EXPECT_NEAR(lt[i], lm[i], 1e-2 * std::fabs(lm[i])) << "tc vs fma, step " << i + 1;
-    EXPECT_NEAR(lt[i], lf[i], 2e-2 * std::fabs(lf[i])) << "tc vs fp32, step " << i + 1;
-  }
-  EXPECT_LT(lt.back(), lt.front());
+  const auto l = expect_tc_attention_trains_like_fma(10, /*clip=*/true);
+  EXPECT_LT(l.tc.back(), l.tc.front());
 }
 
 // Two pipeline stages (layer 0 | layer 1) compute the same loss and layer

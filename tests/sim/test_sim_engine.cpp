@@ -93,66 +93,18 @@ TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
 // --recompute 1 and 2 give the same bits as storing every activation: losses,
 // the last step's gradients and the parameters, in fp32 and bf16.
 TEST_F(SimEngine, RecomputeIsBitIdentical) {
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  for (const char* dtype : {"fp32", "bf16"}) {
-    std::vector<float> ref_losses, ref_params, ref_grads;
-    std::size_t ref_act = 0;
-    for (int rc = 0; rc <= 2; ++rc) {
-      auto e = cuda_engine(c, dtype, rc);
-      e->set_params(params);
-      const auto losses = train_losses(*e, c, kSteps, nullptr, /*clip=*/false);
-      std::vector<float> p(e->layout().total), g(e->layout().total);
-      e->get_params(p);
-      const auto gv = e->grads();
-      ASSERT_EQ(gv.count, g.size());
-      MYELIN_CUDA_CHECK(
-          cudaMemcpy(g.data(), gv.data, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
-      if (rc == 0) {
-        ref_losses = losses;
-        ref_grads = g;
-        ref_params = p;
-        ref_act = e->memory_use().activations;
-        continue;
-      }
-      EXPECT_EQ(losses, ref_losses) << dtype << " recompute " << rc;
-      EXPECT_EQ(g, ref_grads) << dtype << " recompute " << rc;
-      EXPECT_EQ(p, ref_params) << dtype << " recompute " << rc;
-      EXPECT_LT(e->memory_use().activations, ref_act) << dtype << " recompute " << rc;
-    }
-  }
+  expect_recompute_bit_identical(kSteps, /*clip=*/false);
 }
 
 // bf16 with head size 64 runs attention on tensor cores (the wmma mock in the
 // simulation) by default; it trains like the CUDA-core kernels
 // (MYELIN_CUDA_ATTN=fma) and like fp32.
 TEST_F(SimEngine, TensorCoreAttentionTrainsLikeFma) {
-  auto c = tiny_config();
-  c.channels = 128;
-  c.num_heads = 2;
-  ASSERT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
-  const auto params = perturbed_init(c);
-  auto f32 = cuda_engine(c, "fp32");
-  std::unique_ptr<myelin::Engine> fma;
-  {
-    EnvScope env("MYELIN_CUDA_ATTN", "fma");
-    fma = cuda_engine(c, "bf16");
-  }
-  EnvScope env("MYELIN_CUDA_ATTN", "tc");
-  auto tc = cuda_engine(c, "bf16");
-  for (auto* e : {f32.get(), fma.get(), tc.get()}) e->set_params(params);
-  const auto lf = train_losses(*f32, c, kSteps, nullptr, /*clip=*/false);
-  const auto lm = train_losses(*fma, c, kSteps, nullptr, /*clip=*/false);
-  const auto lt = train_losses(*tc, c, kSteps, nullptr, /*clip=*/false);
-  for (std::size_t i = 0; i < lf.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(lt[i])) << "step " << i + 1;
-    EXPECT_NEAR(lt[i], lm[i], 1e-2 * std::fabs(lm[i])) << "tc vs fma, step " << i + 1;
-    EXPECT_NEAR(lt[i], lf[i], 2e-2 * std::fabs(lf[i])) << "tc vs fp32, step " << i + 1;
-  }
+  const auto l = expect_tc_attention_trains_like_fma(kSteps, /*clip=*/false);
   // Not checked here: that the loss falls (the GPU test trains 10 steps; in 3
   // it need not, and does not in fp32 either at this shape).
   std::printf("[ sim      ] loss step 1 -> %d: fp32 %g -> %g, fma %g -> %g, tc %g -> %g\n", kSteps,
-              lf.front(), lf.back(), lm.front(), lm.back(), lt.front(), lt.back());
+              l.f32.front(), l.f32.back(), l.fma.front(), l.fma.back(), l.tc.front(), l.tc.back());
 }
 
 // Two pipeline stages (layer 0 | layer 1) compute the same loss and layer
