@@ -1,7 +1,9 @@
 // myelin bench: kernel benchmarks (cpu or cuda), collective benchmarks
 // (--comm, under mpirun) and the pipeline bubble benchmark (--pipeline).
 #include <boost/program_options.hpp>
+#include <cstdint>
 #include <iostream>
+#include <sstream>
 
 #include "launch/commands.h"
 #include "launch/options_util.h"
@@ -9,6 +11,7 @@
 #include "runtime/bench/cpu_kernels_bench.h"
 #include "runtime/bench/pipeline_bench.h"
 #include "runtime/comm/self_comm.h"
+#include "runtime/model/config.h"
 #include "runtime/util/error.h"
 #ifdef MYELIN_HAVE_CUDA
 #include "runtime/bench/cuda_kernels_bench.h"
@@ -48,8 +51,9 @@ int bench_main(const Args& args) {
       "cuda-batch", po::value(&cuda_batch)->default_value(cuda_batch), "cuda kernels: B")(
       "cuda-seq", po::value(&cuda_seq)->default_value(cuda_seq), "cuda kernels: T")(
       "dtype", po::value(&dtype)->default_value(dtype), "cuda kernels: bf16 | fp32")(
-      "min-bytes", po::value(&min_bytes)->default_value(min_bytes), "--comm: smallest message")(
-      "max-bytes", po::value(&max_bytes)->default_value(max_bytes), "--comm: largest message")(
+      "min-bytes", unsigned_value(&min_bytes)->default_value(min_bytes),
+      "--comm: smallest message")("max-bytes", unsigned_value(&max_bytes)->default_value(max_bytes),
+                                  "--comm: largest message")(
       "micro-batches", po::value(&pb.micro_batches)->default_value(pb.micro_batches),
       "--pipeline: micro-batches per step (K)")("pp-schedule",
                                                 po::value(&pb.schedule)->default_value(pb.schedule),
@@ -60,8 +64,14 @@ int bench_main(const Args& args) {
                      "myelin bench [--device cpu|cuda] | mpirun -np N myelin bench --comm | mpirun "
                      "-np M myelin bench --pipeline"))
     return 0;
+  require(reps >= 0 && reps <= 1'000'000, "--reps", "expected 0..1000000");
   if (comm || pipeline) {
     require(!(comm && pipeline), "--comm/--pipeline", "choose one");
+    require(min_bytes >= 1 && max_bytes <= (std::size_t(1) << 34) && min_bytes <= max_bytes,
+            "--min-bytes/--max-bytes", "expected 1 <= min <= max <= 17179869184 (16 GiB)");
+    require(pb.micro_batches >= 1 && pb.micro_batches <= (1 << 16), "--micro-batches",
+            "expected 1..65536");
+    require(pb.steps >= 2 && pb.steps <= 1'000'000, "--steps", "expected 2..1000000");
     cb.min_bytes = min_bytes;
     cb.max_bytes = max_bytes;
     cb.json_path = output.size() > 5 && output.ends_with(".json") ? output : "";
@@ -83,6 +93,20 @@ int bench_main(const Args& args) {
     return run_cpu_kernel_bench(cpu);
   }
   require(device == "cuda", "--device", "expected cpu or cuda, got '" + device + "'");
+  // The GPT-2 shapes at --cuda-batch x --cuda-seq, through the model's size check.
+  const FieldNamer cuda_flag = [](std::string_view key) -> std::string {
+    return key == "batch_size" ? "--cuda-batch" : key == "seq_len" ? "--cuda-seq" : "--models";
+  };
+  std::stringstream names(models);
+  for (std::string name; std::getline(names, name, ',');) {
+    GPT2Config shape;
+    require(gpt2_preset(name, shape), "--models",
+            "unknown model '" + name + "' (expected " + kGpt2PresetNames + ")");
+    validate_micro_batch(shape, cuda_batch, cuda_seq, cuda_flag);
+    require(std::int64_t(cuda_batch) * shape.num_heads <= 65535, "--cuda-batch",
+            "batch x heads must be <= 65535 (" + name + " has " + std::to_string(shape.num_heads) +
+                " heads)");
+  }
 #ifdef MYELIN_HAVE_CUDA
   CudaBenchOptions co;
   co.filter = cpu.filter;

@@ -29,12 +29,13 @@ int data_main(const Args& args) {
       "task", po::value(&task)->default_value(task),
       "synthetic: the task (addition)")("digits", po::value(&digits)->default_value(digits),
                                         "synthetic addition: digits per operand")(
-      "examples", po::value(&examples)->default_value(examples), "synthetic: number of examples")(
-      "seed", po::value(&seed)->default_value(seed),
-      "synthetic: seed")("out", po::value(&out_dir)->required(), "output folder for the shards")(
+      "examples", unsigned_value(&examples)->default_value(examples),
+      "synthetic: number of examples")("seed", unsigned_value(&seed)->default_value(seed),
+                                       "synthetic: seed")("out", po::value(&out_dir)->required(),
+                                                          "output folder for the shards")(
       "prefix", po::value(&prefix), "shard file prefix (default: input name or task)")(
       "val-frac", po::value(&val_frac)->default_value(val_frac), "share of tokens for validation")(
-      "shard-tokens", po::value(&shard_tokens)->default_value(shard_tokens),
+      "shard-tokens", unsigned_value(&shard_tokens)->default_value(shard_tokens),
       "tokens per training shard");
   po::positional_options_description pos;
   pos.add("mode", 1);

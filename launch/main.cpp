@@ -1,5 +1,7 @@
 // myelin: one binary, subcommands train | data | bench | pool | contribute.
-// Maps errors to exit codes: bad input (flags, files) 2, runtime failure 1.
+// Maps errors to exit codes, here only: bad input (a flag Boost cannot parse,
+// or myelin::InputError: flags, files, job fields) 2; anything else, including
+// internal misuse (std::logic_error and its kin), a runtime failure: 1.
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
 #include <exception>
@@ -44,9 +46,6 @@ int main(int argc, char** argv) {
     std::cerr << "myelin " << cmd << ": " << e.what() << " (see myelin " << cmd << " --help)\n";
     return 2;
   } catch (const myelin::InputError& e) {
-    std::cerr << "myelin " << cmd << ": " << e.what() << "\n";
-    return 2;
-  } catch (const std::invalid_argument& e) {
     std::cerr << "myelin " << cmd << ": " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {

@@ -22,19 +22,12 @@ namespace {
 // `--memory-plan`: the cuda engine's device memory per pipeline stage, from
 // the options alone.
 int print_memory_plan(const TrainOptions& o) {
+  validate_train_options(o, true);
   GPT2Config cfg = o.shape;
-  if (!o.model_path.empty()) cfg = load_model_config(o.model_path);
-  try {
-    cfg.validate();
-  } catch (const std::invalid_argument& e) {
-    throw InputError(std::string("model shape: ") + e.what());
+  if (!o.model_path.empty()) {
+    cfg = load_model_config(o.model_path);
+    validate_micro_batch(cfg, o.batch_size, o.seq_len, flag_names());
   }
-  require(o.batch_size > 0, "--batch-size", "expected a positive number");
-  require(o.seq_len > 0 && o.seq_len <= cfg.max_seq_len, "--seq-len",
-          "expected 1.." + std::to_string(cfg.max_seq_len));
-  require(o.recompute >= 0 && o.recompute <= 2, "--recompute", "expected 0, 1 or 2");
-  require(o.dtype == "fp32" || o.dtype == "bf16", "--dtype", "expected fp32 or bf16");
-  require(o.pp >= 1 && o.pp <= cfg.num_layers, "--pp", "expected 1..layers");
   const auto stages = split_stages(cfg.num_layers, o.pp, o.pp_layers);
   const int slots = pipeline_slots(
       o.pp_schedule == "gpipe" ? PipeSchedule::kGPipe : PipeSchedule::k1F1B, o.pp, o.grad_accum);
@@ -71,7 +64,7 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
       po::value(&o.shape.padded_vocab_size)->default_value(o.shape.padded_vocab_size),
       "rows of the embedding table (>= vocab)")(
       "max-seq-len", po::value(&o.shape.max_seq_len)->default_value(o.shape.max_seq_len),
-      "rows of the position embedding")("seed", po::value(&o.seed)->default_value(o.seed),
+      "rows of the position embedding")("seed", unsigned_value(&o.seed)->default_value(o.seed),
                                         "seed for initialisation and shuffling");
   po::options_description data("Data");
   data.add_options()("train-data", po::value(&o.train_data),
@@ -187,7 +180,7 @@ int train_main(const Args& args) {
   }
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
-    o.shape.padded_vocab_size = (o.shape.vocab_size + 127) / 128 * 128;
+    o.shape.padded_vocab_size = default_padded_vocab(o.shape.vocab_size);
   if (!preset.empty() && !gpt2_preset(preset, o.shape))
     throw InputError("--preset: expected one of " + std::string(kGpt2PresetNames) + ", got '" +
                      preset + "'");

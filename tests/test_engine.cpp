@@ -186,3 +186,20 @@ TEST(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
   EXPECT_THROW(make_engine(c, StageSpec::whole(c), B, T, EngineOptions{"cpu", "fp32", 0, 3, 1}),
                std::invalid_argument);
 }
+
+// A token or target id outside the vocabulary never reaches wte or the logits
+// (vocabulary 50, padded 64: ids 50..63 are padding rows, not tokens); the CPU
+// engine refuses it as the CUDA engine does (check_token_ids).
+TEST(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
+  const GPT2Config c = cfg();
+  auto e = make_cpu_engine(c, StageSpec::whole(c), 1, 4, 1, 0);
+  e->set_params(random_params(c, 3));
+  const std::vector<int> ok = {1, 2, 3, 49};
+  EXPECT_TRUE(std::isfinite(e->forward(0, ok.data(), ok.data(), 1, 4)));
+  for (int bad : {50, 63, 64, -1, 1 << 30}) {
+    std::vector<int> in = ok;
+    in[2] = bad;
+    EXPECT_THROW(e->forward(0, in.data(), ok.data(), 1, 4), std::out_of_range) << bad;
+    EXPECT_THROW(e->forward(0, ok.data(), in.data(), 1, 4), std::out_of_range) << bad;
+  }
+}

@@ -99,6 +99,22 @@ TEST(ModelFile, BadInputsNameTheFile) {
   expect_input_error([&] { load_model(path); }, "header");
 }
 
+// The header in a 1024-byte file: maxT 1, V 256, L 5, NH 1, C 2^29,
+// Vp 2147483580 wrapped the parameter count to 0, so the size check passed.
+TEST(ModelFile, WrappingShapeInTheHeaderIsRefused) {
+  const auto dir = tmpdir("modelhuge");
+  const auto path = dir + "/huge.bin";
+  std::array<int, 256> h{};
+  const int fields[] = {kModelMagic, 3, 1, 256, 5, 1, 536870912, 2147483580};
+  std::copy(std::begin(fields), std::end(fields), h.begin());
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(h.data()), 1024);
+  expect_input_error([&] { load_model(path); }, "huge.bin: bad model header: channels");
+  expect_input_error([&] { load_model_config(path); }, "huge.bin: bad model header: channels");
+  h[6] = 64; // in range; the padded vocabulary is not
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(h.data()), 1024);
+  expect_input_error([&] { load_model_config(path); }, "bad model header: padded_vocab");
+}
+
 TEST(Shard, RoundTripAndValidation) {
   const auto dir = tmpdir("shard");
   std::vector<std::uint16_t> t = {1, 2, 3, 66, 0, 5};

@@ -235,6 +235,80 @@ TEST(PoolJob, ParsesAndNamesBadFields) {
   bad("bogus", 1);
 }
 
+// Every numeric job field is strictly typed and bounded, and the model's shape
+// goes through the same check as `myelin train`'s flags (issue: a job with
+// vocab 2^31-1 or a wrapping shape crashed the coordinator).
+TEST(PoolJob, FieldsAreStrictlyTypedAndBounded) {
+  const nlohmann::json j = {
+      {"train_data", "x_*.bin"},
+      {"model",
+       {{"layers", 1}, {"heads", 2}, {"channels", 32}, {"vocab", 256}, {"max_seq_len", 32}}},
+      {"seq_len", 32}};
+  const JobSpec s = parse_job(j);
+  // The stored form parses back to the same job.
+  EXPECT_EQ(job_to_json(parse_job(job_to_json(s))), job_to_json(s));
+  auto refused = [&](const nlohmann::json& k, const std::string& field) {
+    try {
+      parse_job(k);
+      ADD_FAILURE() << k.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(field + ": ", 0), 0u) << e.what();
+    }
+  };
+  auto top = [&](const char* key, const nlohmann::json& v) {
+    auto k = j;
+    k[key] = v;
+    refused(k, std::string("job.") + key);
+  };
+  auto model = [&](const char* key, const nlohmann::json& v, const std::string& field) {
+    auto k = j;
+    k["model"][key] = v;
+    refused(k, field);
+  };
+  top("batch_size", 4294967297ll); // wrapped to 1 as an int before
+  top("batch_size", true);
+  top("batch_size", 2.5);
+  top("batch_size", "4");
+  top("batch_size", -1);
+  top("batch_size", 2147483647); // bounded by the micro-batch check
+  top("seq_len", 33);            // above model.max_seq_len
+  top("grad_accum", 1.0);
+  top("inner_steps", 0);
+  top("inner_steps", 10000000);
+  top("rounds", 20000000);
+  top("warmup_steps", false);
+  top("inner_lr", "1e-3");
+  top("inner_lr", 0);
+  top("beta1", 1);
+  top("loss_check", 1);
+  top("keep_snapshots", 1);
+  top("block_size", 1 << 21);
+  top("round_deadline_s", -5);
+  top("train_files", nlohmann::json::array({1, 2}));
+  top("name", 7);
+  model("vocab", 2147483647, "job.model.vocab");
+  model("vocab", 65536.0, "job.model.vocab");
+  model("layers", true, "job.model.layers");
+  model("heads", 3, "job.model.channels"); // 32 is not a multiple of 3
+  model("seed", -1, "job.model.seed");
+  model("bogus", 1, "job.model.bogus");
+  // The issue's shape: the parameter count wrapped to 0 before.
+  auto k = j;
+  k["model"] = {{"layers", 5},
+                {"heads", 1},
+                {"channels", 536870912},
+                {"vocab", 256},
+                {"padded_vocab", 2147483580},
+                {"max_seq_len", 1}};
+  k["seq_len"] = 1;
+  refused(k, "job.model.channels");
+  k["model"]["channels"] = 65536;
+  refused(k, "job.model.padded_vocab");
+  k["model"]["padded_vocab"] = 256;
+  k["model"]["layers"] = 4096;
+  refused(k, "job.model.layers/job.model.channels"); // 2^44 parameters
+}
+
 TEST(PoolJob, PositionAfterWalksShardsAndEpochs) {
   const std::vector<std::uint64_t> b = {3, 2};
   auto p = position_after(b, 0);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "runtime/model/config.h"
 #include "runtime/util/error.h"
 #include "runtime/util/rng.h"
 
@@ -59,10 +60,17 @@ struct Kernel {
 } // namespace
 
 int run_cpu_kernel_bench(const CpuBenchOptions& o) {
-  require(o.batch > 0 && o.seq > 0 && o.channels > 0 && o.heads > 0 && o.channels % o.heads == 0,
-          "shape",
-          "expected positive --batch, --seq, --channels with --channels a multiple of --heads");
-  require(o.repetitions > 0, "--reps", "expected a positive number");
+  // The kernels' shapes go through the model's size check (as one layer).
+  const FieldNamer flag = [](std::string_view key) -> std::string {
+    if (key == "batch_size") return "--batch";
+    if (key == "seq_len" || key == "max_seq_len") return "--seq";
+    if (key == "padded_vocab") return "--vocab";
+    return "--" + std::string(key);
+  };
+  const GPT2Config shape{o.seq, o.vocab, o.vocab, 1, o.heads, o.channels};
+  shape.validate(flag);
+  validate_micro_batch(shape, o.batch, o.seq, flag);
+  require(o.repetitions > 0 && o.repetitions <= 1'000'000, "--reps", "expected 1..1000000");
   std::regex filter;
   try {
     filter = std::regex(o.filter);

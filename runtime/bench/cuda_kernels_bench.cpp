@@ -29,6 +29,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "runtime/model/config.h"
+#include "runtime/util/error.h"
 
 namespace myelin {
 
@@ -525,7 +526,7 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
       }
     }
     return 0;
-  } catch (const std::invalid_argument& e) {
+  } catch (const InputError& e) {
     std::cerr << "bench: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {

@@ -12,7 +12,8 @@ ShardSplit write_token_shards(const std::vector<std::uint16_t>& tokens, const st
                               const std::string& prefix, double val_frac,
                               std::size_t shard_tokens) {
   require(val_frac >= 0 && val_frac < 1, "--val-frac", "expected a value in [0, 1)");
-  require(shard_tokens >= 2, "--shard-tokens", "expected at least 2");
+  require(shard_tokens >= 2 && shard_tokens <= 0x7fffffffu, "--shard-tokens",
+          "expected 2..2147483647 (llm.c shards count tokens in an int32)");
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   require(!ec, "--out", "cannot create folder " + out_dir + ": " + ec.message());

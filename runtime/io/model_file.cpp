@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 #include "runtime/io/file_util.h"
 #include "runtime/util/error.h"
@@ -29,13 +30,10 @@ std::array<int, 256> checked_header(const std::string& path, GPT2Config& cfg) {
   cfg.num_heads = h[5];
   cfg.channels = h[6];
   cfg.padded_vocab_size = h[7];
-  try {
-    cfg.validate();
-  } catch (const std::invalid_argument& e) {
-    throw InputError(path + ": bad model header: " + e.what());
-  }
+  cfg.validate(key_names(path + ": bad model header: "));
+  // validate bounds the parameter count (kMaxParams), so this cannot overflow.
   const std::size_t elem = h[1] == 3 ? 4 : 2;
-  const std::size_t want = sizeof(h) + ParamLayout(cfg).total * elem;
+  const std::size_t want = sizeof(h) + *cfg.param_count() * elem;
   if (size < want)
     throw InputError(path + ": truncated model file (" + std::to_string(size) +
                      " bytes, expected " + std::to_string(want) + " for " + cfg.describe() + ")");
@@ -70,10 +68,9 @@ ModelFile load_model(const std::string& path) {
 
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
                 int version) {
-  if (version != 3 && version != 5) throw std::invalid_argument("model version must be 3 or 5");
+  if (version != 3 && version != 5) throw std::logic_error("save_model: version must be 3 or 5");
   const ParamLayout lay(cfg);
-  if (params.size() != lay.total)
-    throw std::invalid_argument("save_model: parameter count mismatch");
+  if (params.size() != lay.total) throw std::logic_error("save_model: parameter count mismatch");
   std::array<int, 256> h{};
   h[0] = kModelMagic;
   h[1] = version;

@@ -36,6 +36,9 @@ class CpuEngine final : public Engine {
             int recompute)
       : cfg_(cfg), st_(st), lay_(cfg), maxB_(max_B), maxT_(max_T), recompute_(recompute) {
     cfg_.validate();
+    // Callers check the micro-batch against the model (validate_micro_batch);
+    // this bounds the attention matrices below should one not have.
+    validate_micro_batch(cfg_, max_B, max_T, key_names("engine micro-batch "));
     if (max_T > cfg.max_seq_len)
       throw std::invalid_argument("sequence length " + std::to_string(max_T) +
                                   " exceeds the model's max_seq_len " +
@@ -134,6 +137,7 @@ class CpuEngine final : public Engine {
     const int C = cfg_.channels, NH = cfg_.num_heads;
     const int N = B * T;
     if (st_.first) {
+      check_token_ids(tokens, std::size_t(N), cfg_.vocab_size, "forward: token");
       std::copy(tokens, tokens + N, s.tokens.begin());
       cpu::encoder_forward(s.x0.data(), s.tokens.data(), P(kWte), P(kWpe), B, T, C);
     }
@@ -173,6 +177,7 @@ class CpuEngine final : public Engine {
     cpu::matmul_forward(s.logits.data(), s.lnf.data(), P(kWte), static_cast<const float*>(nullptr),
                         N, C, Vp);
     if (targets == nullptr) return 0.0f;
+    check_token_ids(targets, std::size_t(N), V, "forward: target");
     std::copy(targets, targets + N, s.targets.begin());
     cpu::classifier_forward_backward(s.losses.data(), static_cast<float*>(nullptr), s.logits.data(),
                                      s.targets.data(), N, V, Vp, 0.0f);

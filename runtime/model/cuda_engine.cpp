@@ -40,6 +40,7 @@
 #include "kernels/cuda/ops_cuda.h"
 #include "runtime/model/engine.h"
 #include "runtime/model/memory_plan.h"
+#include "runtime/util/error.h"
 
 namespace myelin {
 
@@ -84,9 +85,13 @@ template <typename T> class CudaEngine final : public Engine {
     if (maxB <= 0 || maxT <= 0 || maxT > cfg_.max_seq_len)
       throw std::invalid_argument(
           "engine: max batch/sequence must be positive and T <= max_seq_len");
-    if (C > 4096) throw std::invalid_argument("cuda engine: channels must be <= 4096");
-    if (C / NH > 256) throw std::invalid_argument("cuda engine: head size must be <= 256");
-    if (std::size_t(maxB) * NH > 65535) throw std::invalid_argument("cuda engine: B*NH too large");
+    // Limits of the CUDA kernels on the model's shape and the micro-batch.
+    require(C <= 4096, "--device cuda", "channels must be <= 4096, got " + std::to_string(C));
+    require(C / NH <= 256, "--device cuda",
+            "head size (channels / heads) must be <= 256, got " + std::to_string(C / NH));
+    require(std::size_t(maxB) * NH <= 65535, "--batch-size",
+            "batch x heads must be <= 65535 on cuda, got " + std::to_string(maxB) + " x " +
+                std::to_string(NH));
     if (opt.slots < 1) throw std::invalid_argument("engine: slots must be >= 1");
     // The GELU epilogue computes GeLU from the unrounded accumulator; a
     // recomputation from the stored (rounded) fch would differ in the last bits,
@@ -98,7 +103,7 @@ template <typename T> class CudaEngine final : public Engine {
       const char* attn = std::getenv("MYELIN_CUDA_ATTN");
       const std::string want = attn ? attn : "";
       if (!want.empty() && want != "fma" && want != "tc")
-        throw std::invalid_argument("MYELIN_CUDA_ATTN: expected fma or tc, got '" + want + "'");
+        throw InputError("MYELIN_CUDA_ATTN: expected fma or tc, got '" + want + "'");
       attn_tc_ = want != "fma" && cu::attention_tc_supported(C, NH);
     }
 
@@ -453,11 +458,7 @@ template <typename T> class CudaEngine final : public Engine {
     s.Tn = Tn;
     s.have_dlogits = false;
     if (st_.first) {
-      if (!tokens) throw std::invalid_argument("forward: the first stage needs tokens");
-      for (int n = 0; n < N; ++n)
-        if (tokens[n] < 0 || tokens[n] >= cfg_.vocab_size)
-          throw std::invalid_argument("forward: token id " + std::to_string(tokens[n]) +
-                                      " outside [0, vocab size)");
+      check_token_ids(tokens, std::size_t(N), cfg_.vocab_size, "forward: token");
       MYELIN_CUDA_CHECK(cudaMemcpyAsync(s.tokens.get(), tokens, std::size_t(N) * sizeof(int),
                                         cudaMemcpyHostToDevice, st));
       cu::build_encoder_buckets(tokens, N, s.buckets);
@@ -527,10 +528,7 @@ template <typename T> class CudaEngine final : public Engine {
       stream_.sync();
       return 0.0f;
     }
-    for (int n = 0; n < N; ++n)
-      if (targets[n] < 0 || targets[n] >= V)
-        throw std::invalid_argument("forward: target id " + std::to_string(targets[n]) +
-                                    " outside [0, vocab size)");
+    check_token_ids(targets, std::size_t(N), V, "forward: target");
     MYELIN_CUDA_CHECK(cudaMemcpyAsync(s.targets.get(), targets, std::size_t(N) * sizeof(int),
                                       cudaMemcpyHostToDevice, st));
     cu::classifier_forward_backward<T>(s.losses.get(), s.logits.get(), s.targets.get(), N, V, Vp,

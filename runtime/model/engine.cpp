@@ -43,6 +43,15 @@ std::vector<StageSpec::Range> StageSpec::owned_ranges(const ParamLayout& lay, in
   return out;
 }
 
+void check_token_ids(const int* ids, std::size_t n, int vocab, const char* what) {
+  if (!ids) throw std::logic_error(std::string(what) + ": ids are required");
+  for (std::size_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw std::out_of_range(std::string(what) + ": id " + std::to_string(ids[i]) +
+                              " at position " + std::to_string(i) + " outside [0, " +
+                              std::to_string(vocab) + ")");
+}
+
 std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
                                     int max_T, const EngineOptions& opt) {
   if (opt.device == "cpu") {

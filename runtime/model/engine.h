@@ -153,6 +153,12 @@ struct EngineOptions {
   int slots = 1;
 };
 
+// Both engines check every token and target id of a micro-batch with this
+// before reading wte or the logits: ids must lie in [0, vocab). Callers
+// validate their input first (the loader names the shard, the trainer the
+// sampling prompt), so a bad id here is a program error: std::out_of_range.
+void check_token_ids(const int* ids, std::size_t n, int vocab, const char* what);
+
 // Builds the engine for `device`; throws std::runtime_error if the backend is
 // not compiled in or no device exists.
 std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,

@@ -26,19 +26,23 @@ std::vector<StageSpec> split_stages(int L, int pp, const std::string& pp_layers)
     std::stringstream ss(pp_layers);
     std::string item;
     while (std::getline(ss, item, ',')) {
+      std::size_t used = 0;
+      int c = 0;
       try {
-        counts.push_back(std::stoi(item));
+        c = std::stoi(item, &used);
       } catch (...) {
-        throw InputError("--pp-layers: expected comma-separated integers, got '" + pp_layers + "'");
+        used = 0;
       }
-    }
-    int sum = 0;
-    for (int c : counts) {
-      require(c >= 1, "--pp-layers", "every stage needs at least one layer");
-      sum += c;
+      if (used == 0 || used != item.size())
+        throw InputError("--pp-layers: expected comma-separated integers, got '" + pp_layers + "'");
+      require(c >= 1 && c <= L, "--pp-layers",
+              "every stage needs 1.." + std::to_string(L) + " layers, got " + std::to_string(c));
+      counts.push_back(c);
     }
     require(int(counts.size()) == pp, "--pp-layers",
             "expected " + std::to_string(pp) + " entries (one per stage)");
+    long long sum = 0; // at most pp x L: no overflow
+    for (int c : counts) sum += c;
     require(sum == L, "--pp-layers",
             "layers sum to " + std::to_string(sum) + ", the model has " + std::to_string(L));
   }

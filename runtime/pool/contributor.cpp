@@ -734,6 +734,15 @@ int run_contributor(const ContributeOptions& o) {
               o.debug_corrupt == "truncate",
           "--debug-corrupt", "expected nan, scale100 or truncate");
   require(!o.client.token.empty(), "--token", "required");
+  require(o.ranks >= 0 && o.ranks <= 4096, "--ranks", "expected 0..4096");
+  require(o.threads >= 0 && o.threads <= 4096, "--threads", "expected 0..4096");
+  require(o.max_rounds >= 0, "--max-rounds", "expected a non-negative number");
+  require(std::isfinite(o.client.timeout_s) && o.client.timeout_s > 0 && o.client.timeout_s <= 1e6,
+          "--timeout", "expected a number of seconds in (0, 1e6]");
+  require(std::isfinite(o.retry_s) && o.retry_s >= 0 && o.retry_s <= 1e7, "--give-up-s",
+          "expected a number of seconds in [0, 1e7]");
+  require(o.debug_step_delay_ms >= 0 && o.debug_step_delay_ms <= 1'000'000, "--debug-step-delay-ms",
+          "expected 0..1000000");
   int ranks = o.ranks;
   if (!o.gpus.empty()) {
     require(o.device == "cuda", "--gpus", "needs --device cuda");

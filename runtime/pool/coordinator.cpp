@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -157,8 +158,12 @@ int serve(const ServeOptions& o) {
   require(port >= 0 && port < 65536, "--listen", "port out of range");
   require(o.tls_cert.empty() == o.tls_key.empty(), "--tls-cert",
           "give both --tls-cert and --tls-key");
-  require(o.heartbeat_timeout_s > 0, "--heartbeat-timeout", "expected a positive number");
-  require(o.max_upload_mb > 0, "--max-upload-mb", "expected a positive number");
+  require(std::isfinite(o.heartbeat_timeout_s) && o.heartbeat_timeout_s > 0 &&
+              o.heartbeat_timeout_s <= 1e7,
+          "--heartbeat-timeout", "expected a number of seconds in (0, 1e7]");
+  require(std::isfinite(o.max_upload_mb) && o.max_upload_mb > 0 && o.max_upload_mb <= 1 << 20,
+          "--max-upload-mb", "expected a number in (0, 1048576]");
+  require(o.threads >= 0 && o.threads <= 4096, "--threads", "expected 0..4096");
   set_cpu_threads(std::max(1, o.threads));
 
   PoolState state(o.state_dir, o.heartbeat_timeout_s, o.quiet);
@@ -204,8 +209,6 @@ int serve(const ServeOptions& o) {
       } catch (const Refused& e) {
         send_error(res, e.status(), e.what());
       } catch (const InputError& e) {
-        send_error(res, 400, e.what());
-      } catch (const std::invalid_argument& e) {
         send_error(res, 400, e.what());
       } catch (const std::exception& e) {
         std::cerr << "pool: error in " << req.method << " " << req.path << ": " << e.what()

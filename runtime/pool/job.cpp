@@ -1,6 +1,7 @@
 #include "runtime/pool/job.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "runtime/util/error.h"
 
@@ -8,20 +9,81 @@ namespace myelin::pool {
 namespace {
 using nlohmann::json;
 
-template <typename T> void get(const json& j, const char* key, T& out) {
-  if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw InputError(std::string("job.") + key + ": wrong type (" + j.at(key).dump() + ")");
+// Strict readers: a field present must have exactly the JSON type asked for
+// (no bool -> int, no float -> int, no string -> number) and lie in range;
+// errors name the field as `prefix` + key.
+struct Fields {
+  const json& j;
+  std::string prefix;
+
+  std::string name(const char* key) const { return prefix + key; }
+  const json* find(const char* key) const {
+    const auto it = j.find(key);
+    return it == j.end() ? nullptr : &*it;
   }
-}
-void positive(double v, const char* key) {
-  require(std::isfinite(v) && v > 0, std::string("job.") + key, "expected a positive number");
-}
-void non_negative(double v, const char* key) {
-  require(std::isfinite(v) && v >= 0, std::string("job.") + key, "expected a non-negative number");
-}
+  [[noreturn]] void wrong(const char* key, const json& v, const char* expected) const {
+    std::string text = v.dump();
+    if (text.size() > 40) text = text.substr(0, 40) + "...";
+    throw InputError(name(key) + ": expected " + expected + ", got " + text);
+  }
+  template <class I> void integer(const char* key, I& out, long long lo, long long hi) const {
+    const json* v = find(key);
+    if (!v) return;
+    const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
+    if (!v->is_number_integer()) wrong(key, *v, ("an integer in " + range).c_str());
+    const bool fits = v->is_number_unsigned()
+                          ? v->get<std::uint64_t>() <= std::uint64_t(hi)
+                          : v->get<std::int64_t>() >= lo && v->get<std::int64_t>() <= hi;
+    if (!fits) wrong(key, *v, ("an integer in " + range).c_str());
+    out = static_cast<I>(v->get<std::int64_t>());
+  }
+  void seed(const char* key, std::uint64_t& out) const {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_number_unsigned()) wrong(key, *v, "a non-negative integer");
+    out = v->get<std::uint64_t>();
+  }
+  // A finite number in [lo, hi] (lo excluded when open_lo, hi excluded when open_hi).
+  template <class F>
+  void number(const char* key, F& out, double lo, double hi, bool open_lo = false,
+              bool open_hi = false) const {
+    const json* v = find(key);
+    if (!v) return;
+    const std::string range = std::string(open_lo ? "(" : "[") + json(lo).dump() + ", " +
+                              json(hi).dump() + (open_hi ? ")" : "]");
+    if (!v->is_number()) wrong(key, *v, ("a number in " + range).c_str());
+    const double x = v->get<double>();
+    const bool ok =
+        std::isfinite(x) && (open_lo ? x > lo : x >= lo) && (open_hi ? x < hi : x <= hi);
+    if (!ok) wrong(key, *v, ("a number in " + range).c_str());
+    out = static_cast<F>(x);
+  }
+  void boolean(const char* key, bool& out) const {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_boolean()) wrong(key, *v, "true or false");
+    out = v->get<bool>();
+  }
+  void text(const char* key, std::string& out) const {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_string()) wrong(key, *v, "a string");
+    out = v->get<std::string>();
+  }
+  void texts(const char* key, std::vector<std::string>& out) const {
+    const json* v = find(key);
+    if (!v) return;
+    if (!v->is_array()) wrong(key, *v, "an array of strings");
+    out.clear();
+    for (const json& e : *v) {
+      if (!e.is_string()) wrong(key, e, "an array of strings");
+      out.push_back(e.get<std::string>());
+    }
+  }
+};
+
+constexpr long long kIntMax = 2147483647;
+constexpr double kHuge = 1e30; // "any finite number" for fields without a natural bound
 } // namespace
 
 JobSpec parse_job(const json& j) {
@@ -64,94 +126,77 @@ JobSpec parse_job(const json& j) {
     require(ok, "job." + k, "unknown field");
   }
   JobSpec s;
-  get(j, "name", s.name);
-  get(j, "init_checkpoint", s.init_checkpoint);
+  const Fields f{j, "job."};
+  f.text("name", s.name);
+  f.text("init_checkpoint", s.init_checkpoint);
   if (j.contains("model")) {
     const json& m = j.at("model");
     require(m.is_object(), "job.model", "expected an object with layers, heads, channels, ...");
-    get(m, "layers", s.shape.num_layers);
-    get(m, "heads", s.shape.num_heads);
-    get(m, "channels", s.shape.channels);
-    get(m, "vocab", s.shape.vocab_size);
-    s.shape.padded_vocab_size = (s.shape.vocab_size + 127) / 128 * 128;
-    get(m, "padded_vocab", s.shape.padded_vocab_size);
-    get(m, "max_seq_len", s.shape.max_seq_len);
-    get(m, "seed", s.seed);
+    for (const auto& [k, v] : m.items()) {
+      bool ok = false;
+      for (const char* n :
+           {"layers", "heads", "channels", "vocab", "padded_vocab", "max_seq_len", "seed"})
+        ok = ok || k == n;
+      require(ok, "job.model." + k, "unknown field");
+    }
+    // Any int here; GPT2Config::validate applies the shape's bounds below.
+    const Fields mf{m, "job.model."};
+    mf.integer("layers", s.shape.num_layers, 1, kIntMax);
+    mf.integer("heads", s.shape.num_heads, 1, kIntMax);
+    mf.integer("channels", s.shape.channels, 1, kIntMax);
+    mf.integer("vocab", s.shape.vocab_size, 1, kIntMax);
+    s.shape.padded_vocab_size = default_padded_vocab(s.shape.vocab_size);
+    mf.integer("padded_vocab", s.shape.padded_vocab_size, 1, kIntMax);
+    mf.integer("max_seq_len", s.shape.max_seq_len, 1, kIntMax);
+    mf.seed("seed", s.seed);
   }
   require(!(j.contains("model") && !s.init_checkpoint.empty()), "job.init_checkpoint",
           "give either model or init_checkpoint, not both");
-  get(j, "train_data", s.train_data);
-  get(j, "val_data", s.val_data);
-  get(j, "train_files", s.train_files);
-  get(j, "val_files", s.val_files);
-  get(j, "batch_size", s.batch_size);
-  get(j, "seq_len", s.seq_len);
-  get(j, "grad_accum", s.grad_accum);
-  get(j, "inner_steps", s.inner_steps);
-  get(j, "inner_lr", s.inner_lr);
-  get(j, "lr_schedule", s.lr_schedule);
-  get(j, "warmup_steps", s.warmup_steps);
-  get(j, "weight_decay", s.weight_decay);
-  get(j, "grad_clip", s.grad_clip);
-  get(j, "beta1", s.beta1);
-  get(j, "beta2", s.beta2);
-  get(j, "outer_lr", s.outer_lr);
-  get(j, "outer_momentum", s.outer_momentum);
-  get(j, "rounds", s.rounds);
-  get(j, "min_contributors", s.min_contributors);
-  get(j, "max_contributors", s.max_contributors);
-  get(j, "round_deadline_s", s.round_deadline_s);
+  f.text("train_data", s.train_data);
+  f.text("val_data", s.val_data);
+  f.texts("train_files", s.train_files);
+  f.texts("val_files", s.val_files);
+  f.integer("batch_size", s.batch_size, 1, static_cast<long long>(kMaxBatchTokens));
+  f.integer("seq_len", s.seq_len, 1, kMaxSeqLen);
+  f.integer("grad_accum", s.grad_accum, 1, 1 << 16);
+  f.integer("inner_steps", s.inner_steps, 1, 1'000'000);
+  f.number("inner_lr", s.inner_lr, 0, kHuge, true);
+  f.text("lr_schedule", s.lr_schedule);
+  f.integer("warmup_steps", s.warmup_steps, 0, 1'000'000);
+  f.number("weight_decay", s.weight_decay, 0, kHuge);
+  f.number("grad_clip", s.grad_clip, 0, kHuge);
+  f.number("beta1", s.beta1, 0, 1, false, true);
+  f.number("beta2", s.beta2, 0, 1, false, true);
+  f.number("outer_lr", s.outer_lr, 0, kHuge, true);
+  f.number("outer_momentum", s.outer_momentum, 0, 1, false, true);
+  f.integer("rounds", s.rounds, 1, 10'000'000);
+  f.integer("min_contributors", s.min_contributors, 1, 4096);
+  f.integer("max_contributors", s.max_contributors, 1, 4096);
+  f.number("round_deadline_s", s.round_deadline_s, 0, 1e7, true);
   std::string comp = codec_name(s.compression);
-  get(j, "compression", comp);
+  f.text("compression", comp);
+  require(comp == "none" || comp == "int8", "job.compression",
+          "expected none or int8, got '" + comp + "'");
   s.compression = parse_codec(comp);
-  get(j, "block_size", s.block_size);
-  get(j, "norm_factor", s.norm_factor);
-  get(j, "max_norm", s.max_norm);
-  get(j, "loss_check", s.loss_check);
-  get(j, "loss_tolerance", s.loss_tolerance);
-  get(j, "val_batches", s.val_batches);
-  get(j, "keep_snapshots", s.keep_snapshots);
+  f.integer("block_size", s.block_size, 1, 1 << 20);
+  f.number("norm_factor", s.norm_factor, 0, kHuge, true);
+  f.number("max_norm", s.max_norm, 0, kHuge);
+  f.boolean("loss_check", s.loss_check);
+  f.number("loss_tolerance", s.loss_tolerance, 0, kHuge);
+  f.integer("val_batches", s.val_batches, 1, 1'000'000);
+  f.integer("keep_snapshots", s.keep_snapshots, 2, 1'000'000);
 
   require(!s.name.empty() && s.name.size() <= 200, "job.name", "expected 1..200 characters");
   require(!s.train_data.empty() || !s.train_files.empty(), "job.train_data",
           "required (a shard glob on the coordinator)");
   if (s.init_checkpoint.empty()) {
-    const auto& c = s.shape;
-    require(c.num_layers > 0 && c.num_layers <= 4096, "job.model.layers", "expected 1..4096");
-    require(c.num_heads > 0, "job.model.heads", "expected a positive number");
-    require(c.channels > 0 && c.channels % c.num_heads == 0, "job.model.channels",
-            "expected a positive multiple of heads");
-    require(c.vocab_size > 0 && c.vocab_size <= 65536, "job.model.vocab", "expected 1..65536");
-    require(c.padded_vocab_size >= c.vocab_size, "job.model.padded_vocab", "expected >= vocab");
-    require(c.max_seq_len > 0, "job.model.max_seq_len", "expected a positive number");
-    require(s.seq_len <= c.max_seq_len, "job.seq_len", "exceeds model.max_seq_len");
+    s.shape.validate(key_names("job.model."));
+    validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   }
-  positive(s.batch_size, "batch_size");
-  positive(s.seq_len, "seq_len");
-  positive(s.grad_accum, "grad_accum");
-  positive(s.inner_steps, "inner_steps");
-  positive(s.inner_lr, "inner_lr");
   require(s.lr_schedule == "constant" || s.lr_schedule == "cosine", "job.lr_schedule",
           "expected constant or cosine");
-  non_negative(s.warmup_steps, "warmup_steps");
-  non_negative(s.weight_decay, "weight_decay");
-  non_negative(s.grad_clip, "grad_clip");
-  require(s.beta1 >= 0 && s.beta1 < 1, "job.beta1", "expected [0, 1)");
-  require(s.beta2 >= 0 && s.beta2 < 1, "job.beta2", "expected [0, 1)");
-  positive(s.outer_lr, "outer_lr");
-  require(s.outer_momentum >= 0 && s.outer_momentum < 1, "job.outer_momentum", "expected [0, 1)");
-  require(s.rounds > 0 && s.rounds <= 10000000, "job.rounds", "expected 1..10^7");
-  require(s.max_contributors > 0 && s.max_contributors <= 4096, "job.max_contributors",
-          "expected 1..4096");
-  require(s.min_contributors > 0 && s.min_contributors <= s.max_contributors,
-          "job.min_contributors", "expected 1..max_contributors");
-  positive(s.round_deadline_s, "round_deadline_s");
-  require(s.block_size > 0 && s.block_size <= (1 << 20), "job.block_size", "expected 1..2^20");
-  positive(s.norm_factor, "norm_factor");
-  non_negative(s.max_norm, "max_norm");
-  non_negative(s.loss_tolerance, "loss_tolerance");
-  positive(s.val_batches, "val_batches");
-  require(s.keep_snapshots >= 2, "job.keep_snapshots", "expected >= 2");
+  require(s.min_contributors <= s.max_contributors, "job.min_contributors",
+          "expected 1..max_contributors");
   return s;
 }
 

@@ -62,6 +62,10 @@ struct JobSpec {
 };
 
 // Parses and checks a job; throws InputError naming the field ("job.rounds: ...").
+// Every field is strictly typed (an integer field takes only a JSON integer, no
+// bool or float; a number field takes no string or bool) and range-bounded; the
+// model's shape and the micro-batch go through GPT2Config::validate and
+// validate_micro_batch, as `myelin train`'s flags do.
 JobSpec parse_job(const nlohmann::json& j);
 nlohmann::json job_to_json(const JobSpec& s);
 

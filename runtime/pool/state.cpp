@@ -122,8 +122,7 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
     ModelFile mf = load_model(s.init_checkpoint);
     s.shape = mf.config;
     params = std::move(mf.params);
-    require(s.seq_len <= s.shape.max_seq_len, "job.seq_len",
-            "exceeds the checkpoint's max sequence length");
+    validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   } else {
     params = gpt2_init(s.shape, s.seed);
   }

@@ -6,21 +6,34 @@
 
 namespace myelin {
 
-void validate_train_options(const TrainOptions& o) {
-  auto positive = [](double v, const char* flag) {
-    require(std::isfinite(v) && v > 0, flag,
-            "expected a positive number, got " + std::to_string(v));
-  };
-  auto non_negative = [](double v, const char* flag) {
-    require(std::isfinite(v) && v >= 0, flag,
-            "expected a non-negative number, got " + std::to_string(v));
-  };
-  positive(o.batch_size, "--batch-size");
-  positive(o.seq_len, "--seq-len");
-  positive(o.grad_accum, "--grad-accum");
-  positive(o.steps, "--steps");
+namespace {
+// Upper bounds of the counts (steps, batches, ranks) a run may ask for.
+constexpr long long kMaxSteps = 1'000'000'000;
+constexpr long long kMaxRanks = 1 << 16;
+constexpr long long kMaxStages = 4096;
+constexpr long long kMaxThreads = 4096;
+
+void in_range(long long v, long long lo, long long hi, const char* flag) {
+  require(v >= lo && v <= hi, flag,
+          "expected " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+              std::to_string(v));
+}
+void positive(double v, const char* flag) {
+  require(std::isfinite(v) && v > 0, flag, "expected a positive number, got " + std::to_string(v));
+}
+void non_negative(double v, const char* flag) {
+  require(std::isfinite(v) && v >= 0, flag,
+          "expected a non-negative number, got " + std::to_string(v));
+}
+} // namespace
+
+void validate_train_options(const TrainOptions& o, bool plan_only) {
+  in_range(o.batch_size, 1, static_cast<long long>(kMaxBatchTokens), "--batch-size");
+  in_range(o.seq_len, 1, kMaxSeqLen, "--seq-len");
+  in_range(o.grad_accum, 1, 1 << 16, "--grad-accum");
+  in_range(o.steps, 1, kMaxSteps, "--steps");
   positive(o.lr, "--lr");
-  non_negative(o.warmup_steps, "--warmup-steps");
+  in_range(o.warmup_steps, 0, kMaxSteps, "--warmup-steps");
   non_negative(o.weight_decay, "--weight-decay");
   non_negative(o.grad_clip, "--grad-clip");
   require(o.beta1 >= 0 && o.beta1 < 1, "--beta1", "expected a value in [0, 1)");
@@ -34,46 +47,43 @@ void validate_train_options(const TrainOptions& o) {
           "expected cpu or cuda, got '" + o.device + "'");
   require(o.dtype == "fp32" || o.dtype == "bf16", "--dtype",
           "expected fp32 or bf16, got '" + o.dtype + "'");
-  require(!(o.device == "cpu" && o.dtype == "bf16"), "--dtype", "bf16 needs --device cuda");
+  require(plan_only || !(o.device == "cpu" && o.dtype == "bf16"), "--dtype",
+          "bf16 needs --device cuda");
   require(o.recompute >= 0 && o.recompute <= 2, "--recompute",
           "expected 0 (store all), 1 (recompute GeLU) or 2 (GeLU and LayerNorm), got " +
               std::to_string(o.recompute));
-  require(!o.train_data.empty(), "--train-data", "required (a shard file or glob)");
-  non_negative(o.threads, "--threads");
-  non_negative(o.checkpoint_every, "--checkpoint-every");
-  non_negative(o.val_every, "--val-every");
-  positive(o.val_batches, "--val-batches");
-  non_negative(o.sample_every, "--sample-every");
-  positive(o.sample_len, "--sample-len");
-  positive(o.log_every, "--log-every");
-  require(o.data_ranks > 0 && o.data_rank >= 0 && o.data_rank < o.data_ranks, "data slice",
-          "expected 0 <= rank < ranks");
+  require(plan_only || !o.train_data.empty(), "--train-data", "required (a shard file or glob)");
+  in_range(o.threads, 0, kMaxThreads, "--threads");
+  in_range(o.checkpoint_every, 0, kMaxSteps, "--checkpoint-every");
+  in_range(o.keep_checkpoints, 0, kMaxSteps, "--keep-checkpoints");
+  in_range(o.val_every, 0, kMaxSteps, "--val-every");
+  in_range(o.val_batches, 1, kMaxSteps, "--val-batches");
+  in_range(o.sample_every, 0, kMaxSteps, "--sample-every");
+  in_range(o.sample_len, 1, kMaxSeqLen, "--sample-len");
+  in_range(o.log_every, 1, kMaxSteps, "--log-every");
+  require(o.data_ranks > 0 && o.data_ranks <= kMaxRanks && o.data_rank >= 0 &&
+              o.data_rank < o.data_ranks,
+          "--data-slice", "expected 0 <= rank < ranks <= " + std::to_string(kMaxRanks));
   require(o.data_start_batch >= -1, "--data-start-batch", "expected a non-negative number");
-  non_negative(o.run_steps, "--run-steps");
+  in_range(o.run_steps, 0, kMaxSteps, "--run-steps");
   require(!o.resume_optimizer_only || (o.resume && !o.model_path.empty()),
           "--resume-optimizer-only", "needs --resume and --model");
-  positive(o.dp, "--dp");
-  positive(o.pp, "--pp");
+  in_range(o.dp, 1, kMaxRanks, "--dp");
+  in_range(o.pp, 1, kMaxStages, "--pp");
+  require(static_cast<long long>(o.dp) * o.pp <= kMaxRanks, "--dp/--pp",
+          "dp x pp = " + std::to_string(static_cast<long long>(o.dp) * o.pp) +
+              " ranks, above the limit of " + std::to_string(kMaxRanks));
   require(o.zero == 0 || o.zero == 1, "--zero", "expected 0 or 1");
   require(o.pp_schedule == "gpipe" || o.pp_schedule == "1f1b", "--pp-schedule",
           "expected gpipe or 1f1b, got '" + o.pp_schedule + "'");
-  positive(o.comm_timeout_s, "--comm-timeout");
+  require(std::isfinite(o.comm_timeout_s) && o.comm_timeout_s > 0 && o.comm_timeout_s <= 1e6,
+          "--comm-timeout", "expected a number of seconds in (0, 1e6]");
   require(o.save_version == 3 || o.save_version == 5, "--save-dtype", "expected fp32 or bf16");
   require(!((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()), "--checkpoint-dir",
           "required with --checkpoint-every or --resume");
   if (o.model_path.empty()) {
-    require(o.shape.num_layers > 0 && o.shape.num_layers <= 4096, "--layers", "expected 1..4096");
-    require(o.shape.num_heads > 0, "--heads", "expected a positive number");
-    require(o.shape.channels > 0 && o.shape.channels % o.shape.num_heads == 0, "--channels",
-            "expected a positive multiple of --heads");
-    require(o.shape.vocab_size > 0 && o.shape.vocab_size <= 65536, "--vocab",
-            "expected 1..65536 (tokens are uint16)");
-    require(o.shape.padded_vocab_size >= o.shape.vocab_size, "--padded-vocab",
-            "expected >= --vocab");
-    require(o.shape.max_seq_len > 0, "--max-seq-len", "expected a positive number");
-    require(o.seq_len <= o.shape.max_seq_len, "--seq-len",
-            std::to_string(o.seq_len) + " exceeds the model's max sequence length " +
-                std::to_string(o.shape.max_seq_len));
+    o.shape.validate(flag_names());
+    validate_micro_batch(o.shape, o.batch_size, o.seq_len, flag_names());
   }
 }
 

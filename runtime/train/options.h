@@ -82,7 +82,10 @@ struct TrainOptions {
   bool quiet = false;
 };
 
-// Checks values and combinations; throws InputError naming the flag.
-void validate_train_options(const TrainOptions& o);
+// Checks values and combinations; throws InputError naming the flag. Every
+// number has a range; a shape given by flags goes through GPT2Config::validate
+// and validate_micro_batch (a --model file's shape is checked when it is read).
+// plan_only: for `--memory-plan`, which needs no data and plans any dtype.
+void validate_train_options(const TrainOptions& o, bool plan_only = false);
 
 } // namespace myelin

@@ -1,5 +1,6 @@
 #include "runtime/train/run.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 
@@ -15,13 +16,18 @@
 namespace myelin {
 
 int run_training(const TrainOptions& o) {
+  const std::int64_t ranks = std::int64_t(o.dp) * o.pp;
 #ifdef MYELIN_HAVE_MPI
-  if (MpiRuntime::launched_by_mpi() || o.dp * o.pp > 1) {
+  // Outside mpirun, bad options fail here, before MPI starts; under mpirun
+  // every rank checks them below and only rank 0 reports.
+  if (!MpiRuntime::launched_by_mpi()) validate_train_options(o);
+  if (MpiRuntime::launched_by_mpi() || ranks > 1) {
     MpiRuntime mpi(nullptr, nullptr);
-    require(o.dp * o.pp == mpi.world_size(), "--dp/--pp",
-            "dp x pp = " + std::to_string(o.dp * o.pp) + " but the job has " +
-                std::to_string(mpi.world_size()) + " ranks (mpirun -np)");
     try {
+      validate_train_options(o);
+      require(ranks == mpi.world_size(), "--dp/--pp",
+              "dp x pp = " + std::to_string(ranks) + " but the job has " +
+                  std::to_string(mpi.world_size()) + " ranks (mpirun -np)");
       Mesh mesh(mpi.world(), o.dp, o.pp);
       TrainOptions local = o;
       local.device_index = mpi.local_rank();
@@ -50,8 +56,7 @@ int run_training(const TrainOptions& o) {
       MPI_Abort(MPI_COMM_WORLD, 1);
       return 1;
     } catch (const std::exception& e) {
-      const bool input = dynamic_cast<const InputError*>(&e) != nullptr ||
-                         dynamic_cast<const std::invalid_argument*>(&e) != nullptr;
+      const bool input = dynamic_cast<const InputError*>(&e) != nullptr;
       if (mpi.world_rank() == 0 || !input)
         std::fprintf(stderr, "myelin train: %s%s\n", input ? "" : "error: ", e.what());
       std::fflush(stderr);
@@ -62,7 +67,8 @@ int run_training(const TrainOptions& o) {
     }
   }
 #endif
-  if (o.dp * o.pp > 1)
+  validate_train_options(o);
+  if (ranks > 1)
     throw InputError("--dp/--pp: this myelin was built without MPI; multi-rank jobs need it");
   Trainer t(o);
   t.run();

@@ -12,6 +12,7 @@
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint.h"
 #include "runtime/io/model_file.h"
+#include "runtime/io/output_path.h"
 #include "runtime/io/train_state.h"
 #include "runtime/model/init.h"
 #include "runtime/optim/schedule.h"
@@ -37,11 +38,34 @@ std::string fmt_eta(double s) {
   std::snprintf(b, sizeof(b), "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
   return b;
 }
+// The tokens a text sample starts from: the newline token, then the prompt's
+// bytes (byte-level models). Throws InputError naming the flag when one of them
+// is outside the model's vocabulary (a vocabulary under 256 lacks some bytes),
+// so the engine never looks up a row past wte.
+std::vector<int> sample_start_tokens(const std::string& prompt, int vocab) {
+  const auto outside = [&](int t) {
+    return "token " + std::to_string(t) + " is outside this model's vocabulary of " +
+           std::to_string(vocab);
+  };
+  require('\n' < vocab, "--sample-every", "samples start from the newline " + outside('\n'));
+  std::vector<int> toks = {'\n'};
+  for (char c : prompt) {
+    const int t = static_cast<unsigned char>(c);
+    require(t < vocab, "--sample-prompt", "byte " + outside(t));
+    toks.push_back(t);
+  }
+  return toks;
+}
 } // namespace
 
 Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
     : opt_(opt), mesh_(mesh), data_mesh_(data_mesh) {
   validate_train_options(opt_);
+  // Fail before any work when an output cannot be written.
+  if (!opt_.save_path.empty()) check_output_file(opt_.save_path, "--save");
+  if (!opt_.metrics_out.empty()) check_output_file(opt_.metrics_out, "--metrics-out");
+  if (!opt_.checkpoint_dir.empty())
+    check_output_dir(opt_.checkpoint_dir, "--checkpoint-dir", opt_.checkpoint_every > 0);
   if (opt_.threads > 0) set_cpu_threads(opt_.threads);
   if (!mesh_) {
     own_mesh_ = std::make_unique<Mesh>(std::make_unique<SelfComm>(), 1, 1);
@@ -56,12 +80,9 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
     ModelFile mf = load_model(opt_.model_path);
     cfg_ = mf.config;
     init = std::move(mf.params);
-    require(opt_.seq_len <= cfg_.max_seq_len, "--seq-len",
-            std::to_string(opt_.seq_len) + " exceeds the model's max sequence length " +
-                std::to_string(cfg_.max_seq_len) + " (" + opt_.model_path + ")");
+    validate_micro_batch(cfg_, opt_.batch_size, opt_.seq_len, flag_names());
   } else {
-    cfg_ = opt_.shape;
-    cfg_.validate();
+    cfg_ = opt_.shape; // checked by validate_train_options
     init = gpt2_init(cfg_, opt_.seed);
   }
   const auto stages = split_stages(cfg_.num_layers, mesh_->pp_size(), opt_.pp_layers);
@@ -87,6 +108,8 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
     val_ =
         std::make_unique<DataLoader>(opt_.val_data, "--val-data", opt_.batch_size, opt_.seq_len,
                                      mesh_->dp_rank(), mesh_->dp_size(), cfg_.vocab_size, false, 0);
+  if (opt_.sample_every > 0 && cfg_.vocab_size <= ByteTokenizer::kVocab && mesh_->pp_size() == 1)
+    (void)sample_start_tokens(opt_.sample_prompt, cfg_.vocab_size);
   inputs_.resize(std::size_t(opt_.batch_size) * opt_.seq_len);
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
@@ -203,8 +226,7 @@ std::string Trainer::sample(int len, std::uint64_t seed) {
   if (cfg_.vocab_size > ByteTokenizer::kVocab || mesh_->pp_size() > 1) return {};
   Rng64 rng(1);
   rng.set_state(seed);
-  std::vector<int> toks = {'\n'};
-  for (char c : opt_.sample_prompt) toks.push_back(static_cast<unsigned char>(c));
+  std::vector<int> toks = sample_start_tokens(opt_.sample_prompt, cfg_.vocab_size);
   std::vector<float> logits(cfg_.padded_vocab_size);
   for (int i = 0; i < len; ++i) {
     const int T = std::min<int>(int(toks.size()), opt_.seq_len);

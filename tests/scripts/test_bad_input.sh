@@ -6,6 +6,10 @@ source "$(dirname "$0")/common.sh" "$@"
 "$MYELIN" train --train-data 'data/addition_train_*.bin' --layers 1 --channels 16 --heads 2 \
   --max-seq-len 16 --seq-len 16 --batch-size 2 --steps 1 --quiet --save model.bin
 ok=(--layers 1 --channels 16 --heads 2 --max-seq-len 16 --seq-len 16 --batch-size 2 --steps 1 --quiet)
+data=(--train-data 'data/addition_train_*.bin')
+# The default shape (L4 C128 NH4 V256) at T 16; each case sets what it tests
+# (Boost refuses a flag given twice, which would pass for the wrong reason).
+base=(--max-seq-len 16 --seq-len 16 --quiet "${data[@]}")
 python3 - <<'PY'
 import struct
 hdr = lambda *v: struct.pack('<256i', *(list(v) + [0] * (256 - len(v))))
@@ -17,6 +21,11 @@ m = open('model.bin', 'rb').read()
 open('model_trunc.bin', 'wb').write(m[:-10])
 open('model_v4.bin', 'wb').write(m[:4] + struct.pack('<i', 4) + m[8:])
 open('notes.txt', 'w').write('hello')
+# The issue's wrapping shape in a 1024-byte model file: maxT 1, V 256, L 5,
+# NH 1, C 2^29, Vp 2147483580 (the parameter count wrapped to 0 before).
+open('huge.bin', 'wb').write(hdr(20240326, 3, 1, 256, 5, 1, 536870912, 2147483580))
+# Tokens 0..7 only, for a model of vocabulary 8.
+open('small.bin', 'wb').write(hdr(20240520, 1, 200) + struct.pack('<200H', *[i % 8 for i in range(200)]))
 PY
 n=0
 expect2() { # expect2 NEEDLE ARGS...: exit code 2, one line on stderr containing NEEDLE
@@ -36,17 +45,17 @@ expect2 "badmagic.bin: not a token shard" train "${ok[@]}" --train-data badmagic
 expect2 "badversion.bin: unsupported token shard version 7" train "${ok[@]}" --train-data badversion.bin
 expect2 "truncated.bin" train "${ok[@]}" --train-data truncated.bin
 expect2 "bigtoken.bin: token 300 at position 50" train "${ok[@]}" --train-data bigtoken.bin
-expect2 "--seq-len" train "${ok[@]}" --seq-len 64 --train-data 'data/addition_train_*.bin'
+expect2 "--seq-len: expected 1..16" train --max-seq-len 16 --seq-len 64 --quiet "${data[@]}"
 expect2 "--seq-len" train --model model.bin --seq-len 17 --train-data 'data/addition_train_*.bin' --quiet
 expect2 "model_trunc.bin: truncated" train --model model_trunc.bin --seq-len 16 --train-data 'data/addition_train_*.bin'
 expect2 "model_v4.bin: unsupported model version 4" train --model model_v4.bin --train-data 'data/addition_train_*.bin'
 expect2 "notes.txt" train --model notes.txt --train-data 'data/addition_train_*.bin'
 expect2 "--lr" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --lr -1
 expect2 "--lr" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --lr abc
-expect2 "--batch-size" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --batch-size 0
+expect2 "--batch-size: expected 1..16777216, got 0" train "${base[@]}" --batch-size 0
 expect2 "--beta2" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --beta2 1.5
 expect2 "--device" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --device tpu
-expect2 "--channels" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --channels 15
+expect2 "--channels: 15 is not a multiple of heads" train "${base[@]}" --channels 15 --heads 2
 expect2 "--train-data" train "${ok[@]}"
 expect2 "--checkpoint-dir" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --resume
 expect2 "no-such-flag" train --no-such-flag
@@ -57,6 +66,42 @@ expect2 "--recompute" train "${ok[@]}" --train-data 'data/addition_train_*.bin' 
 expect2 "--preset" train --preset 3B --memory-plan
 expect2 "--recompute" train --preset 124M --recompute -1 --memory-plan
 expect2 "model_trunc.bin: truncated" train --model model_trunc.bin --memory-plan
+# Sizes: one overflow-safe check with bounds, exit 2 before any allocation.
+expect2 "--channels: expected 1..65536, got 536870912" train --layers 5 --heads 1 \
+  --channels 536870912 --vocab 256 --padded-vocab 2147483580 --max-seq-len 1 --seq-len 1 "${data[@]}"
+expect2 "--padded-vocab" train "${base[@]}" --vocab 256 --padded-vocab 2147483580
+expect2 "--channels" train "${base[@]}" --channels 1073741824
+expect2 "--vocab" train "${base[@]}" --vocab 2147483647
+expect2 "--layers/--channels" train "${base[@]}" --layers 4096 --channels 16384 --heads 2
+expect2 "--batch-size" train "${base[@]}" --batch-size 2147483647
+expect2 "--batch-size" train "${base[@]}" --batch-size 2147483648
+expect2 "huge.bin: bad model header: channels" train --model huge.bin "${data[@]}"
+expect2 "huge.bin: bad model header: channels" train --model huge.bin --memory-plan
+grep -q "0M params" out.txt && fail "--memory-plan printed a plan for huge.bin: $(cat out.txt)"
+expect2 "--pp" train "${ok[@]}" "${data[@]}" --dp 65536 --pp 65536
+expect2 "--pp-layers" train --layers 2 --channels 16 --heads 2 --max-seq-len 16 -t 16 --pp 2 \
+  --pp-layers 2147483647,2147483647 --memory-plan
+expect2 "--keep-checkpoints" train "${ok[@]}" "${data[@]}" --keep-checkpoints -1
+expect2 "--seed" train "${ok[@]}" "${data[@]}" --seed -1
+expect2 "--steps" train "${base[@]}" --steps 2147483648
+expect2 "--shard-tokens" data synthetic --out d --shard-tokens -1
+expect2 "--shard-tokens" data synthetic --out d --shard-tokens 4294967296
+expect2 "--examples" data synthetic --out d --examples -5
+expect2 "--vocab" bench --vocab 0
+expect2 "--heads" bench --heads 0
+expect2 "--batch" bench --batch 2147483647
+expect2 "--min-bytes" bench --comm --min-bytes -1
+# Sampling feeds the newline and the prompt's bytes to the model: each must be
+# inside the vocabulary (a vocabulary under 256 lacks some bytes).
+expect2 "--sample-prompt" train "${ok[@]}" "${data[@]}" --vocab 64 --sample-every 1 --sample-prompt A
+expect2 "--sample-every" train "${ok[@]}" --train-data small.bin --vocab 8 --sample-every 1
+# Outputs are checked before training starts (no step runs).
+expect2 "--save" train --layers 1 --channels 16 --heads 2 --max-seq-len 16 --seq-len 16 \
+  --batch-size 2 --steps 50 "${data[@]}" --save nodir/model.bin
+grep -q "step" out.txt && fail "trained before refusing --save: $(cat out.txt)"
+expect2 "--metrics-out" train "${ok[@]}" "${data[@]}" --metrics-out nodir/m.jsonl
+expect2 "--checkpoint-dir" train "${ok[@]}" "${data[@]}" --checkpoint-dir notes.txt --checkpoint-every 1
+expect2 "--save" train "${ok[@]}" "${data[@]}" --save data
 # --memory-plan needs no GPU and no data: the GPT-2 124M plan at 64 x 1024.
 "$MYELIN" train --preset 124M --device cuda -b 64 -t 1024 --memory-plan > plan.txt
 grep -q "124.476M params | bf16 | micro-batch 64x1024" plan.txt || fail "memory plan header: $(cat plan.txt)"
