@@ -18,6 +18,9 @@ ShardSplit write_token_shards(const std::vector<std::uint16_t>& tokens, const st
   std::filesystem::create_directories(out_dir, ec);
   require(!ec, "--out", "cannot create folder " + out_dir + ": " + ec.message());
   const std::size_t nval = std::size_t(double(tokens.size()) * val_frac);
+  require(nval <= 0x7fffffffu, "--val-frac",
+          "the validation shard would hold " + std::to_string(nval) +
+              " tokens, above 2147483647 (llm.c shards count tokens in an int32)");
   ShardSplit out;
   auto name = [&](const char* split, std::size_t i) {
     char b[64];

@@ -30,6 +30,16 @@ set -e
   fail "malformed JSON: expected 400"
 [ "$(code -H "Authorization: Bearer $ADMIN" -X POST --data-binary '{"rounds": 0}' "$URL/api/jobs")" = 400 ] ||
   fail "invalid job: expected 400"
+# Job fields are strictly typed and bounded: `pool submit` exits 2 naming the field.
+for bad in '"batch_size": true' '"batch_size": 4294967297' '"inner_steps": 2.5' '"model": {"vocab": 2147483647}'; do
+  field=$(echo "$bad" | sed -E 's/"([a-z_]+)".*/\1/')
+  [ "$field" = model ] && field=model.vocab
+  python3 -c "import json,sys; j=json.load(open('job.json')); j.update(json.loads('{'+sys.argv[1]+'}')); json.dump(j, open('typed.json','w'))" "$bad"
+  set +e
+  "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" typed.json > typed.log 2>&1; rc=$?
+  set -e
+  [ $rc = 2 ] && grep -q "job.$field" typed.log || fail "job with $bad: exit $rc, $(cat typed.log)"
+done
 head -c 200000 /dev/zero | tr '\0' ' ' > big.json
 [ "$(code -H "Authorization: Bearer $ADMIN" -X POST --data-binary @big.json "$URL/api/jobs")" = 413 ] ||
   fail "oversized JSON: expected 413"
