@@ -142,6 +142,7 @@ int ledger_main(const Args& args) {
                      "myelin pool ledger --pool URL --token T [--job ID] [--format csv|json]"))
     return 0;
   require(format == "csv" || format == "json", "--format", "expected csv or json");
+  require(!vm.count("job") || job >= 1, "--job", "expected a job id (1 or more)");
   pool::PoolClient cli(c);
   std::string path = "/api/ledger?format=" + format;
   if (job >= 0) path += "&job=" + std::to_string(job);
@@ -165,6 +166,7 @@ int stop_main(const Args& args) {
   d.add_options()("job", po::value(&job)->required(), "job to stop");
   po::variables_map vm;
   if (!parse_or_help(args, d, vm, "myelin pool stop --pool URL --token T --job ID")) return 0;
+  require(job >= 1, "--job", "expected a job id (1 or more)");
   pool::PoolClient cli(c);
   cli.post_json("/api/jobs/" + std::to_string(job) + "/stop", nlohmann::json::object());
   std::cout << "stopped job " << job << std::endl;

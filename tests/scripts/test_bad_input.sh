@@ -91,6 +91,13 @@ expect2 "--vocab" bench --vocab 0
 expect2 "--heads" bench --heads 0
 expect2 "--batch" bench --batch 2147483647
 expect2 "--min-bytes" bench --comm --min-bytes -1
+if "$MYELIN" pool --help >/dev/null 2>&1; then # built with the pool
+  expect2 "--job" pool stop --pool http://127.0.0.1:9 --token t --job 0
+  expect2 "--job" pool ledger --pool http://127.0.0.1:9 --token t --job -3
+  expect2 "--max-upload-mb" pool serve --state-dir st --max-upload-mb 1e30
+  expect2 "--ranks" contribute --pool http://127.0.0.1:9 --token t --ranks -1
+  expect2 "--timeout" contribute --pool http://127.0.0.1:9 --token t --timeout 0
+fi
 # Sampling feeds the newline and the prompt's bytes to the model: each must be
 # inside the vocabulary (a vocabulary under 256 lacks some bytes).
 expect2 "--sample-prompt" train "${ok[@]}" "${data[@]}" --vocab 64 --sample-every 1 --sample-prompt A
