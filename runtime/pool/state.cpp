@@ -16,6 +16,7 @@
 #include "runtime/pool/outer_opt.h"
 #include "runtime/pool/validate.h"
 #include "runtime/util/error.h"
+#include "runtime/util/host_memory.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -124,6 +125,10 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
     params = std::move(mf.params);
     validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   } else {
+    // The coordinator holds the model, its outer momentum and an evaluation
+    // engine (parameters, gradients, AdamW moments): about 6 fp32 copies.
+    require_host_memory(6 * sizeof(float) * *s.shape.param_count(), "job.model",
+                        "the model (" + s.shape.describe() + ")");
     params = gpt2_init(s.shape, s.seed);
   }
   // Every shard must hold at least one global batch of all slices.

@@ -19,6 +19,7 @@
 #include "runtime/parallel/grad_sync.h"
 #include "runtime/parallel/pipeline.h"
 #include "runtime/util/error.h"
+#include "runtime/util/host_memory.h"
 #include "runtime/util/rng.h"
 #include "runtime/util/threads.h"
 
@@ -56,6 +57,19 @@ std::vector<int> sample_start_tokens(const std::string& prompt, int vocab) {
   }
   return toks;
 }
+// A CPU run holds the initial parameters, then parameters, gradients and the
+// two AdamW moments (5 fp32 copies), and the activations of each micro-batch
+// in flight; refuse a shape that cannot fit in this machine before allocating.
+void require_cpu_memory(const GPT2Config& c, const TrainOptions& o, int slots,
+                        const std::string& field) {
+  // Both counts are bounded (kMaxParams, kMaxActivations): no overflow.
+  const std::size_t bytes =
+      5 * sizeof(float) * *c.param_count() +
+      sizeof(float) * std::size_t(slots) * *activation_elements(c, o.batch_size, o.seq_len);
+  require_host_memory(bytes, field,
+                      "the model (" + c.describe() + ") with micro-batches of " +
+                          std::to_string(o.batch_size) + " x " + std::to_string(o.seq_len));
+}
 } // namespace
 
 Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
@@ -75,24 +89,30 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   mesh_->world().set_timeout(opt_.comm_timeout_s);
   mesh_->dp().set_timeout(opt_.comm_timeout_s);
   mesh_->pp().set_timeout(opt_.comm_timeout_s);
+  sched_ = opt_.pp_schedule == "gpipe" ? PipeSchedule::kGPipe : PipeSchedule::k1F1B;
+  const int slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
   std::vector<float> init;
   if (!opt_.model_path.empty()) {
+    cfg_ = load_model_config(opt_.model_path); // the header, checked
+    validate_micro_batch(cfg_, opt_.batch_size, opt_.seq_len, flag_names());
+    if (opt_.device == "cpu")
+      require_cpu_memory(cfg_, opt_, slots, opt_.model_path + " with --batch-size");
     ModelFile mf = load_model(opt_.model_path);
     cfg_ = mf.config;
     init = std::move(mf.params);
-    validate_micro_batch(cfg_, opt_.batch_size, opt_.seq_len, flag_names());
   } else {
     cfg_ = opt_.shape; // checked by validate_train_options
+    if (opt_.device == "cpu")
+      require_cpu_memory(cfg_, opt_, slots, "--layers/--channels/--batch-size");
     init = gpt2_init(cfg_, opt_.seed);
   }
   const auto stages = split_stages(cfg_.num_layers, mesh_->pp_size(), opt_.pp_layers);
-  sched_ = opt_.pp_schedule == "gpipe" ? PipeSchedule::kGPipe : PipeSchedule::k1F1B;
   EngineOptions eo;
   eo.device = opt_.device;
   eo.dtype = opt_.dtype;
   eo.recompute = opt_.recompute;
   eo.device_index = opt_.device_index;
-  eo.slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
+  eo.slots = slots;
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
   sync_ = std::make_unique<GradSync>(*engine_, *mesh_, *data_mesh_, opt_.zero == 1);

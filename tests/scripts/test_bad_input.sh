@@ -74,6 +74,12 @@ expect2 "--channels" train "${base[@]}" --channels 1073741824
 expect2 "--vocab" train "${base[@]}" --vocab 2147483647
 expect2 "--layers/--channels" train "${base[@]}" --layers 4096 --channels 16384 --heads 2
 expect2 "--batch-size" train "${base[@]}" --batch-size 2147483647
+# Within the bounds but not within this machine: 51.5e9 parameters (about 960 GiB
+# on the CPU) are refused before allocating, not killed by the OOM killer.
+if [ "$(awk '/MemTotal/ {print $2}' /proc/meminfo)" -lt 900000000 ]; then
+  expect2 "--layers/--channels/--batch-size: the model" train "${base[@]}" --layers 1 \
+    --channels 65536 --heads 64
+fi
 expect2 "--batch-size" train "${base[@]}" --batch-size 2147483648
 expect2 "huge.bin: bad model header: channels" train --model huge.bin "${data[@]}"
 expect2 "huge.bin: bad model header: channels" train --model huge.bin --memory-plan
