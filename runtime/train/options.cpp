@@ -59,8 +59,9 @@ void validate_train_options(const TrainOptions& o) {
           "expected gpipe or 1f1b, got '" + o.pp_schedule + "'");
   positive(o.comm_timeout_s, "--comm-timeout");
   require(o.save_version == 3 || o.save_version == 5, "--save-dtype", "expected fp32 or bf16");
-  require(!((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()), "--checkpoint-dir",
-          "required with --checkpoint-every or --resume");
+  require(!((o.checkpoint_every > 0 || (o.resume && o.resume_from.empty())) &&
+            o.checkpoint_dir.empty()),
+          "--checkpoint-dir", "required with --checkpoint-every or --resume");
   if (o.model_path.empty()) {
     require(o.shape.num_layers > 0 && o.shape.num_layers <= 4096, "--layers", "expected 1..4096");
     require(o.shape.num_heads > 0, "--heads", "expected a positive number");
