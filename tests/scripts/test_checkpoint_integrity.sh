@@ -19,11 +19,17 @@ case_dir() {
   cp -r ck "$1"
 }
 R=(train "${C[@]}" --steps 6 --resume --checkpoint-dir) # R DIR: resume from DIR
-edit() { python3 -c "$1" "${@:2}"; }
+poke() { # poke FILE OFFSET BYTES: overwrite bytes in place (BYTES as printf escapes)
+  printf "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+flip_bit() { # flip_bit FILE OFFSET: flip the lowest bit of one byte
+  local b
+  b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  poke "$1" "$2" "$(printf '\\%03o' $((b ^ 1)))"
+}
 
 case_dir flip # one flipped bit in the newest model
-edit 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[3001]^=4; open(p,"wb").write(b)' \
-  flip/step_00000004/model.bin
+flip_bit flip/step_00000004/model.bin 3001
 expect2 "flip/step_00000004/model.bin: checksum mismatch" "${R[@]}" flip
 grep -qF -- "--resume-from" err.txt || fail "no hint at --resume-from: $(cat err.txt)"
 # ... and --resume-from picks the older one, which resumes exactly.
@@ -34,8 +40,9 @@ expect2 "--resume-from: 'nothere' is not a checkpoint folder" "${R[@]}" flip --r
 expect2 "step_00000004/model.bin: checksum mismatch" "${R[@]}" flip --resume-from flip/step_00000004
 
 case_dir zero # an all-zero model of the right size
-edit 'import sys, os; p=sys.argv[1]; n=os.path.getsize(p); open(p,"wb").write(bytes(n))' \
-  zero/step_00000004/model.bin
+size=$(stat -c %s zero/step_00000004/model.bin)
+truncate -s 0 zero/step_00000004/model.bin
+truncate -s "$size" zero/step_00000004/model.bin
 expect2 "zero/step_00000004/model.bin: checksum mismatch" "${R[@]}" zero
 
 case_dir trunc # a truncated training state
@@ -78,7 +85,8 @@ expect2 "--checkpoint-dir: 'plainfile' exists and is not a folder" \
   train "${C[@]}" --steps 2 --checkpoint-dir plainfile --checkpoint-every 1
 
 # NaN weights in a --model file are bad input, not a learning-rate problem.
-edit 'import sys, struct; b=bytearray(open("model.bin","rb").read()); b[1024+20:1024+24]=struct.pack("<f", float("nan")); open("nan.bin","wb").write(b)'
+cp model.bin nan.bin
+poke nan.bin $((1024 + 5 * 4)) '\000\000\300\177' # float 5 of wte: NaN (0x7fc00000)
 expect2 "nan.bin: non-finite weight nan in tensor wte (element 5)" \
   train --model nan.bin --train-data 'data/addition_train_*.bin' --seq-len 16 --batch-size 2 \
   --steps 2 --quiet
