@@ -131,7 +131,8 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
   std::optional<std::pair<std::uint64_t, std::string>> best;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (!step_digits(name) || !e.is_directory(ec)) continue;
+    std::error_code kind;
+    if (!step_digits(name) || !e.is_directory(kind)) continue;
     const auto s = step_of(name);
     require(s.has_value(), e.path().string(),
             "step number out of range (at most " + std::to_string(kMaxTrainStep) +
