@@ -118,6 +118,8 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
       "keep only the newest N (0 = all)")(
       "resume", po::bool_switch(&o.resume),
       "continue from the newest checkpoint in --checkpoint-dir")(
+      "resume-from", po::value(&o.resume_from),
+      "continue from this checkpoint folder (e.g. ckpt/step_00000200) instead of the newest")(
       "save", po::value(&o.save_path), "write the final model here (llm.c format)")(
       "save-bf16", po::bool_switch(), "write --save as bf16 (version 5) instead of fp32")(
       "metrics-out", po::value(&o.metrics_out), "append one JSON object per step to this file")(
@@ -166,6 +168,7 @@ int train_main(const Args& args) {
     return 0;
   }
   po::notify(vm);
+  if (!o.resume_from.empty()) o.resume = true;
   if (!slice.empty()) {
     const auto slash = slice.find('/');
     try {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "runtime/io/file_util.h"
+#include "runtime/io/finite_check.h"
 #include "runtime/util/error.h"
 
 namespace myelin {
@@ -63,6 +64,7 @@ ModelFile load_model(const std::string& path) {
     read_exact(path, sizeof(h), raw.data(), lay.total * 2);
     for (std::size_t i = 0; i < lay.total; ++i) m.params[i] = bf16_to_float(raw[i]);
   }
+  require_finite(path, "weight", m.config, m.params);
   return m;
 }
 

@@ -1,6 +1,7 @@
 // Model checkpoints in llm.c's format: 256 x int32 header (magic 20240326,
 // version 3 = fp32 or 5 = bf16, maxT, V, L, NH, C, Vp), then every parameter in
-// llm.c's order. Loading checks magic, version, shape and the exact file size.
+// llm.c's order. Loading checks magic, version, shape and the exact file size,
+// and refuses non-finite weights (runtime/io/finite_check.h).
 #pragma once
 
 #include <string>

@@ -79,8 +79,9 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
   require(std::isfinite(o.comm_timeout_s) && o.comm_timeout_s > 0 && o.comm_timeout_s <= 1e6,
           "--comm-timeout", "expected a number of seconds in (0, 1e6]");
   require(o.save_version == 3 || o.save_version == 5, "--save-dtype", "expected fp32 or bf16");
-  require(!((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()), "--checkpoint-dir",
-          "required with --checkpoint-every or --resume");
+  require(!((o.checkpoint_every > 0 || (o.resume && o.resume_from.empty())) &&
+            o.checkpoint_dir.empty()),
+          "--checkpoint-dir", "required with --checkpoint-every or --resume");
   if (o.model_path.empty()) {
     o.shape.validate(flag_names());
     validate_micro_batch(o.shape, o.batch_size, o.seq_len, flag_names());

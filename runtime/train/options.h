@@ -61,6 +61,9 @@ struct TrainOptions {
   int checkpoint_every = 0;
   int keep_checkpoints = 0;
   bool resume = false;
+  // Resume from this checkpoint folder instead of the newest in checkpoint_dir
+  // (`--resume-from`, with resume set; checkpoint_dir then only takes new ones).
+  std::string resume_from;
   // The pool's multi-rank contributors (hidden flags): stop after this many
   // steps in this invocation, the schedule still spanning `steps`
   // (`--run-steps`, 0 = run to `steps`); with --resume, take the weights from

@@ -3,11 +3,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
 
+#include "runtime/comm/agree.h"
 #include "runtime/comm/self_comm.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint.h"
@@ -152,43 +154,81 @@ std::vector<float> Trainer::params() { return sync_->gather_full_params(); }
 std::size_t Trainer::optimizer_bytes_saved() const { return sync_->optimizer_bytes_saved(); }
 
 void Trainer::try_resume() {
-  auto ck = latest_checkpoint(opt_.checkpoint_dir);
+  // Every rank reads the same folder; rank 0 also checks every file's checksum
+  // (the others wait), each rank loads and checks its own files, and the job
+  // fails as one if any rank found bad input.
+  const bool newest = opt_.resume_from.empty();
+  std::optional<CheckpointInfo> ck;
+  ModelFile mf;
+  TrainState st;
+  std::string error;
+  try {
+    std::optional<std::string> dir = opt_.resume_from;
+    if (newest) {
+      dir = latest_checkpoint(opt_.checkpoint_dir);
+    } else {
+      std::error_code ec;
+      require(std::filesystem::is_directory(*dir, ec), "--resume-from",
+              "'" + *dir + "' is not a checkpoint folder");
+    }
+    if (dir) {
+      // A damaged newest checkpoint is refused, never skipped: say how to pick
+      // an older one instead.
+      auto intact = [&](auto&& check) {
+        try {
+          check();
+        } catch (const InputError& e) {
+          if (!newest) throw;
+          throw InputError(std::string(e.what()) + " (newest checkpoint in --checkpoint-dir; " +
+                           "pass --resume-from FOLDER to resume from an older one)");
+        }
+      };
+      intact([&] { ck = read_checkpoint(*dir); });
+      const auto& l = ck->layout;
+      const std::string want = std::to_string(mesh_->dp_size()) + "x" +
+                               std::to_string(mesh_->pp_size()) + " zero " +
+                               std::to_string(opt_.zero);
+      const std::string have =
+          std::to_string(l.dp) + "x" + std::to_string(l.pp) + " zero " + std::to_string(l.zero);
+      require(want == have, *dir,
+              "checkpoint was written by a dp x pp = " + have + " job; this job is " + want);
+      intact([&] {
+        if (is_logger()) verify_checkpoint_files(*ck);
+        mf = load_checkpoint_model(*ck);
+      });
+      require(mf.config.describe() == cfg_.describe(), *dir,
+              "checkpoint model shape " + mf.config.describe() + " differs from this run's " +
+                  cfg_.describe());
+      intact([&] { st = load_checkpoint_state(*ck, mesh_->world_rank(), mf.config); });
+      const std::string state_path =
+          *dir + "/state_" + std::to_string(mesh_->world_rank()) + ".bin";
+      const auto range = engine_->optimizer_range();
+      require(st.slice_begin == range.first && st.m.size() == range.second - range.first,
+              state_path, "optimizer state does not match this rank's model slice");
+      require(st.step <= std::uint64_t(opt_.steps), "--steps",
+              std::to_string(opt_.steps) + " is below the step " + std::to_string(st.step) +
+                  " of checkpoint " + *dir);
+      try {
+        train_->set_position(st.data);
+      } catch (const InputError& e) {
+        throw InputError(state_path + ": " + e.what() + " of --train-data");
+      }
+    }
+  } catch (const InputError& e) {
+    error = e.what();
+  }
+  agree_on_input_error(mesh_->world(), error);
   if (!ck) {
     if (!opt_.quiet && is_logger())
       std::cout << "resume: no checkpoint in " << opt_.checkpoint_dir << ", starting fresh\n";
     return;
   }
-  const auto manifest = read_manifest(*ck);
-  auto layout_of = [](const std::map<std::string, std::string>& m, const char* k) {
-    auto it = m.find(k);
-    return it == m.end() ? std::string("?") : it->second;
-  };
-  const std::string want = std::to_string(mesh_->dp_size()) + "x" +
-                           std::to_string(mesh_->pp_size()) + " zero " + std::to_string(opt_.zero);
-  const std::string have = layout_of(manifest, "dp") + "x" + layout_of(manifest, "pp") + " zero " +
-                           layout_of(manifest, "zero");
-  require(want == have, *ck,
-          "checkpoint was written by a dp x pp = " + have + " job; this job is " + want);
-  ModelFile mf = load_model(*ck + "/model.bin");
-  const auto& a = mf.config;
-  require(a.num_layers == cfg_.num_layers && a.channels == cfg_.channels &&
-              a.num_heads == cfg_.num_heads && a.vocab_size == cfg_.vocab_size &&
-              a.padded_vocab_size == cfg_.padded_vocab_size && a.max_seq_len == cfg_.max_seq_len,
-          *ck,
-          "checkpoint model shape " + a.describe() + " differs from this run's " + cfg_.describe());
-  const std::string state_path = *ck + "/state_" + std::to_string(mesh_->world_rank()) + ".bin";
-  TrainState st = load_train_state(state_path);
-  const auto range = engine_->optimizer_range();
-  require(st.param_count == engine_->layout().total && st.slice_begin == range.first &&
-              st.m.size() == range.second - range.first,
-          state_path, "optimizer state does not match this rank's model slice");
   engine_->set_params(mf.params);
   engine_->set_moments(st.m, st.v);
-  train_->set_position(st.data);
   sample_rng_ = st.rng;
   start_step_ = step_ = int(st.step);
   if (!opt_.quiet && is_logger())
-    std::cout << "resume: continuing from " << *ck << " (step " << step_ << ")\n";
+    std::cout << "resume: continuing from " << ck->dir << " (step " << step_ << ")\n";
 }
 
 void Trainer::save_checkpoint(int completed_step) {
@@ -201,6 +241,11 @@ void Trainer::save_checkpoint(int completed_step) {
   const auto range = engine_->optimizer_range();
   TrainState st;
   st.step = completed_step;
+  st.rank = mesh_->world_rank();
+  st.ranks = mesh_->world_size();
+  st.dp = mesh_->dp_size();
+  st.pp = mesh_->pp_size();
+  st.zero = opt_.zero;
   st.data = train_->position();
   st.rng = sample_rng_;
   st.param_count = engine_->layout().total;
@@ -212,12 +257,8 @@ void Trainer::save_checkpoint(int completed_step) {
   world.barrier();
   if (is_logger())
     finish_checkpoint(opt_.checkpoint_dir, paths,
-                      {{"step", std::to_string(completed_step)},
-                       {"ranks", std::to_string(mesh_->world_size())},
-                       {"dp", std::to_string(mesh_->dp_size())},
-                       {"pp", std::to_string(mesh_->pp_size())},
-                       {"zero", std::to_string(opt_.zero)},
-                       {"model", cfg_.describe()}},
+                      {std::uint64_t(completed_step), mesh_->world_size(), mesh_->dp_size(),
+                       mesh_->pp_size(), opt_.zero, cfg_.describe()},
                       opt_.keep_checkpoints);
   world.barrier();
 }

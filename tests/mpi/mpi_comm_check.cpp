@@ -1,7 +1,8 @@
 // Multi-process checks of the MPI communicator, the mesh and the comm bench.
 // Run under mpirun (tests/mpi/CMakeLists.txt registers the runs):
 //
-//   mpi_comm_check collectives   every operation, every type, split, mesh, async
+//   mpi_comm_check collectives   every operation, every type, split, mesh, async,
+//                                agreement on an input error
 //   mpi_comm_check timeout       -np 2: rank 1 stays away, rank 0 must time out
 //   mpi_comm_check bench         the comm bench at small sizes prints its rows
 //   mpi_comm_check large         counts above 2^30 (split into several MPI calls)
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "runtime/bench/comm_bench.h"
+#include "runtime/comm/agree.h"
 #include "runtime/comm/communicator.h"
 #include "runtime/comm/mesh.h"
 #include "runtime/comm/mpi_comm.h"
@@ -510,6 +512,26 @@ void test_mesh(std::unique_ptr<Communicator> world_owner) {
   }
 }
 
+// agree_on_input_error: nothing happens when no rank has an error; otherwise
+// every rank throws the message of the lowest rank that has one.
+void test_agree(Communicator& w) {
+  auto outcome = [&](const std::string& mine) -> std::string {
+    try {
+      agree_on_input_error(w, mine);
+      return "none";
+    } catch (const InputError& e) {
+      return e.what();
+    }
+  };
+  expect(outcome("") == "none", "agree: no error on any rank");
+  const int last = g_size - 1;
+  const std::string only = outcome(g_rank == last ? "state_" + std::to_string(last) + " bad" : "");
+  expect(only == "state_" + std::to_string(last) + " bad", "agree: one rank's error: " + only);
+  const std::string lowest =
+      outcome(g_rank >= 1 ? "rank " + std::to_string(g_rank) + " " + std::string(g_rank, 'x') : "");
+  expect(lowest == (g_size > 1 ? "rank 1 x" : "none"), "agree: lowest rank's error: " + lowest);
+}
+
 void test_self() {
   SelfComm s;
   float a[3] = {1, 2, 3}, b[3] = {};
@@ -782,6 +804,7 @@ int main(int argc, char** argv) {
           {"split", [&] { test_split(*world); }},
           {"async", [&] { test_async(*world); }},
           {"mesh", [&] { test_mesh(world->split(0, g_rank)); }},
+          {"agree", [&] { test_agree(*world); }},
           {"self", [&] { test_self(); }},
       };
       for (const auto& [name, fn] : cases) {

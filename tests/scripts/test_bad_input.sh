@@ -27,19 +27,6 @@ open('huge.bin', 'wb').write(hdr(20240326, 3, 1, 256, 5, 1, 536870912, 214748358
 # Tokens 0..7 only, for a model of vocabulary 8.
 open('small.bin', 'wb').write(hdr(20240520, 1, 200) + struct.pack('<200H', *[i % 8 for i in range(200)]))
 PY
-n=0
-expect2() { # expect2 NEEDLE ARGS...: exit code 2, one line on stderr containing NEEDLE
-  local needle=$1
-  shift
-  set +e
-  timeout 60 "$MYELIN" "$@" >out.txt 2>err.txt
-  local rc=$?
-  set -e
-  [ $rc = 2 ] || fail "exit $rc (expected 2) for: $* :: $(cat err.txt)"
-  [ "$(wc -l < err.txt)" = 1 ] || fail "expected one line on stderr for: $* :: $(cat err.txt)"
-  grep -qF -- "$needle" err.txt || fail "message lacks '$needle' for: $* :: $(cat err.txt)"
-  n=$((n + 1))
-}
 expect2 "nothere_*.bin" train "${ok[@]}" --train-data 'nothere_*.bin'
 expect2 "badmagic.bin: not a token shard" train "${ok[@]}" --train-data badmagic.bin
 expect2 "badversion.bin: unsupported token shard version 7" train "${ok[@]}" --train-data badversion.bin

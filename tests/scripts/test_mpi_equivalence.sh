@@ -52,4 +52,17 @@ rc=$?
 set -e
 [ $rc = 2 ] || fail "resume with a different layout: exit $rc, expected 2"
 grep -q "dp x pp" wrong.txt || fail "message does not name the layout: $(cat wrong.txt)"
+# A damaged state file of one rank stops every rank with exit code 2 and one
+# message naming it (rank 0 checks every file's checksum for all ranks).
+cp -r ck ck_bad
+python3 -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[200]^=1; open(p,"wb").write(b)' \
+  ck_bad/step_00000005/state_3.bin
+set +e
+"${MPI[@]}" -np 4 "$MYELIN" train "${C[@]}" "${L[@]}" --checkpoint-dir ck_bad --resume 2> bad.txt
+rc=$?
+set -e
+[ $rc = 2 ] || fail "resume from a damaged rank-3 state: exit $rc, expected 2: $(cat bad.txt)"
+[ "$(grep -c '^myelin train:' bad.txt)" = 1 ] || fail "expected one message: $(cat bad.txt)"
+grep -q "ck_bad/step_00000005/state_3.bin: checksum mismatch" bad.txt ||
+  fail "message does not name the damaged file: $(cat bad.txt)"
 echo "equivalence: 8 layouts match the one-process run; dp2 x pp2 x zero1 resume is exact"
