@@ -289,6 +289,16 @@ TEST(PoolJob, FieldsAreStrictlyTypedAndBounded) {
   model("vocab", 2147483647, "job.model.vocab");
   model("vocab", 65536.0, "job.model.vocab");
   model("layers", true, "job.model.layers");
+  try { // the shape's bound, not int's
+    auto k = j;
+    k["model"]["layers"] = 0;
+    parse_job(k);
+    ADD_FAILURE() << "layers 0 accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("job.model.layers: expected 1..4096, got 0", 0), 0u)
+        << e.what();
+  }
+  model("layers", 4294967297ll, "job.model.layers");
   model("heads", 3, "job.model.channels"); // 32 is not a multiple of 3
   model("seed", -1, "job.model.seed");
   model("bogus", 1, "job.model.bogus");

@@ -82,7 +82,7 @@ struct Fields {
   }
 };
 
-constexpr long long kIntMax = 2147483647;
+constexpr long long kIntMin = -2147483648ll, kIntMax = 2147483647;
 constexpr double kHuge = 1e30; // "any finite number" for fields without a natural bound
 } // namespace
 
@@ -141,13 +141,13 @@ JobSpec parse_job(const json& j) {
     }
     // Any int here; GPT2Config::validate applies the shape's bounds below.
     const Fields mf{m, "job.model."};
-    mf.integer("layers", s.shape.num_layers, 1, kIntMax);
-    mf.integer("heads", s.shape.num_heads, 1, kIntMax);
-    mf.integer("channels", s.shape.channels, 1, kIntMax);
-    mf.integer("vocab", s.shape.vocab_size, 1, kIntMax);
+    mf.integer("layers", s.shape.num_layers, kIntMin, kIntMax);
+    mf.integer("heads", s.shape.num_heads, kIntMin, kIntMax);
+    mf.integer("channels", s.shape.channels, kIntMin, kIntMax);
+    mf.integer("vocab", s.shape.vocab_size, kIntMin, kIntMax);
     s.shape.padded_vocab_size = default_padded_vocab(s.shape.vocab_size);
-    mf.integer("padded_vocab", s.shape.padded_vocab_size, 1, kIntMax);
-    mf.integer("max_seq_len", s.shape.max_seq_len, 1, kIntMax);
+    mf.integer("padded_vocab", s.shape.padded_vocab_size, kIntMin, kIntMax);
+    mf.integer("max_seq_len", s.shape.max_seq_len, kIntMin, kIntMax);
     mf.seed("seed", s.seed);
   }
   require(!(j.contains("model") && !s.init_checkpoint.empty()), "job.init_checkpoint",

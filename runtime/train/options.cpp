@@ -1,6 +1,7 @@
 #include "runtime/train/options.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "runtime/util/error.h"
 
@@ -64,7 +65,8 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
   require(o.data_ranks > 0 && o.data_ranks <= kMaxRanks && o.data_rank >= 0 &&
               o.data_rank < o.data_ranks,
           "--data-slice", "expected 0 <= rank < ranks <= " + std::to_string(kMaxRanks));
-  require(o.data_start_batch >= -1, "--data-start-batch", "expected a non-negative number");
+  require(o.data_start_batch >= -1 && o.data_start_batch <= (std::int64_t(1) << 40),
+          "--data-start-batch", "expected 0..2^40");
   in_range(o.run_steps, 0, kMaxSteps, "--run-steps");
   require(!o.resume_optimizer_only || (o.resume && !o.model_path.empty()),
           "--resume-optimizer-only", "needs --resume and --model");
