@@ -80,8 +80,8 @@ expect2 "huge/step_99999999999999999999: step number out of range" "${R[@]}" hug
   fail "--keep-checkpoints 1 did not keep exactly the newest: $(ls huge)"
 
 touch plainfile # --checkpoint-dir naming a regular file
-expect2 "--checkpoint-dir: 'plainfile' exists and is not a folder" "${R[@]}" plainfile
-expect2 "--checkpoint-dir: 'plainfile' exists and is not a folder" \
+expect2 "--checkpoint-dir: plainfile exists and is not a folder" "${R[@]}" plainfile
+expect2 "--checkpoint-dir: plainfile exists and is not a folder" \
   train "${C[@]}" --steps 2 --checkpoint-dir plainfile --checkpoint-every 1
 
 # NaN weights in a --model file are bad input, not a learning-rate problem.
