@@ -2,7 +2,7 @@
 # Run on a machine with Debian's package registry: downloads (does not
 # install) the Debian packages a GPU machine without a registry needs to build
 # Myelin's CUDA parts and tests: Boost.Program_options, OpenBLAS, GoogleTest.
-# They land in .deps/debs (ignored by git); scripts/gpu_check.sh unpacks them
+# They land in .deps/debs (ignored by git); scripts/gpu_session.sh unpacks them
 # into .deps/root on the GPU machine. About 20 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Myelin next to llm.c: GPT-2 124M training throughput on one GPU, same shape.
 #
-# Usage (on a GPU machine, after scripts/gpu_check.sh has built build-gpu/):
+# Usage (on a GPU machine, after scripts/gpu_session.sh has built build-gpu/; the
+# session script itself runs it in two parts, see docs/gpu.md):
 #   LLMC_DIR=.deps/llm.c bash scripts/gpu_compare_llmc.sh
 #   bash scripts/gpu_compare_llmc.sh --summary-only   # re-read the logs already in $OUT
+#   bash scripts/gpu_compare_llmc.sh --build-only     # only step 2 (needs no build-gpu/)
 #
 # What it does:
 #  1. writes token shards (llm.c's format) with build-gpu/myelin: synthetic addition,
@@ -50,7 +52,7 @@
 #
 # Exit status: 0 unless Myelin itself fails (llm.c failing is reported, not fatal).
 # Knobs (environment): OUT, LLMC_DIR, LLMC_SM (90), B (64), T (1024), STEPS (40),
-# FIRST_STEP (10), MYELIN_RECOMPUTE ("0 1"), RUN_TIMEOUT (180 s per training run),
+# FIRST_STEP (10), MYELIN_RECOMPUTE ("0 1"; set but empty: llm.c only), RUN_TIMEOUT (180 s per training run),
 # PEAK_TFLOPS, PYTHON (python3).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -64,13 +66,14 @@ B=${B:-64}
 T=${T:-1024}
 STEPS=${STEPS:-40}
 FIRST_STEP=${FIRST_STEP:-10}
-MYELIN_RECOMPUTE=${MYELIN_RECOMPUTE:-0 1}
+MYELIN_RECOMPUTE=${MYELIN_RECOMPUTE-0 1}
 RUN_TIMEOUT=${RUN_TIMEOUT:-180}
 PYTHON=${PYTHON:-python3}
 MYELIN=$ROOT/build-gpu/myelin
 DATA=$ROOT/build-gpu/compare_data
-summary_only=0
+summary_only=0 build_only=0
 [[ "${1:-}" == "--summary-only" ]] && summary_only=1
+[[ "${1:-}" == "--build-only" ]] && build_only=1
 if (( summary_only )) && [[ -f "$OUT/compare_llmc_env.txt" ]]; then
   # the shape the logs were made with
   B=$(sed -n 's/^B=\([0-9]*\) .*/\1/p' "$OUT/compare_llmc_env.txt")
@@ -83,7 +86,7 @@ fi
 
 say() { echo "[compare] $*"; }
 
-# Libraries that gpu_check.sh unpacked (Boost, OpenBLAS) when run on its own.
+# Libraries that gpu_session.sh unpacked (Boost, OpenBLAS) when run on its own.
 arch=$ROOT/.deps/root/usr/lib/x86_64-linux-gnu
 [[ -d "$arch" ]] && export LD_LIBRARY_PATH="$arch:$arch/openblas-pthread:${LD_LIBRARY_PATH:-}"
 
@@ -108,30 +111,32 @@ llmc_bin=
 done_r=()
 
 if (( ! summary_only )); then
-  [[ -x "$MYELIN" ]] || { say "no $MYELIN: run scripts/gpu_check.sh first"; exit 1; }
+  (( build_only )) || [[ -x "$MYELIN" ]] || { say "no $MYELIN: run scripts/gpu_session.sh first"; exit 1; }
   {
     echo "date: $(date -u)"
     echo "gpu: $(gpu_name)"
     echo "B=$B T=$T STEPS=$STEPS FIRST_STEP=$FIRST_STEP MYELIN_RECOMPUTE=$MYELIN_RECOMPUTE"
   } > "$OUT/compare_llmc_env.txt"
 
-  # ---- 1. data -------------------------------------------------------------------------------
-  # 13 tokens per example; the train split must cover STEPS batches of B*T (+1 for the
-  # shifted targets) and the val split (10%) at least one batch.
-  need=$(( (STEPS + 4) * B * T + 1 ))
-  examples=$(( (need * 10 / 9) / 13 + 1 ))
-  minval=$(( (B * T + 1) * 10 / 13 + 1 ))
-  (( examples < minval )) && examples=$minval
-  if [[ ! -f "$DATA/.examples_$examples" ]]; then
-    rm -rf "$DATA"
-    "$MYELIN" data synthetic --task addition --examples "$examples" --out "$DATA" \
-      > "$OUT/compare_llmc_data.txt" 2>&1 || { tail -5 "$OUT/compare_llmc_data.txt"; exit 1; }
-    touch "$DATA/.examples_$examples"
+  # ---- 1. data (skipped by --build-only) -----------------------------------------------------
+  if (( ! build_only )); then
+    # 13 tokens per example; the train split must cover STEPS batches of B*T (+1 for the
+    # shifted targets) and the val split (10%) at least one batch.
+    need=$(( (STEPS + 4) * B * T + 1 ))
+    examples=$(( (need * 10 / 9) / 13 + 1 ))
+    minval=$(( (B * T + 1) * 10 / 13 + 1 ))
+    (( examples < minval )) && examples=$minval
+    if [[ ! -f "$DATA/.examples_$examples" ]]; then
+      rm -rf "$DATA"
+      "$MYELIN" data synthetic --task addition --examples "$examples" --out "$DATA" \
+        > "$OUT/compare_llmc_data.txt" 2>&1 || { tail -5 "$OUT/compare_llmc_data.txt"; exit 1; }
+      touch "$DATA/.examples_$examples"
   fi
   [[ -f "$LLMC_DIR/COMMIT" ]] && echo "llm.c commit: $(cat "$LLMC_DIR/COMMIT")" >> "$OUT/compare_llmc_env.txt"
   TRAIN="$DATA/addition_train_*.bin"
   VAL="$DATA/addition_val_*.bin"
   say "data: $examples addition examples in $DATA"
+  fi
 
   # ---- 2. llm.c build ------------------------------------------------------------------------
   llmc_make() {  # $@: extra make variables
@@ -215,6 +220,11 @@ EOF
         llmc_bin=
       fi
     fi
+  fi
+
+  if (( build_only )); then
+    [[ -n "$llmc_bin" ]] || exit 1
+    exit 0
   fi
 
   # ---- 3. llm.c run --------------------------------------------------------------------------

@@ -94,9 +94,10 @@ class MatmulContext {
 // gelu: out = gelu(that), and if pre_gelu is non-null it receives the
 // pre-activation (for the fused backward). Uses cuBLASLt epilogues when
 // possible (BIAS, GELU_BIAS, GELU_AUX_BIAS), separate kernels otherwise.
-// cuBLASLt documents its GELU epilogue without the formula; the tests check it
-// against the tanh approximation with a 1e-4 tolerance (the engine uses the
-// separate gelu kernels unless MYELIN_CUDA_GELU_FUSION=1).
+// cuBLASLt documents its GELU epilogue as the tanh approximation without an
+// accuracy figure; the GPU test allows the documented error of the hardware
+// tanh (tanh.approx.f32, PTX ISA) on top of the storage type's tolerance (the
+// engine uses the separate gelu kernels unless MYELIN_CUDA_GELU_FUSION=1).
 template <typename T>
 void matmul_forward(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, const T* weight,
                     const T* bias, int N, int IC, int OC, bool gelu, cudaStream_t s);

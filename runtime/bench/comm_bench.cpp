@@ -135,6 +135,13 @@ class Runner {
     return comm_.sendrecv_async(a, p.count, (r + 1) % n, b, p.count, (r + n - 1) % n, t);
   }
 
+  // Fills the output buffer with 0xFF bytes (NaN, -1 or 255), so that an
+  // element the checked call does not write fails the check.
+  void poison(const Plan& p) {
+    host_.assign(p.bytes, 0xFF);
+    comm_.copy_from_host(b_, host_.data(), p.bytes);
+  }
+
   // Writes this rank's input where the operation reads it.
   void fill(const std::string& op, const Plan& p) {
     const int r = comm_.rank();
@@ -307,6 +314,7 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& o,
       // Correctness of one call, then warmup.
       double wrong = 0;
       if (o.check) {
+        run.poison(p);
         run.fill(op, p);
         run.issue(op, p).wait();
         wrong = static_cast<double>(run.verify(op, p));

@@ -157,6 +157,11 @@ class Communicator {
     where_.reset();
   }
   virtual MemorySpace memory() const = 0;
+  // Device communicators: every operation issued from now on first waits, on
+  // the GPU, for the work queued so far on `stream` (a cudaStream_t, e.g. the
+  // engine's; nullptr = the legacy default stream). Host communicators ignore
+  // it. Communicators made by split() start with their parent's stream.
+  virtual void set_input_stream(void* /*stream*/) {}
 
   // Timeout of waits on this communicator, in seconds; <= 0: wait forever.
   // Operations capture the value when issued. Communicators made by split()

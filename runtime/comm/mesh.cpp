@@ -35,6 +35,12 @@ Mesh::Mesh(std::unique_ptr<Communicator> world, int dp, int pp) : world_(std::mo
                     std::to_string(pp_size_) + " on world rank " + std::to_string(r));
 }
 
+void Mesh::set_input_stream(void* stream) {
+  world_->set_input_stream(stream);
+  dp_->set_input_stream(stream);
+  pp_->set_input_stream(stream);
+}
+
 std::string Mesh::describe() const {
   return "rank " + std::to_string(world_rank()) + " of " + std::to_string(world_size()) +
          ": replica " + std::to_string(dp_rank_) + " of " + std::to_string(dp_size_) + ", stage " +

@@ -53,6 +53,8 @@ class Mesh {
 
   // "rank 4 of 6: replica 1 of 2, stage 1 of 3"
   std::string describe() const;
+  // Communicator::set_input_stream on world(), dp() and pp().
+  void set_input_stream(void* stream);
 
  private:
   std::unique_ptr<Communicator> world_;

@@ -425,6 +425,7 @@ CommHandle NcclComm::send_async(const void* buf, std::size_t count, CommDType ty
                                 int tag) {
   check_rank("send", "peer", peer);
   check_tag("send", tag);
+  refuse_self("send", peer);
   auto p = std::make_unique<Pending>(state_);
   describe(*p, "send", count, type, "to " + std::to_string(peer), peer);
   return launch(std::move(p), [&](Pending& q) {
@@ -437,6 +438,7 @@ CommHandle NcclComm::send_async(const void* buf, std::size_t count, CommDType ty
 CommHandle NcclComm::recv_async(void* buf, std::size_t count, CommDType type, int peer, int tag) {
   check_rank("recv", "peer", peer);
   check_tag("recv", tag);
+  refuse_self("recv", peer);
   auto p = std::make_unique<Pending>(state_);
   describe(*p, "recv", count, type, "from " + std::to_string(peer), peer);
   return launch(std::move(p), [&](Pending& q) {
@@ -492,8 +494,18 @@ std::unique_ptr<Communicator> NcclComm::split(int color, int key) {
   child.comm = nc;
   child.device = device_;
   wait_ready(child, what, "split", -1, timeout_s_);
-  return std::unique_ptr<Communicator>(
+  std::unique_ptr<NcclComm> sub(
       new NcclComm(nc, device_, name() + "/split(" + std::to_string(color) + ")", timeout_s_));
+  sub->input_stream_ = input_stream_;
+  return sub;
+}
+
+void NcclComm::refuse_self(const char* op, int peer) const {
+  if (peer == rank_)
+    throw std::invalid_argument(std::string(op) + " on " + name() + ": peer " +
+                                std::to_string(peer) +
+                                " is this rank; NCCL pairs a transfer to self only with its "
+                                "counterpart in one call: use sendrecv");
 }
 
 // ---- device buffers -----------------------------------------------------------

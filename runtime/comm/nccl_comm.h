@@ -1,5 +1,5 @@
-// NCCL implementation of Communicator (device memory). Built when CUDA, MPI
-// and NCCL are found (MYELIN_HAVE_NCCL).
+// NCCL implementation of Communicator (device memory). Built when CUDA and
+// NCCL are found (MYELIN_HAVE_NCCL), with or without MPI.
 //
 // Bootstrap: NcclComm::create(bootstrap) is collective over a host
 // communicator (an MpiComm, or anything else that can broadcast 128 bytes):
@@ -10,10 +10,11 @@
 //
 // Streams: each communicator has its own non-blocking CUDA stream. An
 // operation first waits (on the GPU, cudaStreamWaitEvent) for the work queued
-// so far on the input stream (set_input_stream; default: the legacy default
-// stream, which also covers cudaMemcpy and every blocking stream), then runs
+// so far on the input stream (set_input_stream: the engine's stream in
+// training, see Trainer; default: the legacy default stream, which covers
+// cudaMemcpy and every blocking stream but not a non-blocking one), then runs
 // on the communicator's stream; its handle's wait() returns when it has
-// finished (an event on that stream).
+// finished (an event on that stream). split() passes the input stream on.
 //
 // Timeouts and errors: the communicator is created non-blocking
 // (config.blocking = 0). Waits poll cudaEventQuery and ncclCommGetAsyncError;
@@ -22,8 +23,10 @@
 // An NCCL call that returns ncclInProgress (connection setup) is completed
 // before the call returns, within the timeout.
 //
-// NCCL has no tags: send/recv between two ranks match in issue order. There
-// is no NCCL barrier: barrier() is an all-reduce of one int.
+// NCCL has no tags: send/recv between two ranks match in issue order. A
+// transfer to this rank itself needs both halves in one call: sendrecv does
+// that; a lone send or recv to self throws std::invalid_argument. There is no
+// NCCL barrier: barrier() is an all-reduce of one int.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -70,8 +73,12 @@ class NcclComm final : public Communicator {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   ncclComm_t native() const;
-  // Operations wait for the work queued on `s` before they were issued.
-  void set_input_stream(cudaStream_t s) { input_stream_ = s; }
+  // Operations wait for the work queued on `s` (a cudaStream_t; nullptr = the
+  // legacy default stream) before they were issued.
+  void set_input_stream(void* s) override {
+    input_stream_ = s != nullptr ? static_cast<cudaStream_t>(s) : cudaStreamLegacy;
+  }
+  cudaStream_t input_stream() const { return input_stream_; }
   // True after a timeout or an asynchronous NCCL error aborted the communicator.
   bool aborted() const;
 
@@ -100,6 +107,9 @@ class NcclComm final : public Communicator {
   NcclComm(ncclComm_t comm, int device, std::string name, double timeout_s);
   class Pending;
   template <typename Issue> CommHandle launch(std::unique_ptr<Pending> p, Issue&& issue);
+  // std::invalid_argument for a lone send or recv to this rank (NCCL would
+  // fail the whole communicator with ncclInvalidUsage).
+  void refuse_self(const char* op, int peer) const;
 
   std::shared_ptr<detail::NcclState> state_;
   int rank_ = 0, size_ = 1, device_ = 0;

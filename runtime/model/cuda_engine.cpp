@@ -191,6 +191,7 @@ template <typename T> class CudaEngine final : public Engine {
   const StageSpec& stage() const override { return st_; }
   const ParamLayout& layout() const override { return lay_; }
   double peak_flops() const override { return peak_; }
+  void* device_stream() const override { return stream_.get(); }
   std::string device_name() const override { return name_; }
   int max_batch() const override { return maxB_; }
   int max_seq() const override { return maxT_; }

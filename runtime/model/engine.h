@@ -84,6 +84,11 @@ class Engine {
   virtual double peak_flops() const { return 0.0; }
   // Memory this engine allocated (host on CPU, device on CUDA).
   virtual MemoryUse memory_use() const = 0;
+  // The stream the engine queues its device work on (a cudaStream_t on CUDA;
+  // nullptr on the CPU). Device communicators wait on it before they read
+  // engine buffers (Communicator::set_input_stream); copies into engine
+  // buffers from outside go on it too.
+  virtual void* device_stream() const { return nullptr; }
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
   virtual void get_params(std::span<float> out) const = 0; // layout().total

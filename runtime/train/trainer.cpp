@@ -117,6 +117,9 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   eo.slots = slots;
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
+  // Device communicators (NCCL) wait on the engine's stream before they read
+  // its buffers, not on the legacy stream the engine never uses.
+  data_mesh_->set_input_stream(engine_->device_stream());
   sync_ = std::make_unique<GradSync>(*engine_, *mesh_, *data_mesh_, opt_.zero == 1);
   // Data slice r of n, split over the dp ranks: loader rank r*dp + dp_rank of
   // n*dp, with B rows each; the global batch (n*dp*B rows) and this slice's

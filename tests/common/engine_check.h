@@ -57,6 +57,16 @@ class EnvScope {
   bool had_ = false;
 };
 
+// Copies `bytes` on e's stream (the engines run on non-blocking streams, which
+// a plain cudaMemcpy on the legacy stream does not wait for, nor they for it)
+// and waits for the copy, so e's next kernels and the host see its result.
+inline void copy_on_engine_stream(const myelin::Engine& e, void* dst, const void* src,
+                                  std::size_t bytes, cudaMemcpyKind kind) {
+  const auto s = static_cast<cudaStream_t>(e.device_stream());
+  MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, s));
+  MYELIN_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
 inline myelin::GPT2Config tiny_config() {
   myelin::GPT2Config c;
   c.max_seq_len = 16;
@@ -143,21 +153,20 @@ template <class Make> void expect_pipeline_stages_match_whole_model(Make make) {
   whole->backward(0, 1.0f);
   EXPECT_EQ(s0->forward(0, tok.data(), nullptr, 2, 16), 0.0f);
   const std::size_t act = std::size_t(2) * 16 * c.channels * sizeof(float);
-  MYELIN_CUDA_CHECK(
-      cudaMemcpy(s1->input_act(0).data, s0->output_act(0).data, act, cudaMemcpyDeviceToDevice));
+  copy_on_engine_stream(*s1, s1->input_act(0).data, s0->output_act(0).data, act,
+                        cudaMemcpyDeviceToDevice);
   const float l1 = s1->forward(0, nullptr, tgt.data(), 2, 16);
   EXPECT_NEAR(l1, lw, 1e-6 * std::fabs(lw));
   s1->backward(0, 1.0f);
-  MYELIN_CUDA_CHECK(
-      cudaMemcpy(s0->output_grad(0).data, s1->input_grad(0).data, act, cudaMemcpyDeviceToDevice));
+  copy_on_engine_stream(*s0, s0->output_grad(0).data, s1->input_grad(0).data, act,
+                        cudaMemcpyDeviceToDevice);
   s0->backward(0, 1.0f);
   const myelin::ParamLayout lay(c);
   std::vector<float> gw(lay.total), g0(lay.total), g1(lay.total);
   auto fetch = [&](myelin::Engine& e, std::vector<float>& out) {
     const auto v = e.grads();
     ASSERT_EQ(v.count, lay.total);
-    MYELIN_CUDA_CHECK(
-        cudaMemcpy(out.data(), v.data, lay.total * sizeof(float), cudaMemcpyDeviceToHost));
+    copy_on_engine_stream(e, out.data(), v.data, lay.total * sizeof(float), cudaMemcpyDeviceToHost);
   };
   fetch(*whole, gw);
   fetch(*s0, g0);
@@ -239,8 +248,8 @@ inline void expect_recompute_bit_identical(int steps, bool clip) {
       e->get_params(p);
       const auto gv = e->grads();
       ASSERT_EQ(gv.count, g.size());
-      MYELIN_CUDA_CHECK(
-          cudaMemcpy(g.data(), gv.data, g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      copy_on_engine_stream(*e, g.data(), gv.data, g.size() * sizeof(float),
+                            cudaMemcpyDeviceToHost);
       if (rc == 0) {
         ref_losses = losses;
         ref_norms = norms;

@@ -80,9 +80,13 @@ template <typename T> std::vector<float> representable(std::vector<float> v) {
 }
 inline std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
+// `extra`, when not empty, adds a per-element allowance (an error bound the
+// element's own inputs give, e.g. an approximate tanh inside an epilogue).
 inline void expect_close(const std::vector<double>& ref, const std::vector<float>& got, double rtol,
-                         double atol, const std::string& what) {
+                         double atol, const std::string& what,
+                         const std::vector<double>& extra = {}) {
   ASSERT_EQ(ref.size(), got.size()) << what;
+  ASSERT_TRUE(extra.empty() || extra.size() == ref.size()) << what;
   double ss = 0.0;
   for (double r : ref) ss += r * r;
   const double rms = ref.empty() ? 0.0 : std::sqrt(ss / double(ref.size()));
@@ -90,7 +94,7 @@ inline void expect_close(const std::vector<double>& ref, const std::vector<float
   double worst = 0.0;
   for (std::size_t i = 0; i < ref.size(); ++i) {
     const double err = std::fabs(double(got[i]) - ref[i]);
-    const double allowed = rtol * std::fabs(ref[i]) + atol * rms;
+    const double allowed = rtol * std::fabs(ref[i]) + atol * rms + (extra.empty() ? 0.0 : extra[i]);
     if (!(err <= allowed)) { // also catches NaN
       if (bad == 0) first = i;
       ++bad;
