@@ -4,6 +4,7 @@
 #include <ostream>
 
 #include "runtime/pool/db.h"
+#include "runtime/pool/protocol.h"
 #include "runtime/pool/tokens.h"
 #include "runtime/util/error.h"
 
@@ -14,9 +15,41 @@ namespace myelin::pool {
 std::string token_create(const std::string& state_dir, const std::string& name, bool admin) {
   require(!state_dir.empty(), "--state-dir", "required");
   require(!name.empty() && name.size() <= 100, "--name", "expected 1..100 characters");
+  try {
+    (void)json(name).dump();
+  } catch (const json::exception&) {
+    throw InputError("--name: not valid UTF-8");
+  }
   Db db(db_path(state_dir));
   create_schema(db);
   return create_token(db, name, admin);
+}
+
+int token_revoke(const std::string& state_dir, long long id, const std::string& name) {
+  require(!state_dir.empty(), "--state-dir", "required");
+  require((id >= 0) != !name.empty(), "--name", "give --name NAME or --id ID");
+  Db db(db_path(state_dir));
+  create_schema(db);
+  const int n = revoke_tokens(db, id >= 0 ? std::optional<std::int64_t>(id) : std::nullopt, name);
+  require(n > 0, id >= 0 ? "--id" : "--name", "no such token (or revoked already)");
+  return n;
+}
+
+void token_list(const std::string& state_dir, std::ostream& out) {
+  require(!state_dir.empty(), "--state-dir", "required");
+  Db db(db_path(state_dir));
+  create_schema(db);
+  char line[256];
+  std::snprintf(line, sizeof(line), "%-5s %-24s %-6s %-8s %s\n", "id", "name", "admin", "revoked",
+                "contributors");
+  out << line;
+  for (const auto& t : list_tokens(db)) {
+    std::snprintf(line, sizeof(line), "%-5lld %-24s %-6s %-8s %lld\n", t["id"].get<long long>(),
+                  t["name"].get<std::string>().substr(0, 24).c_str(),
+                  t["admin"].get<bool>() ? "yes" : "no", t["revoked"].get<bool>() ? "yes" : "no",
+                  t["contributors"].get<long long>());
+    out << line;
+  }
 }
 
 namespace {
@@ -72,10 +105,15 @@ void print_status(const json& st, std::ostream& out) {
                 "name", "state", "job/round", "accepted", "rejected", "tokens", "seen", "hardware");
   out << line;
   for (const auto& c : st["contributors"]) {
-    const auto& hw = c["hardware"];
-    std::string hws = hw.value("device", std::string("?"));
-    if (hw.contains("cores")) hws += ", " + hw["cores"].dump() + " cores";
-    if (hw.contains("cpu")) hws += ", " + hw["cpu"].get<std::string>();
+    // Hardware is a claim: shown as typed, whatever a coordinator sends.
+    Hardware hw;
+    try {
+      hw = c["hardware"].get<Hardware>();
+    } catch (const std::exception&) {
+    }
+    std::string hws = hw.device.empty() ? "?" : hw.device;
+    if (hw.cores) hws += ", " + std::to_string(*hw.cores) + " cores";
+    if (!hw.cpu.empty()) hws += ", " + hw.cpu;
     const std::string jr = (c["job"].is_null() ? std::string("-") : c["job"].dump()) + "/" +
                            (c["round"].is_null() ? std::string("-") : c["round"].dump());
     std::snprintf(line, sizeof(line),

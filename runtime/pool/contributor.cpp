@@ -30,6 +30,7 @@
 #include "runtime/pool/compress.h"
 #include "runtime/pool/hardware.h"
 #include "runtime/pool/job.h"
+#include "runtime/pool/protocol.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/error.h"
 #include "runtime/util/threads.h"
@@ -222,7 +223,7 @@ void Agent::heartbeat_loop(double interval) {
       s = state_;
     }
     try {
-      hb.post_json("/api/heartbeat", {{"contributor_id", cid_}, {"state", s}});
+      hb.post_json("/api/heartbeat", HeartbeatRequest{cid_, s});
     } catch (const std::exception&) {
       // the main loop notices an unreachable coordinator on its own
     }
@@ -630,53 +631,49 @@ int Agent::run() {
                  (hex64(h.h) + "_" + name))
                     .string();
   fs::create_directories(cache_root_);
-  json hw = describe_hardware(o_.device, o_.gpus);
-  hw["ranks"] = ranks_;
+  JoinRequest jr;
+  jr.name = name;
+  jr.hardware = describe_hardware(o_.device, o_.gpus).get<Hardware>();
+  jr.hardware.ranks = ranks_;
   if (ranks_ > 1) {
-    hw["dp"] = ranks_ / o_.pp;
-    hw["pp"] = o_.pp;
+    jr.hardware.dp = ranks_ / o_.pp;
+    jr.hardware.pp = o_.pp;
   }
-  json j;
+  JoinResponse j;
   try {
-    j = retry(
-        [&] {
-          return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}});
-        },
-        "join");
+    j = retry([&] { return cli_.post_json("/api/join", jr); }, "join").get<JoinResponse>();
   } catch (const PoolError& e) {
     if (e.status() == 401 || e.status() == 403)
       throw InputError("--token: the pool refused it (" + std::string(e.what()) + ")");
     throw;
   }
-  cid_ = j["contributor_id"].get<std::int64_t>();
+  cid_ = j.contributor_id;
   say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) + ", " +
       o_.device +
       (ranks_ > 1 ? ", " + std::to_string(ranks_) + " ranks: dp " + std::to_string(ranks_ / o_.pp) +
                         " x pp " + std::to_string(o_.pp) + " via " + mpirun_
                   : std::string()) +
       ")");
-  std::thread hb([this, iv = j["heartbeat_s"].get<double>()] { heartbeat_loop(iv); });
+  std::thread hb([this, iv = j.heartbeat_s] { heartbeat_loop(iv); });
   int rc = 0;
   bool worked = false;
   try {
     while (!g_stop) {
       set_state("idle");
-      const json w = retry(
-          [&] {
-            return cli_.post_json("/api/work", {{"contributor_id", cid_}});
-          },
-          "work");
-      if (w.contains("wait")) {
-        if (w.value("idle", false) && o_.exit_when_idle && worked) {
+      const WorkResponse w =
+          retry([&] { return cli_.post_json("/api/work", ContributorRequest{cid_}); }, "work")
+              .get<WorkResponse>();
+      if (!w.assignment) {
+        if (w.idle && o_.exit_when_idle && worked) {
           say("no job left; exiting");
           break;
         }
         set_state("waiting");
-        nap(w["wait"].get<double>());
+        nap(w.wait);
         continue;
       }
       worked = true;
-      one_round(w);
+      one_round(json(w)); // the assignment, checked by from_json
       if (o_.max_rounds > 0 && st_.rounds >= o_.max_rounds) break;
     }
   } catch (const Stopped&) {
@@ -688,7 +685,7 @@ int Agent::run() {
   hb.join();
   if (g_stop) say("signal received: leaving the pool (an unfinished round is dropped)");
   try {
-    cli_.post_json("/api/leave", {{"contributor_id", cid_}});
+    cli_.post_json("/api/leave", ContributorRequest{cid_});
   } catch (const std::exception&) {
   }
   const double wall = now_s() - st_.started;
@@ -733,7 +730,8 @@ int run_contributor(const ContributeOptions& o) {
   require(o.debug_corrupt.empty() || o.debug_corrupt == "nan" || o.debug_corrupt == "scale100" ||
               o.debug_corrupt == "truncate",
           "--debug-corrupt", "expected nan, scale100 or truncate");
-  require(!o.client.token.empty(), "--token", "required");
+  require(!o.client.token.empty(), "--token-file",
+          "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
   int ranks = o.ranks;
   if (!o.gpus.empty()) {
     require(o.device == "cuda", "--gpus", "needs --device cuda");
