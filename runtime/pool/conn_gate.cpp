@@ -359,8 +359,11 @@ class Gate {
         return Head::kReady; // cpp-httplib answers the malformed header
       }
     }
-    if (!header_value(head, "Transfer-Encoding").empty() || c.body_len > o_.small_body)
-      return Head::kReady; // refused or read by a worker, with deadlines
+    // Chunked (refused), large, or waiting for "100 Continue": a worker reads
+    // the body, with deadlines, once the head passed the route's checks.
+    if (!header_value(head, "Transfer-Encoding").empty() || !header_value(head, "Expect").empty() ||
+        c.body_len > o_.small_body)
+      return Head::kReady;
     c.need = end + skip + c.body_len;
     return v.size() >= c.need ? Head::kReady : Head::kMore;
   }

@@ -46,7 +46,8 @@ json opt_num(const std::optional<double>& v) {
 } // namespace
 
 PoolState::PoolState(const std::string& state_dir, double heartbeat_timeout_s, bool quiet)
-    : dir_(state_dir), hb_timeout_(heartbeat_timeout_s), quiet_(quiet), db_(db_path(state_dir)) {
+    : dir_(state_dir), hb_timeout_(heartbeat_timeout_s), quiet_(quiet), db_(db_path(state_dir)),
+      auth_db_(db_path(state_dir)) {
   create_schema(db_);
 }
 
@@ -67,8 +68,8 @@ std::string PoolState::momentum_path(std::int64_t job, std::int64_t round) const
 }
 
 std::optional<TokenInfo> PoolState::authenticate(const std::string& secret) {
-  std::lock_guard lk(mu_);
-  return find_token(db_, secret);
+  std::lock_guard lk(auth_mu_);
+  return find_token(auth_db_, secret);
 }
 
 PoolState::JobRt& PoolState::job_rt(std::int64_t job) {

@@ -106,6 +106,10 @@ class PoolState {
   bool quiet_;
   std::mutex mu_;
   Db db_;
+  // Token lookups use their own connection and lock, so authenticating a
+  // request never waits for the state lock (WAL lets it read meanwhile).
+  std::mutex auth_mu_;
+  Db auth_db_;
   std::map<std::int64_t, std::unique_ptr<JobRt>> jobs_;
 };
 
