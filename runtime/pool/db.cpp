@@ -180,6 +180,8 @@ CREATE TABLE IF NOT EXISTS contributions(
   add_column_if_missing(db, "contributions", "since_assigned_s", "REAL");
   add_column_if_missing(db, "contributions", "seq", "INTEGER");
   add_column_if_missing(db, "contributions", "hash", "TEXT");
+  db.exec("CREATE INDEX IF NOT EXISTS contributions_unsealed ON contributions(id) WHERE hash IS "
+          "NULL");
   tx.commit();
 }
 

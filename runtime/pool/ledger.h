@@ -12,7 +12,9 @@
 // alike. Editing, deleting, inserting or reordering rows breaks the chain at
 // the first row affected; `/api/status` shows each job's head (seq and hash)
 // so a published head pins the chain's end too. Rows still pending come
-// after the chain without a hash.
+// after the chain without a hash. A row is sealed (PoolState::tick) once its
+// status is no longer 'pending': every field it shows must be written in the
+// same transaction that sets its final status.
 #pragma once
 
 #include <cstdint>
