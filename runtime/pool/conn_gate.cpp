@@ -102,8 +102,8 @@ class Gate;
 // the socket (or TLS), with deadlines.
 class GateStream : public httplib::Stream {
  public:
-  GateStream(Conn& c, double read_deadline, double write_timeout)
-      : c_(c), deadline_(read_deadline), write_timeout_(write_timeout) {}
+  GateStream(Conn& c, double read_deadline, double write_timeout, double min_rate)
+      : c_(c), deadline_(read_deadline), write_timeout_(write_timeout), min_rate_(min_rate) {}
   bool is_readable() const override { return c_.avail() > 0 || wait_fd(c_.fd, false, left()); }
   bool is_writable() const override { return wait_fd(c_.fd, true, write_timeout_); }
   ssize_t read(char* ptr, size_t size) override {
@@ -133,27 +133,38 @@ class GateStream : public httplib::Stream {
   }
   ssize_t write(const char* ptr, size_t size) override {
     std::size_t done = 0;
+    if (t0_ == 0) t0_ = last_write_ = now_unix(); // the answer starts
     while (done < size) {
+      // A client that reads too slowly (after a 10 s grace) loses the
+      // answer rather than holding a worker.
+      const double t = now_unix() - t0_;
+      if (t > 10 && double(written_ + done) < min_rate_ * (t - 10)) return -1;
+      bool want_write = true;
       if (c_.ssl) {
         const int r =
             SSL_write(c_.ssl.get(), ptr + done, int(std::min<size_t>(size - done, 1 << 30)));
         if (r > 0) {
           done += std::size_t(r);
+          last_write_ = now_unix();
           continue;
         }
         const int e = SSL_get_error(c_.ssl.get(), r);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) return -1;
-        if (!wait_fd(c_.fd, e == SSL_ERROR_WANT_WRITE, write_timeout_)) return -1;
+        want_write = e == SSL_ERROR_WANT_WRITE;
       } else {
         const ssize_t r = ::send(c_.fd, ptr + done, size - done, MSG_NOSIGNAL);
         if (r >= 0) {
           done += std::size_t(r);
+          last_write_ = now_unix();
           continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
-        if (!wait_fd(c_.fd, true, write_timeout_)) return -1;
       }
+      // Wait in short steps, so the rate check above runs; give up when no
+      // byte went out for write_timeout_ seconds.
+      if (!wait_fd(c_.fd, want_write, 1.0) && now_unix() - last_write_ > write_timeout_) return -1;
     }
+    written_ += size;
     return ssize_t(size);
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -169,7 +180,8 @@ class GateStream : public httplib::Stream {
  private:
   double left() const { return deadline_ - now_unix(); }
   Conn& c_;
-  double deadline_, write_timeout_;
+  double deadline_, write_timeout_, min_rate_, t0_ = 0, last_write_ = 0;
+  std::uint64_t written_ = 0;
 };
 
 // Runs one request of a connection: the server's process_request.
@@ -444,7 +456,7 @@ class Gate {
       // A large body must come at min_body_rate after a 10 s grace.
       const double deadline =
           now_unix() + o_.head_timeout_s + 10 + double(c->body_len) / o_.min_body_rate;
-      GateStream s(*c, deadline, o_.write_timeout_s);
+      GateStream s(*c, deadline, o_.write_timeout_s, o_.min_body_rate);
       t_close_after = false;
       t_started = c->started;
       bool closed = false;

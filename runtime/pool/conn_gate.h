@@ -14,7 +14,8 @@
 //   - a request's head (+ small body) must arrive within head_timeout_s of
 //     its first byte (slowloris clients are dropped, never served);
 //   - a larger body must arrive at min_body_rate bytes/s on average (after
-//     a 10 s grace); a write waits at most write_timeout_s for the client.
+//     a 10 s grace), and an answer (a model download) must be read at that
+//     rate too; a write waits at most write_timeout_s for the client.
 // TLS handshakes and reads run in the gate too (non-blocking OpenSSL).
 #pragma once
 

@@ -154,7 +154,8 @@ grep -q "row 2 " v_dropped.json.txt || fail "the row after a dropped one is not 
 
 # ---- --private: status, ledger need a token; the page shell does not ----
 mkdir -p st2
-"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st2 --private > serve2.log 2>&1 &
+"$MYELIN" pool serve --listen 127.0.0.1:0 --state-dir st2 --private --max-connections-per-ip 4 \
+  > serve2.log 2>&1 &
 PIDS+=($!)
 wait_for '[ -s st2/port ]' 20
 URL2=http://127.0.0.1:$(cat st2/port)
@@ -163,4 +164,24 @@ T2=$("$MYELIN" pool token create --state-dir st2 --name carol)
 [ "$(code "$URL2/api/ledger")" = 401 ] || fail "--private: ledger without a token should be 401"
 [ "$(code -H "Authorization: Bearer $T2" "$URL2/api/status")" = 200 ] || fail "--private: status with a token"
 [ "$(code "$URL2/api/status?token=$T2")" = 401 ] || fail "--private: a token in the URL must not work"
+# Over --max-connections-per-ip, a new connection is closed unanswered.
+python3 - "$(cat st2/port)" <<'PY' || fail "per-address connection limit"
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+time.sleep(0.3)
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+try:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = s.recv(100)
+except OSError:
+    got = b""
+assert got == b"", got
+for h in held: h.close()
+time.sleep(0.3)
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 200")
+print("5th connection from one address refused; served again once the others closed")
+PY
 echo "pool identity: impersonation refused (403, state unchanged), revocation 401 at once, claims and UTF-8 checked, FIFO + cancel, ledger chain verified and an edited row named, --private enforced"
