@@ -6,7 +6,9 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "runtime/pool/admin.h"
 #include "runtime/pool/http_api.h"
 #include "runtime/pool/ledger.h"
 #include "runtime/pool/protocol.h"
@@ -162,4 +164,20 @@ TEST(PoolLedger, ChainVerifiesFromCsvAndJsonAndNamesTheEditedRow) {
   std::string csv_edit = csv;
   csv_edit.replace(csv_edit.find("0.25"), 4, "0.26");
   EXPECT_FALSE(verify_ledger(csv_edit).ok);
+}
+
+TEST(PoolProtocol, StatusRoundTripsAndPrintsWhateverHardwareSays) {
+  Pool p;
+  ASSERT_EQ(
+      p.call("POST", "/api/join", p.alice, R"({"name": "box", "hardware": {"cores": 4}})").status,
+      200);
+  json st = json::parse(p.call("GET", "/api/status", "").body);
+  const auto typed = st.get<StatusResponse>();
+  ASSERT_EQ(typed.contributors.size(), 1u);
+  EXPECT_EQ(typed.contributors[0].hardware.cores, 4);
+  EXPECT_EQ(json(typed)["contributors"][0]["name"], "box");
+  st["contributors"][0]["hardware"] = "not an object"; // as an older coordinator could send
+  std::ostringstream out;
+  EXPECT_NO_THROW(print_status(st, out));
+  EXPECT_NE(out.str().find("box"), std::string::npos);
 }

@@ -243,6 +243,177 @@ void from_json(const json& j, WorkResponse& r) {
   r.assignment = std::move(a);
 }
 
+// ---- status -----------------------------------------------------------------
+
+namespace {
+json opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+json opt(const std::optional<std::int64_t>& v) { return v ? json(*v) : json(nullptr); }
+std::optional<double> opt_num(const json& j, const char* k, const std::string& p) {
+  const json* v = find(j, k, p, false);
+  if (!v) return std::nullopt;
+  return num_at(*v, name_of(p, k), -1e300, 1e300);
+}
+double num0(const json& j, const char* k, const std::string& p) {
+  return opt_num(j, k, p).value_or(0);
+}
+std::int64_t int0(const json& j, const char* k, const std::string& p) {
+  return opt_int(j, k, p, INT64_MIN, INT64_MAX).value_or(0);
+}
+std::string str0(const json& j, const char* k, const std::string& p) {
+  const json* v = find(j, k, p, false);
+  return v ? str_at(*v, name_of(p, k), 1 << 20) : std::string();
+}
+} // namespace
+
+void to_json(json& j, const RoundStatus& r) {
+  j = {{"round", r.round},
+       {"status", r.status},
+       {"opened", r.opened},
+       {"closed", opt(r.closed)},
+       {"accepted", r.accepted},
+       {"rejected", r.rejected},
+       {"tokens", r.tokens},
+       {"train_loss", opt(r.train_loss)},
+       {"val_loss", opt(r.val_loss)},
+       {"median_norm", opt(r.median_norm)},
+       {"update_norm", opt(r.update_norm)}};
+}
+void from_json(const json& j, RoundStatus& r) {
+  const std::string p = "history[]";
+  r.round = req_int(j, "round", p, 0, INT64_MAX);
+  r.status = req_str(j, "status", p, 40);
+  r.opened = num0(j, "opened", p);
+  r.closed = opt_num(j, "closed", p);
+  r.accepted = int0(j, "accepted", p);
+  r.rejected = int0(j, "rejected", p);
+  r.tokens = int0(j, "tokens", p);
+  r.train_loss = opt_num(j, "train_loss", p);
+  r.val_loss = opt_num(j, "val_loss", p);
+  r.median_norm = opt_num(j, "median_norm", p);
+  r.update_norm = opt_num(j, "update_norm", p);
+}
+
+void to_json(json& j, const JobStatus& r) {
+  j = {{"id", r.id},
+       {"name", r.name},
+       {"status", r.status},
+       {"model", r.model},
+       {"compression", r.compression},
+       {"round", r.round},
+       {"rounds", r.rounds},
+       {"param_count", r.param_count},
+       {"inner_steps", r.inner_steps},
+       {"min_contributors", r.min_contributors},
+       {"max_contributors", r.max_contributors},
+       {"uploads_this_round", r.uploads_this_round},
+       {"tokens_per_round", r.tokens_per_round},
+       {"outer_lr", r.outer_lr},
+       {"outer_momentum", r.outer_momentum},
+       {"created", r.created},
+       {"init_val_loss", opt(r.init_val_loss)},
+       {"finished", opt(r.finished)},
+       {"queue_position", opt(r.queue_position)},
+       {"ledger_head", r.ledger_head
+                           ? json{{"seq", r.ledger_head->seq}, {"hash", r.ledger_head->hash}}
+                           : json(nullptr)},
+       {"history", r.history}};
+}
+void from_json(const json& j, JobStatus& r) {
+  const std::string p = "jobs[]";
+  r.id = req_int(j, "id", p, 0, INT64_MAX);
+  r.name = str0(j, "name", p);
+  r.status = req_str(j, "status", p, 40);
+  r.model = str0(j, "model", p);
+  r.compression = str0(j, "compression", p);
+  r.round = int0(j, "round", p);
+  r.rounds = int0(j, "rounds", p);
+  r.param_count = int0(j, "param_count", p);
+  r.inner_steps = int0(j, "inner_steps", p);
+  r.min_contributors = int0(j, "min_contributors", p);
+  r.max_contributors = int0(j, "max_contributors", p);
+  r.uploads_this_round = int0(j, "uploads_this_round", p);
+  r.tokens_per_round = std::uint64_t(opt_int(j, "tokens_per_round", p, 0, INT64_MAX).value_or(0));
+  r.outer_lr = num0(j, "outer_lr", p);
+  r.outer_momentum = num0(j, "outer_momentum", p);
+  r.created = num0(j, "created", p);
+  r.init_val_loss = opt_num(j, "init_val_loss", p);
+  r.finished = opt_num(j, "finished", p);
+  r.queue_position = opt_int(j, "queue_position", p, 0, INT64_MAX);
+  if (const json* h = find(j, "ledger_head", p, false))
+    r.ledger_head = LedgerHead{req_int(*h, "seq", p + ".ledger_head", 0, INT64_MAX),
+                               req_str(*h, "hash", p + ".ledger_head", 64)};
+  r.history.clear();
+  if (const json* h = find(j, "history", p, false)) {
+    if (!h->is_array()) bad(p + ".history", "expected an array");
+    for (const auto& x : *h) r.history.push_back(x.get<RoundStatus>());
+  }
+}
+
+void to_json(json& j, const ContributorStatus& r) {
+  j = {{"id", r.id},
+       {"name", r.name},
+       {"state", r.state},
+       {"hardware", r.hardware},
+       {"job", opt(r.job)},
+       {"round", opt(r.round)},
+       {"slot", opt(r.slot)},
+       {"accepted", r.accepted},
+       {"rejected", r.rejected},
+       {"tokens", r.tokens},
+       {"bytes_received", r.bytes_received},
+       {"joined", r.joined},
+       {"last_seen_s", r.last_seen_s},
+       {"compute_s", r.compute_s},
+       {"measured_s", r.measured_s}};
+}
+void from_json(const json& j, ContributorStatus& r) {
+  const std::string p = "contributors[]";
+  r.id = req_int(j, "id", p, 0, INT64_MAX);
+  r.name = str0(j, "name", p);
+  r.state = str0(j, "state", p);
+  r.hardware = Hardware{};
+  if (const json* h = find(j, "hardware", p, false)) {
+    try {
+      r.hardware = h->get<Hardware>();
+    } catch (const ProtocolError&) {
+    }
+  }
+  r.job = opt_int(j, "job", p, 0, INT64_MAX);
+  r.round = opt_int(j, "round", p, 0, INT64_MAX);
+  r.slot = opt_int(j, "slot", p, 0, INT64_MAX);
+  r.accepted = int0(j, "accepted", p);
+  r.rejected = int0(j, "rejected", p);
+  r.tokens = int0(j, "tokens", p);
+  r.bytes_received = int0(j, "bytes_received", p);
+  r.joined = num0(j, "joined", p);
+  r.last_seen_s = num0(j, "last_seen_s", p);
+  r.compute_s = num0(j, "compute_s", p);
+  r.measured_s = num0(j, "measured_s", p);
+}
+
+void to_json(json& j, const StatusResponse& r) {
+  j = {{"time", r.time},
+       {"heartbeat_timeout_s", r.heartbeat_timeout_s},
+       {"job_order", r.job_order},
+       {"jobs", r.jobs},
+       {"contributors", r.contributors}};
+}
+void from_json(const json& j, StatusResponse& r) {
+  r.time = num0(j, "time", "");
+  r.heartbeat_timeout_s = num0(j, "heartbeat_timeout_s", "");
+  r.job_order = str0(j, "job_order", "");
+  r.jobs.clear();
+  r.contributors.clear();
+  if (const json* v = find(j, "jobs", "", false)) {
+    if (!v->is_array()) bad("jobs", "expected an array");
+    for (const auto& x : *v) r.jobs.push_back(x.get<JobStatus>());
+  }
+  if (const json* v = find(j, "contributors", "", false)) {
+    if (!v->is_array()) bad("contributors", "expected an array");
+    for (const auto& x : *v) r.contributors.push_back(x.get<ContributorStatus>());
+  }
+}
+
 void check_claims(const UploadClaims& c) {
   if (c.tokens < 0) bad("tokens", "expected a non-negative integer");
   if (!std::isfinite(c.compute_s) || c.compute_s < 0 || c.compute_s > 1e6)

@@ -98,6 +98,56 @@ struct WorkResponse {
 void to_json(nlohmann::json& j, const WorkResponse& r);
 void from_json(const nlohmann::json& j, WorkResponse& r);
 
+// The status report (GET /api/status), as `pool status` and the page read
+// it. Claims (hardware, compute_s) sit beside the coordinator's measurements
+// (measured_s: seconds the contributor held its slots; bytes_received).
+struct RoundStatus {
+  std::int64_t round = 0;
+  std::string status;
+  double opened = 0;
+  std::optional<double> closed;
+  std::int64_t accepted = 0, rejected = 0, tokens = 0;
+  std::optional<double> train_loss, val_loss, median_norm, update_norm;
+};
+struct LedgerHead {
+  std::int64_t seq = 0;
+  std::string hash;
+};
+struct JobStatus {
+  std::int64_t id = 0;
+  std::string name, status, model, compression;
+  std::int64_t round = 0, rounds = 0, param_count = 0, inner_steps = 0;
+  std::int64_t min_contributors = 0, max_contributors = 0, uploads_this_round = 0;
+  std::uint64_t tokens_per_round = 0;
+  double outer_lr = 0, outer_momentum = 0, created = 0;
+  std::optional<double> init_val_loss, finished;
+  std::optional<std::int64_t> queue_position; // running jobs: 0 = being served
+  std::optional<LedgerHead> ledger_head;
+  std::vector<RoundStatus> history;
+};
+struct ContributorStatus {
+  std::int64_t id = 0;
+  std::string name, state;
+  Hardware hardware; // a claim; shown empty when it does not parse
+  std::optional<std::int64_t> job, round, slot;
+  std::int64_t accepted = 0, rejected = 0, tokens = 0, bytes_received = 0;
+  double joined = 0, last_seen_s = 0, compute_s = 0, measured_s = 0;
+};
+struct StatusResponse {
+  double time = 0, heartbeat_timeout_s = 0;
+  std::string job_order;
+  std::vector<JobStatus> jobs;
+  std::vector<ContributorStatus> contributors;
+};
+void to_json(nlohmann::json& j, const RoundStatus& r);
+void from_json(const nlohmann::json& j, RoundStatus& r);
+void to_json(nlohmann::json& j, const JobStatus& r);
+void from_json(const nlohmann::json& j, JobStatus& r);
+void to_json(nlohmann::json& j, const ContributorStatus& r);
+void from_json(const nlohmann::json& j, ContributorStatus& r);
+void to_json(nlohmann::json& j, const StatusResponse& r);
+void from_json(const nlohmann::json& j, StatusResponse& r);
+
 // Self-reported figures of an upload, checked: tokens >= 0, compute_s finite
 // in [0, 1e6] s, loss finite in [0, 1e3] or absent ("nan": the contributor
 // has none).

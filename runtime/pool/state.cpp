@@ -713,65 +713,46 @@ std::size_t PoolState::param_count(std::int64_t job) {
 json PoolState::status_json() {
   std::lock_guard lk(mu_);
   const double now = unix_now();
-  json out;
-  out["time"] = now;
-  out["heartbeat_timeout_s"] = hb_timeout_;
-  json jobs = json::array();
-  int queued = 0; // 0 = the running job being served
+  auto finite = [](const std::optional<double>& v) {
+    return v && std::isfinite(*v) ? v : std::nullopt;
+  };
+  StatusResponse out;
+  out.time = now;
+  out.heartbeat_timeout_s = hb_timeout_;
+  out.job_order = "fifo: running jobs are served one at a time, oldest first";
+  std::int64_t queued = 0; // 0 = the running job being served
   auto jq = db_.prepare("SELECT id, name, status, round, param_count, init_val_loss, created, "
                         "finished FROM jobs ORDER BY id");
   while (jq.step()) {
     const std::int64_t id = jq.i64(0);
     const JobSpec& s = job_rt(id).spec;
-    json j = {{"id", id},
-              {"name", jq.text(1)},
-              {"status", jq.text(2)},
-              {"round", jq.i64(3)},
-              {"rounds", s.rounds},
-              {"param_count", jq.i64(4)},
-              {"init_val_loss", opt_num(jq.opt_f64(5))},
-              {"created", jq.f64(6)},
-              {"finished", opt_num(jq.opt_f64(7))},
-              {"model", s.shape.describe()},
-              {"inner_steps", s.inner_steps},
-              {"min_contributors", s.min_contributors},
-              {"max_contributors", s.max_contributors},
-              {"outer_lr", s.outer_lr},
-              {"outer_momentum", s.outer_momentum},
-              {"compression", codec_name(s.compression)},
-              {"tokens_per_round", s.tokens_per_round()}};
-    json hist = json::array();
+    JobStatus j;
+    j.id = id, j.name = jq.text(1), j.status = jq.text(2), j.round = jq.i64(3);
+    j.rounds = s.rounds, j.param_count = jq.i64(4), j.init_val_loss = finite(jq.opt_f64(5));
+    j.created = jq.f64(6), j.finished = finite(jq.opt_f64(7));
+    j.model = s.shape.describe(), j.inner_steps = s.inner_steps;
+    j.min_contributors = s.min_contributors, j.max_contributors = s.max_contributors;
+    j.outer_lr = s.outer_lr, j.outer_momentum = s.outer_momentum;
+    j.compression = codec_name(s.compression), j.tokens_per_round = s.tokens_per_round();
     auto rq = db_.prepare("SELECT round, status, opened, closed, accepted, rejected, tokens, "
                           "train_loss, val_loss, median_norm, update_norm FROM rounds WHERE "
                           "job_id = ? ORDER BY round");
     rq.bind(1, id);
     while (rq.step())
-      hist.push_back({{"round", rq.i64(0)},
-                      {"status", rq.text(1)},
-                      {"opened", rq.f64(2)},
-                      {"closed", opt_num(rq.opt_f64(3))},
-                      {"accepted", rq.i64(4)},
-                      {"rejected", rq.i64(5)},
-                      {"tokens", rq.i64(6)},
-                      {"train_loss", opt_num(rq.opt_f64(7))},
-                      {"val_loss", opt_num(rq.opt_f64(8))},
-                      {"median_norm", opt_num(rq.opt_f64(9))},
-                      {"update_norm", opt_num(rq.opt_f64(10))}});
-    j["history"] = hist;
+      j.history.push_back({rq.i64(0), rq.text(1), rq.f64(2), finite(rq.opt_f64(3)), rq.i64(4),
+                           rq.i64(5), rq.i64(6), finite(rq.opt_f64(7)), finite(rq.opt_f64(8)),
+                           finite(rq.opt_f64(9)), finite(rq.opt_f64(10))});
     auto pq = db_.prepare("SELECT COUNT(*) FROM contributions WHERE job_id = ? AND round = ?");
-    pq.bind_all(id, jq.i64(3));
+    pq.bind_all(id, j.round);
     pq.step();
-    j["uploads_this_round"] = pq.i64(0);
+    j.uploads_this_round = pq.i64(0);
     auto hq = db_.prepare("SELECT seq, hash FROM contributions WHERE job_id = ? AND hash IS NOT "
                           "NULL ORDER BY seq DESC LIMIT 1");
     hq.bind(1, id);
-    j["ledger_head"] = hq.step() ? json{{"seq", hq.i64(0)}, {"hash", hq.text(1)}} : json(nullptr);
-    if (j["status"] == "running") j["queue_position"] = queued++;
-    jobs.push_back(j);
+    if (hq.step()) j.ledger_head = LedgerHead{hq.i64(0), hq.text(1)};
+    if (j.status == "running") j.queue_position = queued++;
+    out.jobs.push_back(std::move(j));
   }
-  out["jobs"] = jobs;
-  out["job_order"] = "fifo: running jobs are served one at a time, oldest first";
-  json cs = json::array();
   auto cq = db_.prepare(
       "SELECT c.id, c.name, c.hardware, c.state, c.joined, c.last_seen, c.job_id, c.round, "
       "c.slot, (SELECT COUNT(*) FROM contributions x WHERE x.contributor_id = c.id AND "
@@ -782,30 +763,25 @@ json PoolState::status_json() {
       "COALESCE(SUM(since_assigned_s), 0) FROM contributions x WHERE x.contributor_id = c.id), "
       "(SELECT COALESCE(SUM(bytes), 0) FROM contributions x WHERE x.contributor_id = c.id) FROM "
       "contributors c ORDER BY c.id");
+  auto opt_i64 = [&](int col) {
+    return cq.is_null(col) ? std::nullopt : std::optional<std::int64_t>(cq.i64(col));
+  };
   while (cq.step()) {
-    std::string state = cq.text(3);
-    if (state != "left" && cq.f64(5) < now - hb_timeout_) state = "lost";
+    ContributorStatus c;
+    c.id = cq.i64(0), c.name = cq.text(1), c.state = cq.text(3);
+    if (c.state != "left" && cq.f64(5) < now - hb_timeout_) c.state = "lost";
     // Stored hardware was validated on join; anything else (an older
-    // database) shows as an empty object.
-    json hw = json::parse(cq.text(2), nullptr, false);
-    if (!hw.is_object()) hw = json::object();
-    cs.push_back({{"id", cq.i64(0)},
-                  {"name", cq.text(1)},
-                  {"hardware", hw},
-                  {"state", state},
-                  {"joined", cq.f64(4)},
-                  {"last_seen_s", now - cq.f64(5)},
-                  {"job", cq.is_null(6) ? json(nullptr) : json(cq.i64(6))},
-                  {"round", cq.is_null(7) ? json(nullptr) : json(cq.i64(7))},
-                  {"slot", cq.is_null(8) ? json(nullptr) : json(cq.i64(8))},
-                  {"accepted", cq.i64(9)},
-                  {"rejected", cq.i64(10)},
-                  {"tokens", cq.i64(11)},
-                  {"compute_s", cq.f64(12)},
-                  {"measured_s", cq.f64(13)},
-                  {"bytes_received", cq.i64(14)}});
+    // database) shows as empty.
+    try {
+      c.hardware = json::parse(cq.text(2)).get<Hardware>();
+    } catch (const std::exception&) {
+    }
+    c.joined = cq.f64(4), c.last_seen_s = now - cq.f64(5);
+    c.job = opt_i64(6), c.round = opt_i64(7), c.slot = opt_i64(8);
+    c.accepted = cq.i64(9), c.rejected = cq.i64(10), c.tokens = cq.i64(11);
+    c.compute_s = cq.f64(12), c.measured_s = cq.f64(13), c.bytes_received = cq.i64(14);
+    out.contributors.push_back(std::move(c));
   }
-  out["contributors"] = cs;
   return out;
 }
 
