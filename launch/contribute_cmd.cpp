@@ -15,10 +15,13 @@ namespace myelin::launch {
 
 int contribute_main(const Args& args) {
   pool::ContributeOptions o;
+  std::string token_file;
   po::options_description d("myelin contribute");
   d.add_options()("pool", po::value(&o.client.url)->required(),
                   "coordinator URL, http://HOST:PORT or https://...")(
-      "token", po::value(&o.client.token)->required(), "bearer token from the pool's admin")(
+      "token-file", po::value(&token_file),
+      "file holding your token from the pool's admin (or set MYELIN_POOL_TOKEN)")(
+      "token", po::value(&o.client.token), "your token (visible to other users in ps)")(
       "device", po::value(&o.device)->default_value(o.device), "cpu | cuda")(
       "gpus", po::value(&o.gpus), "cuda: GPU indices to use, e.g. 0,1,2,3 (one rank per GPU)")(
       "ranks", po::value(&o.ranks)->default_value(o.ranks),
@@ -55,12 +58,14 @@ int contribute_main(const Args& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: myelin contribute --pool URL --token T [--device cpu|cuda] [--gpus LIST | "
-                 "--ranks N] [--pp P] [--name NAME]\n\n"
-              << d << "\n";
+    std::cout
+        << "usage: myelin contribute --pool URL --token-file F [--device cpu|cuda] [--gpus LIST | "
+           "--ranks N] [--pp P] [--name NAME]\n\n"
+        << d << "\n";
     return 0;
   }
   po::notify(vm);
+  o.client.token = pool::resolve_token(o.client.token, token_file);
   return pool::run_contributor(o);
 }
 

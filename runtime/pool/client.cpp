@@ -3,8 +3,10 @@
 #include <httplib.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "runtime/util/error.h"
 
@@ -24,7 +26,7 @@ PoolClient::PoolClient(const ClientOptions& o) : impl_(std::make_unique<Impl>())
   impl_->cli = std::make_unique<httplib::Client>(url);
   require(impl_->cli->is_valid(), "--pool", "cannot use '" + o.url + "'");
   auto& c = *impl_->cli;
-  c.set_bearer_token_auth(o.token.c_str());
+  if (!o.token.empty()) c.set_bearer_token_auth(o.token.c_str());
   c.set_connection_timeout(5, 0);
   const auto t = std::time_t(o.timeout_s);
   c.set_read_timeout(t, 0);
@@ -37,6 +39,26 @@ PoolClient::PoolClient(const ClientOptions& o) : impl_(std::make_unique<Impl>())
 }
 
 PoolClient::~PoolClient() = default;
+
+std::string resolve_token(const std::string& flag, const std::string& file) {
+  if (!flag.empty()) {
+    std::cerr << "warning: --token is visible to other users of this machine (ps); prefer "
+                 "--token-file FILE or the MYELIN_POOL_TOKEN environment variable"
+              << std::endl;
+    return flag;
+  }
+  if (!file.empty()) {
+    std::ifstream f(file);
+    require(bool(f), "--token-file", "cannot open " + file);
+    std::string t;
+    std::getline(f, t);
+    while (!t.empty() && (t.back() == '\r' || t.back() == ' ' || t.back() == '\t')) t.pop_back();
+    require(!t.empty(), "--token-file", file + " holds no token on its first line");
+    return t;
+  }
+  const char* env = std::getenv("MYELIN_POOL_TOKEN");
+  return env ? std::string(env) : std::string();
+}
 
 namespace {
 std::string reason_of(const httplib::Response& r) {

@@ -21,12 +21,18 @@ class PoolError : public std::runtime_error {
 };
 
 struct ClientOptions {
-  std::string url; // http://host:port or https://host:port
-  std::string token;
+  std::string url;       // http://host:port or https://host:port
+  std::string token;     // empty: no Authorization header (public routes only)
   std::string ca_cert;   // https: trust this CA (e.g. a self-signed cert)
   bool insecure = false; // https: skip certificate verification
   double timeout_s = 120;
 };
+
+// The bearer token from --token (flag), else --token-file (file; its first
+// line), else the MYELIN_POOL_TOKEN environment variable; empty if none.
+// Warns on stderr that a flag is visible to other users in `ps`. Throws
+// InputError when the file cannot be read or is empty.
+std::string resolve_token(const std::string& flag, const std::string& file);
 
 class PoolClient {
  public:

@@ -30,6 +30,7 @@
 #include "runtime/pool/compress.h"
 #include "runtime/pool/hardware.h"
 #include "runtime/pool/job.h"
+#include "runtime/pool/protocol.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/error.h"
 #include "runtime/util/threads.h"
@@ -122,12 +123,12 @@ class Agent {
     state_ = s;
   }
   void heartbeat_loop(double interval);
-  void one_round(const json& w);
-  void ensure_shards(const json& w, const std::string& dir);
+  void one_round(const Assignment& w);
+  void ensure_shards(const Assignment& w, const std::string& dir);
   void fetch_model(std::int64_t job, std::int64_t round, std::size_t n, const std::string& dir);
   bool fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
                    const std::string& round_file);
-  std::optional<std::vector<float>> train_in_child(const json& w, const std::string& dir,
+  std::optional<std::vector<float>> train_in_child(const Assignment& w, const std::string& dir,
                                                    const std::string& model, double& loss);
   void say(const std::string& s) const {
     if (!o_.quiet) std::cout << "contribute: " << s << std::endl;
@@ -222,18 +223,18 @@ void Agent::heartbeat_loop(double interval) {
       s = state_;
     }
     try {
-      hb.post_json("/api/heartbeat", {{"contributor_id", cid_}, {"state", s}});
+      hb.post_json("/api/heartbeat", HeartbeatRequest{cid_, s});
     } catch (const std::exception&) {
       // the main loop notices an unreachable coordinator on its own
     }
   }
 }
 
-void Agent::ensure_shards(const json& w, const std::string& dir) {
+void Agent::ensure_shards(const Assignment& w, const std::string& dir) {
   fs::create_directories(dir);
-  for (const auto& s : w["shards"]) {
-    const std::size_t k = s["index"].get<std::size_t>();
-    const std::uint64_t bytes = s["bytes"].get<std::uint64_t>();
+  for (const auto& s : w.shards) {
+    const std::size_t k = s.index;
+    const std::uint64_t bytes = s.bytes;
     char name[64];
     std::snprintf(name, sizeof(name), "train_%05zu.bin", k);
     const std::string path = (fs::path(dir) / name).string();
@@ -242,9 +243,8 @@ void Agent::ensure_shards(const json& w, const std::string& dir) {
     set_state("downloading");
     const auto got = retry(
         [&] {
-          return cli_.download("/api/jobs/" + std::to_string(w["job"].get<std::int64_t>()) +
-                                   "/shards/" + std::to_string(k),
-                               path);
+          return cli_.download(
+              "/api/jobs/" + std::to_string(w.job) + "/shards/" + std::to_string(k), path);
         },
         "shard download");
     st_.bytes_downloaded += got;
@@ -359,13 +359,13 @@ bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string&
   return true;
 }
 
-std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std::string& dir,
+std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, const std::string& dir,
                                                         const std::string& model, double& loss) {
-  const auto job = w["job"].get<std::int64_t>();
-  const auto slot = w["slot"].get<std::int64_t>(), slots = w["slots"].get<std::int64_t>();
-  const int H = w["inner_steps"].get<int>();
-  const json& t = w["train"];
-  const int B = t["batch_size"], pp = o_.pp, dp = ranks_ / o_.pp;
+  const auto job = w.job;
+  const auto slot = w.slot, slots = w.slots;
+  const int H = int(w.inner_steps);
+  const TrainSettings& t = w.train;
+  const int B = int(t.batch_size), pp = o_.pp, dp = ranks_ / o_.pp;
   if (B % dp != 0)
     throw InputError("--ranks: the job's batch size " + std::to_string(B) +
                      " does not split over " + std::to_string(dp) +
@@ -385,8 +385,8 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
                     metrics = (cdir / "metrics.jsonl").string();
   fs::remove(out);
   fs::remove(metrics);
-  const std::int64_t total = std::max<std::int64_t>(1, t["total_steps"].get<std::int64_t>());
-  auto num = [](const json& v) { return v.dump(); };
+  const std::int64_t total = std::max<std::int64_t>(1, t.total_steps);
+  auto num = [](const json& v) { return v.dump(); }; // as the coordinator wrote it
   std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
   std::istringstream extra(o_.mpirun_args);
   for (std::string x; extra >> x;) a.push_back(x);
@@ -399,29 +399,29 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
                      "--batch-size",
                      std::to_string(B / dp),
                      "--seq-len",
-                     num(t["seq_len"]),
+                     num(t.seq_len),
                      "--grad-accum",
-                     num(t["grad_accum"]),
+                     num(t.grad_accum),
                      "--steps",
                      std::to_string(std::max<std::int64_t>(total, child_steps_ + H)),
                      "--run-steps",
                      std::to_string(H),
                      "--lr",
-                     num(t["lr"]),
+                     num(t.lr),
                      "--lr-schedule",
-                     t["lr_schedule"].get<std::string>(),
+                     t.lr_schedule,
                      "--warmup-steps",
-                     num(t["warmup_steps"]),
+                     num(t.warmup_steps),
                      "--weight-decay",
-                     num(t["weight_decay"]),
+                     num(t.weight_decay),
                      "--grad-clip",
-                     num(t["grad_clip"]),
+                     num(t.grad_clip),
                      "--beta1",
-                     num(t["beta1"]),
+                     num(t.beta1),
                      "--beta2",
-                     num(t["beta2"]),
+                     num(t.beta2),
                      "--seed",
-                     num(t["seed"]),
+                     num(t.seed),
                      "--device",
                      o_.device,
                      "--threads",
@@ -433,7 +433,7 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
                      "--data-slice",
                      std::to_string(slot) + "/" + std::to_string(slots),
                      "--data-start-batch",
-                     num(w["batch_position"]),
+                     num(w.batch_position),
                      "--checkpoint-dir",
                      (cdir / "ckpt").string(),
                      "--checkpoint-every",
@@ -482,24 +482,24 @@ std::optional<std::vector<float>> Agent::train_in_child(const json& w, const std
   return local;
 }
 
-void Agent::one_round(const json& w) {
-  const auto job = w["job"].get<std::int64_t>(), round = w["round"].get<std::int64_t>();
-  const auto slot = w["slot"].get<std::int64_t>(), slots = w["slots"].get<std::int64_t>();
-  const int H = w["inner_steps"].get<int>();
-  const json& t = w["train"];
+void Agent::one_round(const Assignment& w) {
+  const auto job = w.job, round = w.round;
+  const auto slot = w.slot, slots = w.slots;
+  const int H = int(w.inner_steps);
+  const TrainSettings& t = w.train;
   const std::string dir = (fs::path(cache_root_) / ("job_" + std::to_string(job))).string();
   ensure_shards(w, dir);
 
   // The global model (whole, as a delta, or already held).
-  fetch_model(job, round, w["param_count"].get<std::size_t>(), dir);
+  fetch_model(job, round, std::size_t(w.param_count), dir);
   const std::string model = (fs::path(dir) / "model.bin").string();
-  if (global_.size() != w["param_count"].get<std::size_t>())
+  if (global_.size() != w.param_count)
     throw std::runtime_error("global model has " + std::to_string(global_.size()) +
-                             " parameters, the job says " + w["param_count"].dump());
+                             " parameters, the job says " + std::to_string(w.param_count));
 
   // The trainer: rebuilt when the job or the data slice changes (AdamW
   // moments carry over between rounds otherwise, as in DiLoCo).
-  const int B = t["batch_size"], T = t["seq_len"], accum = t["grad_accum"];
+  const int B = int(t.batch_size), T = int(t.seq_len), accum = int(t.grad_accum);
   std::vector<float> local;
   double loss = 0, compute = 0;
   if (ranks_ > 1) {
@@ -527,15 +527,15 @@ void Agent::one_round(const json& w) {
       to.batch_size = B;
       to.seq_len = T;
       to.grad_accum = accum;
-      to.steps = std::max<int>(1, t["total_steps"].get<int>());
-      to.lr = t["lr"];
-      to.lr_schedule = t["lr_schedule"];
-      to.warmup_steps = t["warmup_steps"];
-      to.weight_decay = t["weight_decay"];
-      to.grad_clip = t["grad_clip"];
-      to.beta1 = t["beta1"];
-      to.beta2 = t["beta2"];
-      to.seed = t["seed"];
+      to.steps = int(std::clamp<std::int64_t>(t.total_steps, 1, INT32_MAX));
+      to.lr = float(t.lr);
+      to.lr_schedule = t.lr_schedule;
+      to.warmup_steps = int(t.warmup_steps);
+      to.weight_decay = float(t.weight_decay);
+      to.grad_clip = float(t.grad_clip);
+      to.beta1 = float(t.beta1);
+      to.beta2 = float(t.beta2);
+      to.seed = t.seed;
       to.device = o_.device;
       to.threads = o_.threads;
       to.quiet = true;
@@ -550,8 +550,7 @@ void Agent::one_round(const json& w) {
         batches_per_file_.push_back((shard_token_count(f) - 1) / G);
     }
     trainer_->set_params(global_);
-    trainer_->set_data_position(
-        position_after(batches_per_file_, w["batch_position"].get<std::uint64_t>()));
+    trainer_->set_data_position(position_after(batches_per_file_, w.batch_position));
 
     set_state("training");
     const double t0 = now_s();
@@ -572,8 +571,8 @@ void Agent::one_round(const json& w) {
   if (o_.debug_corrupt == "nan") g[g.size() / 2] = NAN;
   if (o_.debug_corrupt == "scale100")
     for (auto& v : g) v *= 100.0f;
-  const Codec codec = parse_codec(w["compression"].get<std::string>());
-  const std::string body = encode(g, codec, w["block_size"].get<std::uint32_t>());
+  const Codec codec = parse_codec(w.compression);
+  const std::string body = encode(g, codec, w.block_size);
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
   char q[256];
   std::snprintf(
@@ -630,53 +629,49 @@ int Agent::run() {
                  (hex64(h.h) + "_" + name))
                     .string();
   fs::create_directories(cache_root_);
-  json hw = describe_hardware(o_.device, o_.gpus);
-  hw["ranks"] = ranks_;
+  JoinRequest jr;
+  jr.name = name;
+  jr.hardware = describe_hardware(o_.device, o_.gpus).get<Hardware>();
+  jr.hardware.ranks = ranks_;
   if (ranks_ > 1) {
-    hw["dp"] = ranks_ / o_.pp;
-    hw["pp"] = o_.pp;
+    jr.hardware.dp = ranks_ / o_.pp;
+    jr.hardware.pp = o_.pp;
   }
-  json j;
+  JoinResponse j;
   try {
-    j = retry(
-        [&] {
-          return cli_.post_json("/api/join", {{"name", name}, {"hardware", hw}});
-        },
-        "join");
+    j = retry([&] { return cli_.post_json("/api/join", jr); }, "join").get<JoinResponse>();
   } catch (const PoolError& e) {
     if (e.status() == 401 || e.status() == 403)
       throw InputError("--token: the pool refused it (" + std::string(e.what()) + ")");
     throw;
   }
-  cid_ = j["contributor_id"].get<std::int64_t>();
+  cid_ = j.contributor_id;
   say("joined " + o_.client.url + " as '" + name + "' (contributor " + std::to_string(cid_) + ", " +
       o_.device +
       (ranks_ > 1 ? ", " + std::to_string(ranks_) + " ranks: dp " + std::to_string(ranks_ / o_.pp) +
                         " x pp " + std::to_string(o_.pp) + " via " + mpirun_
                   : std::string()) +
       ")");
-  std::thread hb([this, iv = j["heartbeat_s"].get<double>()] { heartbeat_loop(iv); });
+  std::thread hb([this, iv = j.heartbeat_s] { heartbeat_loop(iv); });
   int rc = 0;
   bool worked = false;
   try {
     while (!g_stop) {
       set_state("idle");
-      const json w = retry(
-          [&] {
-            return cli_.post_json("/api/work", {{"contributor_id", cid_}});
-          },
-          "work");
-      if (w.contains("wait")) {
-        if (w.value("idle", false) && o_.exit_when_idle && worked) {
+      const WorkResponse w =
+          retry([&] { return cli_.post_json("/api/work", ContributorRequest{cid_}); }, "work")
+              .get<WorkResponse>();
+      if (!w.assignment) {
+        if (w.idle && o_.exit_when_idle && worked) {
           say("no job left; exiting");
           break;
         }
         set_state("waiting");
-        nap(w["wait"].get<double>());
+        nap(w.wait);
         continue;
       }
       worked = true;
-      one_round(w);
+      one_round(*w.assignment);
       if (o_.max_rounds > 0 && st_.rounds >= o_.max_rounds) break;
     }
   } catch (const Stopped&) {
@@ -688,7 +683,7 @@ int Agent::run() {
   hb.join();
   if (g_stop) say("signal received: leaving the pool (an unfinished round is dropped)");
   try {
-    cli_.post_json("/api/leave", {{"contributor_id", cid_}});
+    cli_.post_json("/api/leave", ContributorRequest{cid_});
   } catch (const std::exception&) {
   }
   const double wall = now_s() - st_.started;
@@ -733,6 +728,7 @@ int run_contributor(const ContributeOptions& o) {
   require(o.debug_corrupt.empty() || o.debug_corrupt == "nan" || o.debug_corrupt == "scale100" ||
               o.debug_corrupt == "truncate",
           "--debug-corrupt", "expected nan, scale100 or truncate");
+<<<<<<< HEAD
   require(!o.client.token.empty(), "--token", "required");
   require(o.ranks >= 0 && o.ranks <= 4096, "--ranks", "expected 0..4096");
   require(o.threads >= 0 && o.threads <= 4096, "--threads", "expected 0..4096");
@@ -743,6 +739,10 @@ int run_contributor(const ContributeOptions& o) {
           "expected a number of seconds in [0, 1e7]");
   require(o.debug_step_delay_ms >= 0 && o.debug_step_delay_ms <= 1'000'000, "--debug-step-delay-ms",
           "expected 0..1000000");
+=======
+  require(!o.client.token.empty(), "--token-file",
+          "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
+>>>>>>> poolid
   int ranks = o.ranks;
   if (!o.gpus.empty()) {
     require(o.device == "cuda", "--gpus", "needs --device cuda");

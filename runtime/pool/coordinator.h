@@ -1,25 +1,12 @@
-// `myelin pool serve`: the coordinator's HTTP(S) API over PoolState.
-//
-// Every request carries `Authorization: Bearer TOKEN` (GET requests may pass
-// ?token=TOKEN instead, so a browser can open the dashboard). Routes:
-//   GET  /                                 dashboard (HTML + JS, no external assets)
-//   GET  /api/status                       jobs, rounds, contributors (JSON)
-//   GET  /api/ledger?job=ID&format=csv     the contributions ledger (JSON or CSV)
-//   POST /api/jobs                         submit a job (admin; body: job JSON)
-//   POST /api/jobs/ID/stop                 stop a job (admin)
-//   POST /api/join                         {name, hardware} -> {contributor_id, heartbeat_s}
-//   POST /api/heartbeat                    {contributor_id, state}
-//   POST /api/leave                        {contributor_id}
-//   POST /api/work                         {contributor_id} -> assignment or {wait}
-//   GET  /api/jobs/ID/model?round=R        global model of round R (llm.c file)
-//   GET  /api/jobs/ID/shards/K             training shard K
-//   POST /api/jobs/ID/rounds/R/upload?contributor_id=&tokens=&compute_s=&loss=
-//                                          pseudo-gradient (wire format, compress.h)
-// JSON bodies are limited to 64 KiB, uploads to --max-upload-mb; bad or
-// oversized requests get a 4xx answer and change nothing.
+// `myelin pool serve`: the coordinator. PoolState (state.h) holds the pool,
+// PoolApi (http_api.h) answers its HTTP API, and a cpp-httplib server behind
+// the connection gate (conn_gate.h) carries it over HTTP(S). Routes, auth
+// and body limits are described in http_api.h.
 #pragma once
 
 #include <string>
+
+#include "runtime/pool/conn_gate.h"
 
 namespace myelin::pool {
 
@@ -29,7 +16,9 @@ struct ServeOptions {
   std::string tls_cert, tls_key;
   double heartbeat_timeout_s = 30;
   double max_upload_mb = 2048;
-  int threads = 1; // CPU threads for evaluating global models
+  int threads = 1;             // CPU threads for evaluating global models
+  bool private_status = false; // status page, /api/status and the ledger need a token
+  GateOptions gate;            // connection limits and timeouts
   bool quiet = false;
 };
 

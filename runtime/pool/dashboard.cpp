@@ -26,6 +26,8 @@ th { background: #eee; }
 <h1>Myelin pool</h1>
 <div class="muted" id="updated">loading...</div>
 <div id="error"></div>
+<form id="login" style="display:none" onsubmit="login(event)">This pool is private:
+<input id="token" type="password" placeholder="token" autocomplete="off"> <button>show</button></form>
 <h2>Jobs</h2>
 <table id="jobs"><thead><tr><th>id</th><th>name</th><th>status</th><th>round</th><th>model</th>
 <th>contributors (min..max)</th><th>inner steps</th><th>compression</th><th>val loss</th></tr></thead><tbody></tbody></table>
@@ -33,17 +35,32 @@ th { background: #eee; }
 <svg id="curve" width="640" height="260" viewBox="0 0 640 260" xmlns="http://www.w3.org/2000/svg"></svg>
 <h2>Contributors</h2>
 <table id="contributors"><thead><tr><th>id</th><th>name</th><th>hardware</th><th>state</th><th>job / round / slot</th>
-<th>accepted</th><th>rejected</th><th>tokens</th><th>compute s</th><th>last seen</th></tr></thead><tbody></tbody></table>
+<th>accepted</th><th>rejected</th><th>tokens</th><th>compute s (claimed)</th><th>held s (measured)</th><th>bytes received</th><th>last seen</th></tr></thead><tbody></tbody></table>
 <h2>Rounds</h2>
 <table id="rounds"><thead><tr><th>round</th><th>status</th><th>accepted</th><th>rejected</th><th>tokens</th>
 <th>train loss</th><th>val loss</th><th>update norm</th><th>seconds</th></tr></thead><tbody></tbody></table>
 <h2>Ledger</h2>
-<table id="ledger"><thead><tr><th>#</th><th>job</th><th>round</th><th>contributor</th><th>tokens</th><th>compute s</th>
-<th>bytes sent</th><th>uncompressed</th><th>norm</th><th>status</th><th>reason</th></tr></thead><tbody></tbody></table>
+<div class="muted" id="ledger-head"></div>
+<table id="ledger"><thead><tr><th>seq</th><th>job</th><th>round</th><th>contributor</th><th>tokens</th><th>compute s (claimed)</th>
+<th>held s (measured)</th><th>receive s (measured)</th><th>bytes received</th><th>uncompressed</th><th>norm</th><th>status</th><th>reason</th><th>hash</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
-const token = new URLSearchParams(location.search).get("token") || "";
-const q = (p) => p + (p.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+// The page and its data are public unless the pool runs with --private; then
+// the token typed below is kept for this tab and sent in a header, never in
+// a URL.
+let token = sessionStorage.getItem("myelin-token") || "";
+async function get(p) {
+  const r = await fetch(p, {headers: token ? {"Authorization": "Bearer " + token} : {}});
+  if (r.status === 401) { document.getElementById("login").style.display = ""; throw new Error("this pool needs a token"); }
+  return r.json();
+}
+function login(ev) {
+  ev.preventDefault();
+  token = document.getElementById("token").value.trim();
+  sessionStorage.setItem("myelin-token", token);
+  document.getElementById("login").style.display = "none";
+  refresh();
+}
 function fmt(v, d) { return (v === null || v === undefined) ? "-" : (typeof v === "number" ? v.toFixed(d === undefined ? 4 : d) : String(v)); }
 function fill(id, rows) {
   const tb = document.querySelector("#" + id + " tbody");
@@ -113,7 +130,7 @@ function curve(job) {
 }
 async function refresh() {
   try {
-    const st = await (await fetch(q("/api/status"))).json();
+    const st = await get("/api/status");
     if (st.error) throw new Error(st.error);
     const jobs = st.jobs || [];
     fill("jobs", jobs.map(j => {
@@ -128,15 +145,18 @@ async function refresh() {
     fill("contributors", (st.contributors || []).map(c => [c.id, c.name, hw(c.hardware),
       {text: c.state, cls: "state-" + c.state},
       (c.job === null ? "-" : c.job) + " / " + (c.round === null ? "-" : c.round) + " / " + (c.slot === null ? "-" : c.slot),
-      c.accepted, c.rejected, c.tokens, fmt(c.compute_s, 1), fmt(c.last_seen_s, 1) + " s ago"]));
+      c.accepted, c.rejected, c.tokens, fmt(c.compute_s, 1), fmt(c.measured_s, 1), c.bytes_received,
+      fmt(c.last_seen_s, 1) + " s ago"]));
     fill("rounds", job ? job.history.slice().reverse().slice(0, 50).map(r => [r.round, r.status,
       r.accepted, r.rejected, r.tokens, fmt(r.train_loss), fmt(r.val_loss), fmt(r.update_norm),
       r.closed === null ? "-" : fmt(r.closed - r.opened, 2)]) : []);
-    const led = await (await fetch(q("/api/ledger" + (job ? "?job=" + job.id : "")))).json();
+    const led = await get("/api/ledger" + (job ? "?job=" + job.id : ""));
     if (led.error) throw new Error(led.error);
-    fill("ledger", led.slice().reverse().slice(0, 200).map(x => [x.id, x.job, x.round, x.contributor,
-      x.tokens, fmt(x.compute_s, 2), x.bytes, x.raw_bytes, fmt(x.norm),
-      {text: x.status, cls: x.status}, x.reason]));
+    document.getElementById("ledger-head").textContent = job && job.ledger_head ?
+      "chain head: row " + job.ledger_head.seq + ", SHA-256 " + job.ledger_head.hash : "";
+    fill("ledger", led.slice().reverse().slice(0, 200).map(x => [x.seq === null ? "-" : x.seq, x.job, x.round,
+      x.contributor, x.tokens, fmt(x.compute_s, 2), fmt(x.since_assigned_s, 2), fmt(x.receive_s, 3), x.bytes,
+      x.raw_bytes, fmt(x.norm), {text: x.status, cls: x.status}, x.reason, x.hash ? x.hash.slice(0, 12) : "-"]));
     document.getElementById("error").textContent = "";
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString() +
       " - " + (st.contributors || []).length + " contributors, " + jobs.length + " jobs";

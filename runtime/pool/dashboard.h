@@ -1,7 +1,9 @@
 // The coordinator's status page: one self-contained HTML document (inline CSS
-// and JS, no external assets). The script reads ?token= from its own URL and
-// polls /api/status and /api/ledger; it renders contributors (hardware,
-// state), jobs and rounds, an inline-SVG loss curve and the ledger. All
+// and JS, no external assets). The script polls /api/status and /api/ledger
+// (public by default; with `serve --private` it asks for a token once and
+// sends it in the Authorization header, never in a URL); it renders
+// contributors (hardware, state, claimed beside measured figures), jobs and
+// rounds, an inline-SVG loss curve and the ledger with its chain head. All
 // contributor-supplied text goes through textContent, never innerHTML.
 #pragma once
 

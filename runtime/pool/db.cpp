@@ -136,6 +136,13 @@ std::string db_path(const std::string& state_dir) {
   return (std::filesystem::path(state_dir) / "pool.db").string();
 }
 
+void add_column_if_missing(Db& db, const std::string& table, const std::string& column,
+                           const std::string& decl) {
+  auto q = db.prepare("SELECT 1 FROM pragma_table_info(?) WHERE name = ?");
+  q.bind_all(table, column);
+  if (!q.step()) db.exec("ALTER TABLE " + table + " ADD COLUMN " + column + " " + decl);
+}
+
 void create_schema(Db& db) {
   Tx tx(db);
   db.exec(R"sql(
@@ -167,6 +174,14 @@ CREATE TABLE IF NOT EXISTS contributions(
   raw_bytes INTEGER NOT NULL, norm REAL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
   file TEXT, created REAL NOT NULL, UNIQUE(job_id, round, contributor_id));
 )sql");
+  // Columns added since the first schema (older databases gain them here):
+  // the coordinator's own measurements of an upload, and the ledger chain.
+  add_column_if_missing(db, "contributions", "receive_s", "REAL");
+  add_column_if_missing(db, "contributions", "since_assigned_s", "REAL");
+  add_column_if_missing(db, "contributions", "seq", "INTEGER");
+  add_column_if_missing(db, "contributions", "hash", "TEXT");
+  db.exec("CREATE INDEX IF NOT EXISTS contributions_unsealed ON contributions(id) WHERE hash IS "
+          "NULL");
   tx.commit();
 }
 

@@ -97,6 +97,9 @@ class Tx {
 // Opens state_dir/pool.db (creating the folder) and creates the schema.
 std::string db_path(const std::string& state_dir);
 void create_schema(Db& db);
+// ALTER TABLE ... ADD COLUMN unless the table has that column already.
+void add_column_if_missing(Db& db, const std::string& table, const std::string& column,
+                           const std::string& decl);
 
 double unix_now();
 

@@ -13,6 +13,7 @@
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "runtime/pool/compress.h"
+#include "runtime/pool/ledger.h"
 #include "runtime/pool/outer_opt.h"
 #include "runtime/pool/validate.h"
 #include "runtime/util/error.h"
@@ -43,13 +44,11 @@ std::string read_file(const std::string& path) {
 json opt_num(const std::optional<double>& v) {
   return v && std::isfinite(*v) ? json(*v) : json(nullptr);
 }
-bool valid_state(const std::string& s) {
-  return s == "idle" || s == "downloading" || s == "training" || s == "uploading" || s == "waiting";
-}
 } // namespace
 
 PoolState::PoolState(const std::string& state_dir, double heartbeat_timeout_s, bool quiet)
-    : dir_(state_dir), hb_timeout_(heartbeat_timeout_s), quiet_(quiet), db_(db_path(state_dir)) {
+    : dir_(state_dir), hb_timeout_(heartbeat_timeout_s), quiet_(quiet), db_(db_path(state_dir)),
+      auth_db_(db_path(state_dir)) {
   create_schema(db_);
 }
 
@@ -70,8 +69,8 @@ std::string PoolState::momentum_path(std::int64_t job, std::int64_t round) const
 }
 
 std::optional<TokenInfo> PoolState::authenticate(const std::string& secret) {
-  std::lock_guard lk(mu_);
-  return find_token(db_, secret);
+  std::lock_guard lk(auth_mu_);
+  return find_token(auth_db_, secret);
 }
 
 PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
@@ -187,41 +186,41 @@ void PoolState::check_owner(const TokenInfo& who, std::int64_t cid) {
     throw Refused(403, "contributor " + std::to_string(cid) + " belongs to another token");
 }
 
-json PoolState::join(const TokenInfo& who, const std::string& name, const json& hw) {
+JoinResponse PoolState::join(const TokenInfo& who, const JoinRequest& req) {
   std::lock_guard lk(mu_);
-  if (name.empty() || name.size() > 100) throw Refused(400, "name: expected 1..100 characters");
-  for (char c : name)
-    if (static_cast<unsigned char>(c) < 32) throw Refused(400, "name: control characters");
+  const std::string& name = req.name;
   const double now = unix_now();
   Tx tx(db_);
-  auto st = db_.prepare("SELECT id FROM contributors WHERE token_id = ? AND name = ?");
-  st.bind_all(who.id, name);
+  // A name belongs to the token that registered it first.
+  auto st = db_.prepare("SELECT id, token_id FROM contributors WHERE name = ? ORDER BY id LIMIT 1");
+  st.bind(1, name);
   std::int64_t id;
+  const std::string hw = dump_json(json(req.hardware));
   if (st.step()) {
+    if (st.i64(1) != who.id)
+      throw Refused(403, "contributor name '" + name + "' belongs to another token");
     id = st.i64(0);
     db_.prepare("UPDATE contributors SET hardware = ?, state = 'idle', last_seen = ? WHERE id = ?")
-        .bind_all(hw.dump(), now, id)
+        .bind_all(hw, now, id)
         .run();
   } else {
     db_.prepare("INSERT INTO contributors(token_id, name, hardware, state, joined, last_seen) "
                 "VALUES(?, ?, ?, 'idle', ?, ?)")
-        .bind_all(who.id, name, hw.dump(), now, now)
+        .bind_all(who.id, name, hw, now, now)
         .run();
     id = db_.last_insert_id();
   }
   tx.commit();
   if (!quiet_) std::cout << "pool: contributor " << id << " '" << name << "' joined" << std::endl;
-  return {{"contributor_id", id}, {"heartbeat_s", std::max(0.2, hb_timeout_ / 4)}};
+  return {id, std::max(0.2, hb_timeout_ / 4)};
 }
 
-json PoolState::heartbeat(const TokenInfo& who, std::int64_t cid, const std::string& state) {
+void PoolState::heartbeat(const TokenInfo& who, const HeartbeatRequest& req) {
   std::lock_guard lk(mu_);
-  check_owner(who, cid);
-  if (!valid_state(state)) throw Refused(400, "state: unknown '" + state.substr(0, 40) + "'");
+  check_owner(who, req.contributor_id);
   db_.prepare("UPDATE contributors SET last_seen = ?, state = ? WHERE id = ?")
-      .bind_all(unix_now(), state, cid)
+      .bind_all(unix_now(), req.state, req.contributor_id)
       .run();
-  return {{"ok", true}};
 }
 
 void PoolState::leave(const TokenInfo& who, std::int64_t cid) {
@@ -241,13 +240,18 @@ void PoolState::leave(const TokenInfo& who, std::int64_t cid) {
   if (!quiet_) std::cout << "pool: contributor " << cid << " left" << std::endl;
 }
 
-json PoolState::work(const TokenInfo& who, std::int64_t cid) {
+WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   std::lock_guard lk(mu_);
   check_owner(who, cid);
   const double now = unix_now();
   db_.prepare("UPDATE contributors SET last_seen = ? WHERE id = ?").bind_all(now, cid).run();
   auto js = db_.prepare("SELECT id, round FROM jobs WHERE status = 'running' ORDER BY id LIMIT 1");
-  if (!js.step()) return {{"wait", 1.0}, {"idle", true}, {"reason", "no running job"}};
+  auto wait = [](double s, bool idle, std::string reason) {
+    WorkResponse w;
+    w.wait = s, w.idle = idle, w.reason = std::move(reason);
+    return w;
+  };
+  if (!js.step()) return wait(1.0, true, "no running job");
   const std::int64_t job = js.i64(0), round = js.i64(1);
   JobRt& rt = job_rt(job);
   const JobSpec& s = rt.spec;
@@ -266,11 +270,8 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
     if (q.step()) slot = q.i64(0);
   }
   if (slot >= 0 && has_contribution(cid))
-    return {{"wait", 0.05},
-            {"idle", false},
-            {"reason", "waiting for round " + std::to_string(round) + " to close"}};
-  if (has_contribution(cid))
-    return {{"wait", 0.05}, {"idle", false}, {"reason", "already contributed to this round"}};
+    return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
+  if (has_contribution(cid)) return wait(0.05, false, "already contributed to this round");
 
   Tx tx(db_);
   if (slot < 0) {
@@ -300,10 +301,9 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
       for (std::size_t k = 0; k < state.size() && slot < 0; ++k)
         if (state[k] == want) slot = std::int64_t(k);
     if (slot < 0)
-      return {{"wait", 0.5},
-              {"idle", false},
-              {"reason", "all " + std::to_string(s.max_contributors) + " slots of round " +
-                             std::to_string(round) + " are taken"}};
+      return wait(0.5, false,
+                  "all " + std::to_string(s.max_contributors) + " slots of round " +
+                      std::to_string(round) + " are taken");
     db_.prepare("DELETE FROM assignments WHERE job_id = ? AND round = ? AND slot = ?")
         .bind_all(job, round, slot)
         .run();
@@ -324,38 +324,28 @@ json PoolState::work(const TokenInfo& who, std::int64_t cid) {
     q.bind_all(job, round);
     if (q.step()) opened = q.f64(0);
   }
-  json shards = json::array();
+  Assignment a;
   for (std::size_t i = 0; i < s.train_files.size(); ++i) {
     std::error_code ec;
     const auto sz = fs::file_size(s.train_files[i], ec);
-    shards.push_back({{"index", i}, {"bytes", ec ? 0 : std::uint64_t(sz)}});
+    a.shards.push_back({i, ec ? 0 : std::uint64_t(sz)});
   }
-  return {{"job", job},
-          {"name", s.name},
-          {"round", round},
-          {"rounds", s.rounds},
-          {"slot", slot},
-          {"slots", s.max_contributors},
-          {"inner_steps", s.inner_steps},
-          {"batch_position", std::uint64_t(round) * s.inner_steps * s.grad_accum},
-          {"param_count", rt.n},
-          {"compression", codec_name(s.compression)},
-          {"block_size", s.block_size},
-          {"deadline_s", std::max(0.0, opened + s.round_deadline_s - now)},
-          {"train",
-           {{"batch_size", s.batch_size},
-            {"seq_len", s.seq_len},
-            {"grad_accum", s.grad_accum},
-            {"lr", s.inner_lr},
-            {"lr_schedule", s.lr_schedule},
-            {"warmup_steps", s.warmup_steps},
-            {"weight_decay", s.weight_decay},
-            {"grad_clip", s.grad_clip},
-            {"beta1", s.beta1},
-            {"beta2", s.beta2},
-            {"seed", s.seed},
-            {"total_steps", std::int64_t(s.rounds) * s.inner_steps}}},
-          {"shards", shards}};
+  a.job = job, a.name = s.name, a.round = round, a.rounds = s.rounds;
+  a.slot = slot, a.slots = s.max_contributors, a.inner_steps = s.inner_steps;
+  a.batch_position = std::uint64_t(round) * s.inner_steps * s.grad_accum;
+  a.param_count = rt.n;
+  a.compression = codec_name(s.compression);
+  a.block_size = std::uint32_t(s.block_size);
+  a.deadline_s = std::max(0.0, opened + s.round_deadline_s - now);
+  TrainSettings& t = a.train;
+  t.batch_size = s.batch_size, t.seq_len = s.seq_len, t.grad_accum = s.grad_accum;
+  t.lr = s.inner_lr, t.lr_schedule = s.lr_schedule, t.warmup_steps = s.warmup_steps;
+  t.weight_decay = s.weight_decay, t.grad_clip = s.grad_clip, t.beta1 = s.beta1;
+  t.beta2 = s.beta2, t.seed = s.seed;
+  t.total_steps = std::int64_t(s.rounds) * s.inner_steps;
+  WorkResponse w;
+  w.assignment = std::move(a);
+  return w;
 }
 
 // ---- uploads ------------------------------------------------------------------
@@ -367,11 +357,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     check_owner(who, m.contributor);
     n = job_rt(m.job).n;
   }
-  if (!std::isfinite(m.compute_s) || m.compute_s < 0)
-    throw Refused(400, "compute_s: expected a non-negative number");
-  if (m.train_loss && !std::isfinite(*m.train_loss)) {
-    // a NaN loss is data, not a malformed request: keep it out of the averages
-  }
+  check_claims({m.tokens, m.compute_s, m.train_loss});
   Decoded d;
   try {
     d = decode(body, n);
@@ -399,12 +385,19 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
                              " already uploaded to round " + std::to_string(m.round));
   }
   std::optional<std::int64_t> slot;
+  std::optional<double> since_assigned; // measured here, shown beside the claims
   {
-    auto q = db_.prepare(
-        "SELECT slot FROM assignments WHERE job_id = ? AND round = ? AND contributor_id = ?");
+    auto q = db_.prepare("SELECT slot, assigned FROM assignments WHERE job_id = ? AND round = ? "
+                         "AND contributor_id = ?");
     q.bind_all(m.job, m.round, m.contributor);
-    if (q.step()) slot = q.i64(0);
+    if (q.step()) slot = q.i64(0), since_assigned = unix_now() - q.f64(1);
   }
+  // Nobody computes longer than it has held the assignment.
+  if (since_assigned && m.compute_s > *since_assigned * 1.1 + 5)
+    throw Refused(400, "compute_s: claims " + std::to_string(m.compute_s) +
+                           " s, but the slot was "
+                           "assigned " +
+                           std::to_string(*since_assigned) + " s ago");
   std::string reason;
   const std::int64_t expected = std::int64_t(rt.spec.tokens_per_round());
   // The most serious problem is the one recorded: bad values first.
@@ -430,15 +423,15 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   }
   Tx tx(db_);
   db_.prepare("INSERT INTO contributions(job_id, round, contributor_id, slot, tokens, compute_s, "
-              "train_loss, bytes, raw_bytes, norm, status, reason, file, created) "
-              "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+              "train_loss, bytes, raw_bytes, norm, status, reason, file, created, receive_s, "
+              "since_assigned_s) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind_all(m.job, m.round, m.contributor, slot, tokens, m.compute_s,
                 m.train_loss && std::isfinite(*m.train_loss) ? m.train_loss
                                                              : std::optional<double>(),
                 std::int64_t(body.size()), std::int64_t(4 * n), norm,
                 std::string(reason.empty() ? "pending" : "rejected"), reason,
                 file.empty() ? std::optional<std::string>() : std::optional<std::string>(file),
-                unix_now())
+                unix_now(), m.receive_s, since_assigned)
       .run();
   db_.prepare("UPDATE contributors SET state = 'waiting', last_seen = ? WHERE id = ?")
       .bind_all(unix_now(), m.contributor)
@@ -464,6 +457,7 @@ void PoolState::tick() {
   auto q = db_.prepare("SELECT id FROM jobs WHERE status = 'running'");
   while (q.step()) running.push_back(q.i64(0));
   for (auto j : running) maybe_close(j);
+  seal_ledger();
 }
 
 void PoolState::maybe_close(std::int64_t job) {
@@ -483,6 +477,32 @@ void PoolState::maybe_close(std::int64_t job) {
   const auto valid = count(
       "SELECT COUNT(*) FROM contributions WHERE job_id = ? AND round = ? AND status = 'pending'",
       false);
+  double opened = now;
+  {
+    auto q = db_.prepare("SELECT opened FROM rounds WHERE job_id = ? AND round = ?");
+    q.bind_all(job, r);
+    if (q.step()) opened = q.f64(0);
+  }
+  // The deadline holds whatever the contributors do: slots held without an
+  // upload are reclaimed by closing (or, with nothing valid, reopening).
+  if (now >= opened + s.round_deadline_s) {
+    if (valid > 0) return close_round(job, r);
+    Tx tx(db_);
+    db_.prepare("UPDATE rounds SET opened = ? WHERE job_id = ? AND round = ?")
+        .bind_all(now, job, r)
+        .run();
+    db_.prepare("DELETE FROM assignments WHERE job_id = ?1 AND round = ?2 AND NOT EXISTS (SELECT "
+                "1 FROM contributions x WHERE x.job_id = ?1 AND x.round = ?2 AND "
+                "x.contributor_id = assignments.contributor_id)")
+        .bind_all(job, r)
+        .run();
+    const int freed = db_.changes();
+    tx.commit();
+    if (!quiet_)
+      std::cout << "pool: job " << job << " round " << r << ": deadline passed without a valid "
+                << "upload; reopened (" << freed << " slots freed)" << std::endl;
+    return;
+  }
   if (valid < s.min_contributors) return;
   const char* no_upload =
       "NOT EXISTS (SELECT 1 FROM contributions x WHERE x.job_id = ?1 AND x.round = ?2 AND "
@@ -514,13 +534,7 @@ void PoolState::maybe_close(std::int64_t job) {
   const std::int64_t expected =
       training +
       std::min<std::int64_t>(unassigned, std::max<std::int64_t>(0, s.max_contributors - used));
-  double opened = now;
-  {
-    auto q = db_.prepare("SELECT opened FROM rounds WHERE job_id = ? AND round = ?");
-    q.bind_all(job, r);
-    if (q.step()) opened = q.f64(0);
-  }
-  if (expected == 0 || now >= opened + s.round_deadline_s) close_round(job, r);
+  if (expected == 0) close_round(job, r);
 }
 
 void PoolState::close_round(std::int64_t job, std::int64_t r) {
@@ -703,143 +717,147 @@ std::size_t PoolState::param_count(std::int64_t job) {
 json PoolState::status_json() {
   std::lock_guard lk(mu_);
   const double now = unix_now();
-  json out;
-  out["time"] = now;
-  out["heartbeat_timeout_s"] = hb_timeout_;
-  json jobs = json::array();
+  auto finite = [](const std::optional<double>& v) {
+    return v && std::isfinite(*v) ? v : std::nullopt;
+  };
+  StatusResponse out;
+  out.time = now;
+  out.heartbeat_timeout_s = hb_timeout_;
+  out.job_order = "fifo: running jobs are served one at a time, oldest first";
+  std::int64_t queued = 0; // 0 = the running job being served
   auto jq = db_.prepare("SELECT id, name, status, round, param_count, init_val_loss, created, "
                         "finished FROM jobs ORDER BY id");
   while (jq.step()) {
     const std::int64_t id = jq.i64(0);
     const JobSpec& s = job_rt(id).spec;
-    json j = {{"id", id},
-              {"name", jq.text(1)},
-              {"status", jq.text(2)},
-              {"round", jq.i64(3)},
-              {"rounds", s.rounds},
-              {"param_count", jq.i64(4)},
-              {"init_val_loss", opt_num(jq.opt_f64(5))},
-              {"created", jq.f64(6)},
-              {"finished", opt_num(jq.opt_f64(7))},
-              {"model", s.shape.describe()},
-              {"inner_steps", s.inner_steps},
-              {"min_contributors", s.min_contributors},
-              {"max_contributors", s.max_contributors},
-              {"outer_lr", s.outer_lr},
-              {"outer_momentum", s.outer_momentum},
-              {"compression", codec_name(s.compression)},
-              {"tokens_per_round", s.tokens_per_round()}};
-    json hist = json::array();
+    JobStatus j;
+    j.id = id, j.name = jq.text(1), j.status = jq.text(2), j.round = jq.i64(3);
+    j.rounds = s.rounds, j.param_count = jq.i64(4), j.init_val_loss = finite(jq.opt_f64(5));
+    j.created = jq.f64(6), j.finished = finite(jq.opt_f64(7));
+    j.model = s.shape.describe(), j.inner_steps = s.inner_steps;
+    j.min_contributors = s.min_contributors, j.max_contributors = s.max_contributors;
+    j.outer_lr = s.outer_lr, j.outer_momentum = s.outer_momentum;
+    j.compression = codec_name(s.compression), j.tokens_per_round = s.tokens_per_round();
     auto rq = db_.prepare("SELECT round, status, opened, closed, accepted, rejected, tokens, "
                           "train_loss, val_loss, median_norm, update_norm FROM rounds WHERE "
                           "job_id = ? ORDER BY round");
     rq.bind(1, id);
     while (rq.step())
-      hist.push_back({{"round", rq.i64(0)},
-                      {"status", rq.text(1)},
-                      {"opened", rq.f64(2)},
-                      {"closed", opt_num(rq.opt_f64(3))},
-                      {"accepted", rq.i64(4)},
-                      {"rejected", rq.i64(5)},
-                      {"tokens", rq.i64(6)},
-                      {"train_loss", opt_num(rq.opt_f64(7))},
-                      {"val_loss", opt_num(rq.opt_f64(8))},
-                      {"median_norm", opt_num(rq.opt_f64(9))},
-                      {"update_norm", opt_num(rq.opt_f64(10))}});
-    j["history"] = hist;
+      j.history.push_back({rq.i64(0), rq.text(1), rq.f64(2), finite(rq.opt_f64(3)), rq.i64(4),
+                           rq.i64(5), rq.i64(6), finite(rq.opt_f64(7)), finite(rq.opt_f64(8)),
+                           finite(rq.opt_f64(9)), finite(rq.opt_f64(10))});
     auto pq = db_.prepare("SELECT COUNT(*) FROM contributions WHERE job_id = ? AND round = ?");
-    pq.bind_all(id, jq.i64(3));
+    pq.bind_all(id, j.round);
     pq.step();
-    j["uploads_this_round"] = pq.i64(0);
-    jobs.push_back(j);
+    j.uploads_this_round = pq.i64(0);
+    auto hq = db_.prepare("SELECT seq, hash FROM contributions WHERE job_id = ? AND hash IS NOT "
+                          "NULL ORDER BY seq DESC LIMIT 1");
+    hq.bind(1, id);
+    if (hq.step()) j.ledger_head = LedgerHead{hq.i64(0), hq.text(1)};
+    if (j.status == "running") j.queue_position = queued++;
+    out.jobs.push_back(std::move(j));
   }
-  out["jobs"] = jobs;
-  json cs = json::array();
   auto cq = db_.prepare(
       "SELECT c.id, c.name, c.hardware, c.state, c.joined, c.last_seen, c.job_id, c.round, "
-      "c.slot, t.name, (SELECT COUNT(*) FROM contributions x WHERE x.contributor_id = c.id AND "
+      "c.slot, (SELECT COUNT(*) FROM contributions x WHERE x.contributor_id = c.id AND "
       "x.status = 'accepted'), (SELECT COUNT(*) FROM contributions x WHERE x.contributor_id = "
       "c.id AND x.status = 'rejected'), (SELECT COALESCE(SUM(tokens), 0) FROM contributions x "
       "WHERE x.contributor_id = c.id AND x.status = 'accepted'), (SELECT COALESCE(SUM(compute_s), "
-      "0) FROM contributions x WHERE x.contributor_id = c.id) FROM contributors c JOIN tokens t ON "
-      "t.id = c.token_id ORDER BY c.id");
+      "0) FROM contributions x WHERE x.contributor_id = c.id), (SELECT "
+      "COALESCE(SUM(since_assigned_s), 0) FROM contributions x WHERE x.contributor_id = c.id), "
+      "(SELECT COALESCE(SUM(bytes), 0) FROM contributions x WHERE x.contributor_id = c.id) FROM "
+      "contributors c ORDER BY c.id");
+  auto opt_i64 = [&](int col) {
+    return cq.is_null(col) ? std::nullopt : std::optional<std::int64_t>(cq.i64(col));
+  };
   while (cq.step()) {
-    std::string state = cq.text(3);
-    if (state != "left" && cq.f64(5) < now - hb_timeout_) state = "lost";
-    json hw;
+    ContributorStatus c;
+    c.id = cq.i64(0), c.name = cq.text(1), c.state = cq.text(3);
+    if (c.state != "left" && cq.f64(5) < now - hb_timeout_) c.state = "lost";
+    // Stored hardware was validated on join; anything else (an older
+    // database) shows as empty.
     try {
-      hw = json::parse(cq.text(2));
-    } catch (...) {
-      hw = json::object();
+      c.hardware = json::parse(cq.text(2)).get<Hardware>();
+    } catch (const std::exception&) {
     }
-    cs.push_back({{"id", cq.i64(0)},
-                  {"name", cq.text(1)},
-                  {"hardware", hw},
-                  {"state", state},
-                  {"joined", cq.f64(4)},
-                  {"last_seen_s", now - cq.f64(5)},
-                  {"job", cq.is_null(6) ? json(nullptr) : json(cq.i64(6))},
-                  {"round", cq.is_null(7) ? json(nullptr) : json(cq.i64(7))},
-                  {"slot", cq.is_null(8) ? json(nullptr) : json(cq.i64(8))},
-                  {"token", cq.text(9)},
-                  {"accepted", cq.i64(10)},
-                  {"rejected", cq.i64(11)},
-                  {"tokens", cq.i64(12)},
-                  {"compute_s", cq.f64(13)}});
+    c.joined = cq.f64(4), c.last_seen_s = now - cq.f64(5);
+    c.job = opt_i64(6), c.round = opt_i64(7), c.slot = opt_i64(8);
+    c.accepted = cq.i64(9), c.rejected = cq.i64(10), c.tokens = cq.i64(11);
+    c.compute_s = cq.f64(12), c.measured_s = cq.f64(13), c.bytes_received = cq.i64(14);
+    out.contributors.push_back(std::move(c));
   }
-  out["contributors"] = cs;
   return out;
 }
 
 namespace {
+// One query and one row builder for the export and for sealing, so a sealed
+// hash covers exactly what the export shows.
 const char* kLedgerSql =
     "SELECT x.id, x.job_id, x.round, x.contributor_id, c.name, x.tokens, x.compute_s, "
-    "x.train_loss, x.bytes, x.raw_bytes, x.norm, x.status, x.reason, x.created FROM "
-    "contributions x JOIN contributors c ON c.id = x.contributor_id WHERE (?1 IS NULL OR "
-    "x.job_id = ?1) ORDER BY x.id";
+    "x.train_loss, x.bytes, x.raw_bytes, x.norm, x.status, x.reason, x.created, x.receive_s, "
+    "x.since_assigned_s, x.seq, x.hash FROM contributions x JOIN contributors c ON c.id = "
+    "x.contributor_id";
+json ledger_row(const Stmt& q) {
+  json r = {{"id", q.i64(0)},
+            {"job", q.i64(1)},
+            {"round", q.i64(2)},
+            {"contributor_id", q.i64(3)},
+            {"contributor", q.text(4)},
+            {"tokens", q.i64(5)},
+            {"compute_s", q.f64(6)},
+            {"train_loss", opt_num(q.opt_f64(7))},
+            {"bytes", q.i64(8)},
+            {"raw_bytes", q.i64(9)},
+            {"norm", opt_num(q.opt_f64(10))},
+            {"status", q.text(11)},
+            {"reason", q.text(12)},
+            {"time", q.f64(13)},
+            {"receive_s", opt_num(q.opt_f64(14))},
+            {"since_assigned_s", opt_num(q.opt_f64(15))},
+            {"seq", q.is_null(16) ? json(nullptr) : json(q.i64(16))}};
+  if (!q.is_null(17)) r["hash"] = q.text(17);
+  return r;
+}
 } // namespace
+
+void PoolState::seal_ledger() {
+  std::vector<json> todo;
+  {
+    auto q = db_.prepare(std::string(kLedgerSql) +
+                         " WHERE x.hash IS NULL AND x.status != 'pending' ORDER BY x.id");
+    while (q.step()) todo.push_back(ledger_row(q));
+  }
+  if (todo.empty()) return;
+  Tx tx(db_);
+  for (json& row : todo) {
+    std::int64_t seq = 0;
+    std::string prev;
+    auto h = db_.prepare("SELECT seq, hash FROM contributions WHERE job_id = ? AND hash IS NOT "
+                         "NULL ORDER BY seq DESC LIMIT 1");
+    h.bind(1, row["job"].get<std::int64_t>());
+    if (h.step()) seq = h.i64(0), prev = h.text(1);
+    row["seq"] = seq + 1;
+    db_.prepare("UPDATE contributions SET seq = ?, hash = ? WHERE id = ?")
+        .bind_all(seq + 1, ledger_hash(prev, row), row["id"].get<std::int64_t>())
+        .run();
+  }
+  tx.commit();
+}
 
 json PoolState::ledger_json(std::optional<std::int64_t> job) {
   std::lock_guard lk(mu_);
+  seal_ledger();
   json out = json::array();
-  auto q = db_.prepare(kLedgerSql);
+  auto q = db_.prepare(std::string(kLedgerSql) +
+                       " WHERE (?1 IS NULL OR x.job_id = ?1) ORDER BY x.hash IS NULL, x.job_id, "
+                       "x.seq, x.id");
   q.bind(1, job);
-  while (q.step())
-    out.push_back({{"id", q.i64(0)},
-                   {"job", q.i64(1)},
-                   {"round", q.i64(2)},
-                   {"contributor_id", q.i64(3)},
-                   {"contributor", q.text(4)},
-                   {"tokens", q.i64(5)},
-                   {"compute_s", q.f64(6)},
-                   {"train_loss", opt_num(q.opt_f64(7))},
-                   {"bytes", q.i64(8)},
-                   {"raw_bytes", q.i64(9)},
-                   {"norm", opt_num(q.opt_f64(10))},
-                   {"status", q.text(11)},
-                   {"reason", q.text(12)},
-                   {"time", q.f64(13)}});
+  while (q.step()) out.push_back(ledger_row(q));
   return out;
 }
 
 std::string PoolState::ledger_csv(std::optional<std::int64_t> job) {
-  const json rows = ledger_json(job);
-  std::ostringstream o;
-  o << "id,job,round,contributor_id,contributor,tokens,compute_s,train_loss,bytes,raw_bytes,norm,"
-       "status,reason,time\n";
-  auto q = [](const std::string& s) {
-    std::string r = "\"";
-    for (char c : s) r += (c == '"') ? std::string("\"\"") : std::string(1, c);
-    return r + "\"";
-  };
-  auto num = [](const json& v) { return v.is_null() ? std::string() : v.dump(); };
-  for (const auto& r : rows)
-    o << r["id"] << ',' << r["job"] << ',' << r["round"] << ',' << r["contributor_id"] << ','
-      << q(r["contributor"].get<std::string>()) << ',' << r["tokens"] << ',' << num(r["compute_s"])
-      << ',' << num(r["train_loss"]) << ',' << r["bytes"] << ',' << r["raw_bytes"] << ','
-      << num(r["norm"]) << ',' << r["status"].get<std::string>() << ','
-      << q(r["reason"].get<std::string>()) << ',' << num(r["time"]) << '\n';
-  return o.str();
+  return ledger_to_csv(ledger_json(job));
 }
 
 } // namespace myelin::pool

@@ -18,6 +18,7 @@
 
 #include "runtime/pool/db.h"
 #include "runtime/pool/job.h"
+#include "runtime/pool/protocol.h"
 #include "runtime/pool/tokens.h"
 
 namespace myelin::pool {
@@ -37,6 +38,7 @@ struct UploadMeta {
   std::int64_t tokens = 0;
   double compute_s = 0;
   std::optional<double> train_loss;
+  double receive_s = 0; // measured by the server: seconds spent reading the body
 };
 
 class PoolState {
@@ -50,12 +52,17 @@ class PoolState {
   std::int64_t submit_job(const nlohmann::json& spec);
   void stop_job(std::int64_t job);
 
-  // Contributors. Each call checks that the contributor belongs to the token.
-  nlohmann::json join(const TokenInfo& who, const std::string& name, const nlohmann::json& hw);
-  nlohmann::json heartbeat(const TokenInfo& who, std::int64_t cid, const std::string& state);
+  // Contributors. A contributor name belongs to the token that registered it
+  // (joining under another token's name is refused with 403), and every call
+  // checks that the contributor belongs to the calling token (403 otherwise;
+  // nothing changes).
+  JoinResponse join(const TokenInfo& who, const JoinRequest& req);
+  void heartbeat(const TokenInfo& who, const HeartbeatRequest& req);
   void leave(const TokenInfo& who, std::int64_t cid);
-  // An assignment ({"job": ...}) or {"wait": seconds, "idle": bool}.
-  nlohmann::json work(const TokenInfo& who, std::int64_t cid);
+  // An assignment, or how long to wait. Jobs are served one at a time in
+  // submission order (FIFO by id): the oldest running job gets every
+  // contributor until it is done or cancelled.
+  WorkResponse work(const TokenInfo& who, std::int64_t cid);
   // Validates and records an upload (body = wire bytes). Returns
   // {"status": "pending"|"rejected", "reason", ...}. Malformed bodies throw
   // Refused(400) and change nothing.
@@ -66,11 +73,18 @@ class PoolState {
   std::string shard_file(std::int64_t job, std::size_t index);
   std::size_t param_count(std::int64_t job);
 
-  // Closes every round that is ready (enough uploads, or deadline). Called
-  // after uploads and periodically.
+  // Closes every round that is ready: enough uploads and nobody still
+  // training, or its deadline passed (whatever the other contributors do: a
+  // slot held by a contributor that heartbeats but never uploads is
+  // reclaimed then). At the deadline a round with valid uploads closes with
+  // them (even fewer than min_contributors); one without any reopens with a
+  // fresh deadline and its slots freed. Then seals finished ledger rows into
+  // the hash chain. Called after uploads and periodically.
   void tick();
 
   nlohmann::json status_json();
+  // The ledger in chain order (see ledger.h); rows still pending come last,
+  // without a hash.
   nlohmann::json ledger_json(std::optional<std::int64_t> job);
   std::string ledger_csv(std::optional<std::int64_t> job);
 
@@ -79,6 +93,7 @@ class PoolState {
   JobRt& job_rt(std::int64_t job);
   void check_owner(const TokenInfo& who, std::int64_t cid);
   void maybe_close(std::int64_t job);
+  void seal_ledger();
   void close_round(std::int64_t job, std::int64_t round);
   float evaluate(JobRt& rt, const std::vector<float>& params);
   std::string job_dir(std::int64_t job) const;
@@ -91,6 +106,10 @@ class PoolState {
   bool quiet_;
   std::mutex mu_;
   Db db_;
+  // Token lookups use their own connection and lock, so authenticating a
+  // request never waits for the state lock (WAL lets it read meanwhile).
+  std::mutex auth_mu_;
+  Db auth_db_;
   std::map<std::int64_t, std::unique_ptr<JobRt>> jobs_;
 };
 

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <stdexcept>
+#include <vector>
 
 namespace myelin::pool {
 namespace {
@@ -34,6 +35,51 @@ std::string create_token(Db& db, const std::string& name, bool admin) {
       .bind_all(name, sha256_hex(secret), admin ? 1 : 0, unix_now())
       .run();
   return secret;
+}
+
+int revoke_tokens(Db& db, std::optional<std::int64_t> id, const std::string& name) {
+  Tx tx(db);
+  std::vector<std::int64_t> ids;
+  {
+    auto q = db.prepare("SELECT id FROM tokens WHERE revoked = 0 AND (id = ?1 OR (?1 IS NULL AND "
+                        "name = ?2))");
+    q.bind(1, id).bind(2, name);
+    while (q.step()) ids.push_back(q.i64(0));
+  }
+  const double now = unix_now();
+  for (const auto t : ids) {
+    db.prepare("UPDATE tokens SET revoked = 1 WHERE id = ?").bind(1, t).run();
+    db.prepare("UPDATE contributions SET status = 'rejected', reason = 'token revoked' "
+               "WHERE status = 'pending' AND contributor_id IN (SELECT id FROM contributors WHERE "
+               "token_id = ?)")
+        .bind(1, t)
+        .run();
+    db.prepare("DELETE FROM assignments WHERE contributor_id IN (SELECT id FROM contributors "
+               "WHERE token_id = ?) AND NOT EXISTS (SELECT 1 FROM contributions x WHERE x.job_id "
+               "= assignments.job_id AND x.round = assignments.round AND x.contributor_id = "
+               "assignments.contributor_id)")
+        .bind(1, t)
+        .run();
+    db.prepare("UPDATE contributors SET state = 'left', last_seen = ? WHERE token_id = ?")
+        .bind_all(now, t)
+        .run();
+  }
+  tx.commit();
+  return int(ids.size());
+}
+
+nlohmann::json list_tokens(Db& db) {
+  nlohmann::json out = nlohmann::json::array();
+  auto q = db.prepare("SELECT t.id, t.name, t.admin, t.revoked, t.created, (SELECT COUNT(*) FROM "
+                      "contributors c WHERE c.token_id = t.id) FROM tokens t ORDER BY t.id");
+  while (q.step())
+    out.push_back({{"id", q.i64(0)},
+                   {"name", q.text(1)},
+                   {"admin", q.i64(2) != 0},
+                   {"revoked", q.i64(3) != 0},
+                   {"created", q.f64(4)},
+                   {"contributors", q.i64(5)}});
+  return out;
 }
 
 std::optional<TokenInfo> find_token(Db& db, const std::string& secret) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The coordinator's status page, loaded in headless Chromium after a short
 # job: contributors with hardware and state, the job's rounds, the loss curve
-# (inline SVG) and the ledger are on the page; a screenshot is taken.
+# (inline SVG) and the ledger are on the page, without a token (the page is
+# public); a contributor name holding markup is shown escaped; a screenshot
+# is taken.
 # Skipped (77) when chromium is not installed (scripts/setup.sh installs it).
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
@@ -28,10 +30,14 @@ for c in alice-gpu-box bob-laptop; do
   PIDS+=($!)
 done
 for p in "${PIDS[@]:1}"; do wait $p || fail "contributor $p failed"; done
+# A contributor name with markup is shown as text, never as markup.
+curl -s -H "Authorization: Bearer $TOK" -X POST \
+  -d '{"name": "<img src=x onerror=alert(1)>evil", "hardware": {}}' "$URL/api/join" > /dev/null
 
 chrome=("$CHROME" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run
   --user-data-dir="$WORK/chrome-profile" --virtual-time-budget=8000 --window-size=1280,1800)
-timeout 90 "${chrome[@]}" --dump-dom "$URL/?token=$TOK" > dom.html 2> chrome.log ||
+# The page is public and read-only: no token, none in the URL.
+timeout 90 "${chrome[@]}" --dump-dom "$URL/" > dom.html 2> chrome.log ||
   fail "chromium failed: $(tail -5 chrome.log)"
 for want in "Myelin pool" alice-gpu-box bob-laptop dash-demo "6 / 6" done accepted 'id="val-curve"' \
     "<polyline" "cores" "held-out loss"; do
@@ -39,10 +45,11 @@ for want in "Myelin pool" alice-gpu-box bob-laptop dash-demo "6 / 6" done accept
 done
 rows=$(grep -o '<tr>' dom.html | wc -l)
 [ "$rows" -ge 20 ] || fail "only $rows table rows rendered"
-# A page opened without a token shows the error, not data.
-timeout 90 "${chrome[@]}" --dump-dom "$URL/" > noauth.html 2>> chrome.log || true
-grep -q "alice-gpu-box" noauth.html && fail "page without a token shows pool data"
-timeout 90 "${chrome[@]}" --screenshot="$WORK/dashboard.png" "$URL/?token=$TOK" 2>> chrome.log ||
+grep -q "chain head: row" dom.html || fail "the page lacks the ledger chain head"
+grep -q "&lt;img src=x onerror=alert(1)&gt;evil" dom.html || fail "the markup name is not shown escaped"
+grep -q "<img" dom.html && fail "a contributor name became markup"
+grep -q "myl_" dom.html && fail "the page shows a token"
+timeout 90 "${chrome[@]}" --screenshot="$WORK/dashboard.png" "$URL/" 2>> chrome.log ||
   fail "screenshot failed: $(tail -5 chrome.log)"
 [ "$(head -c 8 dashboard.png | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || fail "screenshot is not a PNG"
 echo "pool dashboard: page rendered in headless chromium ($rows table rows); screenshot $WORK/dashboard.png"

@@ -8,7 +8,7 @@ source "$(dirname "$0")/pool_common.sh"
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
 start_pool --heartbeat-timeout 3 --max-upload-mb 1
-wait_for '[ "$(code "$URL/api/status?token=$TOK")" = 200 ]' 20
+wait_for '[ "$(code "$URL/api/status")" = 200 ]' 20
 cat > job.json <<JSON
 {"name": "trust", "model": {"layers": 1, "heads": 2, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 3},
  "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",
@@ -18,7 +18,7 @@ cat > job.json <<JSON
 JSON
 
 # ---- access ----
-[ "$(code "$URL/api/status")" = 401 ] || fail "no token: expected 401"
+[ "$(code -X POST -d '{"contributor_id": 1}' "$URL/api/work")" = 401 ] || fail "no token: expected 401"
 [ "$(code -H "Authorization: Bearer myl_nope" "$URL/api/status")" = 401 ] || fail "bad token: expected 401"
 [ "$(code -H "Authorization: Bearer $TOK" -X POST --data-binary @job.json "$URL/api/jobs")" = 403 ] ||
   fail "non-admin submit: expected 403"
