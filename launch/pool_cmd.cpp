@@ -211,12 +211,8 @@ int ledger_main(const Args& args) {
   }
   require(!c.c.url.empty(), "--pool", "required (or --verify FILE)");
   require(format == "csv" || format == "json", "--format", "expected csv or json");
-<<<<<<< HEAD
   require(!vm.count("job") || job >= 1, "--job", "expected a job id (1 or more)");
-  pool::PoolClient cli(c);
-=======
   pool::PoolClient cli(finish_client(c));
->>>>>>> poolid
   std::string path = "/api/ledger?format=" + format;
   if (job >= 0) path += "&job=" + std::to_string(job);
   std::string text = as_input_error([&] { return cli.get_text(path); });
@@ -240,21 +236,14 @@ int cancel_main(const Args& args, const char* verb) {
   po::positional_options_description pos;
   pos.add("job", 1);
   po::variables_map vm;
-<<<<<<< HEAD
-  if (!parse_or_help(args, d, vm, "myelin pool stop --pool URL --token T --job ID")) return 0;
-  require(job >= 1, "--job", "expected a job id (1 or more)");
-  pool::PoolClient cli(c);
-  cli.post_json("/api/jobs/" + std::to_string(job) + "/stop", nlohmann::json::object());
-  std::cout << "stopped job " << job << std::endl;
-=======
   if (!parse_or_help(args, d, vm, "myelin pool cancel --pool URL --token-file F JOB", &pos))
     return 0;
+  require(job >= 1, "--job", "expected a job id (1 or more)");
   pool::PoolClient cli(finish_client(c));
   as_input_error([&] {
     return cli.post_json("/api/jobs/" + std::to_string(job) + "/cancel", nlohmann::json::object());
   });
   std::cout << "cancelled job " << job << std::endl;
->>>>>>> poolid
   return 0;
 }
 

@@ -728,8 +728,8 @@ int run_contributor(const ContributeOptions& o) {
   require(o.debug_corrupt.empty() || o.debug_corrupt == "nan" || o.debug_corrupt == "scale100" ||
               o.debug_corrupt == "truncate",
           "--debug-corrupt", "expected nan, scale100 or truncate");
-<<<<<<< HEAD
-  require(!o.client.token.empty(), "--token", "required");
+  require(!o.client.token.empty(), "--token-file",
+          "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
   require(o.ranks >= 0 && o.ranks <= 4096, "--ranks", "expected 0..4096");
   require(o.threads >= 0 && o.threads <= 4096, "--threads", "expected 0..4096");
   require(o.max_rounds >= 0, "--max-rounds", "expected a non-negative number");
@@ -739,10 +739,6 @@ int run_contributor(const ContributeOptions& o) {
           "expected a number of seconds in [0, 1e7]");
   require(o.debug_step_delay_ms >= 0 && o.debug_step_delay_ms <= 1'000'000, "--debug-step-delay-ms",
           "expected 0..1000000");
-=======
-  require(!o.client.token.empty(), "--token-file",
-          "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
->>>>>>> poolid
   int ranks = o.ranks;
   if (!o.gpus.empty()) {
     require(o.device == "cuda", "--gpus", "needs --device cuda");
