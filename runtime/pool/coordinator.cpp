@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -99,12 +100,12 @@ int serve(const ServeOptions& o) {
   const auto colon = o.listen.rfind(':');
   require(colon != std::string::npos && colon > 0, "--listen", "expected HOST:PORT");
   const std::string host = o.listen.substr(0, colon);
-  int port = 0;
-  try {
-    port = std::stoi(o.listen.substr(colon + 1));
-  } catch (...) {
-    throw InputError("--listen: bad port in '" + o.listen + "'");
-  }
+  const std::string port_arg = o.listen.substr(colon + 1);
+  int port = -1;
+  const auto [end, ec] =
+      std::from_chars(port_arg.data(), port_arg.data() + port_arg.size(), port);
+  require(ec == std::errc() && end == port_arg.data() + port_arg.size() && !port_arg.empty(),
+          "--listen", "bad port in '" + o.listen + "' (expected HOST:PORT, PORT a number)");
   require(port >= 0 && port < 65536, "--listen", "port out of range");
   require(o.tls_cert.empty() == o.tls_key.empty(), "--tls-cert",
           "give both --tls-cert and --tls-key");

@@ -15,11 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "runtime/util/error.h"
+
 namespace myelin::pool {
 
-class ProtocolError : public std::invalid_argument {
+// A malformed message is bad input like any other (the one bad-input type).
+class ProtocolError : public InputError {
  public:
-  using std::invalid_argument::invalid_argument;
+  using InputError::InputError;
 };
 
 // What a contributor says about its machine (shown, never trusted).

@@ -88,8 +88,10 @@ if "$MYELIN" pool --help >/dev/null 2>&1; then # built with the pool
   expect2 "--job" pool stop --pool http://127.0.0.1:9 --token t --job 0
   expect2 "--job" pool ledger --pool http://127.0.0.1:9 --token t --job -3
   expect2 "--max-upload-mb" pool serve --state-dir st --max-upload-mb 1e30
-  expect2 "--ranks" contribute --pool http://127.0.0.1:9 --token t --ranks -1
-  expect2 "--timeout" contribute --pool http://127.0.0.1:9 --token t --timeout 0
+  expect2 "--listen: bad port" pool serve --state-dir st --listen 127.0.0.1:8470abc
+  echo t > token.txt
+  expect2 "--ranks" contribute --pool http://127.0.0.1:9 --token-file token.txt --ranks -1
+  expect2 "--timeout" contribute --pool http://127.0.0.1:9 --token-file token.txt --timeout 0
 fi
 # Sampling feeds the newline and the prompt's bytes to the model: each must be
 # inside the vocabulary (a vocabulary under 256 lacks some bytes).
