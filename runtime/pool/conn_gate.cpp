@@ -300,6 +300,19 @@ class Gate {
     if (--per_ip_[c->ip] <= 0) per_ip_.erase(c->ip);
   }
 
+  // After an SSL call that returned r <= 0: true when it only has to wait
+  // for the socket (remembering which direction), false when the connection
+  // failed.
+  static bool ssl_would_block(Conn& c, int r) {
+    const int e = SSL_get_error(c.ssl.get(), r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      c.want_write = e == SSL_ERROR_WANT_WRITE;
+      return true;
+    }
+    ERR_clear_error();
+    return false;
+  }
+
   // Reads what is available; false when the connection is finished (closed
   // by the peer, an error, or a failed handshake).
   bool read_some(Conn& c) {
@@ -313,13 +326,7 @@ class Gate {
             c.want_write = false;
             continue;
           }
-          const int e = SSL_get_error(c.ssl.get(), r);
-          if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            c.want_write = e == SSL_ERROR_WANT_WRITE;
-            return true;
-          }
-          ERR_clear_error();
-          return false;
+          return ssl_would_block(c, r);
         }
         const int r = SSL_read(c.ssl.get(), tmp, sizeof(tmp));
         if (r > 0) {
@@ -327,13 +334,7 @@ class Gate {
           if (c.avail() > o_.max_head_bytes + o_.small_body) return true;
           continue;
         }
-        const int e = SSL_get_error(c.ssl.get(), r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-          c.want_write = e == SSL_ERROR_WANT_WRITE;
-          return true;
-        }
-        ERR_clear_error();
-        return false;
+        return ssl_would_block(c, r);
       }
       const ssize_t r = ::recv(c.fd, tmp, sizeof(tmp), 0);
       if (r > 0) {
