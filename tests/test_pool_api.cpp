@@ -107,6 +107,18 @@ TEST(PoolApi, NamesBelongToTheirTokenAndNobodyActsForAnother) {
   EXPECT_FALSE(st["contributors"][0].contains("token"));
 }
 
+TEST(PoolApi, OneTokenRegistersABoundedNumberOfNames) {
+  Pool p;
+  const auto join = [&](const std::string& token, const std::string& name) {
+    return p.call("POST", "/api/join", token, R"({"name": ")" + name + R"("})").status;
+  };
+  for (std::int64_t i = 0; i < kMaxNamesPerToken; ++i)
+    EXPECT_EQ(join(p.alice, "box" + std::to_string(i)), 200) << i;
+  EXPECT_EQ(join(p.alice, "one-too-many"), 403);
+  EXPECT_EQ(join(p.alice, "box0"), 200);       // a name it holds stays usable
+  EXPECT_EQ(join(p.bob, "one-too-many"), 200); // the cap is per token
+}
+
 TEST(PoolApi, BadBodiesAre400WithJsonAnswers) {
   Pool p;
   for (const char* body :

@@ -204,6 +204,16 @@ JoinResponse PoolState::join(const TokenInfo& who, const JoinRequest& req) {
         .bind_all(hw, now, id)
         .run();
   } else {
+    // A token registers at most kMaxNamesPerToken names, ever: enough for one
+    // volunteer's machines, too few to shed a bad rating by rejoining under
+    // fresh names again and again.
+    auto count = db_.prepare("SELECT COUNT(*) FROM contributors WHERE token_id = ?");
+    count.bind(1, who.id);
+    count.step();
+    if (count.i64(0) >= kMaxNamesPerToken)
+      throw Refused(403, "this token already registered " + std::to_string(kMaxNamesPerToken) +
+                             " contributor names, the most one token may hold; join under one of "
+                             "them");
     db_.prepare("INSERT INTO contributors(token_id, name, hardware, state, joined, last_seen) "
                 "VALUES(?, ?, ?, 'idle', ?, ?)")
         .bind_all(who.id, name, hw, now, now)

@@ -41,6 +41,9 @@ struct UploadMeta {
   double receive_s = 0; // measured by the server: seconds spent reading the body
 };
 
+// The most contributor names one token may register (see PoolState::join).
+inline constexpr std::int64_t kMaxNamesPerToken = 8;
+
 class PoolState {
  public:
   PoolState(const std::string& state_dir, double heartbeat_timeout_s, bool quiet);
@@ -55,7 +58,8 @@ class PoolState {
   // Contributors. A contributor name belongs to the token that registered it
   // (joining under another token's name is refused with 403), and every call
   // checks that the contributor belongs to the calling token (403 otherwise;
-  // nothing changes).
+  // nothing changes). A token registers at most kMaxNamesPerToken names (403
+  // for more); rejoining under a name it holds is always allowed.
   JoinResponse join(const TokenInfo& who, const JoinRequest& req);
   void heartbeat(const TokenInfo& who, const HeartbeatRequest& req);
   void leave(const TokenInfo& who, std::int64_t cid);
