@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <unordered_set>
+
+#include "runtime/data/loader.h"
 
 #include "runtime/util/rng.h"
 
 namespace myelin {
 namespace {
+constexpr std::uint64_t kMaxHeldOutDraw = 1'000'000;
 std::string pad(std::uint64_t v, int width) {
   std::string s = std::to_string(v);
   return std::string(std::size_t(std::max(0, width - int(s.size()))), '0') + s;
@@ -61,12 +65,26 @@ std::string synthetic_addition(std::uint64_t examples, int digits, std::uint64_t
 std::vector<AdditionProblem> held_out_addition(std::uint64_t count, int digits,
                                                std::uint64_t seed) {
   const std::uint64_t limit = operand_limit(digits);
-  Rng64 rng(seed);
+  if (count > kMaxHeldOutDraw) throw std::out_of_range("held_out_addition: count above 10^6");
   std::vector<AdditionProblem> out;
-  out.reserve(count);
+  if (limit * limit <= kMaxHeldOutDraw) {
+    // Few pairs: list the whole held-out set, then take a seeded random order.
+    std::vector<AdditionProblem> all;
+    for (std::uint64_t a = 0; a < limit; ++a)
+      for (std::uint64_t b = 0; b < limit; ++b)
+        if (addition_held_out({a, b}, digits)) all.push_back({a, b});
+    for (const std::uint64_t i : permutation(all.size(), seed)) {
+      if (out.size() == count) break;
+      out.push_back(all[i]);
+    }
+    return out;
+  }
+  // At least 10^8 pairs, about 5 x 10^6 held out: draw until `count` distinct.
+  Rng64 rng(seed);
+  std::unordered_set<std::uint64_t> seen;
   while (out.size() < count) {
     const AdditionProblem p = draw(rng, limit);
-    if (addition_held_out(p, digits)) out.push_back(p);
+    if (addition_held_out(p, digits) && seen.insert(p.a * limit + p.b).second) out.push_back(p);
   }
   return out;
 }

@@ -31,7 +31,8 @@ bool addition_held_out(const AdditionProblem& p, int digits);
 // Training text: `examples` lines "prompt answer\n" of problems outside the
 // held-out set. digits in 1..9.
 std::string synthetic_addition(std::uint64_t examples, int digits, std::uint64_t seed);
-// `count` problems drawn (with repetition) from the held-out set.
+// min(count, size of the held-out set) distinct held-out problems in a seeded
+// random order; count <= 10^6.
 std::vector<AdditionProblem> held_out_addition(std::uint64_t count, int digits, std::uint64_t seed);
 
 } // namespace myelin

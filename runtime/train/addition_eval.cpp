@@ -22,7 +22,7 @@ ExactMatch addition_exact_match(Engine& engine, int digits, std::uint64_t exampl
   const auto problems = held_out_addition(examples, digits, kAdditionEvalSeed);
   ExactMatch r;
   for (std::size_t i = std::size_t(part); i < problems.size(); i += std::size_t(parts)) {
-    std::vector<int> tokens = {'\n'};
+    std::vector<int> tokens;
     for (const std::uint16_t t : ByteTokenizer::encode(addition_prompt(problems[i], digits)))
       tokens.push_back(t);
     const auto answer = greedy_continue(engine, tokens, digits + 1, window);
