@@ -6,11 +6,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "runtime/data/make_shards.h"
+#include "runtime/data/shard.h"
 #include "runtime/data/synthetic.h"
+#include "runtime/data/tokenizer.h"
 #include "runtime/model/generate.h"
 #include "runtime/model/init.h"
 #include "runtime/train/addition_eval.h"
@@ -94,6 +98,29 @@ TEST(AdditionTask, HeldOutSetIsAboutOneInTwentyAndDrawnWithoutRepeats) {
     seen.insert(p.a * 1'000'000 + p.b);
   }
   EXPECT_EQ(seen.size(), 2000u);
+}
+
+TEST(AdditionTask, ShardsOfWholeLinesStartAtALine) {
+  // 1003 lines of 10 tokens; a 10% validation share and 999-token shards
+  // are rounded down to whole lines: 1000 validation tokens, 990-token shards.
+  const std::string text = synthetic_addition(1003, 2, 4);
+  const auto dir = std::filesystem::temp_directory_path() / "myelin_test_addition_shards";
+  std::filesystem::remove_all(dir);
+  const auto split =
+      write_token_shards(ByteTokenizer::encode(text), dir.string(), "add", 0.1, 999, 10);
+  ASSERT_EQ(split.val.size(), 1u);
+  EXPECT_EQ(shard_token_count(split.val[0]), 1000u);
+  std::size_t at = 1000;
+  for (const auto& f : split.train) {
+    const auto toks = read_shard(f, 256);
+    EXPECT_TRUE(toks.size() == 990 || &f == &split.train.back()) << f << ": " << toks.size();
+    // Every shard starts with the first digit of a line: the line before ends at `at`.
+    EXPECT_EQ(text[at - 1], '\n') << f;
+    EXPECT_EQ(std::string(toks.begin(), toks.begin() + 10), text.substr(at, 10)) << f;
+    at += toks.size();
+  }
+  EXPECT_EQ(at, text.size());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Generate, GreedyTakesTheArgmaxOfEachNextTokenFromTheWindow) {
