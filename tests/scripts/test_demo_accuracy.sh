@@ -30,7 +30,8 @@ awk -v a="$first" -v b="$pct" 'BEGIN { exit !(b >= 20 && b >= a + 15) }' ||
 m="$WORK/demo/metrics.jsonl"
 [ "$(wc -l < "$m")" = $steps ] || fail "metrics has $(wc -l < "$m") lines"
 [ "$(grep -c '"exact_match":' "$m")" = $((steps / 100)) ] || fail "exact_match not in every 100th step"
-l0=$(losses "$m" | head -20 | awk '{ s += $1 } END { print s / NR }')
-l1=$(losses "$m" | tail -20 | awk '{ s += $1 } END { print s / NR }')
+losses "$m" > losses.txt
+l0=$(awk 'NR <= 20 { s += $1 } END { print s / 20 }' losses.txt)
+l1=$(awk -v n=$steps 'NR > n - 20 { s += $1 } END { print s / 20 }' losses.txt)
 awk -v a="$l0" -v b="$l1" 'BEGIN { exit !(b < a - 0.5) }' || fail "loss $l0 -> $l1 did not fall"
 echo "demo accuracy: $line (step 100: $first%), loss $l0 -> $l1"
