@@ -1,7 +1,9 @@
 // Exact-match evaluation of a byte-level model on held-out addition problems
-// (runtime/data/synthetic.h): the model reads "\n" + the prompt ("042+517="),
-// continues greedily for digits+1 tokens, and a problem counts as solved only
-// when every answer digit matches. The problems are those of
+// (runtime/data/synthetic.h): the model reads the prompt ("042+517=") from
+// position 0, where a row of `myelin data synthetic` shards read with a
+// sequence length that is a multiple of the line length always holds the start
+// of a line; it continues greedily for digits+1 tokens, and a problem counts
+// as solved only when every answer digit matches. The problems are those of
 // held_out_addition(examples, digits, kAdditionEvalSeed), never in any
 // training text `myelin data synthetic` writes.
 #pragma once
