@@ -64,7 +64,10 @@ int data_main(const Args& args) {
   } else {
     throw InputError("mode: expected `text` or `synthetic`, got '" + mode + "'");
   }
-  const ShardSplit s = write_token_shards(tokens, out_dir, prefix, val_frac, shard_tokens);
+  // Synthetic lines have one length ("a+b=" and digits+1 answer digits and a
+  // newline): shards start at a line.
+  const std::size_t record = mode == "synthetic" ? 3 * std::size_t(digits) + 4 : 1;
+  const ShardSplit s = write_token_shards(tokens, out_dir, prefix, val_frac, shard_tokens, record);
   std::cout << "wrote " << tokens.size() << " tokens (vocab 256, byte-level): " << s.train.size()
             << " train shard(s), " << s.val.size() << " val shard(s) in " << out_dir << "\n";
   for (const auto& f : s.train) std::cout << "  " << f << "\n";

@@ -131,6 +131,13 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
                                 "print a text sample every N steps (byte-level models)")(
       "sample-len", po::value(&o.sample_len)->default_value(o.sample_len), "tokens per sample")(
       "sample-prompt", po::value(&o.sample_prompt), "text the sample continues")(
+      "eval-task", po::value(&o.eval_task),
+      "exact-match accuracy on held-out problems of a synthetic task (addition), at each "
+      "validation and at the end")("eval-digits",
+                                   po::value(&o.eval_digits)->default_value(o.eval_digits),
+                                   "--eval-task addition: digits per operand (as the data's)")(
+      "eval-examples", po::value(&o.eval_examples)->default_value(o.eval_examples),
+      "--eval-task: held-out problems scored")(
       "log-every", po::value(&o.log_every)->default_value(o.log_every),
       "terminal line every N steps")("quiet", po::bool_switch(&o.quiet), "no terminal output");
   po::options_description all("myelin train");

@@ -62,6 +62,15 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
   in_range(o.sample_every, 0, kMaxSteps, "--sample-every");
   in_range(o.sample_len, 1, kMaxSeqLen, "--sample-len");
   in_range(o.log_every, 1, kMaxSteps, "--log-every");
+  require(o.eval_task.empty() || o.eval_task == "addition", "--eval-task",
+          "expected addition, got '" + o.eval_task + "'");
+  in_range(o.eval_digits, 1, 9, "--eval-digits");
+  in_range(o.eval_examples, 1, 1'000'000, "--eval-examples");
+  // "\n" + "a+b=" + all answer digits but the last: the window one problem needs.
+  require(o.eval_task.empty() || o.seq_len >= 3 * o.eval_digits + 3, "--eval-digits",
+          std::to_string(o.eval_digits) +
+              "-digit problems need --seq-len >= " + std::to_string(3 * o.eval_digits + 3));
+  require(o.eval_task.empty() || o.pp == 1, "--eval-task", "needs --pp 1 (a whole model)");
   require(o.data_ranks > 0 && o.data_ranks <= kMaxRanks && o.data_rank >= 0 &&
               o.data_rank < o.data_ranks,
           "--data-slice", "expected 0 <= rank < ranks <= " + std::to_string(kMaxRanks));

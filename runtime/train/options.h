@@ -81,6 +81,12 @@ struct TrainOptions {
   int sample_every = 0;
   int sample_len = 64;
   std::string sample_prompt = "";
+  // Exact-match accuracy on held-out problems of a synthetic task
+  // (runtime/train/addition_eval.h), printed at each validation and at the
+  // end: "" = off, "addition" with operands of eval_digits digits.
+  std::string eval_task;
+  int eval_digits = 3;
+  int eval_examples = 500;
   int log_every = 1;
   bool quiet = false;
 };

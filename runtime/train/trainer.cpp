@@ -16,6 +16,7 @@
 #include "runtime/io/model_file.h"
 #include "runtime/io/output_path.h"
 #include "runtime/io/train_state.h"
+#include "runtime/model/generate.h"
 #include "runtime/model/init.h"
 #include "runtime/optim/schedule.h"
 #include "runtime/parallel/grad_sync.h"
@@ -135,6 +136,11 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
                                      mesh_->dp_rank(), mesh_->dp_size(), cfg_.vocab_size, false, 0);
   if (opt_.sample_every > 0 && cfg_.vocab_size <= ByteTokenizer::kVocab && mesh_->pp_size() == 1)
     (void)sample_start_tokens(opt_.sample_prompt, cfg_.vocab_size);
+  require(opt_.eval_task.empty() ||
+              (cfg_.vocab_size > '=' && cfg_.vocab_size <= ByteTokenizer::kVocab),
+          "--eval-task",
+          "needs a byte-level model (vocabulary of 62..256 tokens), this one has " +
+              std::to_string(cfg_.vocab_size));
   inputs_.resize(std::size_t(opt_.batch_size) * opt_.seq_len);
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
@@ -293,10 +299,7 @@ std::string Trainer::sample(int len, std::uint64_t seed) {
   std::vector<int> toks = sample_start_tokens(opt_.sample_prompt, cfg_.vocab_size);
   std::vector<float> logits(cfg_.padded_vocab_size);
   for (int i = 0; i < len; ++i) {
-    const int T = std::min<int>(int(toks.size()), opt_.seq_len);
-    const int* window = toks.data() + toks.size() - T;
-    engine_->forward(0, window, nullptr, 1, T);
-    engine_->last_logits(T - 1, logits);
+    next_token_logits(*engine_, toks, opt_.seq_len, logits);
     float mx = -INFINITY;
     for (int v = 0; v < cfg_.vocab_size; ++v) mx = std::max(mx, logits[v]);
     double sum = 0;
@@ -314,6 +317,19 @@ std::string Trainer::sample(int len, std::uint64_t seed) {
   }
   sample_rng_ = rng.state();
   return ByteTokenizer::decode(std::vector<int>(toks.begin() + 1, toks.end()));
+}
+
+ExactMatch Trainer::evaluate_task() {
+  if (opt_.eval_task.empty()) return {};
+  ExactMatch r = addition_exact_match(*engine_, opt_.eval_digits, std::uint64_t(opt_.eval_examples),
+                                      opt_.seq_len, mesh_->dp_rank(), mesh_->dp_size());
+  if (mesh_->world_size() > 1) {
+    double counts[2] = {double(r.correct), double(r.total)};
+    mesh_->world().all_reduce(counts, 2, CommDType::kF64, ReduceOp::kSum);
+    r.correct = std::uint64_t(counts[0]);
+    r.total = std::uint64_t(counts[1]);
+  }
+  return r;
 }
 
 StepMetrics Trainer::step() {
@@ -363,12 +379,13 @@ void Trainer::log(const StepMetrics& m) {
       << ",\"ms\":" << m.ms;
     if (m.mfu > 0) j << ",\"mfu\":" << m.mfu;
     if (m.val_loss) j << ",\"val_loss\":" << *m.val_loss;
+    if (m.exact_match) j << ",\"exact_match\":" << *m.exact_match;
     j << "}\n";
     metrics_->out << j.str();
     metrics_->out.flush();
   }
   if (opt_.quiet || !is_logger()) return;
-  if (m.step % opt_.log_every != 0 && m.step != opt_.steps && !m.val_loss) return;
+  if (m.step % opt_.log_every != 0 && m.step != opt_.steps && !m.val_loss && !m.exact_match) return;
   const double elapsed = now_s() - started_s_;
   const double per = elapsed / std::max(1, m.step - start_step_);
   char line[256];
@@ -386,11 +403,16 @@ void Trainer::log(const StepMetrics& m) {
     std::snprintf(extra, sizeof(extra), " | val %.4f", *m.val_loss);
     out += extra;
   }
+  if (m.exact_match) {
+    std::snprintf(extra, sizeof(extra), " | exact %.1f%%", *m.exact_match);
+    out += extra;
+  }
   std::cout << out << std::endl;
 }
 
 std::vector<StepMetrics> Trainer::run() {
   std::vector<StepMetrics> all;
+  ExactMatch score; // the newest --eval-task score
   started_s_ = now_s();
   if (!opt_.quiet && is_logger()) {
     std::cout << "model " << cfg_.describe() << " | " << engine_->layout().total / 1e6
@@ -416,6 +438,12 @@ std::vector<StepMetrics> Trainer::run() {
     StepMetrics m = step();
     if (val_ && opt_.val_every > 0 && (m.step % opt_.val_every == 0 || m.step == opt_.steps))
       m.val_loss = evaluate();
+    const bool last =
+        m.step == opt_.steps || (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
+    if (!opt_.eval_task.empty() && (last || (opt_.val_every > 0 && m.step % opt_.val_every == 0))) {
+      score = evaluate_task();
+      m.exact_match = score.percent();
+    }
     log(m);
     all.push_back(m);
     if (opt_.sample_every > 0 && (m.step % opt_.sample_every == 0 || m.step == opt_.steps)) {
@@ -423,11 +451,11 @@ std::vector<StepMetrics> Trainer::run() {
       if (!s.empty() && !opt_.quiet && is_logger())
         std::cout << "sample at step " << m.step << ":\n" << s << "\n---" << std::endl;
     }
-    const bool last =
-        m.step == opt_.steps || (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
     if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || last))
       save_checkpoint(m.step);
   }
+  if (score.total > 0 && !opt_.quiet && is_logger())
+    std::cout << score.describe() << " after step " << step_ << std::endl;
   if (!opt_.save_path.empty()) save(opt_.save_path);
   return all;
 }

@@ -14,6 +14,7 @@
 #include "runtime/data/loader.h"
 #include "runtime/model/engine.h"
 #include "runtime/parallel/pipeline.h"
+#include "runtime/train/addition_eval.h"
 #include "runtime/train/options.h"
 
 namespace myelin {
@@ -24,6 +25,7 @@ struct StepMetrics {
   double ms = 0, tokens_per_s = 0;
   double mfu = 0; // model FLOP utilisation; 0 where the device's peak is unknown
   std::optional<float> val_loss;
+  std::optional<double> exact_match; // percent, with --eval-task
 };
 
 class GradSync;
@@ -44,6 +46,9 @@ class Trainer {
   int start_step() const { return start_step_; }
   float evaluate(); // mean validation loss over val_batches batches
   std::string sample(int len, std::uint64_t seed);
+  // --eval-task's score on held-out problems, all data-parallel ranks together
+  // (collective); the total is 0 without --eval-task.
+  ExactMatch evaluate_task();
   // Whole model parameters, host fp32 (collective over the pipeline when pp > 1).
   std::vector<float> params();
   std::size_t optimizer_bytes_saved() const;

@@ -97,6 +97,14 @@ fi
 # inside the vocabulary (a vocabulary under 256 lacks some bytes).
 expect2 "--sample-prompt" train "${ok[@]}" "${data[@]}" --vocab 64 --sample-every 1 --sample-prompt A
 expect2 "--sample-every" train "${ok[@]}" --train-data small.bin --vocab 8 --sample-every 1
+# The exact-match evaluation: a known task, digits and counts in range, whole
+# problems inside a row, a whole byte-level model.
+expect2 "--eval-task: expected addition" train "${ok[@]}" "${data[@]}" --eval-task multiplication
+expect2 "--eval-digits: expected 1..9" train "${ok[@]}" "${data[@]}" --eval-task addition --eval-digits 0
+expect2 "--seq-len >= 18" train "${ok[@]}" "${data[@]}" --eval-task addition --eval-digits 5
+expect2 "--eval-examples" train "${ok[@]}" "${data[@]}" --eval-task addition --eval-examples 0
+expect2 "--eval-task: needs --pp 1" train "${ok[@]}" "${data[@]}" --eval-task addition --eval-digits 2 --pp 2
+expect2 "--eval-task: needs a byte-level model" train "${ok[@]}" --train-data small.bin --vocab 8 --eval-task addition --eval-digits 2
 # Outputs are checked before training starts (no step runs).
 expect2 "--save" train --layers 1 --channels 16 --heads 2 --max-seq-len 16 --seq-len 16 \
   --batch-size 2 --steps 50 "${data[@]}" --save nodir/model.bin
