@@ -102,8 +102,7 @@ int serve(const ServeOptions& o) {
   const std::string host = o.listen.substr(0, colon);
   const std::string port_arg = o.listen.substr(colon + 1);
   int port = -1;
-  const auto [end, ec] =
-      std::from_chars(port_arg.data(), port_arg.data() + port_arg.size(), port);
+  const auto [end, ec] = std::from_chars(port_arg.data(), port_arg.data() + port_arg.size(), port);
   require(ec == std::errc() && end == port_arg.data() + port_arg.size() && !port_arg.empty(),
           "--listen", "bad port in '" + o.listen + "' (expected HOST:PORT, PORT a number)");
   require(port >= 0 && port < 65536, "--listen", "port out of range");
