@@ -572,7 +572,7 @@ void Agent::one_round(const Assignment& w) {
   if (o_.debug_corrupt == "scale100")
     for (auto& v : g) v *= 100.0f;
   const Codec codec = parse_codec(w.compression);
-  const std::string body = encode(g, codec, w.block_size);
+  const std::string body = encode(g, {job, round, params_checksum(global_)}, codec, w.block_size);
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
   char q[256];
   std::snprintf(

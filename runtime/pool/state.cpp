@@ -31,6 +31,7 @@ struct PoolState::JobRt {
   std::unique_ptr<Engine> eval;
   std::unique_ptr<DataLoader> val;
   std::vector<int> in, tg;
+  std::map<std::int64_t, std::uint64_t> model_sums; // round -> params_checksum of its model
 };
 
 namespace {
@@ -84,6 +85,17 @@ PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   rt->cfg = rt->spec.shape;
   rt->n = std::size_t(st.i64(1));
   return *(jobs_[job] = std::move(rt));
+}
+
+std::optional<std::uint64_t> PoolState::model_checksum(std::int64_t job, std::int64_t round) {
+  JobRt& rt = job_rt(job);
+  if (auto it = rt.model_sums.find(round); it != rt.model_sums.end()) return it->second;
+  const std::string p = model_path(job, round);
+  if (!fs::exists(p)) return std::nullopt; // pruned: the round is long closed
+  const std::uint64_t sum = params_checksum(load_model(p).params);
+  if (rt.model_sums.size() > 8) rt.model_sums.erase(rt.model_sums.begin());
+  rt.model_sums[round] = sum;
+  return sum;
 }
 
 float PoolState::evaluate(JobRt& rt, const std::vector<float>& params) {
@@ -365,8 +377,17 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     throw Refused(400, e.what());
   }
 
+  // The upload names where it comes from; anything else is refused.
+  if (d.origin.job != m.job || d.origin.round != m.round)
+    throw Refused(409, "upload made for job " + std::to_string(d.origin.job) + " round " +
+                           std::to_string(d.origin.round) + ", posted to job " +
+                           std::to_string(m.job) + " round " + std::to_string(m.round));
+
   std::lock_guard lk(mu_);
   JobRt& rt = job_rt(m.job);
+  if (const auto want = model_checksum(m.job, m.round); want && *want != d.origin.model_checksum)
+    throw Refused(409, "upload did not start from the global model of round " +
+                           std::to_string(m.round) + " (model checksum mismatch)");
   auto js = db_.prepare("SELECT status, round FROM jobs WHERE id = ?");
   js.bind(1, m.job);
   if (!js.step()) throw Refused(404, "no job " + std::to_string(m.job));

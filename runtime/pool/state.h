@@ -96,6 +96,8 @@ class PoolState {
   void seal_ledger();
   void close_round(std::int64_t job, std::int64_t round);
   float evaluate(JobRt& rt, const std::vector<float>& params);
+  // params_checksum of a round's global model (cached); nullopt once pruned.
+  std::optional<std::uint64_t> model_checksum(std::int64_t job, std::int64_t round);
   std::string job_dir(std::int64_t job) const;
   std::string model_path(std::int64_t job, std::int64_t round) const;
   std::string momentum_path(std::int64_t job, std::int64_t round) const;
