@@ -12,6 +12,16 @@
 
 namespace myelin::pool {
 
+TrainSettings train_settings(const JobSpec& s) {
+  TrainSettings t;
+  t.batch_size = s.batch_size, t.seq_len = s.seq_len, t.grad_accum = s.grad_accum;
+  t.lr = s.inner_lr, t.lr_schedule = s.lr_schedule, t.warmup_steps = s.warmup_steps;
+  t.weight_decay = s.weight_decay, t.grad_clip = s.grad_clip, t.beta1 = s.beta1;
+  t.beta2 = s.beta2, t.seed = s.seed;
+  t.total_steps = std::int64_t(s.rounds) * s.inner_steps;
+  return t;
+}
+
 TrainOptions inner_train_options(const TrainSettings& t, std::int64_t slot, std::int64_t slots,
                                  const std::string& model, const std::string& data_glob,
                                  const std::string& device, int threads) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
 #include "runtime/train/options.h"
 
@@ -23,6 +24,9 @@ class Trainer;
 }
 
 namespace myelin::pool {
+
+// The inner-loop settings every assignment of a job carries.
+TrainSettings train_settings(const JobSpec& s);
 
 // The trainer options of an assignment's settings: model file, shard glob,
 // data slice `slot` of `slots`.
