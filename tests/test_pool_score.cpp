@@ -23,17 +23,32 @@ namespace fs = std::filesystem;
 
 TEST(PoolScore, VerdictRejectsNoGainAndNoMoreThanOtherRows) {
   ScoreResult honest{2.0, 1.5, 2.0, 1.8}; // own rows -0.5, others -0.2
-  EXPECT_EQ(score_verdict(honest), "");
+  EXPECT_EQ(score_verdict(honest, 0), "");
   ScoreResult zero{2.0, 2.0, 2.0, 2.0};
-  EXPECT_NE(score_verdict(zero).find("does not lower"), std::string::npos);
+  EXPECT_NE(score_verdict(zero, 0).find("does not lower"), std::string::npos);
   ScoreResult harmful{2.0, 2.3, 2.0, 2.2};
-  EXPECT_NE(score_verdict(harmful).find("does not lower"), std::string::npos);
+  EXPECT_NE(score_verdict(harmful, 0).find("does not lower"), std::string::npos);
   ScoreResult other_data{2.0, 1.8, 2.0, 1.5}; // helps other rows more than its own
-  EXPECT_NE(score_verdict(other_data).find("no more than"), std::string::npos);
+  EXPECT_NE(score_verdict(other_data, 0).find("no more than"), std::string::npos);
   ScoreResult tie{2.0, 1.8, 2.0, 1.8};
-  EXPECT_NE(score_verdict(tie), "");
+  EXPECT_NE(score_verdict(tie, 0), "");
   ScoreResult nan{2.0, NAN, 2.0, 1.8};
-  EXPECT_NE(score_verdict(nan), "");
+  EXPECT_NE(score_verdict(nan, 0), "");
+  // Within the round's noise a small shortfall passes; far outside it fails.
+  ScoreResult close{2.0, 1.79, 2.0, 1.78}; // own 0.21, other 0.22
+  EXPECT_EQ(score_verdict(close, 0.01), "");
+  EXPECT_NE(score_verdict(harmful, 0.01), "");
+}
+
+TEST(PoolScore, NoiseIsARobustSpread) {
+  std::vector<ScoreResult> r;
+  for (double d : {0.01, -0.01, 0.02, 0.0, -0.02}) r.push_back({1.0, 0.9 - d, 1.0, 0.9});
+  const double honest = score_noise(r);
+  EXPECT_NEAR(honest, 1.4826 * 0.01, 1e-9);
+  // One wild upload hardly moves it (a mean/variance would explode).
+  r.push_back({1.0, 5.0, 1.0, 0.9});
+  EXPECT_LT(score_noise(r), 2 * honest);
+  EXPECT_EQ(score_noise({r[0], r[1]}), 0.0);
 }
 
 TEST(PoolRating, BetaBernoulliWithForgetting) {

@@ -154,7 +154,9 @@ class Agent {
   std::vector<float> global_;
   GPT2Config global_cfg_;
   bool truncated_once_ = false;
-  std::string last_body_; // the previous upload (--debug-corrupt replay)
+  // --debug-corrupt replay: this and the previous round's honest uploads.
+  std::string last_body_, prev_body_;
+  std::int64_t last_round_ = -1;
 
   // Several ranks: the mpirun child's command.
   int ranks_ = 1;
@@ -561,8 +563,11 @@ void Agent::one_round(const Assignment& w) {
   corrupt(g, round);
   const Codec codec = parse_codec(w.compression);
   std::string body = encode(g, {job, round, params_checksum(global_)}, codec, w.block_size);
-  if (o_.debug_corrupt == "replay") std::swap(body, last_body_); // re-send the previous upload
-  if (body.empty()) body = last_body_;                           // (its first round: honest)
+  if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
+    if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
+    last_round_ = round;
+    if (!prev_body_.empty()) body = prev_body_; // (its first round: honest)
+  }
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
   char q[256];
   std::snprintf(

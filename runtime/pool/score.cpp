@@ -1,22 +1,44 @@
 #include "runtime/pool/score.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 namespace myelin::pool {
 
-std::string score_verdict(const ScoreResult& s) {
-  const double a = s.improvement_assigned(), o = s.improvement_other();
-  char b[200];
+double score_noise(const std::vector<ScoreResult>& round) {
+  if (round.size() < 3) return 0;
+  std::vector<double> d;
+  for (const auto& s : round) {
+    const double x = s.improvement_assigned() - s.improvement_other();
+    if (std::isfinite(x)) d.push_back(x);
+  }
+  if (d.size() < 3) return 0;
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t k = v.size() / 2;
+    return v.size() % 2 ? v[k] : 0.5 * (v[k - 1] + v[k]);
+  };
+  const double m = median(d);
+  for (auto& x : d) x = std::fabs(x - m);
+  return 1.4826 * median(d);
+}
+
+std::string score_verdict(const ScoreResult& s, double noise) {
+  const double a = s.improvement_assigned(), o = s.improvement_other(), slack = 3 * noise;
+  char b[240];
   if (!std::isfinite(a) || !std::isfinite(o)) return "score: the loss is not finite";
-  if (a <= 0) {
-    std::snprintf(b, sizeof(b), "score: does not lower the loss of its own rows (%+.3g)", -a);
+  if (a + slack <= 0) {
+    std::snprintf(b, sizeof(b),
+                  "score: does not lower the loss of its own rows (%+.3g; round noise %.2g)", -a,
+                  noise);
     return b;
   }
-  if (a <= o) {
+  if (a + slack <= o) {
     std::snprintf(b, sizeof(b),
-                  "score: lowers the loss of its own rows (%.3g) no more than other rows' (%.3g)",
-                  a, o);
+                  "score: lowers the loss of its own rows (%.3g) no more than other rows' (%.3g; "
+                  "round noise %.2g)",
+                  a, o, noise);
     return b;
   }
   return "";
@@ -71,19 +93,22 @@ ScoreResult Scorer::score(std::span<const float> global, std::span<const float> 
                           const ScoreRows& rows) {
   ScoreResult r;
   if (spec_.score_batches <= 0) return r;
-  // The comparison rows: another slice of the same global batches, or (one
-  // slice) the next round's rows.
+  // The round's last score_batches micro-batches of its rows (the inner
+  // steps fit those most), and as many of another slice of the same global
+  // batches, or (one slice) of the next round's rows.
   const std::uint64_t round_batches = std::uint64_t(spec_.inner_steps) * spec_.grad_accum;
+  const std::uint64_t n =
+      std::min<std::uint64_t>(std::uint64_t(spec_.score_batches), round_batches);
+  const std::uint64_t own_pos = rows.batch_position + round_batches - n;
   const std::int64_t other_slot = rows.slots > 1 ? (rows.slot + 1) % rows.slots : rows.slot;
-  const std::uint64_t other_pos =
-      rows.slots > 1 ? rows.batch_position : rows.batch_position + round_batches;
+  const std::uint64_t other_pos = rows.slots > 1 ? own_pos : rows.batch_position + round_batches;
   engine_->set_params(global);
-  r.assigned_before = loss(rows.slot, rows.batch_position);
+  r.assigned_before = loss(rows.slot, own_pos);
   r.other_before = loss(other_slot, other_pos);
   work_.resize(global.size());
   for (std::size_t i = 0; i < global.size(); ++i) work_[i] = global[i] - g[i];
   engine_->set_params(work_);
-  r.assigned_after = loss(rows.slot, rows.batch_position);
+  r.assigned_after = loss(rows.slot, own_pos);
   r.other_after = loss(other_slot, other_pos);
   return r;
 }

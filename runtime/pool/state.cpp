@@ -405,17 +405,22 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     throw Refused(400, e.what());
   }
 
-  // The upload names where it comes from; anything else is refused.
+  // The upload names where it comes from; anything else is refused (409).
+  // A refused upload in the contributor's own open round is also recorded
+  // as rejected (a failed trial for its rating), so the round does not wait
+  // for it.
+  std::string refusal;
   if (d.origin.job != m.job || d.origin.round != m.round)
-    throw Refused(409, "upload made for job " + std::to_string(d.origin.job) + " round " +
-                           std::to_string(d.origin.round) + ", posted to job " +
-                           std::to_string(m.job) + " round " + std::to_string(m.round));
+    refusal = "refused: upload made for job " + std::to_string(d.origin.job) + " round " +
+              std::to_string(d.origin.round) + ", posted to job " + std::to_string(m.job) +
+              " round " + std::to_string(m.round) + " (a replayed upload)";
 
   std::lock_guard lk(mu_);
   JobRt& rt = job_rt(m.job);
-  if (const auto want = model_checksum(m.job, m.round); want && *want != d.origin.model_checksum)
-    throw Refused(409, "upload did not start from the global model of round " +
-                           std::to_string(m.round) + " (model checksum mismatch)");
+  if (const auto want = model_checksum(m.job, m.round);
+      refusal.empty() && want && *want != d.origin.model_checksum)
+    refusal = "refused: upload did not start from the global model of round " +
+              std::to_string(m.round) + " (model checksum mismatch)";
   auto js = db_.prepare("SELECT status, round FROM jobs WHERE id = ?");
   js.bind(1, m.job);
   if (!js.step()) throw Refused(404, "no job " + std::to_string(m.job));
@@ -450,7 +455,8 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   std::string reason;
   const std::int64_t expected = std::int64_t(rt.spec.tokens_per_round());
   // The most serious problem is the one recorded: bad values first.
-  reason = check_finite(d.values);
+  if (!refusal.empty() && (!slot || m.round != cur)) throw Refused(409, refusal);
+  reason = refusal.empty() ? check_finite(d.values) : refusal;
   const bool non_finite = !reason.empty();
   if (reason.empty()) {
     if (m.round < cur)
@@ -485,7 +491,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
                 unix_now(), m.receive_s, since_assigned,
                 reason.empty() ? std::optional<double>() : std::optional<double>(0.0))
       .run();
-  if (non_finite) { // bad values are a failed trial for the rating (rating.h)
+  if (non_finite) { // bad values or a refused origin: a failed trial (rating.h)
     auto q = db_.prepare("SELECT rating_alpha, rating_beta FROM contributors WHERE id = ?");
     q.bind(1, m.contributor);
     if (q.step()) {
@@ -499,6 +505,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
       .bind_all(unix_now(), m.contributor)
       .run();
   tx.commit();
+  if (!refusal.empty()) throw Refused(409, refusal);
   if (!quiet_)
     std::cout << "pool: job " << m.job << " round " << m.round << ": upload from contributor "
               << m.contributor << " (" << body.size() << " bytes, " << codec_name(d.codec) << ") "
@@ -687,11 +694,16 @@ void PoolState::compute_close(CloseWork& w) {
   const double t_score = unix_now();
   if (s.score_batches > 0) {
     if (!rt.scorer) rt.scorer = std::make_unique<Scorer>(s, rt.cfg);
+    std::vector<ScoreResult> scored;
     for (auto& row : w.rows) {
       if (!row.reason.empty() || row.slot < 0) continue;
       row.score = rt.scorer->score(params, row.g, {row.slot, s.max_contributors, batch_position});
-      if (auto v = score_verdict(*row.score); !v.empty()) row.reason = v, row.failures = 1;
+      scored.push_back(*row.score);
     }
+    const double noise = score_noise(scored);
+    for (auto& row : w.rows)
+      if (row.reason.empty() && row.score)
+        if (auto v = score_verdict(*row.score, noise); !v.empty()) row.reason = v, row.failures = 1;
   }
   w.score_s = unix_now() - t_score;
 
