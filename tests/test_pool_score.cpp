@@ -38,6 +38,12 @@ TEST(PoolScore, VerdictRejectsNoGainAndNoMoreThanOtherRows) {
   ScoreResult close{2.0, 1.79, 2.0, 1.78}; // own 0.21, other 0.22
   EXPECT_EQ(score_verdict(close, 0.01), "");
   EXPECT_NE(score_verdict(harmful, 0.01), "");
+  // An upload's own standard error counts when the round has no estimate
+  // (one or two uploads).
+  ScoreResult close_own{2.0, 1.79, 2.0, 1.78, 0.01};
+  EXPECT_EQ(score_verdict(close_own, 0), "");
+  ScoreResult harmful_own{2.0, 2.3, 2.0, 2.2, 0.01};
+  EXPECT_NE(score_verdict(harmful_own, 0), "");
 }
 
 TEST(PoolScore, NoiseIsARobustSpread) {

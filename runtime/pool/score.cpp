@@ -24,7 +24,8 @@ double score_noise(const std::vector<ScoreResult>& round) {
   return 1.4826 * median(d);
 }
 
-std::string score_verdict(const ScoreResult& s, double noise) {
+std::string score_verdict(const ScoreResult& s, double round_noise) {
+  const double noise = std::max(round_noise, std::isfinite(s.noise) ? s.noise : 0.0);
   const double a = s.improvement_assigned(), o = s.improvement_other(), slack = 3 * noise;
   char b[240];
   if (!std::isfinite(a) || !std::isfinite(o)) return "score: the loss is not finite";
@@ -72,21 +73,21 @@ Scorer::Scorer(const JobSpec& spec, const GPT2Config& cfg) : spec_(spec), cfg_(c
 
 Scorer::~Scorer() = default;
 
-// Mean loss over score_batches micro-batches of slice `slot` from global
-// batch `pos` (the engine holds the parameters to judge).
-double Scorer::loss(std::int64_t slot, std::uint64_t pos) {
+// The loss of each of `n` micro-batches of slice `slot` from global batch
+// `pos` (the engine holds the parameters to judge).
+std::vector<double> Scorer::losses(std::int64_t slot, std::uint64_t pos, std::uint64_t n) {
   auto& l = loaders_[slot];
   if (!l)
     l = std::make_unique<DataLoader>(spec_.train_data, "job.train_data", spec_.batch_size,
                                      spec_.seq_len, int(slot), spec_.max_contributors,
                                      cfg_.vocab_size, false, 0);
   l->set_position(l->position_at(pos));
-  double sum = 0;
-  for (int i = 0; i < spec_.score_batches; ++i) {
+  std::vector<double> out;
+  for (std::uint64_t i = 0; i < n; ++i) {
     l->next(in_.data(), tg_.data());
-    sum += engine_->eval_loss(in_.data(), tg_.data(), spec_.batch_size, spec_.seq_len);
+    out.push_back(engine_->eval_loss(in_.data(), tg_.data(), spec_.batch_size, spec_.seq_len));
   }
-  return sum / spec_.score_batches;
+  return out;
 }
 
 ScoreResult Scorer::score(std::span<const float> global, std::span<const float> g,
@@ -103,13 +104,27 @@ ScoreResult Scorer::score(std::span<const float> global, std::span<const float> 
   const std::int64_t other_slot = rows.slots > 1 ? (rows.slot + 1) % rows.slots : rows.slot;
   const std::uint64_t other_pos = rows.slots > 1 ? own_pos : rows.batch_position + round_batches;
   engine_->set_params(global);
-  r.assigned_before = loss(rows.slot, own_pos);
-  r.other_before = loss(other_slot, other_pos);
+  const auto own0 = losses(rows.slot, own_pos, n), other0 = losses(other_slot, other_pos, n);
   work_.resize(global.size());
   for (std::size_t i = 0; i < global.size(); ++i) work_[i] = global[i] - g[i];
   engine_->set_params(work_);
-  r.assigned_after = loss(rows.slot, own_pos);
-  r.other_after = loss(other_slot, other_pos);
+  const auto own1 = losses(rows.slot, own_pos, n), other1 = losses(other_slot, other_pos, n);
+  // Means, and the batch-to-batch spread of the per-batch gains (pooled over
+  // both groups): the standard error of the own-minus-other difference.
+  double ss = 0, gain_own = 0, gain_other = 0;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    r.assigned_before += own0[i] / n, r.assigned_after += own1[i] / n;
+    r.other_before += other0[i] / n, r.other_after += other1[i] / n;
+  }
+  gain_own = r.improvement_assigned(), gain_other = r.improvement_other();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const double a = own0[i] - own1[i] - gain_own, o = other0[i] - other1[i] - gain_other;
+    ss += a * a + o * o;
+  }
+  if (n >= 2) {
+    const double var = ss / double(2 * (n - 1)); // per-batch variance of a gain
+    r.noise = std::sqrt(2 * var / double(n));    // of (mean own gain - mean other gain)
+  }
   return r;
 }
 

@@ -10,14 +10,16 @@
 // saw), but on a few batches of a small model that gain is within the
 // batch-to-batch noise. So the verdicts allow for the round's measured noise
 // (score_noise: a robust spread of the uploads' own-minus-other gains, the
-// honest majority's scatter): an upload is rejected when its own rows' loss
+// honest majority's scatter; or, when larger, the upload's own standard
+// error from the spread of its per-batch gains, which also works for rounds
+// of one or two uploads): an upload is rejected when its own rows' loss
 // does not fall (gain + 3 noise <= 0), or falls no more than the other rows'
 // (gain + 3 noise <= other gain). Three robust standard deviations keep an
 // honest upload's chance of rejection near 0.1% per check; sign-flipped and
 // other harmful updates sit far outside. What the noise hides (zero, random,
 // lazy, other-data updates) is caught by the norm floor and by replays
 // (replay_suspicious asks for one whenever the gain is not clearly above the
-// other rows'). With a single upload the noise is 0 and the rules are strict.
+// other rows').
 #pragma once
 
 #include <cstdint>
@@ -36,6 +38,10 @@ namespace myelin::pool {
 
 struct ScoreResult {
   double assigned_before = 0, assigned_after = 0, other_before = 0, other_after = 0;
+  // This upload's own noise estimate: the standard error of (own gain -
+  // other gain) from the batch-to-batch spread of its per-batch gains (0 with
+  // one score batch).
+  double noise = 0;
   double improvement_assigned() const { return assigned_before - assigned_after; }
   double improvement_other() const { return other_before - other_after; }
 };
@@ -45,8 +51,9 @@ struct ScoreResult {
 // standard deviation for normal scatter, unmoved by a minority of outliers);
 // 0 with fewer than 3.
 double score_noise(const std::vector<ScoreResult>& round);
-// "" when the upload passes, else the reason.
-std::string score_verdict(const ScoreResult& s, double noise);
+// "" when the upload passes, else the reason; the noise allowed is the
+// larger of round_noise and s.noise.
+std::string score_verdict(const ScoreResult& s, double round_noise);
 
 // Whether the coordinator replays an upload: drawn with probability `prob`
 // from a hash of (job, round, contributor), so a run is reproducible and a
@@ -75,7 +82,7 @@ class Scorer {
   ScoreResult score(std::span<const float> global, std::span<const float> g, const ScoreRows& rows);
 
  private:
-  double loss(std::int64_t slot, std::uint64_t pos);
+  std::vector<double> losses(std::int64_t slot, std::uint64_t pos, std::uint64_t n);
 
   JobSpec spec_;
   GPT2Config cfg_;

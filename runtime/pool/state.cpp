@@ -38,7 +38,10 @@ struct PoolState::JobRt {
   // Used only by the round closer (outside the lock; `closing` keeps it one).
   bool closing = false;
   std::unique_ptr<Scorer> scorer;
-  std::map<std::int64_t, std::unique_ptr<InnerTrainer>> replayers; // per data slice
+  // The replay trainer and the data slice it reads (one at a time: a trainer
+  // holds a model's parameters, gradients and AdamW moments).
+  std::unique_ptr<InnerTrainer> replayer;
+  std::int64_t replayer_slot = -1;
 };
 
 // What closing a round takes from the database, works out without the lock,
@@ -169,10 +172,13 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
     params = std::move(mf.params);
     validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   } else {
-    // The coordinator holds the model, its outer momentum and an evaluation
-    // engine (parameters, gradients, AdamW moments): about 6 fp32 copies.
-    require_host_memory(6 * sizeof(float) * *s.shape.param_count(), "job.model",
-                        "the model (" + s.shape.describe() + ")");
+    // The coordinator holds the model, its outer momentum, a decoded upload
+    // per contributor of a round, and three engines (evaluation, scoring,
+    // replay: parameters, gradients, AdamW moments each): about 14 fp32
+    // copies plus one per slot.
+    require_host_memory((14 + std::size_t(s.max_contributors)) * sizeof(float) *
+                            *s.shape.param_count(),
+                        "job.model", "the model (" + s.shape.describe() + ")");
     params = gpt2_init(s.shape, s.seed);
   }
   // Every shard must hold at least one global batch of all slices.
@@ -715,11 +721,14 @@ void PoolState::compute_close(CloseWork& w) {
         !replay_suspicious(row.rating.mean(), row.norm, ref.value,
                            row.score ? &*row.score : nullptr))
       continue;
-    auto& tr = rt.replayers[row.slot];
-    if (!tr)
-      tr = std::make_unique<InnerTrainer>(inner_train_options(
+    if (!rt.replayer || rt.replayer_slot != row.slot) {
+      rt.replayer.reset();
+      rt.replayer = std::make_unique<InnerTrainer>(inner_train_options(
           train_settings(s), row.slot, s.max_contributors, w.model, s.train_data, "cpu", 0));
-    const InnerResult res = tr->run(params, batch_position, w.round * s.inner_steps, s.inner_steps);
+      rt.replayer_slot = row.slot;
+    }
+    const InnerResult res =
+        rt.replayer->run(params, batch_position, w.round * s.inner_steps, s.inner_steps);
     std::vector<float> g(rt.n);
     for (std::size_t i = 0; i < rt.n; ++i) g[i] = params[i] - res.local[i];
     row.replay_diff = relative_difference(row.g, g);
