@@ -97,12 +97,15 @@ TEST(PoolReplay, DrawIsDeterministicWithTheAskedRate) {
 
 TEST(PoolReplay, SuspicionAndRelativeDifference) {
   const ScoreResult clear{2.0, 1.0, 2.0, 1.8}; // 1.0 vs 0.2
-  EXPECT_FALSE(replay_suspicious(0.6, 1.0, 1.0, &clear));
-  EXPECT_TRUE(replay_suspicious(0.4, 1.0, 1.0, &clear)); // failed before
-  EXPECT_TRUE(replay_suspicious(0.6, 0.3, 1.0, &clear)); // too small (lazy)
-  EXPECT_TRUE(replay_suspicious(0.6, 3.0, 1.0, &clear)); // too large (scaled)
-  const ScoreResult thin{2.0, 1.7, 2.0, 1.8};            // 0.3 vs 0.2
-  EXPECT_TRUE(replay_suspicious(0.6, 1.0, 1.0, &thin));
+  EXPECT_FALSE(replay_suspicious(0.6, 1.0, 1.0, &clear, 0));
+  EXPECT_TRUE(replay_suspicious(0.4, 1.0, 1.0, &clear, 0)); // failed before
+  EXPECT_TRUE(replay_suspicious(0.6, 0.3, 1.0, &clear, 0)); // too small (lazy)
+  EXPECT_TRUE(replay_suspicious(0.6, 3.0, 1.0, &clear, 0)); // too large (scaled)
+  // far below the round's median gain (a random update that got lucky)
+  EXPECT_TRUE(replay_suspicious(0.6, 1.0, 1.0, &clear, 3.0));
+  EXPECT_FALSE(replay_suspicious(0.6, 1.0, 1.0, &clear, 1.5));
+  const ScoreResult thin{2.0, 1.7, 2.0, 1.8}; // 0.3 vs 0.2
+  EXPECT_TRUE(replay_suspicious(0.6, 1.0, 1.0, &thin, 0));
   std::vector<float> a = {3, 4}, b = {3, 4};
   EXPECT_EQ(relative_difference(a, b), 0.0);
   b = {3, 4.5f};

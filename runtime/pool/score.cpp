@@ -58,10 +58,13 @@ bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor
   return double(x >> 11) * 0x1.0p-53 < prob;
 }
 
-bool replay_suspicious(double rating, double norm, double reference, const ScoreResult* score) {
+bool replay_suspicious(double rating, double norm, double reference, const ScoreResult* score,
+                       double median_gain) {
   if (rating < 0.5) return true;
   if (reference > 0 && (norm < 0.5 * reference || norm > 2 * reference)) return true;
-  return score && score->improvement_assigned() < 2 * score->improvement_other();
+  if (!score) return false;
+  const double gain = score->improvement_assigned();
+  return gain < 2 * score->improvement_other() || (median_gain > 0 && gain < 0.5 * median_gain);
 }
 
 Scorer::Scorer(const JobSpec& spec, const GPT2Config& cfg) : spec_(spec), cfg_(cfg) {

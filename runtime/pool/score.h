@@ -61,10 +61,12 @@ std::string score_verdict(const ScoreResult& s, double round_noise);
 // always when suspicious (see replay_suspicious).
 bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor, double prob);
 // Suspicious: its rating is below the prior's 0.5 (it failed before), its
-// norm is outside [0.5, 2] x the round's reference, or it lowers its own
-// rows' loss less than twice as much as other rows' (which, on small noisy
-// batches, includes most honest uploads: replays are then the rule).
-bool replay_suspicious(double rating, double norm, double reference, const ScoreResult* score);
+// norm is outside [0.5, 2] x the round's reference, it lowers its own rows'
+// loss less than twice as much as other rows' (which, on small noisy
+// batches, includes most honest uploads: replays are then the rule), or less
+// than half the round's median own-row gain (`median_gain`, 0 = unknown).
+bool replay_suspicious(double rating, double norm, double reference, const ScoreResult* score,
+                       double median_gain);
 
 // Where an assignment's rows and its comparison rows lie.
 struct ScoreRows {

@@ -698,6 +698,7 @@ void PoolState::compute_close(CloseWork& w) {
   // Scoring: each upload alone, on its own rows and on rows it was not given.
   const std::uint64_t batch_position = std::uint64_t(w.round) * s.inner_steps * s.grad_accum;
   const double t_score = unix_now();
+  double median_gain = 0; // the round's median own-row gain (replay_suspicious)
   if (s.score_batches > 0) {
     if (!rt.scorer) rt.scorer = std::make_unique<Scorer>(s, rt.cfg);
     std::vector<ScoreResult> scored;
@@ -707,6 +708,9 @@ void PoolState::compute_close(CloseWork& w) {
       scored.push_back(*row.score);
     }
     const double noise = score_noise(scored);
+    std::vector<double> gains;
+    for (const auto& x : scored) gains.push_back(x.improvement_assigned());
+    median_gain = gains.size() >= 3 ? lower_median(gains) : 0.0;
     for (auto& row : w.rows)
       if (row.reason.empty() && row.score)
         if (auto v = score_verdict(*row.score, noise); !v.empty()) row.reason = v, row.failures = 1;
@@ -719,7 +723,7 @@ void PoolState::compute_close(CloseWork& w) {
     if (!row.reason.empty() || row.slot < 0) continue;
     if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob) &&
         !replay_suspicious(row.rating.mean(), row.norm, ref.value,
-                           row.score ? &*row.score : nullptr))
+                           row.score ? &*row.score : nullptr, median_gain))
       continue;
     if (!rt.replayer || rt.replayer_slot != row.slot) {
       rt.replayer.reset();
