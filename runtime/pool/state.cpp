@@ -539,16 +539,17 @@ void PoolState::tick() {
     for (auto j : running)
       if (!job_rt(j).closing && round_ready(j)) todo.push_back(take_ready(j));
   }
-  for (auto& w : todo) {
+  for (std::size_t i = 0; i < todo.size(); ++i) {
     try {
-      compute_close(*w);
-    } catch (...) {
+      compute_close(*todo[i]);
       std::lock_guard lk(mu_);
-      job_rt(w->job).closing = false;
+      commit_close(*todo[i]);
+    } catch (...) {
+      // This round (and any taken after it) is tried again on a later tick.
+      std::lock_guard lk(mu_);
+      for (std::size_t k = i; k < todo.size(); ++k) todo[k]->rt->closing = false;
       throw;
     }
-    std::lock_guard lk(mu_);
-    commit_close(*w);
   }
   std::lock_guard lk(mu_);
   seal_ledger();
