@@ -158,13 +158,16 @@ int train_main(const Args& args) {
   //   --run-steps H          stop after H steps (the LR schedule still spans --steps)
   //   --resume-optimizer-only  with --resume: weights from --model, AdamW
   //                          state, step and RNG from the checkpoint
+  //   --start-step S         count steps (the LR schedule) from S with fresh
+  //                          AdamW moments (a pool round's start)
   std::string slice;
   po::options_description hidden;
   hidden.add_options()("data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
       "data-start-batch", po::value(&o.data_start_batch), "start at this global batch")(
       "run-steps", po::value(&o.run_steps), "stop after this many steps")(
       "resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only),
-      "weights from --model on resume");
+      "weights from --model on resume")("start-step", po::value(&o.start_step),
+                                        "count steps from here, fresh AdamW");
   po::options_description all;
   all.add(desc).add(hidden);
   po::variables_map vm;

@@ -21,6 +21,7 @@ using namespace myelin;
 using namespace myelin::pool;
 
 namespace {
+const UploadOrigin kOrigin{3, 5, 0x1234abcd5678ef00ull};
 std::vector<float> ramp(std::size_t n, float scale = 1.0f) {
   std::vector<float> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = scale * std::sin(0.37f * float(i)) * float(1 + i % 7);
@@ -30,7 +31,7 @@ std::vector<float> ramp(std::size_t n, float scale = 1.0f) {
 
 TEST(PoolCompress, NoneRoundTripsExactly) {
   const auto x = ramp(1000);
-  const std::string b = encode(x, Codec::kNone);
+  const std::string b = encode(x, kOrigin, Codec::kNone);
   EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * x.size());
   const Decoded d = decode(b, x.size());
   EXPECT_EQ(d.codec, Codec::kNone);
@@ -40,7 +41,7 @@ TEST(PoolCompress, NoneRoundTripsExactly) {
 TEST(PoolCompress, Int8ErrorWithinHalfAStepPerBlock) {
   const std::size_t n = 1000, block = 64;
   const auto x = ramp(n, 0.01f);
-  const std::string b = encode(x, Codec::kInt8, block);
+  const std::string b = encode(x, kOrigin, Codec::kInt8, block);
   EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * ((n + block - 1) / block) + n);
   EXPECT_LT(b.size(), 4 * n / 3); // at least 3x smaller than fp32
   const Decoded d = decode(b, n);
@@ -57,7 +58,7 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
   std::vector<float> x(300, 0.0f);
   x[280] = NAN;
   x[10] = 0.0f;
-  const Decoded d = decode(encode(x, Codec::kInt8, 128), x.size());
+  const Decoded d = decode(encode(x, kOrigin, Codec::kInt8, 128), x.size());
   for (std::size_t i = 0; i < 256; ++i) EXPECT_EQ(d.values[i], 0.0f);
   // the block holding the NaN decodes to NaN, so the finiteness check sees it
   EXPECT_FALSE(check_finite(d.values).empty());
@@ -66,7 +67,7 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
 
 TEST(PoolCompress, MalformedUploadsAreRefused) {
   const auto x = ramp(500);
-  const std::string b = encode(x, Codec::kInt8, 256);
+  const std::string b = encode(x, kOrigin, Codec::kInt8, 256);
   EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), std::invalid_argument); // truncated
   EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);           // no header
   EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                   // padded
@@ -78,6 +79,28 @@ TEST(PoolCompress, MalformedUploadsAreRefused) {
   magic[0] = 'X';
   EXPECT_THROW(decode(magic, x.size()), std::invalid_argument);
   EXPECT_THROW(parse_codec("zstd"), InputError);
+}
+
+TEST(PoolCompress, HeaderCarriesTheOriginUnderTheChecksum) {
+  const auto x = ramp(300);
+  const std::string b = encode(x, kOrigin, Codec::kInt8, 128);
+  EXPECT_EQ(decode(b, x.size()).origin, kOrigin);
+  // Rewriting the round (or the job, or the model checksum) in the header
+  // breaks the checksum: an upload cannot be re-targeted at another round.
+  for (std::size_t off : {24u, 32u, 40u}) {
+    std::string edited = b;
+    edited[off] ^= 0x01;
+    EXPECT_THROW(decode(edited, x.size()), std::invalid_argument) << off;
+  }
+  // Version 1 uploads (no origin) are refused with the reason.
+  std::string v1 = b;
+  v1[4] = 1;
+  try {
+    decode(v1, x.size());
+    FAIL() << "version 1 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("wire version 1"), std::string::npos) << e.what();
+  }
 }
 
 namespace {

@@ -100,10 +100,12 @@ void print_status(const json& status, std::ostream& out) {
       out << line;
     }
   }
-  out << "\nCONTRIBUTORS (compute s: claimed; held s: measured by the coordinator)\n";
-  std::snprintf(line, sizeof(line), "%-4s %-16s %-10s %-12s %-8s %-8s %-10s %-9s %-9s %-9s %s\n",
-                "id", "name", "state", "job/round", "accepted", "rejected", "tokens", "compute",
-                "held", "seen", "hardware");
+  out << "\nCONTRIBUTORS (compute s: claimed; held s: measured by the coordinator; rating: "
+         "reputation, * = benched)\n";
+  std::snprintf(line, sizeof(line),
+                "%-4s %-16s %-10s %-12s %-8s %-8s %-7s %-10s %-9s %-9s %-9s %s\n", "id", "name",
+                "state", "job/round", "accepted", "rejected", "rating", "tokens", "compute", "held",
+                "seen", "hardware");
   out << line;
   for (const auto& c : st.contributors) {
     const Hardware& hw = c.hardware;
@@ -113,11 +115,13 @@ void print_status(const json& status, std::ostream& out) {
     const std::string jr = (c.job ? std::to_string(*c.job) : std::string("-")) + "/" +
                            (c.round ? std::to_string(*c.round) : std::string("-"));
     std::snprintf(line, sizeof(line),
-                  "%-4lld %-16s %-10s %-12s %-8lld %-8lld %-10lld %8.1fs %8.1fs %6.1fs   %s\n",
+                  "%-4lld %-16s %-10s %-12s %-8lld %-8lld %5.3f%-2s %-10lld %8.1fs %8.1fs %6.1fs   "
+                  "%s\n",
                   static_cast<long long>(c.id), c.name.substr(0, 16).c_str(), c.state.c_str(),
                   jr.c_str(), static_cast<long long>(c.accepted),
-                  static_cast<long long>(c.rejected), static_cast<long long>(c.tokens), c.compute_s,
-                  c.measured_s, c.last_seen_s, hws.c_str());
+                  static_cast<long long>(c.rejected), c.rating, c.benched ? "*" : "",
+                  static_cast<long long>(c.tokens), c.compute_s, c.measured_s, c.last_seen_s,
+                  hws.c_str());
     out << line;
   }
 }

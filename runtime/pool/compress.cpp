@@ -13,13 +13,26 @@
 namespace myelin::pool {
 namespace {
 constexpr std::uint32_t kMagic = 0x4750594d; // "MYPG"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::uint32_t kMaxBlock = 1u << 20;
 
 struct Header {
   std::uint32_t magic, version, codec, block;
-  std::uint64_t n, checksum, reserved;
+  std::uint64_t n, checksum;
+  std::int64_t job, round;
+  std::uint64_t model;
 };
+
+// The upload checksum covers the origin fields and the payload.
+std::uint64_t upload_checksum(std::int64_t job, std::int64_t round, std::uint64_t model,
+                              const char* payload, std::size_t bytes) {
+  Fnv1a h;
+  h.add(&job, sizeof(job));
+  h.add(&round, sizeof(round));
+  h.add(&model, sizeof(model));
+  h.add(payload, bytes);
+  return h.h;
+}
 static_assert(sizeof(Header) == kWireHeaderBytes);
 
 std::size_t blocks(std::size_t n, std::uint32_t block) { return (n + block - 1) / block; }
@@ -64,7 +77,8 @@ std::size_t encoded_size(Codec c, std::size_t n, std::uint32_t block) {
   return kWireHeaderBytes + 4 * blocks(n, block) + n;
 }
 
-std::string encode(std::span<const float> x, Codec c, std::uint32_t block) {
+std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
+                   std::uint32_t block) {
   if (c == Codec::kInt8 && (block == 0 || block > kMaxBlock))
     throw std::invalid_argument("int8 block size must be 1.." + std::to_string(kMaxBlock));
   if (c == Codec::kNone) block = 0;
@@ -99,9 +113,10 @@ std::string encode(std::span<const float> x, Codec c, std::uint32_t block) {
       }
     }
   }
-  Fnv1a h;
-  h.add(payload, out.size() - kWireHeaderBytes);
-  Header hd{kMagic, kVersion, std::uint32_t(c), block, n, h.h, 0};
+  const std::uint64_t sum = upload_checksum(origin.job, origin.round, origin.model_checksum,
+                                            payload, out.size() - kWireHeaderBytes);
+  Header hd{kMagic,     kVersion,     std::uint32_t(c),     block, n, sum,
+            origin.job, origin.round, origin.model_checksum};
   std::memcpy(out.data(), &hd, sizeof(hd));
   return out;
 }
@@ -114,7 +129,9 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
   std::memcpy(&hd, bytes.data(), sizeof(hd));
   if (hd.magic != kMagic) throw std::invalid_argument("not a pseudo-gradient (bad magic)");
   if (hd.version != kVersion)
-    throw std::invalid_argument("unsupported wire version " + std::to_string(hd.version));
+    throw std::invalid_argument("unsupported wire version " + std::to_string(hd.version) +
+                                " (expected " + std::to_string(kVersion) +
+                                ": job, round and model checksum in the header)");
   if (hd.codec > 1) throw std::invalid_argument("unknown codec " + std::to_string(hd.codec));
   const Codec c = Codec(hd.codec);
   if (hd.n != expected_n)
@@ -127,11 +144,12 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
     throw std::invalid_argument("upload truncated or padded: " + std::to_string(bytes.size()) +
                                 " bytes, expected " + std::to_string(want));
   const char* payload = bytes.data() + kWireHeaderBytes;
-  Fnv1a h;
-  h.add(payload, bytes.size() - kWireHeaderBytes);
-  if (h.h != hd.checksum) throw std::invalid_argument("checksum mismatch (corrupted upload)");
+  if (upload_checksum(hd.job, hd.round, hd.model, payload, bytes.size() - kWireHeaderBytes) !=
+      hd.checksum)
+    throw std::invalid_argument("checksum mismatch (corrupted upload)");
   Decoded d;
   d.codec = c;
+  d.origin = {hd.job, hd.round, hd.model};
   d.values.resize(hd.n);
   if (c == Codec::kNone) {
     std::memcpy(d.values.data(), payload, 4 * hd.n);

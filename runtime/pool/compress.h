@@ -1,8 +1,12 @@
 // Wire format of a pseudo-gradient upload, and its codecs.
 //
-// Header (40 bytes, little-endian): magic "MYPG", version 1, codec (0 = none,
-// 1 = int8), block size, element count (u64), FNV-1a of the payload (u64),
-// 8 reserved bytes. Payload: none = n fp32; int8 = one fp32 scale per block
+// Header (56 bytes, little-endian): magic "MYPG", version 2, codec (0 = none,
+// 1 = int8), block size, element count (u64), FNV-1a of the origin fields and
+// the payload (u64), then the upload's origin: job id (i64), round (i64) and
+// the checksum (params_checksum) of the global model the contributor started
+// from (u64). The coordinator refuses an upload whose origin is not the
+// round it is posted to (a replayed or re-targeted upload) and version 1
+// uploads, which carry no origin. Payload: none = n fp32; int8 = one fp32 scale per block
 // (max |x| / 127) followed by n int8 values (x ~ q * scale). A block holding a
 // non-finite value gets a NaN scale, so NaN/Inf survive the trip and the
 // coordinator's finiteness check sees them. int8 costs n + 4n/block bytes
@@ -32,18 +36,29 @@ enum class Codec : std::uint32_t { kNone = 0, kInt8 = 1 };
 Codec parse_codec(const std::string& name); // "none" | "int8"; throws InputError
 std::string codec_name(Codec c);
 
-constexpr std::size_t kWireHeaderBytes = 40;
+constexpr std::size_t kWireHeaderBytes = 56;
 // Bytes an encoding of n elements takes.
 std::size_t encoded_size(Codec c, std::size_t n, std::uint32_t block);
 
-std::string encode(std::span<const float> x, Codec c, std::uint32_t block = 256);
+// Where an upload comes from: the job, the round and the global model it
+// started from.
+struct UploadOrigin {
+  std::int64_t job = 0, round = 0;
+  std::uint64_t model_checksum = 0;
+  bool operator==(const UploadOrigin&) const = default;
+};
+
+std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
+                   std::uint32_t block = 256);
 
 struct Decoded {
   std::vector<float> values;
   Codec codec = Codec::kNone;
+  UploadOrigin origin;
 };
 // Decodes and checks magic, version, sizes and checksum against the expected
 // element count; throws std::invalid_argument with a reason when malformed.
+// The origin is returned, not judged (the coordinator compares it).
 Decoded decode(const std::string& bytes, std::size_t expected_n);
 
 constexpr std::size_t kDeltaHeaderBytes = 56;

@@ -21,6 +21,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -29,6 +31,7 @@
 #include "runtime/io/model_file.h"
 #include "runtime/pool/compress.h"
 #include "runtime/pool/hardware.h"
+#include "runtime/pool/inner_train.h"
 #include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
 #include "runtime/train/trainer.h"
@@ -130,6 +133,7 @@ class Agent {
                    const std::string& round_file);
   std::optional<std::vector<float>> train_in_child(const Assignment& w, const std::string& dir,
                                                    const std::string& model, double& loss);
+  void corrupt(std::vector<float>& g, std::int64_t round) const;
   void say(const std::string& s) const {
     if (!o_.quiet) std::cout << "contribute: " << s << std::endl;
   }
@@ -144,19 +148,19 @@ class Agent {
   std::string cache_root_;
 
   // What this agent holds between rounds.
-  std::unique_ptr<Trainer> trainer_;
+  std::unique_ptr<InnerTrainer> trainer_;
   std::int64_t t_job_ = -1, t_slot_ = -1, t_slots_ = -1;
-  std::vector<std::uint64_t> batches_per_file_;
   std::int64_t model_job_ = -1, model_round_ = -1;
   std::vector<float> global_;
   GPT2Config global_cfg_;
   bool truncated_once_ = false;
+  // --debug-corrupt replay: this and the previous round's honest uploads.
+  std::string last_body_, prev_body_;
+  std::int64_t last_round_ = -1;
 
-  // Several ranks: the mpirun child's command and the inner steps run so far
-  // on this job and slice (its AdamW state lives in a checkpoint folder).
+  // Several ranks: the mpirun child's command.
   int ranks_ = 1;
   std::string mpirun_;
-  std::int64_t child_steps_ = 0;
   int child_failures_ = 0;
 };
 
@@ -361,7 +365,6 @@ bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string&
 
 std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, const std::string& dir,
                                                         const std::string& model, double& loss) {
-  const auto job = w.job;
   const auto slot = w.slot, slots = w.slots;
   const int H = int(w.inner_steps);
   const TrainSettings& t = w.train;
@@ -370,22 +373,17 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
     throw InputError("--ranks: the job's batch size " + std::to_string(B) +
                      " does not split over " + std::to_string(dp) +
                      " data-parallel ranks; use a --ranks/--pp whose dp divides it");
-  // AdamW state, step and loader RNG carry over between rounds in a
-  // checkpoint the child resumes from (weights always come from the round's
-  // model); a new job or slice, or a new agent, starts it fresh, as in-process.
+  // Each round starts afresh (AdamW state reset, steps counted from the
+  // round's first global step), as in process (see inner_train.h).
   const fs::path cdir =
       fs::path(dir) / ("ranks_" + std::to_string(ranks_) + "_pp_" + std::to_string(pp));
-  if (t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
-    fs::remove_all(cdir);
-    child_steps_ = 0;
-    t_job_ = job, t_slot_ = slot, t_slots_ = slots;
-  }
   fs::create_directories(cdir);
   const std::string out = (cdir / "local.bin").string(),
                     metrics = (cdir / "metrics.jsonl").string();
   fs::remove(out);
   fs::remove(metrics);
   const std::int64_t total = std::max<std::int64_t>(1, t.total_steps);
+  const std::int64_t start = w.round * H;
   auto num = [](const json& v) { return v.dump(); }; // as the coordinator wrote it
   std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
   std::istringstream extra(o_.mpirun_args);
@@ -403,7 +401,7 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
                      "--grad-accum",
                      num(t.grad_accum),
                      "--steps",
-                     std::to_string(std::max<std::int64_t>(total, child_steps_ + H)),
+                     std::to_string(std::max<std::int64_t>(total, start + H)),
                      "--run-steps",
                      std::to_string(H),
                      "--lr",
@@ -434,14 +432,8 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
                      std::to_string(slot) + "/" + std::to_string(slots),
                      "--data-start-batch",
                      num(w.batch_position),
-                     "--checkpoint-dir",
-                     (cdir / "ckpt").string(),
-                     "--checkpoint-every",
-                     std::to_string(H),
-                     "--keep-checkpoints",
-                     "1",
-                     "--resume",
-                     "--resume-optimizer-only",
+                     "--start-step",
+                     std::to_string(start),
                      "--save",
                      out,
                      "--metrics-out",
@@ -478,8 +470,30 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
     }
   }
   loss = n > 0 ? sum / n : NAN;
-  child_steps_ += H;
   return local;
+}
+
+// Adversary modes (--debug-corrupt, for tests) that change the
+// pseudo-gradient itself.
+void Agent::corrupt(std::vector<float>& g, std::int64_t round) const {
+  const std::string& m = o_.debug_corrupt;
+  if (m == "nan") g[g.size() / 2] = NAN;
+  const float scale = m == "scale100"   ? 100.0f
+                      : m == "scale3"   ? 3.0f
+                      : m == "signflip" ? -1.0f
+                      : m == "zero"     ? 0.0f
+                                        : 1.0f;
+  if (scale != 1.0f)
+    for (auto& v : g) v *= scale;
+  if (m == "noise") { // a random direction with the honest update's norm
+    double norm = 0, rn = 0;
+    for (float v : g) norm += double(v) * v;
+    std::mt19937_64 rng(std::uint64_t(round) * 7919 + std::uint64_t(cid_));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& v : g) v = nd(rng), rn += double(v) * v;
+    const float k = rn > 0 ? float(std::sqrt(norm / rn)) : 0.0f;
+    for (auto& v : g) v *= k;
+  }
 }
 
 void Agent::one_round(const Assignment& w) {
@@ -520,59 +534,40 @@ void Agent::one_round(const Assignment& w) {
     compute = now_s() - t0;
     st_.compute_s += compute;
   } else {
-    if (!trainer_ || t_job_ != job || t_slot_ != slot || t_slots_ != slots) {
-      TrainOptions to;
-      to.model_path = model;
-      to.train_data = (fs::path(dir) / "train_*.bin").string();
-      to.batch_size = B;
-      to.seq_len = T;
-      to.grad_accum = accum;
-      to.steps = int(std::clamp<std::int64_t>(t.total_steps, 1, INT32_MAX));
-      to.lr = float(t.lr);
-      to.lr_schedule = t.lr_schedule;
-      to.warmup_steps = int(t.warmup_steps);
-      to.weight_decay = float(t.weight_decay);
-      to.grad_clip = float(t.grad_clip);
-      to.beta1 = float(t.beta1);
-      to.beta2 = float(t.beta2);
-      to.seed = t.seed;
-      to.device = o_.device;
-      to.threads = o_.threads;
-      to.quiet = true;
-      to.data_rank = int(slot);
-      to.data_ranks = int(slots);
+    // Adversary modes (tests): fewer inner steps, or another slice's rows.
+    const int steps = o_.debug_corrupt == "lazy" ? std::max(1, H / 3) : H;
+    const std::int64_t rows_slot =
+        o_.debug_corrupt == "otherdata" && slots > 1 ? (slot + 1) % slots : slot;
+    if (!trainer_ || t_job_ != job || t_slot_ != rows_slot || t_slots_ != slots) {
       trainer_.reset();
-      trainer_ = std::make_unique<Trainer>(to);
-      t_job_ = job, t_slot_ = slot, t_slots_ = slots;
-      batches_per_file_.clear();
-      const std::uint64_t G = std::uint64_t(slots) * B * T;
-      for (const auto& f : glob_files(to.train_data, "shards"))
-        batches_per_file_.push_back((shard_token_count(f) - 1) / G);
+      trainer_ = std::make_unique<InnerTrainer>(
+          inner_train_options(t, rows_slot, slots, model, (fs::path(dir) / "train_*.bin").string(),
+                              o_.device, o_.threads));
+      t_job_ = job, t_slot_ = rows_slot, t_slots_ = slots;
     }
-    trainer_->set_params(global_);
-    trainer_->set_data_position(position_after(batches_per_file_, w.batch_position));
-
     set_state("training");
     const double t0 = now_s();
-    for (int h = 0; h < H; ++h) {
+    InnerResult res = trainer_->run(global_, w.batch_position, round * H, steps, [&] {
       if (g_stop) throw Stopped{};
-      loss += trainer_->step().loss;
       if (o_.debug_step_delay_ms > 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(o_.debug_step_delay_ms));
-    }
-    loss /= H;
+    });
+    loss = res.loss;
     compute = now_s() - t0;
     st_.compute_s += compute;
-    local = trainer_->params();
+    local = std::move(res.local);
   }
 
   std::vector<float> g(local.size());
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
-  if (o_.debug_corrupt == "nan") g[g.size() / 2] = NAN;
-  if (o_.debug_corrupt == "scale100")
-    for (auto& v : g) v *= 100.0f;
+  corrupt(g, round);
   const Codec codec = parse_codec(w.compression);
-  const std::string body = encode(g, codec, w.block_size);
+  std::string body = encode(g, {job, round, params_checksum(global_)}, codec, w.block_size);
+  if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
+    if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
+    last_round_ = round;
+    if (!prev_body_.empty()) body = prev_body_; // (its first round: honest)
+  }
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
   char q[256];
   std::snprintf(
@@ -725,9 +720,12 @@ int Agent::run() {
 
 int run_contributor(const ContributeOptions& o) {
   require(o.device == "cpu" || o.device == "cuda", "--device", "expected cpu or cuda");
-  require(o.debug_corrupt.empty() || o.debug_corrupt == "nan" || o.debug_corrupt == "scale100" ||
-              o.debug_corrupt == "truncate",
-          "--debug-corrupt", "expected nan, scale100 or truncate");
+  static const std::set<std::string> modes = {"",         "nan",    "scale100", "truncate",
+                                              "signflip", "scale3", "zero",     "noise",
+                                              "replay",   "lazy",   "otherdata"};
+  require(modes.count(o.debug_corrupt) == 1, "--debug-corrupt",
+          "expected nan, scale100, truncate, signflip, scale3, zero, noise, replay, lazy or "
+          "otherdata");
   require(!o.client.token.empty(), "--token-file",
           "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
   require(o.ranks >= 0 && o.ranks <= 4096, "--ranks", "expected 0..4096");

@@ -3,7 +3,8 @@
 // shards once, the global model only when its round differs from the one it
 // holds, and then only the lossless delta from the older round it holds when
 // the coordinator still keeps that snapshot), trains H inner AdamW steps on its data slice with the
-// same Trainer as `myelin train`, uploads the compressed pseudo-gradient (global - local) and
+// same Trainer as `myelin train` (through pool/inner_train.h, which the coordinator's replays
+// share; AdamW restarts every round), uploads the compressed pseudo-gradient (global - local) and
 // repeats. SIGINT/SIGTERM leave the pool cleanly (an unfinished round is dropped); a crash costs
 // only the unfinished round. With several ranks
 // (--ranks, or several --gpus) the inner steps run in an mpirun child
@@ -36,7 +37,10 @@ struct ContributeOptions {
   std::string stats_out;       // JSON summary written at exit
   bool quiet = false;
   // Test-only fault injection (hidden flags): corrupt = nan | scale100 |
-  // truncate; step delay slows each inner step down.
+  // truncate, or an adversary: signflip (-g) | scale3 (3g) | zero | noise (a
+  // random direction with g's norm) | replay (re-sends the previous round's
+  // upload) | lazy (a third of the inner steps) | otherdata (trains on the
+  // next slice's rows); step delay slows each inner step down.
   std::string debug_corrupt;
   int debug_step_delay_ms = 0;
 };

@@ -35,14 +35,14 @@ th { background: #eee; }
 <svg id="curve" width="640" height="260" viewBox="0 0 640 260" xmlns="http://www.w3.org/2000/svg"></svg>
 <h2>Contributors</h2>
 <table id="contributors"><thead><tr><th>id</th><th>name</th><th>hardware</th><th>state</th><th>job / round / slot</th>
-<th>accepted</th><th>rejected</th><th>tokens</th><th>compute s (claimed)</th><th>held s (measured)</th><th>bytes received</th><th>last seen</th></tr></thead><tbody></tbody></table>
+<th>accepted</th><th>rejected</th><th>rating</th><th>tokens</th><th>compute s (claimed)</th><th>held s (measured)</th><th>bytes received</th><th>last seen</th></tr></thead><tbody></tbody></table>
 <h2>Rounds</h2>
 <table id="rounds"><thead><tr><th>round</th><th>status</th><th>accepted</th><th>rejected</th><th>tokens</th>
 <th>train loss</th><th>val loss</th><th>update norm</th><th>seconds</th></tr></thead><tbody></tbody></table>
 <h2>Ledger</h2>
 <div class="muted" id="ledger-head"></div>
 <table id="ledger"><thead><tr><th>seq</th><th>job</th><th>round</th><th>contributor</th><th>tokens</th><th>compute s (claimed)</th>
-<th>held s (measured)</th><th>receive s (measured)</th><th>bytes received</th><th>uncompressed</th><th>norm</th><th>status</th><th>reason</th><th>hash</th></tr></thead><tbody></tbody></table>
+<th>held s (measured)</th><th>receive s (measured)</th><th>bytes received</th><th>uncompressed</th><th>norm</th><th>loss drop own / other rows</th><th>replay diff</th><th>weight</th><th>rating</th><th>status</th><th>reason</th><th>hash</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
 // The page and its data are public unless the pool runs with --private; then
@@ -145,7 +145,7 @@ async function refresh() {
     fill("contributors", (st.contributors || []).map(c => [c.id, c.name, hw(c.hardware),
       {text: c.state, cls: "state-" + c.state},
       (c.job === null ? "-" : c.job) + " / " + (c.round === null ? "-" : c.round) + " / " + (c.slot === null ? "-" : c.slot),
-      c.accepted, c.rejected, c.tokens, fmt(c.compute_s, 1), fmt(c.measured_s, 1), c.bytes_received,
+      c.accepted, c.rejected, fmt(c.rating, 3) + (c.benched ? " (benched)" : ""), c.tokens, fmt(c.compute_s, 1), fmt(c.measured_s, 1), c.bytes_received,
       fmt(c.last_seen_s, 1) + " s ago"]));
     fill("rounds", job ? job.history.slice().reverse().slice(0, 50).map(r => [r.round, r.status,
       r.accepted, r.rejected, r.tokens, fmt(r.train_loss), fmt(r.val_loss), fmt(r.update_norm),
@@ -156,7 +156,9 @@ async function refresh() {
       "chain head: row " + job.ledger_head.seq + ", SHA-256 " + job.ledger_head.hash : "";
     fill("ledger", led.slice().reverse().slice(0, 200).map(x => [x.seq === null ? "-" : x.seq, x.job, x.round,
       x.contributor, x.tokens, fmt(x.compute_s, 2), fmt(x.since_assigned_s, 2), fmt(x.receive_s, 3), x.bytes,
-      x.raw_bytes, fmt(x.norm), {text: x.status, cls: x.status}, x.reason, x.hash ? x.hash.slice(0, 12) : "-"]));
+      x.raw_bytes, fmt(x.norm), x.score_assigned === undefined ? "-" : fmt(x.score_assigned) + " / " + fmt(x.score_other),
+      x.replay_diff === undefined ? "-" : fmt(x.replay_diff), x.weight === undefined ? "-" : fmt(x.weight, 3),
+      x.rating === undefined ? "-" : fmt(x.rating, 3), {text: x.status, cls: x.status}, x.reason, x.hash ? x.hash.slice(0, 12) : "-"]));
     document.getElementById("error").textContent = "";
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString() +
       " - " + (st.contributors || []).length + " contributors, " + jobs.length + " jobs";

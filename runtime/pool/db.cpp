@@ -180,6 +180,20 @@ CREATE TABLE IF NOT EXISTS contributions(
   add_column_if_missing(db, "contributions", "since_assigned_s", "REAL");
   add_column_if_missing(db, "contributions", "seq", "INTEGER");
   add_column_if_missing(db, "contributions", "hash", "TEXT");
+  // Scoring, replays and ratings (score.h, rating.h): a contribution's loss
+  // changes on its own and on other rows, its replay's relative difference,
+  // its share of the outer average and the contributor's rating after it.
+  add_column_if_missing(db, "contributions", "weight", "REAL");
+  add_column_if_missing(db, "contributions", "score_assigned", "REAL");
+  add_column_if_missing(db, "contributions", "score_other", "REAL");
+  add_column_if_missing(db, "contributions", "replay_diff", "REAL");
+  add_column_if_missing(db, "contributions", "rating", "REAL");
+  add_column_if_missing(db, "contributors", "rating_alpha", "REAL NOT NULL DEFAULT 1");
+  add_column_if_missing(db, "contributors", "rating_beta", "REAL NOT NULL DEFAULT 1");
+  add_column_if_missing(db, "contributors", "benched", "INTEGER NOT NULL DEFAULT 0");
+  add_column_if_missing(db, "rounds", "score_s", "REAL");
+  add_column_if_missing(db, "rounds", "replay_s", "REAL");
+  add_column_if_missing(db, "rounds", "replays", "INTEGER");
   db.exec("CREATE INDEX IF NOT EXISTS contributions_unsealed ON contributions(id) WHERE hash IS "
           "NULL");
   tx.commit();

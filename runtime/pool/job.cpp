@@ -119,7 +119,12 @@ JobSpec parse_job(const json& j) {
                                 "loss_check",
                                 "loss_tolerance",
                                 "val_batches",
-                                "keep_snapshots"};
+                                "keep_snapshots",
+                                "score_batches",
+                                "min_norm_factor",
+                                "replay_prob",
+                                "replay_tolerance",
+                                "bench_rating"};
   for (const auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -185,6 +190,11 @@ JobSpec parse_job(const json& j) {
   f.number("loss_tolerance", s.loss_tolerance, 0, kHuge);
   f.integer("val_batches", s.val_batches, 1, 1'000'000);
   f.integer("keep_snapshots", s.keep_snapshots, 2, 1'000'000);
+  f.integer("score_batches", s.score_batches, 0, 1'000);
+  f.number("min_norm_factor", s.min_norm_factor, 0, 1, false, true);
+  f.number("replay_prob", s.replay_prob, 0, 1);
+  f.number("replay_tolerance", s.replay_tolerance, 0, 1, true);
+  f.number("bench_rating", s.bench_rating, 0, 1, false, true);
 
   require(!s.name.empty() && s.name.size() <= 200, "job.name", "expected 1..200 characters");
   require(!s.train_data.empty() || !s.train_files.empty(), "job.train_data",
@@ -243,6 +253,11 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["loss_tolerance"] = s.loss_tolerance;
   j["val_batches"] = s.val_batches;
   j["keep_snapshots"] = s.keep_snapshots;
+  j["score_batches"] = s.score_batches;
+  j["min_norm_factor"] = s.min_norm_factor;
+  j["replay_prob"] = s.replay_prob;
+  j["replay_tolerance"] = s.replay_tolerance;
+  j["bench_rating"] = s.bench_rating;
   return j;
 }
 

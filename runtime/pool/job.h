@@ -15,8 +15,16 @@
 //   "rounds": 10, "min_contributors": 1, "max_contributors": 4,
 //   "round_deadline_s": 300, "compression": "int8", "block_size": 256,
 //   "norm_factor": 10, "max_norm": 0, "loss_check": false, "loss_tolerance": 0.05,
-//   "val_batches": 4, "keep_snapshots": 3
+//   "val_batches": 4, "keep_snapshots": 3,
+//   "score_batches": 2, "min_norm_factor": 0.25, "replay_prob": 0.25,
+//   "replay_tolerance": 0.05, "bench_rating": 0.3
 // }
+// Scoring (score.h): each upload's loss change on score_batches batches of its
+// own rows and as many of rows it was not given (0 = no scoring); norms below
+// min_norm_factor x the round's reference are rejected. Replays (replay.h):
+// each upload is re-run with probability replay_prob (always when suspicious)
+// and rejected when it differs by more than replay_tolerance (relative L2).
+// Rating (rating.h): a contributor rated below bench_rating carries no weight.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -54,6 +62,10 @@ struct JobSpec {
   double loss_tolerance = 0.05;
   int val_batches = 4;
   int keep_snapshots = 3;
+  int score_batches = 2;
+  double min_norm_factor = 0.25;
+  double replay_prob = 0.25, replay_tolerance = 0.05;
+  double bench_rating = 0.3;
 
   // Tokens one contributor processes in one round.
   std::uint64_t tokens_per_round() const {

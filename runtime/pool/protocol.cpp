@@ -364,7 +364,9 @@ void to_json(json& j, const ContributorStatus& r) {
        {"joined", r.joined},
        {"last_seen_s", r.last_seen_s},
        {"compute_s", r.compute_s},
-       {"measured_s", r.measured_s}};
+       {"measured_s", r.measured_s},
+       {"rating", r.rating},
+       {"benched", r.benched}};
 }
 void from_json(const json& j, ContributorStatus& r) {
   const std::string p = "contributors[]";
@@ -389,6 +391,13 @@ void from_json(const json& j, ContributorStatus& r) {
   r.last_seen_s = num0(j, "last_seen_s", p);
   r.compute_s = num0(j, "compute_s", p);
   r.measured_s = num0(j, "measured_s", p);
+  r.rating = 0.5;
+  if (find(j, "rating", p, false)) r.rating = num0(j, "rating", p);
+  r.benched = false;
+  if (const json* b = find(j, "benched", p, false)) {
+    if (!b->is_boolean()) bad("contributors[].benched", "expected true or false");
+    r.benched = b->get<bool>();
+  }
 }
 
 void to_json(json& j, const StatusResponse& r) {

@@ -135,6 +135,10 @@ struct ContributorStatus {
   std::optional<std::int64_t> job, round, slot;
   std::int64_t accepted = 0, rejected = 0, tokens = 0, bytes_received = 0;
   double joined = 0, last_seen_s = 0, compute_s = 0, measured_s = 0;
+  // Its reputation (rating.h) and whether the last round it was judged in
+  // benched it (weight 0 below the job's bench_rating).
+  double rating = 0.5;
+  bool benched = false;
 };
 struct StatusResponse {
   double time = 0, heartbeat_timeout_s = 0;

@@ -13,8 +13,11 @@
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "runtime/pool/compress.h"
+#include "runtime/pool/inner_train.h"
 #include "runtime/pool/ledger.h"
 #include "runtime/pool/outer_opt.h"
+#include "runtime/pool/rating.h"
+#include "runtime/pool/score.h"
 #include "runtime/pool/validate.h"
 #include "runtime/util/error.h"
 #include "runtime/util/host_memory.h"
@@ -31,6 +34,40 @@ struct PoolState::JobRt {
   std::unique_ptr<Engine> eval;
   std::unique_ptr<DataLoader> val;
   std::vector<int> in, tg;
+  std::map<std::int64_t, std::uint64_t> model_sums; // round -> params_checksum of its model
+  // Used only by the round closer (outside the lock; `closing` keeps it one).
+  bool closing = false;
+  std::unique_ptr<Scorer> scorer;
+  // The replay trainer and the data slice it reads (one at a time: a trainer
+  // holds a model's parameters, gradients and AdamW moments).
+  std::unique_ptr<InnerTrainer> replayer;
+  std::int64_t replayer_slot = -1;
+};
+
+// What closing a round takes from the database, works out without the lock,
+// and writes back.
+struct PoolState::CloseWork {
+  std::int64_t job = 0, round = 0;
+  JobRt* rt = nullptr;
+  double started = 0, prev_median = 0;
+  struct Row {
+    std::int64_t id = 0, cid = 0, tokens = 0, slot = -1;
+    double norm = 0;
+    std::optional<double> loss;
+    std::string file, reason;
+    Rating rating;
+    std::vector<float> g;
+    std::optional<ScoreResult> score;
+    std::optional<double> replay_diff;
+    double weight = 0, failures = 0;
+    bool benched = false;
+  };
+  std::vector<Row> rows;
+  std::string model, momentum, next_model, next_momentum;
+  // results
+  std::int64_t tokens = 0, replays = 0;
+  std::optional<double> update_norm, median_norm, train_loss, val;
+  double score_s = 0, replay_s = 0;
 };
 
 namespace {
@@ -86,6 +123,17 @@ PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   return *(jobs_[job] = std::move(rt));
 }
 
+std::optional<std::uint64_t> PoolState::model_checksum(std::int64_t job, std::int64_t round) {
+  JobRt& rt = job_rt(job);
+  if (auto it = rt.model_sums.find(round); it != rt.model_sums.end()) return it->second;
+  const std::string p = model_path(job, round);
+  if (!fs::exists(p)) return std::nullopt; // pruned: the round is long closed
+  const std::uint64_t sum = params_checksum(load_model(p).params);
+  if (rt.model_sums.size() > 8) rt.model_sums.erase(rt.model_sums.begin());
+  rt.model_sums[round] = sum;
+  return sum;
+}
+
 float PoolState::evaluate(JobRt& rt, const std::vector<float>& params) {
   if (rt.spec.val_files.empty()) return NAN;
   const auto& s = rt.spec;
@@ -124,10 +172,13 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
     params = std::move(mf.params);
     validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   } else {
-    // The coordinator holds the model, its outer momentum and an evaluation
-    // engine (parameters, gradients, AdamW moments): about 6 fp32 copies.
-    require_host_memory(6 * sizeof(float) * *s.shape.param_count(), "job.model",
-                        "the model (" + s.shape.describe() + ")");
+    // The coordinator holds the model, its outer momentum, a decoded upload
+    // per contributor of a round, and three engines (evaluation, scoring,
+    // replay: parameters, gradients, AdamW moments each): about 14 fp32
+    // copies plus one per slot.
+    require_host_memory((14 + std::size_t(s.max_contributors)) * sizeof(float) *
+                            *s.shape.param_count(),
+                        "job.model", "the model (" + s.shape.describe() + ")");
     params = gpt2_init(s.shape, s.seed);
   }
   // Every shard must hold at least one global batch of all slices.
@@ -347,12 +398,7 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   a.compression = codec_name(s.compression);
   a.block_size = std::uint32_t(s.block_size);
   a.deadline_s = std::max(0.0, opened + s.round_deadline_s - now);
-  TrainSettings& t = a.train;
-  t.batch_size = s.batch_size, t.seq_len = s.seq_len, t.grad_accum = s.grad_accum;
-  t.lr = s.inner_lr, t.lr_schedule = s.lr_schedule, t.warmup_steps = s.warmup_steps;
-  t.weight_decay = s.weight_decay, t.grad_clip = s.grad_clip, t.beta1 = s.beta1;
-  t.beta2 = s.beta2, t.seed = s.seed;
-  t.total_steps = std::int64_t(s.rounds) * s.inner_steps;
+  a.train = train_settings(s);
   WorkResponse w;
   w.assignment = std::move(a);
   return w;
@@ -375,8 +421,22 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     throw Refused(400, e.what());
   }
 
+  // The upload names where it comes from; anything else is refused (409).
+  // A refused upload in the contributor's own open round is also recorded
+  // as rejected (a failed trial for its rating), so the round does not wait
+  // for it.
+  std::string refusal;
+  if (d.origin.job != m.job || d.origin.round != m.round)
+    refusal = "refused: upload made for job " + std::to_string(d.origin.job) + " round " +
+              std::to_string(d.origin.round) + ", posted to job " + std::to_string(m.job) +
+              " round " + std::to_string(m.round) + " (a replayed upload)";
+
   std::lock_guard lk(mu_);
   JobRt& rt = job_rt(m.job);
+  if (const auto want = model_checksum(m.job, m.round);
+      refusal.empty() && want && *want != d.origin.model_checksum)
+    refusal = "refused: upload did not start from the global model of round " +
+              std::to_string(m.round) + " (model checksum mismatch)";
   auto js = db_.prepare("SELECT status, round FROM jobs WHERE id = ?");
   js.bind(1, m.job);
   if (!js.step()) throw Refused(404, "no job " + std::to_string(m.job));
@@ -411,7 +471,9 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   std::string reason;
   const std::int64_t expected = std::int64_t(rt.spec.tokens_per_round());
   // The most serious problem is the one recorded: bad values first.
-  reason = check_finite(d.values);
+  if (!refusal.empty() && (!slot || m.round != cur)) throw Refused(409, refusal);
+  reason = refusal.empty() ? check_finite(d.values) : refusal;
+  const bool non_finite = !reason.empty();
   if (reason.empty()) {
     if (m.round < cur)
       reason = "stale: round " + std::to_string(m.round) + " already closed";
@@ -434,24 +496,36 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   Tx tx(db_);
   db_.prepare("INSERT INTO contributions(job_id, round, contributor_id, slot, tokens, compute_s, "
               "train_loss, bytes, raw_bytes, norm, status, reason, file, created, receive_s, "
-              "since_assigned_s) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+              "since_assigned_s, weight) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+              "?)")
       .bind_all(m.job, m.round, m.contributor, slot, tokens, m.compute_s,
                 m.train_loss && std::isfinite(*m.train_loss) ? m.train_loss
                                                              : std::optional<double>(),
                 std::int64_t(body.size()), std::int64_t(4 * n), norm,
                 std::string(reason.empty() ? "pending" : "rejected"), reason,
                 file.empty() ? std::optional<std::string>() : std::optional<std::string>(file),
-                unix_now(), m.receive_s, since_assigned)
+                unix_now(), m.receive_s, since_assigned,
+                reason.empty() ? std::optional<double>() : std::optional<double>(0.0))
       .run();
+  if (non_finite) { // bad values or a refused origin: a failed trial (rating.h)
+    auto q = db_.prepare("SELECT rating_alpha, rating_beta FROM contributors WHERE id = ?");
+    q.bind(1, m.contributor);
+    if (q.step()) {
+      const Rating next = Rating{q.f64(0), q.f64(1)}.updated(0, 1);
+      db_.prepare("UPDATE contributors SET rating_alpha = ?, rating_beta = ? WHERE id = ?")
+          .bind_all(next.alpha, next.beta, m.contributor)
+          .run();
+    }
+  }
   db_.prepare("UPDATE contributors SET state = 'waiting', last_seen = ? WHERE id = ?")
       .bind_all(unix_now(), m.contributor)
       .run();
   tx.commit();
+  if (!refusal.empty()) throw Refused(409, refusal);
   if (!quiet_)
     std::cout << "pool: job " << m.job << " round " << m.round << ": upload from contributor "
               << m.contributor << " (" << body.size() << " bytes, " << codec_name(d.codec) << ") "
               << (reason.empty() ? "pending" : "rejected: " + reason) << std::endl;
-  if (m.round == cur) maybe_close(m.job);
   return {{"status", reason.empty() ? "pending" : "rejected"},
           {"reason", reason},
           {"norm", opt_num(norm)},
@@ -462,18 +536,39 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
 // ---- rounds -----------------------------------------------------------------
 
 void PoolState::tick() {
+  // Rounds close in three steps: take what is ready (under the lock),
+  // compute (decode, score, replay, aggregate, outer step, model files:
+  // without it, so heartbeats, work and uploads are answered meanwhile),
+  // commit (under the lock).
+  std::vector<std::unique_ptr<CloseWork>> todo;
+  {
+    std::lock_guard lk(mu_);
+    std::vector<std::int64_t> running;
+    auto q = db_.prepare("SELECT id FROM jobs WHERE status = 'running'");
+    while (q.step()) running.push_back(q.i64(0));
+    for (auto j : running)
+      if (!job_rt(j).closing && round_ready(j)) todo.push_back(take_ready(j));
+  }
+  for (std::size_t i = 0; i < todo.size(); ++i) {
+    try {
+      compute_close(*todo[i]);
+      std::lock_guard lk(mu_);
+      commit_close(*todo[i]);
+    } catch (...) {
+      // This round (and any taken after it) is tried again on a later tick.
+      std::lock_guard lk(mu_);
+      for (std::size_t k = i; k < todo.size(); ++k) todo[k]->rt->closing = false;
+      throw;
+    }
+  }
   std::lock_guard lk(mu_);
-  std::vector<std::int64_t> running;
-  auto q = db_.prepare("SELECT id FROM jobs WHERE status = 'running'");
-  while (q.step()) running.push_back(q.i64(0));
-  for (auto j : running) maybe_close(j);
   seal_ledger();
 }
 
-void PoolState::maybe_close(std::int64_t job) {
+bool PoolState::round_ready(std::int64_t job) {
   auto js = db_.prepare("SELECT status, round FROM jobs WHERE id = ?");
   js.bind(1, job);
-  if (!js.step() || js.text(0) != "running") return;
+  if (!js.step() || js.text(0) != "running") return false;
   const std::int64_t r = js.i64(1);
   const JobSpec& s = job_rt(job).spec;
   const double now = unix_now(), live_after = now - hb_timeout_;
@@ -496,7 +591,7 @@ void PoolState::maybe_close(std::int64_t job) {
   // The deadline holds whatever the contributors do: slots held without an
   // upload are reclaimed by closing (or, with nothing valid, reopening).
   if (now >= opened + s.round_deadline_s) {
-    if (valid > 0) return close_round(job, r);
+    if (valid > 0) return true;
     Tx tx(db_);
     db_.prepare("UPDATE rounds SET opened = ? WHERE job_id = ? AND round = ?")
         .bind_all(now, job, r)
@@ -511,9 +606,9 @@ void PoolState::maybe_close(std::int64_t job) {
     if (!quiet_)
       std::cout << "pool: job " << job << " round " << r << ": deadline passed without a valid "
                 << "upload; reopened (" << freed << " slots freed)" << std::endl;
-    return;
+    return false;
   }
-  if (valid < s.min_contributors) return;
+  if (valid < s.min_contributors) return false;
   const char* no_upload =
       "NOT EXISTS (SELECT 1 FROM contributions x WHERE x.job_id = ?1 AND x.round = ?2 AND "
       "x.contributor_id = c.id)";
@@ -544,61 +639,131 @@ void PoolState::maybe_close(std::int64_t job) {
   const std::int64_t expected =
       training +
       std::min<std::int64_t>(unassigned, std::max<std::int64_t>(0, s.max_contributors - used));
-  if (expected == 0) close_round(job, r);
+  return expected == 0;
 }
 
-void PoolState::close_round(std::int64_t job, std::int64_t r) {
-  const double t0 = unix_now();
+std::unique_ptr<PoolState::CloseWork> PoolState::take_ready(std::int64_t job) {
+  auto w = std::make_unique<CloseWork>();
   JobRt& rt = job_rt(job);
-  const JobSpec& s = rt.spec;
-  struct Row {
-    std::int64_t id, cid, tokens;
-    double norm;
-    std::optional<double> loss;
-    std::string file, reason;
-    std::vector<float> g;
-  };
-  std::vector<Row> rows;
+  rt.closing = true;
+  w->job = job;
+  w->rt = &rt;
+  w->started = unix_now();
   {
-    auto q = db_.prepare("SELECT id, contributor_id, tokens, norm, train_loss, file FROM "
-                         "contributions WHERE job_id = ? AND round = ? AND status = 'pending' "
-                         "ORDER BY id");
-    q.bind_all(job, r);
-    while (q.step())
-      rows.push_back({q.i64(0), q.i64(1), q.i64(2), q.f64(3), q.opt_f64(4), q.text(5), {}, {}});
+    auto q = db_.prepare("SELECT round FROM jobs WHERE id = ?");
+    q.bind(1, job);
+    q.step();
+    w->round = q.i64(0);
   }
-  for (auto& row : rows) {
+  const std::int64_t r = w->round;
+  auto q = db_.prepare("SELECT x.id, x.contributor_id, x.tokens, x.norm, x.train_loss, x.file, "
+                       "x.slot, c.rating_alpha, c.rating_beta FROM contributions x JOIN "
+                       "contributors c ON c.id = x.contributor_id WHERE x.job_id = ? AND "
+                       "x.round = ? AND x.status = 'pending' ORDER BY x.id");
+  q.bind_all(job, r);
+  while (q.step()) {
+    CloseWork::Row row;
+    row.id = q.i64(0), row.cid = q.i64(1), row.tokens = q.i64(2), row.norm = q.f64(3);
+    row.loss = q.opt_f64(4), row.file = q.text(5);
+    row.slot = q.is_null(6) ? -1 : q.i64(6);
+    row.rating = {q.f64(7), q.f64(8)};
+    w->rows.push_back(std::move(row));
+  }
+  auto m = db_.prepare("SELECT median_norm FROM rounds WHERE job_id = ? AND round < ? AND "
+                       "median_norm IS NOT NULL ORDER BY round DESC LIMIT 1");
+  m.bind_all(job, r);
+  if (m.step()) w->prev_median = m.f64(0);
+  w->model = model_path(job, r), w->next_model = model_path(job, r + 1);
+  w->momentum = momentum_path(job, r), w->next_momentum = momentum_path(job, r + 1);
+  return w;
+}
+
+// Runs without the state lock: touches only `w`, the files it names and the
+// job's scorer, replayers and evaluation engine (only the closer uses them).
+void PoolState::compute_close(CloseWork& w) {
+  JobRt& rt = *w.rt;
+  const JobSpec& s = rt.spec;
+  for (auto& row : w.rows) {
     try {
       row.g = decode(read_file(row.file), rt.n).values;
     } catch (const std::exception& e) {
       row.reason = std::string("stored upload unreadable: ") + e.what();
+      row.failures = 1;
     }
   }
-  double prev_median = 0;
-  {
-    auto q = db_.prepare("SELECT median_norm FROM rounds WHERE job_id = ? AND round < ? AND "
-                         "median_norm IS NOT NULL ORDER BY round DESC LIMIT 1");
-    q.bind_all(job, r);
-    if (q.step()) prev_median = q.f64(0);
-  }
-  {
-    std::vector<double> norms;
-    std::vector<Row*> ok;
-    for (auto& row : rows)
-      if (row.reason.empty()) norms.push_back(row.norm), ok.push_back(&row);
-    const auto verdicts = judge_norms(norms, prev_median, {s.norm_factor, s.max_norm});
-    for (std::size_t i = 0; i < ok.size(); ++i) ok[i]->reason = verdicts[i];
-  }
+  // Norms: bounded above and below by the round's reference.
+  std::vector<double> norms;
+  std::vector<CloseWork::Row*> ok;
+  for (auto& row : w.rows)
+    if (row.reason.empty()) norms.push_back(row.norm), ok.push_back(&row);
+  const NormReference ref = norm_reference(norms, w.prev_median);
+  const auto verdicts =
+      judge_norms(norms, w.prev_median, {s.norm_factor, s.max_norm, s.min_norm_factor});
+  for (std::size_t i = 0; i < ok.size(); ++i)
+    if (!verdicts[i].empty()) ok[i]->reason = verdicts[i], ok[i]->failures = 1;
 
-  std::vector<float> params = load_model(model_path(job, r)).params;
+  std::vector<float> params = load_model(w.model).params;
   std::vector<float> mom(rt.n, 0.0f);
-  if (s.outer_momentum > 0 && fs::exists(momentum_path(job, r)))
-    mom = load_model(momentum_path(job, r)).params;
+  if (s.outer_momentum > 0 && fs::exists(w.momentum)) mom = load_model(w.momentum).params;
+
+  // Scoring: each upload alone, on its own rows and on rows it was not given.
+  const std::uint64_t batch_position = std::uint64_t(w.round) * s.inner_steps * s.grad_accum;
+  const double t_score = unix_now();
+  double median_gain = 0; // the round's median own-row gain (replay_suspicious)
+  if (s.score_batches > 0) {
+    if (!rt.scorer) rt.scorer = std::make_unique<Scorer>(s, rt.cfg);
+    std::vector<ScoreResult> scored;
+    for (auto& row : w.rows) {
+      if (!row.reason.empty() || row.slot < 0) continue;
+      row.score = rt.scorer->score(params, row.g, {row.slot, s.max_contributors, batch_position});
+      scored.push_back(*row.score);
+    }
+    const double noise = score_noise(scored);
+    std::vector<double> gains;
+    for (const auto& x : scored) gains.push_back(x.improvement_assigned());
+    median_gain = gains.size() >= 3 ? lower_median(gains) : 0.0;
+    for (auto& row : w.rows)
+      if (row.reason.empty() && row.score)
+        if (auto v = score_verdict(*row.score, noise); !v.empty()) row.reason = v, row.failures = 1;
+  }
+  w.score_s = unix_now() - t_score;
+
+  // Replays: drawn, or the upload looks suspicious.
+  const double t_replay = unix_now();
+  for (auto& row : w.rows) {
+    if (!row.reason.empty() || row.slot < 0) continue;
+    if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob) &&
+        !replay_suspicious(row.rating.mean(), row.norm, ref.value,
+                           row.score ? &*row.score : nullptr, median_gain))
+      continue;
+    if (!rt.replayer || rt.replayer_slot != row.slot) {
+      rt.replayer.reset();
+      rt.replayer = std::make_unique<InnerTrainer>(inner_train_options(
+          train_settings(s), row.slot, s.max_contributors, w.model, s.train_data, "cpu", 0));
+      rt.replayer_slot = row.slot;
+    }
+    const InnerResult res =
+        rt.replayer->run(params, batch_position, w.round * s.inner_steps, s.inner_steps);
+    std::vector<float> g(rt.n);
+    for (std::size_t i = 0; i < rt.n; ++i) g[i] = params[i] - res.local[i];
+    row.replay_diff = relative_difference(row.g, g);
+    ++w.replays;
+    if (!(*row.replay_diff <= s.replay_tolerance)) {
+      char b[160];
+      std::snprintf(b, sizeof(b),
+                    "replay mismatch: differs from the coordinator's re-run by %.3g (relative "
+                    "L2; tolerance %.3g)",
+                    *row.replay_diff, s.replay_tolerance);
+      row.reason = b;
+      row.failures = Rating::kReplayFailures;
+    }
+  }
+  w.replay_s = unix_now() - t_replay;
 
   if (s.loss_check && !s.val_files.empty()) {
     const float base = evaluate(rt, params);
     std::vector<float> local(rt.n);
-    for (auto& row : rows) {
+    for (auto& row : w.rows) {
       if (!row.reason.empty()) continue;
       for (std::size_t i = 0; i < rt.n; ++i) local[i] = params[i] - row.g[i];
       const float l = evaluate(rt, local);
@@ -607,44 +772,95 @@ void PoolState::close_round(std::int64_t job, std::int64_t r) {
         std::snprintf(b, sizeof(b), "held-out loss %.4f worse than the global model's %.4f", l,
                       base);
         row.reason = b;
+        row.failures = 1;
       }
     }
   }
 
+  // The outer average: accepted uploads clipped to the reference norm,
+  // weighted by tokens x rating (0 while benched).
   std::vector<std::span<const float>> grads;
   std::vector<double> weights, acc_norms;
   double loss_sum = 0, loss_w = 0;
-  std::int64_t tokens = 0;
-  for (auto& row : rows) {
+  for (auto& row : w.rows) {
     if (!row.reason.empty()) continue;
-    const double w = double(std::max<std::int64_t>(row.tokens, 1));
-    grads.emplace_back(row.g);
-    weights.push_back(w);
     acc_norms.push_back(row.norm);
-    tokens += row.tokens;
-    if (row.loss) loss_sum += w * *row.loss, loss_w += w;
+    const double rating = row.rating.mean();
+    row.benched = rating < s.bench_rating;
+    if (row.benched) continue;
+    if (ref.value > 0 && row.norm > ref.value) {
+      const float k = float(ref.value / row.norm);
+      for (auto& v : row.g) v *= k;
+    }
+    row.weight = double(std::max<std::int64_t>(row.tokens, 1)) * rating;
+    grads.emplace_back(row.g);
+    weights.push_back(row.weight);
+    w.tokens += row.tokens;
+    if (row.loss) loss_sum += row.weight * *row.loss, loss_w += row.weight;
   }
-  std::optional<double> update_norm, median_norm, train_loss;
   if (!grads.empty()) {
     const std::vector<float> avg = weighted_average(grads, weights);
     outer_step(params, mom, avg, {s.outer_lr, s.outer_momentum});
-    update_norm = l2_norm(avg);
-    median_norm = lower_median(acc_norms);
-    if (loss_w > 0) train_loss = loss_sum / loss_w;
+    w.update_norm = l2_norm(avg);
+    if (loss_w > 0) w.train_loss = loss_sum / loss_w;
   }
+  if (!acc_norms.empty()) w.median_norm = lower_median(acc_norms);
+  // Weights as shares of the round's total (the ledger's `weight`).
+  double total = 0;
+  for (double x : weights) total += x;
+  for (auto& row : w.rows) row.weight = total > 0 ? row.weight / total : 0.0;
   // The new global model (and momentum) reach the disk before the round is
   // committed as closed; a crash in between re-closes the same round.
-  save_model(model_path(job, r + 1), rt.cfg, params, 3);
-  if (s.outer_momentum > 0) save_model(momentum_path(job, r + 1), rt.cfg, mom, 3);
+  save_model(w.next_model, rt.cfg, params, 3);
+  if (s.outer_momentum > 0) save_model(w.next_momentum, rt.cfg, mom, 3);
   const float v = evaluate(rt, params);
-  const std::optional<double> val = std::isfinite(v) ? std::optional<double>(v) : std::nullopt;
+  if (std::isfinite(v)) w.val = v;
+}
 
+void PoolState::commit_close(CloseWork& w) {
+  JobRt& rt = *w.rt;
+  rt.closing = false;
+  const JobSpec& s = rt.spec;
+  const std::int64_t job = w.job, r = w.round;
   const double now = unix_now();
   Tx tx(db_);
-  for (const auto& row : rows)
-    db_.prepare("UPDATE contributions SET status = ?, reason = ? WHERE id = ?")
-        .bind_all(std::string(row.reason.empty() ? "accepted" : "rejected"), row.reason, row.id)
+  for (const auto& row : w.rows) {
+    const Rating next =
+        row.rating.updated(row.reason.empty() ? 1.0 : 0.0, row.reason.empty() ? 0 : row.failures);
+    std::string reason = row.reason;
+    if (reason.empty() && row.benched) {
+      char b[120];
+      std::snprintf(b, sizeof(b), "benched: rating %.3f below %.3f (weight 0)", row.rating.mean(),
+                    s.bench_rating);
+      reason = b;
+    }
+    db_.prepare("UPDATE contributions SET status = ?, reason = ?, weight = ?, score_assigned = ?, "
+                "score_other = ?, replay_diff = ?, rating = ? WHERE id = ?")
+        .bind_all(
+            std::string(row.reason.empty() ? "accepted" : "rejected"), reason, row.weight,
+            row.score ? std::optional<double>(row.score->improvement_assigned()) : std::nullopt,
+            row.score ? std::optional<double>(row.score->improvement_other()) : std::nullopt,
+            row.replay_diff && std::isfinite(*row.replay_diff) ? row.replay_diff : std::nullopt,
+            next.mean(), row.id)
         .run();
+    db_.prepare("UPDATE contributors SET rating_alpha = ?, rating_beta = ?, benched = ? WHERE "
+                "id = ?")
+        .bind_all(next.alpha, next.beta, std::int64_t(next.mean() < s.bench_rating), row.cid)
+        .run();
+  }
+  // Uploads that arrived while the round was being computed.
+  std::vector<std::string> late;
+  {
+    auto q = db_.prepare("SELECT file FROM contributions WHERE job_id = ? AND round = ? AND "
+                         "status = 'pending' AND file IS NOT NULL");
+    q.bind_all(job, r);
+    while (q.step()) late.push_back(q.text(0));
+  }
+  db_.prepare("UPDATE contributions SET status = 'rejected', reason = 'stale: arrived while the "
+              "round was closing', weight = 0 WHERE job_id = ? AND round = ? AND status = "
+              "'pending'")
+      .bind_all(job, r)
+      .run();
   std::int64_t n_acc = 0, n_rej = 0;
   {
     auto q = db_.prepare("SELECT SUM(status = 'accepted'), SUM(status = 'rejected') FROM "
@@ -653,39 +869,46 @@ void PoolState::close_round(std::int64_t job, std::int64_t r) {
     if (q.step()) n_acc = q.i64(0), n_rej = q.i64(1);
   }
   db_.prepare("UPDATE rounds SET status = 'closed', closed = ?, accepted = ?, rejected = ?, "
-              "tokens = ?, train_loss = ?, val_loss = ?, median_norm = ?, update_norm = ? "
-              "WHERE job_id = ? AND round = ?")
-      .bind_all(now, n_acc, n_rej, tokens, train_loss, val, median_norm, update_norm, job, r)
+              "tokens = ?, train_loss = ?, val_loss = ?, median_norm = ?, update_norm = ?, "
+              "score_s = ?, replay_s = ?, replays = ? WHERE job_id = ? AND round = ?")
+      .bind_all(now, n_acc, n_rej, w.tokens, w.train_loss, w.val, w.median_norm, w.update_norm,
+                w.score_s, w.replay_s, w.replays, job, r)
       .run();
   const bool done = r + 1 >= s.rounds;
   if (done) {
-    db_.prepare("UPDATE jobs SET round = ?, status = 'done', finished = ? WHERE id = ?")
+    db_.prepare("UPDATE jobs SET round = ?, status = 'done', finished = ? WHERE id = ? AND "
+                "status = 'running'")
         .bind_all(r + 1, now, job)
         .run();
   } else {
     db_.prepare(
            "INSERT INTO rounds(job_id, round, status, opened, model) VALUES(?, ?, 'open', ?, ?)")
-        .bind_all(job, r + 1, now, model_path(job, r + 1))
+        .bind_all(job, r + 1, now, w.next_model)
         .run();
     db_.prepare("UPDATE jobs SET round = ? WHERE id = ?").bind_all(r + 1, job).run();
   }
   db_.prepare("DELETE FROM assignments WHERE job_id = ? AND round <= ?").bind_all(job, r).run();
   tx.commit();
 
-  for (const auto& row : rows) {
+  for (const auto& row : w.rows) {
     std::error_code ec;
     fs::remove(row.file, ec);
   }
+  for (const auto& f : late) {
+    std::error_code ec;
+    fs::remove(f, ec);
+  }
   prune_snapshots(job, r + 1, s.keep_snapshots);
   if (!quiet_) {
-    char b[256];
+    char b[320];
     std::snprintf(b, sizeof(b),
                   "pool: job %lld round %lld closed: %lld accepted, %lld rejected, %lld tokens, "
-                  "val loss %.4f (%.0f ms)%s",
+                  "val loss %.4f (%.0f ms; scoring %.0f ms, %lld replays %.0f ms)%s",
                   static_cast<long long>(job), static_cast<long long>(r),
                   static_cast<long long>(n_acc), static_cast<long long>(n_rej),
-                  static_cast<long long>(tokens), val ? *val : NAN, (unix_now() - t0) * 1000,
-                  done ? " - job done" : "");
+                  static_cast<long long>(w.tokens), w.val ? *w.val : NAN,
+                  (unix_now() - w.started) * 1000, w.score_s * 1000,
+                  static_cast<long long>(w.replays), w.replay_s * 1000, done ? " - job done" : "");
     std::cout << b << std::endl;
   }
 }
@@ -775,8 +998,8 @@ json PoolState::status_json() {
       "WHERE x.contributor_id = c.id AND x.status = 'accepted'), (SELECT COALESCE(SUM(compute_s), "
       "0) FROM contributions x WHERE x.contributor_id = c.id), (SELECT "
       "COALESCE(SUM(since_assigned_s), 0) FROM contributions x WHERE x.contributor_id = c.id), "
-      "(SELECT COALESCE(SUM(bytes), 0) FROM contributions x WHERE x.contributor_id = c.id) FROM "
-      "contributors c ORDER BY c.id");
+      "(SELECT COALESCE(SUM(bytes), 0) FROM contributions x WHERE x.contributor_id = c.id), "
+      "c.rating_alpha, c.rating_beta, c.benched FROM contributors c ORDER BY c.id");
   auto opt_i64 = [&](int col) {
     return cq.is_null(col) ? std::nullopt : std::optional<std::int64_t>(cq.i64(col));
   };
@@ -794,6 +1017,7 @@ json PoolState::status_json() {
     c.job = opt_i64(6), c.round = opt_i64(7), c.slot = opt_i64(8);
     c.accepted = cq.i64(9), c.rejected = cq.i64(10), c.tokens = cq.i64(11);
     c.compute_s = cq.f64(12), c.measured_s = cq.f64(13), c.bytes_received = cq.i64(14);
+    c.rating = Rating{cq.f64(15), cq.f64(16)}.mean(), c.benched = cq.i64(17) != 0;
     out.contributors.push_back(std::move(c));
   }
   return out;
@@ -805,8 +1029,8 @@ namespace {
 const char* kLedgerSql =
     "SELECT x.id, x.job_id, x.round, x.contributor_id, c.name, x.tokens, x.compute_s, "
     "x.train_loss, x.bytes, x.raw_bytes, x.norm, x.status, x.reason, x.created, x.receive_s, "
-    "x.since_assigned_s, x.seq, x.hash FROM contributions x JOIN contributors c ON c.id = "
-    "x.contributor_id";
+    "x.since_assigned_s, x.seq, x.hash, x.weight, x.score_assigned, x.score_other, "
+    "x.replay_diff, x.rating FROM contributions x JOIN contributors c ON c.id = x.contributor_id";
 json ledger_row(const Stmt& q) {
   json r = {{"id", q.i64(0)},
             {"job", q.i64(1)},
@@ -826,6 +1050,11 @@ json ledger_row(const Stmt& q) {
             {"since_assigned_s", opt_num(q.opt_f64(15))},
             {"seq", q.is_null(16) ? json(nullptr) : json(q.i64(16))}};
   if (!q.is_null(17)) r["hash"] = q.text(17);
+  // Fields added with scoring: shown when set, so rows sealed before them
+  // keep their hashes.
+  const char* scored[] = {"weight", "score_assigned", "score_other", "replay_diff", "rating"};
+  for (int i = 0; i < 5; ++i)
+    if (!q.is_null(18 + i)) r[scored[i]] = opt_num(q.opt_f64(18 + i));
   return r;
 }
 } // namespace

@@ -5,7 +5,9 @@
 // starts from; momentum_<round>.bin the outer momentum). Files are written
 // atomically before the transaction that makes them current, so after kill -9
 // a restarted coordinator continues from the last committed round.
-// Thread-safe: one mutex serialises every operation.
+// Thread-safe: one mutex serialises every operation, except the heavy part of
+// closing a round (scoring, replays, the outer step), which runs outside it
+// (see tick), so requests are answered while a round is being scored.
 #pragma once
 
 #include <cstdint>
@@ -83,7 +85,9 @@ class PoolState {
   // reclaimed then). At the deadline a round with valid uploads closes with
   // them (even fewer than min_contributors); one without any reopens with a
   // fresh deadline and its slots freed. Then seals finished ledger rows into
-  // the hash chain. Called after uploads and periodically.
+  // the hash chain. Called periodically (the coordinator's ticker): closing
+  // judges each upload (norms, scoring, replays; see score.h), averages the
+  // accepted ones weighted by tokens x rating (rating.h) and updates ratings.
   void tick();
 
   nlohmann::json status_json();
@@ -96,10 +100,17 @@ class PoolState {
   struct JobRt;
   JobRt& job_rt(std::int64_t job);
   void check_owner(const TokenInfo& who, std::int64_t cid);
-  void maybe_close(std::int64_t job);
+  struct CloseWork;
+  // Whether the job's open round should close now (a round past its deadline
+  // without valid uploads is reopened here).
+  bool round_ready(std::int64_t job);
+  std::unique_ptr<CloseWork> take_ready(std::int64_t job); // under the lock
+  void compute_close(CloseWork& w);                        // without it
+  void commit_close(CloseWork& w);                         // under the lock
   void seal_ledger();
-  void close_round(std::int64_t job, std::int64_t round);
   float evaluate(JobRt& rt, const std::vector<float>& params);
+  // params_checksum of a round's global model (cached); nullopt once pruned.
+  std::optional<std::uint64_t> model_checksum(std::int64_t job, std::int64_t round);
   std::string job_dir(std::int64_t job) const;
   std::string model_path(std::int64_t job, std::int64_t round) const;
   std::string momentum_path(std::int64_t job, std::int64_t round) const;

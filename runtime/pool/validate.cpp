@@ -32,30 +32,46 @@ double lower_median(std::vector<double> v) {
   return v[(v.size() - 1) / 2];
 }
 
+NormReference norm_reference(const std::vector<double>& norms, double previous_median) {
+  std::vector<double> positive;
+  for (double n : norms)
+    if (std::isfinite(n) && n > 0) positive.push_back(n);
+  if (positive.size() >= 2) return {lower_median(positive), "this round's median"};
+  if (previous_median > 0) return {previous_median, "the previous rounds' median"};
+  return {};
+}
+
 std::vector<std::string> judge_norms(const std::vector<double>& norms, double previous_median,
                                      const NormPolicy& policy) {
   std::vector<std::string> out(norms.size());
-  double ref = 0;
-  std::string ref_name;
-  if (norms.size() >= 2) {
-    ref = lower_median(norms);
-    ref_name = "this round's median";
-  } else if (previous_median > 0) {
-    ref = previous_median;
-    ref_name = "the previous rounds' median";
-  }
+  const NormReference r = norm_reference(norms, previous_median);
   for (std::size_t i = 0; i < norms.size(); ++i) {
     const double n = norms[i];
     if (!std::isfinite(n)) {
       out[i] = "non-finite norm";
     } else if (policy.max_norm > 0 && n > policy.max_norm) {
       out[i] = "norm " + fmt(n) + " exceeds max_norm " + fmt(policy.max_norm);
-    } else if (ref > 0 && n > policy.factor * ref) {
+    } else if (r.value > 0 && n > policy.factor * r.value) {
       out[i] =
-          "norm " + fmt(n) + " exceeds " + fmt(policy.factor) + "x " + ref_name + " " + fmt(ref);
+          "norm " + fmt(n) + " exceeds " + fmt(policy.factor) + "x " + r.name + " " + fmt(r.value);
+    } else if (r.value > 0 && n < policy.min_factor * r.value) {
+      out[i] = "norm " + fmt(n) + " below " + fmt(policy.min_factor) + "x " + r.name + " " +
+               fmt(r.value);
     }
   }
   return out;
+}
+
+double relative_difference(std::span<const float> x, std::span<const float> ref) {
+  double d = 0, r = 0;
+  for (std::size_t i = 0; i < x.size() && i < ref.size(); ++i) {
+    const double e = double(x[i]) - ref[i];
+    d += e * e;
+    r += double(ref[i]) * ref[i];
+  }
+  if (x.size() != ref.size()) return INFINITY;
+  if (r == 0) return d == 0 ? 0.0 : INFINITY;
+  return std::sqrt(d / r);
 }
 
 } // namespace myelin::pool

@@ -17,15 +17,28 @@ double l2_norm(std::span<const float> x);
 double lower_median(std::vector<double> v);
 
 struct NormPolicy {
-  double factor = 10.0;  // reject norm > factor * reference
-  double max_norm = 0.0; // absolute bound; 0 = none
+  double factor = 10.0;    // reject norm > factor * reference
+  double max_norm = 0.0;   // absolute bound; 0 = none
+  double min_factor = 0.0; // reject norm < min_factor * reference (the job's min_norm_factor)
 };
 
-// One verdict per norm: "" = accepted, else the reason. The reference is the
-// lower median of this round's norms when there are >= 2, else (a single
-// upload) `previous_median` (the accepted median of an earlier round; <= 0
-// when unknown, then only max_norm applies).
+// The norm a round's uploads are measured against: the lower median of this
+// round's positive norms when there are >= 2 (a zero upload is no evidence
+// of scale), else `previous_median` (the accepted median of an earlier round;
+// <= 0 when unknown: then value 0, no reference).
+struct NormReference {
+  double value = 0;
+  std::string name;
+};
+NormReference norm_reference(const std::vector<double>& norms, double previous_median);
+
+// One verdict per norm: "" = accepted, else the reason (above factor x or
+// below min_factor x the reference, above max_norm, not finite).
 std::vector<std::string> judge_norms(const std::vector<double>& norms, double previous_median,
                                      const NormPolicy& policy);
+
+// ||x - ref|| / ||ref|| (0 when both are zero, infinity when only ref is, or
+// the sizes differ): how far an upload is from its replay.
+double relative_difference(std::span<const float> x, std::span<const float> ref);
 
 } // namespace myelin::pool

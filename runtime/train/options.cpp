@@ -77,6 +77,8 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
   require(o.data_start_batch >= -1 && o.data_start_batch <= (std::int64_t(1) << 40),
           "--data-start-batch", "expected 0..2^40");
   in_range(o.run_steps, 0, kMaxSteps, "--run-steps");
+  in_range(o.start_step, -1, kMaxSteps, "--start-step");
+  require(o.start_step < 0 || !o.resume, "--start-step", "cannot be combined with --resume");
   require(!o.resume_optimizer_only || (o.resume && !o.model_path.empty()),
           "--resume-optimizer-only", "needs --resume and --model");
   in_range(o.dp, 1, kMaxRanks, "--dp");

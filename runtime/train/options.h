@@ -71,6 +71,10 @@ struct TrainOptions {
   // (`--resume-optimizer-only`).
   int run_steps = 0;
   bool resume_optimizer_only = false;
+  // The pool's round start (hidden `--start-step S`, -1 = off): a fresh run
+  // that counts its steps (the LR schedule) from S, AdamW's bias correction
+  // from 1, as Trainer::restart_optimizer(S) does in process.
+  int start_step = -1;
   std::string save_path;
   int save_version = 3; // 3 = fp32, 5 = bf16
   std::string metrics_out;

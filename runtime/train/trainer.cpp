@@ -146,6 +146,7 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
   if (opt_.resume) try_resume();
   if (opt_.resume_optimizer_only) engine_->set_params(init);
+  if (opt_.start_step >= 0) restart_optimizer(opt_.start_step);
   if (opt_.data_start_batch >= 0)
     train_->set_position(train_->position_at(std::uint64_t(opt_.data_start_batch)));
   if (!opt_.metrics_out.empty() && is_logger()) {
@@ -157,6 +158,13 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::restart_optimizer(int step) {
+  const auto range = engine_->optimizer_range();
+  const std::vector<float> zeros(range.second - range.first, 0.0f);
+  engine_->set_moments(zeros, zeros);
+  start_step_ = step_ = adam_base_ = step;
+}
 
 std::vector<float> Trainer::params() { return sync_->gather_full_params(); }
 
@@ -347,7 +355,7 @@ StepMetrics Trainer::step() {
   const float lr = sched.at(step_);
   AdamWConfig ac{opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay};
   const auto range = sync_->update_range();
-  engine_->adamw(ac, lr, step_ + 1, range.first, range.second);
+  engine_->adamw(ac, lr, step_ - adam_base_ + 1, range.first, range.second);
   sync_->after_update();
   ++step_;
   StepMetrics m;

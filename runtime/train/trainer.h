@@ -59,6 +59,11 @@ class Trainer {
   // the training data to a given position.
   void set_params(std::span<const float> p) { engine_->set_params(p); }
   void set_data_position(const LoaderPosition& p) { train_->set_position(p); }
+  // For the pool: start a round's inner steps afresh, so they depend only on
+  // (model, rows, settings): AdamW moments zeroed, its bias correction counted
+  // from 1 again, and the step counter (the LR schedule's position) set to
+  // `step`.
+  void restart_optimizer(int step);
   LoaderPosition data_position() const { return train_->position(); }
   int completed_steps() const { return step_; }
   // Compute vs wall time of this rank's part of the last step's schedule.
@@ -87,7 +92,8 @@ class Trainer {
   std::unique_ptr<DataLoader> train_, val_;
   std::vector<int> inputs_, targets_;
   int start_step_ = 0;
-  int step_ = 0; // completed steps
+  int step_ = 0;      // completed steps
+  int adam_base_ = 0; // AdamW's step t counts from here (restart_optimizer)
   std::uint64_t sample_rng_ = 0;
   struct MetricsFile;
   std::unique_ptr<MetricsFile> metrics_;
