@@ -9,10 +9,15 @@
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-start_pool --heartbeat-timeout 10
 MODES=(signflip scale3 zero noise replay lazy otherdata)
 HONEST=6
 N=$((HONEST + ${#MODES[@]}))
+# One token per volunteer, as the README asks: each contributor joins with its own.
+NAMES=($(seq -f 'honest%g' 1 $HONEST) "${MODES[@]}")
+for name in "${NAMES[@]}"; do
+  "$MYELIN" pool token create --state-dir st --name "$name" > "token_$name"
+done
+start_pool --heartbeat-timeout 10
 ROUNDS=10
 # Only the job's shape, data and size are set: every trust setting
 # (score_batches, min_norm_factor, replay_prob, replay_tolerance,
@@ -25,12 +30,14 @@ end=$((SECONDS + 20))
 until "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json >/dev/null 2>&1; do
   [ $SECONDS -lt $end ] || fail "submit"; sleep 0.2
 done
-common=(--pool "$URL" --token "$TOK" --threads 1 --work-dir wd --exit-when-idle)
+common=(--pool "$URL" --threads 1 --work-dir wd --exit-when-idle)
 for i in $(seq 1 $HONEST); do
-  "$MYELIN" contribute "${common[@]}" --name "honest$i" > "c_honest$i.log" 2>&1 & PIDS+=($!)
+  "$MYELIN" contribute "${common[@]}" --token-file "token_honest$i" --name "honest$i" \
+    > "c_honest$i.log" 2>&1 & PIDS+=($!)
 done
 for m in "${MODES[@]}"; do
-  "$MYELIN" contribute "${common[@]}" --name "$m" --debug-corrupt "$m" > "c_$m.log" 2>&1 & PIDS+=($!)
+  "$MYELIN" contribute "${common[@]}" --token-file "token_$m" --name "$m" --debug-corrupt "$m" \
+    > "c_$m.log" 2>&1 & PIDS+=($!)
 done
 # While rounds are scored the coordinator keeps answering: the slowest
 # status answer during the run is reported (not asserted: the CPU is shared).
