@@ -333,6 +333,10 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   if (slot >= 0 && has_contribution(cid))
     return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
   if (has_contribution(cid)) return wait(0.05, false, "already contributed to this round");
+  // A round being closed takes no new slots: work handed out now would arrive
+  // after the close and be refused as stale. The newcomer starts next round.
+  if (slot < 0 && rt.closing)
+    return wait(0.05, false, "round " + std::to_string(round) + " is closing");
 
   Tx tx(db_);
   if (slot < 0) {

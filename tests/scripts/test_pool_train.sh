@@ -99,7 +99,14 @@ for f in ("stats1.json", "stats2.json"):
           f"{fetched/(deltas+s['model_downloads']):.0f} B/round vs {full/(deltas+s['model_downloads']):.0f} B whole "
           f"({100*(1-fetched/full):.1f}% saved)")
     whole = full / (deltas + s["model_downloads"])
-    assert deltas >= 1 and deltas >= s["rounds"] // 2 and s["model_delta_fallbacks"] == 0, s
+    # With five contributors for three slots one can miss rounds; when the
+    # round it holds is older than the coordinator keeps (keep_snapshots, 3)
+    # it must fetch the whole model. That is the only fallback allowed.
+    import re
+    log = open(f"c{f[5]}.log").read()
+    gone = re.findall(r"round=(\d+)&since=(\d+): HTTP 404: no model", log)
+    assert all(int(r) - int(q) >= 3 for r, q in gone), gone
+    assert deltas >= 1 and deltas >= s["rounds"] // 2 and s["model_delta_fallbacks"] == len(gone), s
     assert (fetched - s["model_downloads"] * whole) / deltas < whole, s
 dur = hist[-1]["closed"] - hist[0]["opened"]
 print(f"12 rounds in {dur:.1f} s (includes a kill and a {st['heartbeat_timeout_s']} s heartbeat timeout)")
