@@ -67,16 +67,16 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
 TEST(PoolCompress, MalformedUploadsAreRefused) {
   const auto x = ramp(500);
   const std::string b = encode(x, Codec::kInt8, 256);
-  EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), std::invalid_argument); // truncated
-  EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);           // no header
-  EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                   // padded
-  EXPECT_THROW(decode(b, x.size() + 1), std::invalid_argument);                     // shape
+  EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), InputError); // truncated
+  EXPECT_THROW(decode(b.substr(0, 10), x.size()), InputError);           // no header
+  EXPECT_THROW(decode(b + "x", x.size()), InputError);                   // padded
+  EXPECT_THROW(decode(b, x.size() + 1), InputError);                     // shape
   std::string flipped = b;
   flipped[kWireHeaderBytes + 7] ^= 0x40;
-  EXPECT_THROW(decode(flipped, x.size()), std::invalid_argument); // checksum
+  EXPECT_THROW(decode(flipped, x.size()), InputError); // checksum
   std::string magic = b;
   magic[0] = 'X';
-  EXPECT_THROW(decode(magic, x.size()), std::invalid_argument);
+  EXPECT_THROW(decode(magic, x.size()), InputError);
   EXPECT_THROW(parse_codec("zstd"), InputError);
 }
 
@@ -122,7 +122,7 @@ TEST(PoolDelta, CorruptedOrMismatchedDeltasAreRefused) {
   ASSERT_TRUE(same_bits(apply_model_delta(d, p, 2, 3), q));
   auto refused = [&](const std::string& bytes, const std::vector<float>& base, std::int64_t from,
                      std::int64_t to) {
-    EXPECT_THROW(apply_model_delta(bytes, base, from, to), std::invalid_argument);
+    EXPECT_THROW(apply_model_delta(bytes, base, from, to), InputError);
   };
   std::string c = d;
   c[kDeltaHeaderBytes + c.size() / 3 - kDeltaHeaderBytes / 3] ^= 0x10; // payload bit flip

@@ -108,28 +108,28 @@ std::string encode(std::span<const float> x, Codec c, std::uint32_t block) {
 
 Decoded decode(const std::string& bytes, std::size_t expected_n) {
   if (bytes.size() < kWireHeaderBytes)
-    throw std::invalid_argument("upload truncated: " + std::to_string(bytes.size()) +
-                                " bytes, shorter than the header");
+    throw InputError("upload truncated: " + std::to_string(bytes.size()) +
+                     " bytes, shorter than the header");
   Header hd;
   std::memcpy(&hd, bytes.data(), sizeof(hd));
-  if (hd.magic != kMagic) throw std::invalid_argument("not a pseudo-gradient (bad magic)");
+  if (hd.magic != kMagic) throw InputError("not a pseudo-gradient (bad magic)");
   if (hd.version != kVersion)
-    throw std::invalid_argument("unsupported wire version " + std::to_string(hd.version));
-  if (hd.codec > 1) throw std::invalid_argument("unknown codec " + std::to_string(hd.codec));
+    throw InputError("unsupported wire version " + std::to_string(hd.version));
+  if (hd.codec > 1) throw InputError("unknown codec " + std::to_string(hd.codec));
   const Codec c = Codec(hd.codec);
   if (hd.n != expected_n)
-    throw std::invalid_argument("shape mismatch: " + std::to_string(hd.n) +
-                                " elements, the model has " + std::to_string(expected_n));
+    throw InputError("shape mismatch: " + std::to_string(hd.n) + " elements, the model has " +
+                     std::to_string(expected_n));
   if (c == Codec::kInt8 && (hd.block == 0 || hd.block > kMaxBlock))
-    throw std::invalid_argument("bad int8 block size " + std::to_string(hd.block));
+    throw InputError("bad int8 block size " + std::to_string(hd.block));
   const std::size_t want = encoded_size(c, hd.n, hd.block);
   if (bytes.size() != want)
-    throw std::invalid_argument("upload truncated or padded: " + std::to_string(bytes.size()) +
-                                " bytes, expected " + std::to_string(want));
+    throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
+                     " bytes, expected " + std::to_string(want));
   const char* payload = bytes.data() + kWireHeaderBytes;
   Fnv1a h;
   h.add(payload, bytes.size() - kWireHeaderBytes);
-  if (h.h != hd.checksum) throw std::invalid_argument("checksum mismatch (corrupted upload)");
+  if (h.h != hd.checksum) throw InputError("checksum mismatch (corrupted upload)");
   Decoded d;
   d.codec = c;
   d.values.resize(hd.n);
@@ -176,33 +176,31 @@ std::string encode_model_delta(std::span<const float> old_p, std::span<const flo
 std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
                                      std::int64_t from, std::int64_t to) {
   if (bytes.size() < kDeltaHeaderBytes)
-    throw std::invalid_argument("model delta truncated: " + std::to_string(bytes.size()) +
-                                " bytes, shorter than the header");
+    throw InputError("model delta truncated: " + std::to_string(bytes.size()) +
+                     " bytes, shorter than the header");
   DeltaHeader hd;
   std::memcpy(&hd, bytes.data(), sizeof(hd));
-  if (hd.magic != kDeltaMagic) throw std::invalid_argument("not a model delta (bad magic)");
+  if (hd.magic != kDeltaMagic) throw InputError("not a model delta (bad magic)");
   if (hd.version != kDeltaVersion)
-    throw std::invalid_argument("unsupported model delta version " + std::to_string(hd.version));
+    throw InputError("unsupported model delta version " + std::to_string(hd.version));
   if (hd.from != from || hd.to != to)
-    throw std::invalid_argument("model delta is for rounds " + std::to_string(hd.from) + " -> " +
-                                std::to_string(hd.to) + ", expected " + std::to_string(from) +
-                                " -> " + std::to_string(to));
+    throw InputError("model delta is for rounds " + std::to_string(hd.from) + " -> " +
+                     std::to_string(hd.to) + ", expected " + std::to_string(from) + " -> " +
+                     std::to_string(to));
   const std::size_t n = old_p.size();
   if (hd.n != n || hd.raw != 4 * std::uint64_t(n))
-    throw std::invalid_argument("model delta shape mismatch: " + std::to_string(hd.n) +
-                                " elements, the model has " + std::to_string(n));
+    throw InputError("model delta shape mismatch: " + std::to_string(hd.n) +
+                     " elements, the model has " + std::to_string(n));
   if (hd.packed != bytes.size() - kDeltaHeaderBytes)
-    throw std::invalid_argument("model delta truncated or padded: " + std::to_string(bytes.size()) +
-                                " bytes, expected " +
-                                std::to_string(kDeltaHeaderBytes + hd.packed));
+    throw InputError("model delta truncated or padded: " + std::to_string(bytes.size()) +
+                     " bytes, expected " + std::to_string(kDeltaHeaderBytes + hd.packed));
   std::vector<unsigned char> raw(4 * n);
   uLongf got = uLongf(raw.size());
   const int rc =
       uncompress(raw.data(), &got, reinterpret_cast<const Bytef*>(bytes.data() + kDeltaHeaderBytes),
                  uLong(hd.packed));
   if (rc != Z_OK || got != raw.size())
-    throw std::invalid_argument("model delta does not inflate (corrupted; zlib " +
-                                std::to_string(rc) + ")");
+    throw InputError("model delta does not inflate (corrupted; zlib " + std::to_string(rc) + ")");
   std::vector<float> out(n);
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t x;
@@ -212,7 +210,7 @@ std::vector<float> apply_model_delta(const std::string& bytes, std::span<const f
     std::memcpy(&out[i], &x, 4);
   }
   if (params_checksum(out) != hd.checksum)
-    throw std::invalid_argument("model delta checksum mismatch (wrong base model or corrupted)");
+    throw InputError("model delta checksum mismatch (wrong base model or corrupted)");
   return out;
 }
 

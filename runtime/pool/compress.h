@@ -43,7 +43,8 @@ struct Decoded {
   Codec codec = Codec::kNone;
 };
 // Decodes and checks magic, version, sizes and checksum against the expected
-// element count; throws std::invalid_argument with a reason when malformed.
+// element count; throws InputError (runtime/util/error.h) with a reason when
+// malformed.
 Decoded decode(const std::string& bytes, std::size_t expected_n);
 
 constexpr std::size_t kDeltaHeaderBytes = 56;
@@ -55,7 +56,7 @@ std::string encode_model_delta(std::span<const float> old_p, std::span<const flo
                                std::int64_t from, std::int64_t to);
 // Rebuilds round `to`'s parameters from old_p (round `from`). Checks magic,
 // version, rounds, sizes, inflation and the checksum of the result; throws
-// std::invalid_argument with a reason on any mismatch.
+// InputError with a reason on any mismatch.
 std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
                                      std::int64_t from, std::int64_t to);
 
