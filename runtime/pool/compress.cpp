@@ -72,7 +72,7 @@ std::string encode(std::span<const float> x, Codec c, std::uint32_t block) {
   std::string out(encoded_size(c, n, block), '\0');
   char* payload = out.data() + kWireHeaderBytes;
   if (c == Codec::kNone) {
-    std::memcpy(payload, x.data(), 4 * n);
+    if (n != 0) std::memcpy(payload, x.data(), 4 * n); // an empty span's data() may be null
   } else {
     const std::size_t nb = blocks(n, block);
     auto* scales = reinterpret_cast<float*>(payload);
@@ -90,11 +90,18 @@ std::string encode(std::span<const float> x, Codec c, std::uint32_t block) {
         std::fill(q + lo, q + hi, std::int8_t(0));
         continue;
       }
-      const float scale = mx / 127.0f;
+      // Rounded to nearest, 127 * scale can exceed FLT_MAX when mx is near
+      // it, and the block's largest value would decode as inf: step down.
+      float scale = mx / 127.0f;
+      while (std::isinf(127.0f * scale)) scale = std::nextafter(scale, 0.0f);
       scales[b] = scale;
+      // A subnormal scale (mx below about 127 / FLT_MAX) has no finite
+      // reciprocal (0 * inf would be NaN, and NaN -> int8 is undefined):
+      // divide instead. A scale of 0 quantises the block to 0.
       const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+      const bool use_inv = std::isfinite(inv);
       for (std::size_t i = lo; i < hi; ++i) {
-        const float v = std::nearbyint(x[i] * inv);
+        const float v = std::nearbyint(use_inv ? x[i] * inv : x[i] / scale);
         q[i] = std::int8_t(std::clamp(v, -127.0f, 127.0f));
       }
     }
@@ -122,6 +129,11 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
                      std::to_string(expected_n));
   if (c == Codec::kInt8 && (hd.block == 0 || hd.block > kMaxBlock))
     throw InputError("bad int8 block size " + std::to_string(hd.block));
+  // Every encoding takes at least one byte per element; checking that first
+  // keeps encoded_size from overflowing on a forged element count.
+  if (hd.n > bytes.size())
+    throw InputError("upload truncated: " + std::to_string(bytes.size()) + " bytes for " +
+                     std::to_string(hd.n) + " elements");
   const std::size_t want = encoded_size(c, hd.n, hd.block);
   if (bytes.size() != want)
     throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
@@ -134,11 +146,11 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
   d.codec = c;
   d.values.resize(hd.n);
   if (c == Codec::kNone) {
-    std::memcpy(d.values.data(), payload, 4 * hd.n);
+    if (hd.n != 0) std::memcpy(d.values.data(), payload, 4 * hd.n); // empty: data() is null
   } else {
     const std::size_t nb = blocks(hd.n, hd.block);
     std::vector<float> scales(nb);
-    std::memcpy(scales.data(), payload, 4 * nb);
+    if (nb != 0) std::memcpy(scales.data(), payload, 4 * nb);
     const auto* q = reinterpret_cast<const std::int8_t*>(payload + 4 * nb);
     for (std::size_t b = 0; b < nb; ++b) {
       const std::size_t lo = b * hd.block, hi = std::min<std::size_t>(hd.n, lo + hd.block);

@@ -6,7 +6,8 @@
 // (replay_main.cpp) both report as a crash. check() aborts with a message when
 // a harness's own invariant fails. ScratchFile gives each process one file
 // under the system's temporary folder, overwritten per input and removed at
-// exit, for parsers that only read from a path.
+// exit, for parsers that only read from a path. same_bits() compares two
+// vectors bit for bit.
 #pragma once
 
 #include <unistd.h>
@@ -15,9 +16,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "runtime/util/error.h"
 
@@ -37,6 +40,13 @@ inline void check(bool ok, const char* what) {
   if (ok) return;
   std::fprintf(stderr, "fuzz invariant failed: %s\n", what);
   std::abort();
+}
+
+// Same size and bit-identical elements (memcmp, which must not see the null
+// data() of an empty vector).
+template <class T> bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0);
 }
 
 inline std::string as_string(const std::uint8_t* data, std::size_t size) {

@@ -22,9 +22,8 @@ bool same(const myelin::TrainState& a, const myelin::TrainState& b) {
   return a.step == b.step && a.data.epoch == b.data.epoch && a.data.shard == b.data.shard &&
          a.data.batch == b.data.batch && a.rng == b.rng && a.param_count == b.param_count &&
          a.slice_begin == b.slice_begin && a.rank == b.rank && a.ranks == b.ranks && a.dp == b.dp &&
-         a.pp == b.pp && a.zero == b.zero && a.m.size() == b.m.size() && a.v.size() == b.v.size() &&
-         std::memcmp(a.m.data(), b.m.data(), 4 * a.m.size()) == 0 &&
-         std::memcmp(a.v.data(), b.v.data(), 4 * a.v.size()) == 0;
+         a.pp == b.pp && a.zero == b.zero && myelin::fuzz::same_bits(a.m, b.m) &&
+         myelin::fuzz::same_bits(a.v, b.v);
 }
 
 void run(const myelin::fuzz::ScratchFile& file, const std::string& bytes) {
