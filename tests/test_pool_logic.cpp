@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 #include "runtime/pool/compress.h"
@@ -62,6 +63,33 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
   // the block holding the NaN decodes to NaN, so the finiteness check sees it
   EXPECT_FALSE(check_finite(d.values).empty());
   EXPECT_TRUE(std::isnan(d.values[290]));
+}
+
+// Fuzzing findings (tests/fuzz/corpus/fuzz_upload_wire/crash-*): blocks at
+// both ends of the float range quantise to finite values within half a step.
+TEST(PoolCompress, Int8ExtremeScalesStayFiniteAndClose) {
+  const float big = std::numeric_limits<float>::max();
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> x = {big, 1.0f, -big, 0.0f, 1000 * tiny, 0.0f, -tiny, 5 * tiny};
+  const Decoded d = decode(encode(x, Codec::kInt8, 4), x.size());
+  for (std::size_t b = 0; b < 2; ++b) {
+    float mx = 0;
+    for (std::size_t i = 4 * b; i < 4 * b + 4; ++i) mx = std::max(mx, std::fabs(x[i]));
+    for (std::size_t i = 4 * b; i < 4 * b + 4; ++i) {
+      ASSERT_TRUE(std::isfinite(d.values[i])) << i;
+      // half a step, plus a subnormal scale's coarse rounding (a few ulps of tiny)
+      EXPECT_LE(std::fabs(double(d.values[i]) - double(x[i])),
+                0.5 * double(mx) / 127 * 1.001 + 4.0 * tiny)
+          << i;
+    }
+  }
+}
+
+TEST(PoolCompress, ForgedElementCountIsRefused) {
+  std::string b = encode(ramp(4), Codec::kNone);
+  const std::uint64_t forged = (std::uint64_t(1) << 62) + 4; // 4 * n wraps to 16
+  std::memcpy(b.data() + 16, &forged, 8);
+  EXPECT_THROW(decode(b, forged), InputError);
 }
 
 TEST(PoolCompress, MalformedUploadsAreRefused) {
