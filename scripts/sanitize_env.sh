@@ -19,5 +19,3 @@ san_configure() {
 # the exit-time leak check only (tests/CMakeLists.txt, myelin_mpi_test_env).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-# Read by the long script tests: fewer steps under the sanitizers' slowdown.
-export MYELIN_SANITIZED=1

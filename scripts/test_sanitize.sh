@@ -2,9 +2,9 @@
 # The CPU test suite (unit, MPI, pool, script and fuzz-corpus tests) under
 # ASan + UBSan, then a fuzz smoke: every libFuzzer harness for
 # FUZZ_SECONDS (default 15; 0 skips it). Builds build-asan
-# (scripts/sanitize_env.sh); long script tests read MYELIN_SANITIZED and take
-# fewer steps. scripts/test.sh runs this after the normal suite. Prints the
-# time of each part.
+# (scripts/sanitize_env.sh); every test runs at its normal length (the whole
+# suite takes about 4 minutes on 2 cores, docs/perf.md). scripts/test.sh runs
+# this after the normal suite. Prints the time of each part.
 #   scripts/test_sanitize.sh [FUZZ_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."

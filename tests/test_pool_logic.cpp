@@ -302,6 +302,12 @@ TEST(PoolJob, FieldsAreStrictlyTypedAndBounded) {
   top("seq_len", 33);            // above model.max_seq_len
   top("grad_accum", 1.0);
   top("inner_steps", 0);
+  // Parsed from text, a non-negative integer is stored unsigned: the lower
+  // bound must hold there too (found by fuzzing, tests/fuzz/corpus/fuzz_pool_job).
+  top("inner_steps", nlohmann::json::parse("0"));
+  top("rounds", nlohmann::json::parse("0"));
+  top("block_size", nlohmann::json::parse("0"));
+  top("keep_snapshots", nlohmann::json::parse("1"));
   top("inner_steps", 10000000);
   top("rounds", 20000000);
   top("warmup_steps", false);
