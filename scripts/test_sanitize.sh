@@ -16,8 +16,11 @@ san_configure
 ninja -C "$SAN_BUILD" -j"$(nproc)"
 t1=$(date +%s)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-(cd "$SAN_BUILD" && ctest --output-on-failure -j2 --timeout 900 -LE 'gpu|sim')
+# A failing test does not skip the fuzz smoke; either one fails the script.
+rc=0
+(cd "$SAN_BUILD" && ctest --output-on-failure -j2 --timeout 900 -LE 'gpu|sim') || rc=1
 t2=$(date +%s)
-if [ "$smoke" -gt 0 ]; then bash scripts/fuzz.sh "$smoke"; fi
+if [ "$smoke" -gt 0 ]; then bash scripts/fuzz.sh "$smoke" || rc=1; fi
 t3=$(date +%s)
 echo "sanitizer variant: build $((t1 - t0))s, tests $((t2 - t1))s, fuzz smoke $((t3 - t2))s"
+exit "$rc"
