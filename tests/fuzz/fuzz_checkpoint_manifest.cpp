@@ -35,21 +35,14 @@ bool safe_name(const std::string& s) {
   return true;
 }
 
-std::string take_line(const std::string& s, std::size_t& pos) {
-  const std::size_t e = s.find('\n', pos);
-  std::string out = s.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
-  pos = e == std::string::npos ? s.size() : e + 1;
-  return out;
-}
-
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const myelin::fuzz::ScratchDir parent("fuzz_checkpoint_manifest");
   const std::string in = myelin::fuzz::as_string(data, size);
   std::size_t pos = 0;
-  const std::string folder = take_line(in, pos);
-  const std::string files = take_line(in, pos);
+  const std::string folder = myelin::fuzz::take_line(in, pos);
+  const std::string files = myelin::fuzz::take_line(in, pos);
   if (!safe_name(folder)) return 0;
   for (const auto& e : fs::directory_iterator(parent.path())) fs::remove_all(e.path());
   const std::string dir = parent.path() + "/" + folder;

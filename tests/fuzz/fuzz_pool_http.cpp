@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "runtime/data/shard.h"
-
 #include "runtime/pool/http_api.h"
 #include "runtime/pool/state.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
@@ -88,13 +88,6 @@ Env& env() {
   return e;
 }
 
-std::string take_line(const std::string& s, std::size_t& pos) {
-  const std::size_t e = s.find('\n', pos);
-  std::string out = s.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
-  pos = e == std::string::npos ? s.size() : e + 1;
-  return out;
-}
-
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -102,9 +95,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string in(reinterpret_cast<const char*>(data), size);
   std::size_t pos = 0;
   myelin::pool::ApiRequest r;
-  r.method = take_line(in, pos);
-  const std::string target = take_line(in, pos);
-  const std::string auth = take_line(in, pos);
+  r.method = myelin::fuzz::take_line(in, pos);
+  const std::string target = myelin::fuzz::take_line(in, pos);
+  const std::string auth = myelin::fuzz::take_line(in, pos);
   r.body = in.substr(pos);
   const std::size_t q = target.find('?');
   r.path = target.substr(0, q);

@@ -7,7 +7,7 @@
 // a harness's own invariant fails. ScratchFile gives each process one file
 // under the system's temporary folder, overwritten per input and removed at
 // exit, for parsers that only read from a path. same_bits() compares two
-// vectors bit for bit.
+// vectors bit for bit; take_line() splits a harness's input into lines.
 #pragma once
 
 #include <unistd.h>
@@ -47,6 +47,14 @@ inline void check(bool ok, const char* what) {
 template <class T> bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() &&
          (a.empty() || std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0);
+}
+
+// The text from pos up to the next newline (or the end); pos moves past it.
+inline std::string take_line(const std::string& s, std::size_t& pos) {
+  const std::size_t e = s.find('\n', pos);
+  std::string out = s.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
+  pos = e == std::string::npos ? s.size() : e + 1;
+  return out;
 }
 
 inline std::string as_string(const std::uint8_t* data, std::size_t size) {
