@@ -9,6 +9,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       openmpi-bin libopenmpi-dev
       nlohmann-json3-dev libcpp-httplib-dev libssl-dev openssl libsqlite3-dev zlib1g-dev
       python3 python3-numpy clang-format
+      clang libclang-rt-dev
       chromium)
 missing=()
 for p in "${pkgs[@]}"; do

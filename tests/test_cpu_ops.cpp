@@ -150,7 +150,9 @@ TEST(CpuOps, Encoder) {
 class LayerNormTest : public ::testing::TestWithParam<std::pair<int, int>> {};
 
 TEST_P(LayerNormTest, ForwardBackward) {
-  const auto [N, C] = GetParam(); // N = 70 spans several row blocks of the backward
+  // Plain copies, not structured bindings: clang 14 (the sanitizer build) cannot
+  // capture a structured binding in a lambda.
+  const int N = GetParam().first, C = GetParam().second; // N = 70: several row blocks
   std::mt19937 g(2);
   Vec inp = rand_vec(g, std::size_t(N) * C), w = rand_vec(g, C), bias = rand_vec(g, C);
   Vec R = rand_vec(g, inp.size());
@@ -213,7 +215,10 @@ struct MatmulShape {
 class MatmulTest : public ::testing::TestWithParam<MatmulShape> {};
 
 TEST_P(MatmulTest, ForwardBackward) {
-  const auto [N, IC, OC, has_bias] = GetParam();
+  // Plain copies, as in LayerNormTest (clang 14 lambdas).
+  const MatmulShape& shape = GetParam();
+  const int N = shape.N, IC = shape.IC, OC = shape.OC;
+  const bool has_bias = shape.bias;
   std::mt19937 g(3);
   Vec inp = rand_vec(g, std::size_t(N) * IC), w = rand_vec(g, std::size_t(OC) * IC);
   Vec bias = rand_vec(g, OC), R = rand_vec(g, std::size_t(N) * OC), out(R.size());
@@ -279,7 +284,9 @@ struct AttnShape {
 class AttentionTest : public ::testing::TestWithParam<AttnShape> {};
 
 TEST_P(AttentionTest, ForwardBackward) {
-  const auto [B, T, C, NH] = GetParam(); // T = 131 spans three 64-row blocks
+  // Plain copies, as in LayerNormTest (clang 14 lambdas).
+  const AttnShape& shape = GetParam(); // T = 131 spans three 64-row blocks
+  const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
   std::mt19937 g(4);
   const std::size_t natt = std::size_t(B) * NH * T * T;
   Vec qkv = rand_vec(g, std::size_t(B) * T * 3 * C), R = rand_vec(g, std::size_t(B) * T * C);

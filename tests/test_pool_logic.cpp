@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 #include "runtime/pool/compress.h"
@@ -65,19 +66,46 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
   EXPECT_TRUE(std::isnan(d.values[290]));
 }
 
+// Fuzzing findings (tests/fuzz/corpus/fuzz_upload_wire/crash-*): blocks at
+// both ends of the float range quantise to finite values within half a step.
+TEST(PoolCompress, Int8ExtremeScalesStayFiniteAndClose) {
+  const float big = std::numeric_limits<float>::max();
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> x = {big, 1.0f, -big, 0.0f, 1000 * tiny, 0.0f, -tiny, 5 * tiny};
+  const Decoded d = decode(encode(x, kOrigin, Codec::kInt8, 4), x.size());
+  for (std::size_t b = 0; b < 2; ++b) {
+    float mx = 0;
+    for (std::size_t i = 4 * b; i < 4 * b + 4; ++i) mx = std::max(mx, std::fabs(x[i]));
+    for (std::size_t i = 4 * b; i < 4 * b + 4; ++i) {
+      ASSERT_TRUE(std::isfinite(d.values[i])) << i;
+      // half a step, plus a subnormal scale's coarse rounding (a few ulps of tiny)
+      EXPECT_LE(std::fabs(double(d.values[i]) - double(x[i])),
+                0.5 * double(mx) / 127 * 1.001 + 4.0 * tiny)
+          << i;
+    }
+  }
+}
+
+TEST(PoolCompress, ForgedElementCountIsRefused) {
+  std::string b = encode(ramp(4), kOrigin, Codec::kNone);
+  const std::uint64_t forged = (std::uint64_t(1) << 62) + 4; // 4 * n wraps to 16
+  std::memcpy(b.data() + 16, &forged, 8);
+  EXPECT_THROW(decode(b, forged), InputError);
+}
+
 TEST(PoolCompress, MalformedUploadsAreRefused) {
   const auto x = ramp(500);
   const std::string b = encode(x, kOrigin, Codec::kInt8, 256);
-  EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), std::invalid_argument); // truncated
-  EXPECT_THROW(decode(b.substr(0, 10), x.size()), std::invalid_argument);           // no header
-  EXPECT_THROW(decode(b + "x", x.size()), std::invalid_argument);                   // padded
-  EXPECT_THROW(decode(b, x.size() + 1), std::invalid_argument);                     // shape
+  EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), InputError); // truncated
+  EXPECT_THROW(decode(b.substr(0, 10), x.size()), InputError);           // no header
+  EXPECT_THROW(decode(b + "x", x.size()), InputError);                   // padded
+  EXPECT_THROW(decode(b, x.size() + 1), InputError);                     // shape
   std::string flipped = b;
   flipped[kWireHeaderBytes + 7] ^= 0x40;
-  EXPECT_THROW(decode(flipped, x.size()), std::invalid_argument); // checksum
+  EXPECT_THROW(decode(flipped, x.size()), InputError); // checksum
   std::string magic = b;
   magic[0] = 'X';
-  EXPECT_THROW(decode(magic, x.size()), std::invalid_argument);
+  EXPECT_THROW(decode(magic, x.size()), InputError);
   EXPECT_THROW(parse_codec("zstd"), InputError);
 }
 
@@ -87,10 +115,10 @@ TEST(PoolCompress, HeaderCarriesTheOriginUnderTheChecksum) {
   EXPECT_EQ(decode(b, x.size()).origin, kOrigin);
   // Rewriting the round (or the job, or the model checksum) in the header
   // breaks the checksum: an upload cannot be re-targeted at another round.
-  for (std::size_t off : {24u, 32u, 40u}) {
+  for (std::size_t off : {24u, 32u, 40u, 48u}) {
     std::string edited = b;
     edited[off] ^= 0x01;
-    EXPECT_THROW(decode(edited, x.size()), std::invalid_argument) << off;
+    EXPECT_THROW(decode(edited, x.size()), InputError) << off;
   }
   // Version 1 uploads (no origin) are refused with the reason.
   std::string v1 = b;
@@ -98,7 +126,7 @@ TEST(PoolCompress, HeaderCarriesTheOriginUnderTheChecksum) {
   try {
     decode(v1, x.size());
     FAIL() << "version 1 accepted";
-  } catch (const std::invalid_argument& e) {
+  } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("wire version 1"), std::string::npos) << e.what();
   }
 }
@@ -145,7 +173,7 @@ TEST(PoolDelta, CorruptedOrMismatchedDeltasAreRefused) {
   ASSERT_TRUE(same_bits(apply_model_delta(d, p, 2, 3), q));
   auto refused = [&](const std::string& bytes, const std::vector<float>& base, std::int64_t from,
                      std::int64_t to) {
-    EXPECT_THROW(apply_model_delta(bytes, base, from, to), std::invalid_argument);
+    EXPECT_THROW(apply_model_delta(bytes, base, from, to), InputError);
   };
   std::string c = d;
   c[kDeltaHeaderBytes + c.size() / 3 - kDeltaHeaderBytes / 3] ^= 0x10; // payload bit flip
@@ -297,6 +325,12 @@ TEST(PoolJob, FieldsAreStrictlyTypedAndBounded) {
   top("seq_len", 33);            // above model.max_seq_len
   top("grad_accum", 1.0);
   top("inner_steps", 0);
+  // Parsed from text, a non-negative integer is stored unsigned: the lower
+  // bound must hold there too (found by fuzzing, tests/fuzz/corpus/fuzz_pool_job).
+  top("inner_steps", nlohmann::json::parse("0"));
+  top("rounds", nlohmann::json::parse("0"));
+  top("block_size", nlohmann::json::parse("0"));
+  top("keep_snapshots", nlohmann::json::parse("1"));
   top("inner_steps", 10000000);
   top("rounds", 20000000);
   top("warmup_steps", false);

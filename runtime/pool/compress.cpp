@@ -23,16 +23,6 @@ struct Header {
   std::uint64_t model;
 };
 
-// The upload checksum covers the origin fields and the payload.
-std::uint64_t upload_checksum(std::int64_t job, std::int64_t round, std::uint64_t model,
-                              const char* payload, std::size_t bytes) {
-  Fnv1a h;
-  h.add(&job, sizeof(job));
-  h.add(&round, sizeof(round));
-  h.add(&model, sizeof(model));
-  h.add(payload, bytes);
-  return h.h;
-}
 static_assert(sizeof(Header) == kWireHeaderBytes);
 
 std::size_t blocks(std::size_t n, std::uint32_t block) { return (n + block - 1) / block; }
@@ -77,6 +67,15 @@ std::size_t encoded_size(Codec c, std::size_t n, std::uint32_t block) {
   return kWireHeaderBytes + 4 * blocks(n, block) + n;
 }
 
+std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, std::size_t bytes) {
+  Fnv1a h;
+  h.add(&origin.job, sizeof(origin.job));
+  h.add(&origin.round, sizeof(origin.round));
+  h.add(&origin.model_checksum, sizeof(origin.model_checksum));
+  h.add(payload, bytes);
+  return h.h;
+}
+
 std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
                    std::uint32_t block) {
   if (c == Codec::kInt8 && (block == 0 || block > kMaxBlock))
@@ -86,7 +85,7 @@ std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c
   std::string out(encoded_size(c, n, block), '\0');
   char* payload = out.data() + kWireHeaderBytes;
   if (c == Codec::kNone) {
-    std::memcpy(payload, x.data(), 4 * n);
+    if (n != 0) std::memcpy(payload, x.data(), 4 * n); // an empty span's data() may be null
   } else {
     const std::size_t nb = blocks(n, block);
     auto* scales = reinterpret_cast<float*>(payload);
@@ -104,17 +103,23 @@ std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c
         std::fill(q + lo, q + hi, std::int8_t(0));
         continue;
       }
-      const float scale = mx / 127.0f;
+      // Rounded to nearest, 127 * scale can exceed FLT_MAX when mx is near
+      // it, and the block's largest value would decode as inf: step down.
+      float scale = mx / 127.0f;
+      while (std::isinf(127.0f * scale)) scale = std::nextafter(scale, 0.0f);
       scales[b] = scale;
+      // A subnormal scale (mx below about 127 / FLT_MAX) has no finite
+      // reciprocal (0 * inf would be NaN, and NaN -> int8 is undefined):
+      // divide instead. A scale of 0 quantises the block to 0.
       const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+      const bool use_inv = std::isfinite(inv);
       for (std::size_t i = lo; i < hi; ++i) {
-        const float v = std::nearbyint(x[i] * inv);
+        const float v = std::nearbyint(use_inv ? x[i] * inv : x[i] / scale);
         q[i] = std::int8_t(std::clamp(v, -127.0f, 127.0f));
       }
     }
   }
-  const std::uint64_t sum = upload_checksum(origin.job, origin.round, origin.model_checksum,
-                                            payload, out.size() - kWireHeaderBytes);
+  const std::uint64_t sum = upload_checksum(origin, payload, out.size() - kWireHeaderBytes);
   Header hd{kMagic,     kVersion,     std::uint32_t(c),     block, n, sum,
             origin.job, origin.round, origin.model_checksum};
   std::memcpy(out.data(), &hd, sizeof(hd));
@@ -123,40 +128,44 @@ std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c
 
 Decoded decode(const std::string& bytes, std::size_t expected_n) {
   if (bytes.size() < kWireHeaderBytes)
-    throw std::invalid_argument("upload truncated: " + std::to_string(bytes.size()) +
-                                " bytes, shorter than the header");
+    throw InputError("upload truncated: " + std::to_string(bytes.size()) +
+                     " bytes, shorter than the header");
   Header hd;
   std::memcpy(&hd, bytes.data(), sizeof(hd));
-  if (hd.magic != kMagic) throw std::invalid_argument("not a pseudo-gradient (bad magic)");
+  if (hd.magic != kMagic) throw InputError("not a pseudo-gradient (bad magic)");
   if (hd.version != kVersion)
-    throw std::invalid_argument("unsupported wire version " + std::to_string(hd.version) +
-                                " (expected " + std::to_string(kVersion) +
-                                ": job, round and model checksum in the header)");
-  if (hd.codec > 1) throw std::invalid_argument("unknown codec " + std::to_string(hd.codec));
+    throw InputError("unsupported wire version " + std::to_string(hd.version) + " (expected " +
+                     std::to_string(kVersion) + ": job, round and model checksum in the header)");
+  if (hd.codec > 1) throw InputError("unknown codec " + std::to_string(hd.codec));
   const Codec c = Codec(hd.codec);
   if (hd.n != expected_n)
-    throw std::invalid_argument("shape mismatch: " + std::to_string(hd.n) +
-                                " elements, the model has " + std::to_string(expected_n));
+    throw InputError("shape mismatch: " + std::to_string(hd.n) + " elements, the model has " +
+                     std::to_string(expected_n));
   if (c == Codec::kInt8 && (hd.block == 0 || hd.block > kMaxBlock))
-    throw std::invalid_argument("bad int8 block size " + std::to_string(hd.block));
+    throw InputError("bad int8 block size " + std::to_string(hd.block));
+  // Every encoding takes at least one byte per element; checking that first
+  // keeps encoded_size from overflowing on a forged element count.
+  if (hd.n > bytes.size())
+    throw InputError("upload truncated: " + std::to_string(bytes.size()) + " bytes for " +
+                     std::to_string(hd.n) + " elements");
   const std::size_t want = encoded_size(c, hd.n, hd.block);
   if (bytes.size() != want)
-    throw std::invalid_argument("upload truncated or padded: " + std::to_string(bytes.size()) +
-                                " bytes, expected " + std::to_string(want));
+    throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
+                     " bytes, expected " + std::to_string(want));
   const char* payload = bytes.data() + kWireHeaderBytes;
-  if (upload_checksum(hd.job, hd.round, hd.model, payload, bytes.size() - kWireHeaderBytes) !=
+  if (upload_checksum({hd.job, hd.round, hd.model}, payload, bytes.size() - kWireHeaderBytes) !=
       hd.checksum)
-    throw std::invalid_argument("checksum mismatch (corrupted upload)");
+    throw InputError("checksum mismatch (corrupted upload)");
   Decoded d;
   d.codec = c;
   d.origin = {hd.job, hd.round, hd.model};
   d.values.resize(hd.n);
   if (c == Codec::kNone) {
-    std::memcpy(d.values.data(), payload, 4 * hd.n);
+    if (hd.n != 0) std::memcpy(d.values.data(), payload, 4 * hd.n); // empty: data() is null
   } else {
     const std::size_t nb = blocks(hd.n, hd.block);
     std::vector<float> scales(nb);
-    std::memcpy(scales.data(), payload, 4 * nb);
+    if (nb != 0) std::memcpy(scales.data(), payload, 4 * nb);
     const auto* q = reinterpret_cast<const std::int8_t*>(payload + 4 * nb);
     for (std::size_t b = 0; b < nb; ++b) {
       const std::size_t lo = b * hd.block, hi = std::min<std::size_t>(hd.n, lo + hd.block);
@@ -194,33 +203,31 @@ std::string encode_model_delta(std::span<const float> old_p, std::span<const flo
 std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
                                      std::int64_t from, std::int64_t to) {
   if (bytes.size() < kDeltaHeaderBytes)
-    throw std::invalid_argument("model delta truncated: " + std::to_string(bytes.size()) +
-                                " bytes, shorter than the header");
+    throw InputError("model delta truncated: " + std::to_string(bytes.size()) +
+                     " bytes, shorter than the header");
   DeltaHeader hd;
   std::memcpy(&hd, bytes.data(), sizeof(hd));
-  if (hd.magic != kDeltaMagic) throw std::invalid_argument("not a model delta (bad magic)");
+  if (hd.magic != kDeltaMagic) throw InputError("not a model delta (bad magic)");
   if (hd.version != kDeltaVersion)
-    throw std::invalid_argument("unsupported model delta version " + std::to_string(hd.version));
+    throw InputError("unsupported model delta version " + std::to_string(hd.version));
   if (hd.from != from || hd.to != to)
-    throw std::invalid_argument("model delta is for rounds " + std::to_string(hd.from) + " -> " +
-                                std::to_string(hd.to) + ", expected " + std::to_string(from) +
-                                " -> " + std::to_string(to));
+    throw InputError("model delta is for rounds " + std::to_string(hd.from) + " -> " +
+                     std::to_string(hd.to) + ", expected " + std::to_string(from) + " -> " +
+                     std::to_string(to));
   const std::size_t n = old_p.size();
   if (hd.n != n || hd.raw != 4 * std::uint64_t(n))
-    throw std::invalid_argument("model delta shape mismatch: " + std::to_string(hd.n) +
-                                " elements, the model has " + std::to_string(n));
+    throw InputError("model delta shape mismatch: " + std::to_string(hd.n) +
+                     " elements, the model has " + std::to_string(n));
   if (hd.packed != bytes.size() - kDeltaHeaderBytes)
-    throw std::invalid_argument("model delta truncated or padded: " + std::to_string(bytes.size()) +
-                                " bytes, expected " +
-                                std::to_string(kDeltaHeaderBytes + hd.packed));
+    throw InputError("model delta truncated or padded: " + std::to_string(bytes.size()) +
+                     " bytes, expected " + std::to_string(kDeltaHeaderBytes + hd.packed));
   std::vector<unsigned char> raw(4 * n);
   uLongf got = uLongf(raw.size());
   const int rc =
       uncompress(raw.data(), &got, reinterpret_cast<const Bytef*>(bytes.data() + kDeltaHeaderBytes),
                  uLong(hd.packed));
   if (rc != Z_OK || got != raw.size())
-    throw std::invalid_argument("model delta does not inflate (corrupted; zlib " +
-                                std::to_string(rc) + ")");
+    throw InputError("model delta does not inflate (corrupted; zlib " + std::to_string(rc) + ")");
   std::vector<float> out(n);
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t x;
@@ -230,7 +237,7 @@ std::vector<float> apply_model_delta(const std::string& bytes, std::span<const f
     std::memcpy(&out[i], &x, 4);
   }
   if (params_checksum(out) != hd.checksum)
-    throw std::invalid_argument("model delta checksum mismatch (wrong base model or corrupted)");
+    throw InputError("model delta checksum mismatch (wrong base model or corrupted)");
   return out;
 }
 

@@ -50,6 +50,9 @@ struct UploadOrigin {
 
 std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
                    std::uint32_t block = 256);
+// The checksum an upload's header carries: FNV-1a over the origin fields
+// (job, round, model checksum, in that order) and the payload.
+std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, std::size_t bytes);
 
 struct Decoded {
   std::vector<float> values;
@@ -57,8 +60,8 @@ struct Decoded {
   UploadOrigin origin;
 };
 // Decodes and checks magic, version, sizes and checksum against the expected
-// element count; throws std::invalid_argument with a reason when malformed.
-// The origin is returned, not judged (the coordinator compares it).
+// element count; throws InputError (runtime/util/error.h) with a reason when
+// malformed. The origin is returned, not judged (the coordinator compares it).
 Decoded decode(const std::string& bytes, std::size_t expected_n);
 
 constexpr std::size_t kDeltaHeaderBytes = 56;
@@ -70,7 +73,7 @@ std::string encode_model_delta(std::span<const float> old_p, std::span<const flo
                                std::int64_t from, std::int64_t to);
 // Rebuilds round `to`'s parameters from old_p (round `from`). Checks magic,
 // version, rounds, sizes, inflation and the checksum of the result; throws
-// std::invalid_argument with a reason on any mismatch.
+// InputError with a reason on any mismatch.
 std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
                                      std::int64_t from, std::int64_t to);
 

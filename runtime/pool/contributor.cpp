@@ -337,7 +337,7 @@ bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string&
   std::vector<float> p;
   try {
     p = apply_model_delta(body, global_, from, round);
-  } catch (const std::invalid_argument& e) {
+  } catch (const InputError& e) {
     ++st_.delta_fallbacks;
     say("model delta from round " + std::to_string(from) + " refused (" + e.what() +
         "); downloading the whole model");

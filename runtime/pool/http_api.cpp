@@ -232,8 +232,6 @@ struct PoolApi::Impl {
       return error_response(e.status(), e.what());
     } catch (const InputError& e) {
       return error_response(400, e.what());
-    } catch (const std::invalid_argument& e) { // ProtocolError and decoders
-      return error_response(400, e.what());
     } catch (const json::exception& e) {
       return error_response(400, e.what());
     } catch (const std::exception& e) {

@@ -31,8 +31,11 @@ struct Fields {
     if (!v) return;
     const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
     if (!v->is_number_integer()) wrong(key, *v, ("an integer in " + range).c_str());
+    // A non-negative JSON integer is stored unsigned: check both bounds there
+    // too (lo may be above 0: 0 is no valid step or round count).
     const bool fits = v->is_number_unsigned()
-                          ? v->get<std::uint64_t>() <= std::uint64_t(hi)
+                          ? v->get<std::uint64_t>() <= std::uint64_t(hi) &&
+                                (lo <= 0 || v->get<std::uint64_t>() >= std::uint64_t(lo))
                           : v->get<std::int64_t>() >= lo && v->get<std::int64_t>() <= hi;
     if (!fits) wrong(key, *v, ("an integer in " + range).c_str());
     out = static_cast<I>(v->get<std::int64_t>());

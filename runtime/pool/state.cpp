@@ -421,7 +421,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   Decoded d;
   try {
     d = decode(body, n);
-  } catch (const std::invalid_argument& e) {
+  } catch (const InputError& e) {
     throw Refused(400, e.what());
   }
 

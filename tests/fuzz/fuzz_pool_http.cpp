@@ -2,21 +2,29 @@
 // runtime/pool/http_api.h), without sockets. The input is split at the first
 // three newlines into method, target (path?query) and an auth selector (first
 // byte: 0 none, 1 a volunteer token, 2 a garbage token); the rest is the
-// body. The state is a real PoolState in a temporary folder with one token
-// and one joined contributor; no admin token is used, so no job is built.
-// Checked: every answer is a status in 200..599 and a JSON answer parses.
+// body. The state is a real PoolState in a temporary folder with one token,
+// one joined contributor and one running job of a tiny model (300
+// parameters, one 64-token shard), so the work, model, shard and upload
+// routes reach their handlers; no admin token is used. Checked: every answer
+// is a status in 200..599 and not 500 (an unexpected exception inside the
+// coordinator), and a JSON answer parses. MYELIN_FUZZ_VERBOSE=1 prints each
+// request and answer (to check what a corpus file reaches).
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
+#include "runtime/data/shard.h"
 #include "runtime/pool/http_api.h"
 #include "runtime/pool/state.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
@@ -25,15 +33,43 @@ struct Env {
   std::unique_ptr<myelin::pool::PoolState> state;
   std::unique_ptr<myelin::pool::PoolApi> api;
   std::string token;
+  Env() = default;
+  Env(const Env&) = delete;
+  Env& operator=(const Env&) = delete;
+  ~Env() {
+    api.reset();
+    state.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
 };
 
 void setup(Env& x) {
   x.dir = (std::filesystem::temp_directory_path() / ("fuzz_pool_http_" + std::to_string(getpid())))
               .string();
   std::filesystem::remove_all(x.dir);
-  x.state = std::make_unique<myelin::pool::PoolState>(x.dir, 30, true);
+  std::filesystem::create_directories(x.dir + "/data");
+  std::vector<std::uint16_t> tokens(64);
+  for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = std::uint16_t(i % 8);
+  myelin::write_shard(x.dir + "/data/train_000.bin", tokens);
+  x.state = std::make_unique<myelin::pool::PoolState>(x.dir + "/state", 30, true);
+  x.state->submit_job(nlohmann::json{{"name", "fuzz"},
+                                     {"model",
+                                      {{"layers", 1},
+                                       {"heads", 1},
+                                       {"channels", 4},
+                                       {"vocab", 8},
+                                       {"padded_vocab", 8},
+                                       {"max_seq_len", 4}}},
+                                     {"train_data", x.dir + "/data/train_*.bin"},
+                                     {"batch_size", 1},
+                                     {"seq_len", 4},
+                                     {"inner_steps", 1},
+                                     {"rounds", 1000000},
+                                     {"max_contributors", 1},
+                                     {"block_size", 256}});
   {
-    myelin::pool::Db db(myelin::pool::db_path(x.dir));
+    myelin::pool::Db db(myelin::pool::db_path(x.dir + "/state"));
     x.token = myelin::pool::create_token(db, "fuzz", false);
   }
   x.api = std::make_unique<myelin::pool::PoolApi>(*x.state, myelin::pool::ApiOptions{});
@@ -52,13 +88,6 @@ Env& env() {
   return e;
 }
 
-std::string take_line(const std::string& s, std::size_t& pos) {
-  const std::size_t e = s.find('\n', pos);
-  std::string out = s.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
-  pos = e == std::string::npos ? s.size() : e + 1;
-  return out;
-}
-
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -66,9 +95,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string in(reinterpret_cast<const char*>(data), size);
   std::size_t pos = 0;
   myelin::pool::ApiRequest r;
-  r.method = take_line(in, pos);
-  const std::string target = take_line(in, pos);
-  const std::string auth = take_line(in, pos);
+  r.method = myelin::fuzz::take_line(in, pos);
+  const std::string target = myelin::fuzz::take_line(in, pos);
+  const std::string auth = myelin::fuzz::take_line(in, pos);
   r.body = in.substr(pos);
   const std::size_t q = target.find('?');
   r.path = target.substr(0, q);
@@ -94,7 +123,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (refusal->status < 400 || refusal->status > 599) std::abort();
   }
   const myelin::pool::ApiResponse a = e.api->handle(r);
-  if (a.status < 200 || a.status > 599) std::abort();
+  static const bool verbose = std::getenv("MYELIN_FUZZ_VERBOSE") != nullptr;
+  if (verbose)
+    std::fprintf(stderr, "%s %s -> %d %.200s\n", r.method.c_str(), r.path.c_str(), a.status,
+                 a.body.c_str());
+  if (a.status < 200 || a.status > 599 || a.status == 500) {
+    std::fprintf(stderr, "status %d: %s\n", a.status, a.body.c_str());
+    std::abort();
+  }
   if (a.content_type == "application/json" && a.file.empty() && !a.shared &&
       !nlohmann::json::accept(a.body))
     std::abort();

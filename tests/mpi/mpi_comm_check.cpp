@@ -395,10 +395,9 @@ void test_async(Communicator& c) {
   }
   // "Backward pass": computation that polls the handles now and then.
   double acc = 0;
-  int polls = 0;
   for (int step = 0; step < 200; ++step) {
     for (int k = 0; k < 20000; ++k) acc += std::sin(step * 0.001 + k * 1e-6);
-    for (CommHandle& h : handles) polls += h.test() ? 0 : 1;
+    for (CommHandle& h : handles) (void)h.test(); // progress only; wait() checks below
   }
   expect(std::isfinite(acc), "computation ran");
   for (int b = 2; b >= 0; --b) {
