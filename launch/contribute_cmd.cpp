@@ -51,9 +51,9 @@ int contribute_main(const Args& args) {
   po::options_description hidden;
   hidden.add_options()("debug-corrupt", po::value(&o.debug_corrupt),
                        "TEST ONLY: nan | scale100 | truncate | signflip | scale3 | zero | noise | "
-                       "replay | lazy | otherdata")("debug-step-delay-ms",
-                                                    po::value(&o.debug_step_delay_ms),
-                                                    "TEST ONLY: sleep after each inner step");
+                       "replay | lazy | otherdata | otherlr")(
+      "debug-step-delay-ms", po::value(&o.debug_step_delay_ms),
+      "TEST ONLY: sleep after each inner step");
   po::options_description all;
   all.add(d).add(hidden);
   po::variables_map vm;

@@ -534,15 +534,18 @@ void Agent::one_round(const Assignment& w) {
     compute = now_s() - t0;
     st_.compute_s += compute;
   } else {
-    // Adversary modes (tests): fewer inner steps, or another slice's rows.
+    // Adversary modes (tests): fewer inner steps, another slice's rows, or
+    // its own learning rate (3x the job's).
     const int steps = o_.debug_corrupt == "lazy" ? std::max(1, H / 3) : H;
     const std::int64_t rows_slot =
         o_.debug_corrupt == "otherdata" && slots > 1 ? (slot + 1) % slots : slot;
     if (!trainer_ || t_job_ != job || t_slot_ != rows_slot || t_slots_ != slots) {
       trainer_.reset();
-      trainer_ = std::make_unique<InnerTrainer>(
+      TrainOptions to =
           inner_train_options(t, rows_slot, slots, model, (fs::path(dir) / "train_*.bin").string(),
-                              o_.device, o_.threads));
+                              o_.device, o_.threads);
+      if (o_.debug_corrupt == "otherlr") to.lr *= 3;
+      trainer_ = std::make_unique<InnerTrainer>(to);
       t_job_ = job, t_slot_ = rows_slot, t_slots_ = slots;
     }
     set_state("training");
@@ -720,12 +723,12 @@ int Agent::run() {
 
 int run_contributor(const ContributeOptions& o) {
   require(o.device == "cpu" || o.device == "cuda", "--device", "expected cpu or cuda");
-  static const std::set<std::string> modes = {"",         "nan",    "scale100", "truncate",
-                                              "signflip", "scale3", "zero",     "noise",
-                                              "replay",   "lazy",   "otherdata"};
+  static const std::set<std::string> modes = {"",         "nan",    "scale100",  "truncate",
+                                              "signflip", "scale3", "zero",      "noise",
+                                              "replay",   "lazy",   "otherdata", "otherlr"};
   require(modes.count(o.debug_corrupt) == 1, "--debug-corrupt",
-          "expected nan, scale100, truncate, signflip, scale3, zero, noise, replay, lazy or "
-          "otherdata");
+          "expected nan, scale100, truncate, signflip, scale3, zero, noise, replay, lazy, "
+          "otherdata or otherlr");
   require(!o.client.token.empty(), "--token-file",
           "required (or the MYELIN_POOL_TOKEN environment variable, or --token)");
   require(o.ranks >= 0 && o.ranks <= 4096, "--ranks", "expected 0..4096");

@@ -40,7 +40,8 @@ struct ContributeOptions {
   // truncate, or an adversary: signflip (-g) | scale3 (3g) | zero | noise (a
   // random direction with g's norm) | replay (re-sends the previous round's
   // upload) | lazy (a third of the inner steps) | otherdata (trains on the
-  // next slice's rows); step delay slows each inner step down.
+  // next slice's rows) | otherlr (3x the job's inner learning rate); step
+  // delay slows each inner step down.
   std::string debug_corrupt;
   int debug_step_delay_ms = 0;
 };

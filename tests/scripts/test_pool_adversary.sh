@@ -9,7 +9,9 @@
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
-MODES=(signflip scale3 zero noise replay lazy otherdata)
+# ADVERSARY_MODES (space-separated) runs other modes, e.g. otherlr (3x the
+# job's inner learning rate), which is left out here: see docs/perf.md.
+read -r -a MODES <<< "${ADVERSARY_MODES:-signflip scale3 zero noise replay lazy otherdata}"
 HONEST=6
 N=$((HONEST + ${#MODES[@]}))
 # One token per volunteer, as the README asks: each contributor joins with its own.
