@@ -46,6 +46,19 @@ TEST(PoolScore, VerdictRejectsNoGainAndNoMoreThanOtherRows) {
   EXPECT_NE(score_verdict(harmful_own, 0), "");
 }
 
+TEST(PoolScore, SettledRoundJudgesOwnGainAgainstItsPeers) {
+  // Near convergence the round's honest uploads all raise the loss of their
+  // two scored batches a little (median gain -0.03): one at -0.04 (own
+  // noise 0.012) is not rejected for that, but a sign-flip far below the
+  // round still is, and so is the same -0.04 in a round whose median gains.
+  ScoreResult settled{2.40, 2.44, 2.40, 2.45, 0.012};
+  EXPECT_NE(score_verdict(settled, 0, 0.0), "");
+  EXPECT_EQ(score_verdict(settled, 0, -0.03), "");
+  EXPECT_NE(score_verdict(settled, 0, 0.02), "");
+  ScoreResult flipped{2.40, 2.92, 2.40, 2.80, 0.012};
+  EXPECT_NE(score_verdict(flipped, 0, -0.03).find("does not lower"), std::string::npos);
+}
+
 TEST(PoolScore, NoiseIsARobustSpread) {
   std::vector<ScoreResult> r;
   for (double d : {0.01, -0.01, 0.02, 0.0, -0.02}) r.push_back({1.0, 0.9 - d, 1.0, 0.9});

@@ -24,15 +24,17 @@ double score_noise(const std::vector<ScoreResult>& round) {
   return 1.4826 * median(d);
 }
 
-std::string score_verdict(const ScoreResult& s, double round_noise) {
+std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain) {
   const double noise = std::max(round_noise, std::isfinite(s.noise) ? s.noise : 0.0);
   const double a = s.improvement_assigned(), o = s.improvement_other(), slack = 3 * noise;
   char b[240];
   if (!std::isfinite(a) || !std::isfinite(o)) return "score: the loss is not finite";
-  if (a + slack <= 0) {
+  const double floor = std::isfinite(round_median_gain) ? std::min(0.0, round_median_gain) : 0.0;
+  if (a + slack <= floor) {
     std::snprintf(b, sizeof(b),
-                  "score: does not lower the loss of its own rows (%+.3g; round noise %.2g)", -a,
-                  noise);
+                  "score: does not lower the loss of its own rows (%+.3g; round noise %.2g, "
+                  "round median %+.3g)",
+                  -a, noise, -round_median_gain);
     return b;
   }
   if (a + slack <= o) {

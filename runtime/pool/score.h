@@ -13,9 +13,12 @@
 // honest majority's scatter; or, when larger, the upload's own standard
 // error from the spread of its per-batch gains, which also works for rounds
 // of one or two uploads): an upload is rejected when its own rows' loss
-// does not fall (gain + 3 noise <= 0), or falls no more than the other rows'
-// (gain + 3 noise <= other gain). Three robust standard deviations keep an
-// honest upload's chance of rejection near 0.1% per check; sign-flipped and
+// does not fall (gain + 3 noise <= floor), or falls no more than the other
+// rows' (gain + 3 noise <= other gain). The floor is 0, or the round's median
+// own-row gain when that is negative: near convergence an honest update can
+// raise the loss of two scored batches a little, and then every honest upload
+// of the round does; judged against its peers it is not rejected for that. Three robust standard
+// deviations keep an honest upload's chance of rejection near 0.1% per check; sign-flipped and
 // other harmful updates sit far outside. What the noise hides (zero, random,
 // lazy, other-data updates) is caught by the norm floor and by replays
 // (replay_suspicious asks for one whenever the gain is not clearly above the
@@ -52,8 +55,9 @@ struct ScoreResult {
 // 0 with fewer than 3.
 double score_noise(const std::vector<ScoreResult>& round);
 // "" when the upload passes, else the reason; the noise allowed is the
-// larger of round_noise and s.noise.
-std::string score_verdict(const ScoreResult& s, double round_noise);
+// larger of round_noise and s.noise; round_median_gain is the round's median
+// improvement_assigned (0 when fewer than 3 uploads were scored).
+std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain = 0);
 
 // Whether the coordinator replays an upload: drawn with probability `prob`
 // from a hash of (job, round, contributor), so a run is reproducible and a
