@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <boost/program_options.hpp>
+#include <fstream>
 #include <iostream>
 
 #include "launch/commands.h"
@@ -160,9 +161,13 @@ int train_main(const Args& args) {
   //                          state, step and RNG from the checkpoint
   //   --start-step S         count steps (the LR schedule) from S with fresh
   //                          AdamW moments (a pool round's start)
-  std::string slice;
+  //   --options-file F       more options, one "flag = value" per line
+  //                          (runtime/train/options_file.h); the command
+  //                          line wins where both give one
+  std::string slice, options_file;
   po::options_description hidden;
-  hidden.add_options()("data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
+  hidden.add_options()("options-file", po::value(&options_file), "options, one per line")(
+      "data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
       "data-start-batch", po::value(&o.data_start_batch), "start at this global batch")(
       "run-steps", po::value(&o.run_steps), "stop after this many steps")(
       "resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only),
@@ -172,6 +177,12 @@ int train_main(const Args& args) {
   all.add(desc).add(hidden);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).run(), vm);
+  if (vm.count("options-file")) {
+    std::ifstream f(vm["options-file"].as<std::string>());
+    require(bool(f), "--options-file",
+            "cannot read '" + vm["options-file"].as<std::string>() + "'");
+    po::store(po::parse_config_file(f, all), vm);
+  }
   if (vm.count("help")) {
     std::cout << "usage: myelin train [options]  (or: mpirun -np N myelin train --dp N ...)\n\n"
               << desc << "\n";

@@ -34,6 +34,7 @@
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
+#include "runtime/train/options_file.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/error.h"
 #include "runtime/util/threads.h"
@@ -382,63 +383,28 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
                     metrics = (cdir / "metrics.jsonl").string();
   fs::remove(out);
   fs::remove(metrics);
-  const std::int64_t total = std::max<std::int64_t>(1, t.total_steps);
+  // The same options as in process (inner_train_options), split over this
+  // machine's ranks, handed to the child as one options file.
+  TrainOptions to = inner_train_options(
+      t, slot, slots, model, (fs::path(dir) / "train_*.bin").string(), o_.device, o_.threads);
   const std::int64_t start = w.round * H;
-  auto num = [](const json& v) { return v.dump(); }; // as the coordinator wrote it
+  to.batch_size = B / dp;
+  to.steps =
+      int(std::clamp<std::int64_t>(std::max<std::int64_t>(to.steps, start + H), 1, INT32_MAX));
+  to.run_steps = H;
+  to.dp = dp, to.pp = pp;
+  to.data_start_batch = std::int64_t(w.batch_position);
+  to.start_step = int(std::clamp<std::int64_t>(start, 0, INT32_MAX));
+  to.save_path = out, to.metrics_out = metrics;
+  const std::string opts = (cdir / "options.txt").string();
+  {
+    const std::string text = train_options_file_text(to);
+    write_atomic(opts, [&](const ByteSink& sink) { sink(text.data(), text.size()); });
+  }
   std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
   std::istringstream extra(o_.mpirun_args);
   for (std::string x; extra >> x;) a.push_back(x);
-  a.insert(a.end(), {fs::read_symlink("/proc/self/exe").string(),
-                     "train",
-                     "--model",
-                     model,
-                     "--train-data",
-                     (fs::path(dir) / "train_*.bin").string(),
-                     "--batch-size",
-                     std::to_string(B / dp),
-                     "--seq-len",
-                     num(t.seq_len),
-                     "--grad-accum",
-                     num(t.grad_accum),
-                     "--steps",
-                     std::to_string(std::max<std::int64_t>(total, start + H)),
-                     "--run-steps",
-                     std::to_string(H),
-                     "--lr",
-                     num(t.lr),
-                     "--lr-schedule",
-                     t.lr_schedule,
-                     "--warmup-steps",
-                     num(t.warmup_steps),
-                     "--weight-decay",
-                     num(t.weight_decay),
-                     "--grad-clip",
-                     num(t.grad_clip),
-                     "--beta1",
-                     num(t.beta1),
-                     "--beta2",
-                     num(t.beta2),
-                     "--seed",
-                     num(t.seed),
-                     "--device",
-                     o_.device,
-                     "--threads",
-                     std::to_string(o_.threads),
-                     "--dp",
-                     std::to_string(dp),
-                     "--pp",
-                     std::to_string(pp),
-                     "--data-slice",
-                     std::to_string(slot) + "/" + std::to_string(slots),
-                     "--data-start-batch",
-                     num(w.batch_position),
-                     "--start-step",
-                     std::to_string(start),
-                     "--save",
-                     out,
-                     "--metrics-out",
-                     metrics,
-                     "--quiet"});
+  a.insert(a.end(), {fs::read_symlink("/proc/self/exe").string(), "train", "--options-file", opts});
   const auto st = run_child(a);
   if (!st) throw Stopped{};
   if (*st != 0) {

@@ -47,6 +47,12 @@ expect2 "--train-data" train "${ok[@]}"
 expect2 "--checkpoint-dir" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --resume
 expect2 "no-such-flag" train --no-such-flag
 expect2 "unknown command" frobnicate
+# The pool's options file (train --options-file): read like the flags.
+expect2 "--options-file: cannot read" train --options-file nothere.txt
+printf 'layers = 1\nfrobnicate = 3\n' > opts_unknown.txt
+expect2 "frobnicate" train --options-file opts_unknown.txt
+printf 'lr = -1\n' > opts_lr.txt
+expect2 "--lr" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --options-file opts_lr.txt
 expect2 "--input" data text --input nothere.txt --out d
 expect2 "--task" data synthetic --task multiplication --out d
 expect2 "--recompute" train "${ok[@]}" --train-data 'data/addition_train_*.bin' --recompute 3

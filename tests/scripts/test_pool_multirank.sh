@@ -89,7 +89,7 @@ PIDS+=($!); CS=$!
 "$MYELIN" contribute "${common[@]}" --name c_quit --ranks 2 --work-dir "${WD}wdq" \
   --mpirun-args=--oversubscribe > c_quit.log 2>&1 &
 PIDS+=($!); CQ=$!
-wait_for 'pgrep -f -- "${WD}wdq/.*--run-steps" >/dev/null' 40
+wait_for 'pgrep -f -- "--options-file ${WD}wdq/" >/dev/null' 40
 kill -INT $CQ
 wait $CQ || fail "multi-rank contributor exited $? after SIGINT (expected 0): $(cat c_quit.log)"
 grep -q "leaving the pool" c_quit.log || fail "no clean leave after SIGINT: $(cat c_quit.log)"
