@@ -158,6 +158,19 @@ TEST(AdditionEval, PartsAddUpToTheWholeAndAnUntrainedModelScoresNearZero) {
   }
   EXPECT_EQ(sum.correct, whole.correct);
   EXPECT_EQ(sum.total, whole.total);
-  EXPECT_EQ((ExactMatch{467, 500}).describe(),
+  // The problems kept with the model's answers: the first ones of the set.
+  const ExactMatch shown = addition_exact_match(*e, 2, 60, 16, 0, 1, 3);
+  const auto problems = held_out_addition(60, 2, kAdditionEvalSeed);
+  ASSERT_EQ(shown.shown.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const std::string& line = shown.shown[i];
+    const std::string prompt = addition_prompt(problems[i], 2);
+    const std::string expected = addition_answer(problems[i], 2);
+    EXPECT_EQ(line.substr(0, prompt.size()), prompt) << line;
+    const std::string answer = line.substr(prompt.size(), 3);
+    EXPECT_EQ(line.substr(prompt.size() + 3),
+              answer == expected ? " right" : " wrong, expected " + expected);
+  }
+  EXPECT_EQ((ExactMatch{467, 500, {}}).describe(),
             "exact-match accuracy: 93.4% (467/500 held-out problems)");
 }

@@ -5,11 +5,11 @@
 #include <unordered_set>
 
 #include "runtime/data/loader.h"
-
 #include "runtime/util/rng.h"
 
 namespace myelin {
 namespace {
+// The most problems held_out_addition returns; also the most pairs it lists.
 constexpr std::uint64_t kMaxHeldOutDraw = 1'000'000;
 std::string pad(std::uint64_t v, int width) {
   std::string s = std::to_string(v);

@@ -327,10 +327,10 @@ std::string Trainer::sample(int len, std::uint64_t seed) {
   return ByteTokenizer::decode(std::vector<int>(toks.begin() + 1, toks.end()));
 }
 
-ExactMatch Trainer::evaluate_task() {
+ExactMatch Trainer::evaluate_task(int show) {
   if (opt_.eval_task.empty()) return {};
   ExactMatch r = addition_exact_match(*engine_, opt_.eval_digits, std::uint64_t(opt_.eval_examples),
-                                      opt_.seq_len, mesh_->dp_rank(), mesh_->dp_size());
+                                      opt_.seq_len, mesh_->dp_rank(), mesh_->dp_size(), show);
   if (mesh_->world_size() > 1) {
     double counts[2] = {double(r.correct), double(r.total)};
     mesh_->world().all_reduce(counts, 2, CommDType::kF64, ReduceOp::kSum);
@@ -449,7 +449,7 @@ std::vector<StepMetrics> Trainer::run() {
     const bool last =
         m.step == opt_.steps || (opt_.run_steps > 0 && m.step - start_step_ == opt_.run_steps);
     if (!opt_.eval_task.empty() && (last || (opt_.val_every > 0 && m.step % opt_.val_every == 0))) {
-      score = evaluate_task();
+      score = evaluate_task(last ? 5 : 0);
       m.exact_match = score.percent();
     }
     log(m);
@@ -462,8 +462,10 @@ std::vector<StepMetrics> Trainer::run() {
     if (opt_.checkpoint_every > 0 && (m.step % opt_.checkpoint_every == 0 || last))
       save_checkpoint(m.step);
   }
-  if (score.total > 0 && !opt_.quiet && is_logger())
+  if (score.total > 0 && !opt_.quiet && is_logger()) {
+    for (const auto& line : score.shown) std::cout << "held-out " << line << "\n";
     std::cout << score.describe() << " after step " << step_ << std::endl;
+  }
   if (!opt_.save_path.empty()) save(opt_.save_path);
   return all;
 }

@@ -47,8 +47,9 @@ class Trainer {
   float evaluate(); // mean validation loss over val_batches batches
   std::string sample(int len, std::uint64_t seed);
   // --eval-task's score on held-out problems, all data-parallel ranks together
-  // (collective); the total is 0 without --eval-task.
-  ExactMatch evaluate_task();
+  // (collective); the total is 0 without --eval-task. `show`: problems of
+  // this rank's share to keep with the model's answers (ExactMatch::shown).
+  ExactMatch evaluate_task(int show = 0);
   // Whole model parameters, host fp32 (collective over the pipeline when pp > 1).
   std::vector<float> params();
   std::size_t optimizer_bytes_saved() const;

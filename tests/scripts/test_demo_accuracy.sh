@@ -2,7 +2,8 @@
 # scripts/demo.sh itself, shortened to 400 steps with this build's myelin: it
 # ends with a well-formed exact-match accuracy line on held-out addition
 # problems, the model gets far more of them right than at step 100 and than
-# chance (a random answer of 3 digits is right once in 1000), and the loss falls.
+# chance (a random answer of 3 digits is right once in 1000), the problems it
+# shows are judged right, and the loss falls.
 demo="$(cd "$(dirname "$0")/../.." && pwd)/scripts/demo.sh"
 source "$(dirname "$0")/common.sh" "$@"
 command -v mpirun >/dev/null || { echo "skipped: mpirun not installed"; exit 77; }
@@ -20,6 +21,19 @@ pct=${BASH_REMATCH[1]} k=${BASH_REMATCH[2]} n=${BASH_REMATCH[3]} at=${BASH_REMAT
 [ "$k" -le "$n" ] || fail "$k of $n right"
 [ "$(awk -v k="$k" -v n="$n" 'BEGIN { printf "%.1f", 100 * k / n }')" = "$pct" ] ||
   fail "$pct% is not $k/$n"
+# Five held-out problems with the model's answers, each judged correctly
+# (checked here with shell arithmetic; the answer is the sum reversed).
+[ "$(grep -c '^held-out ' out.txt)" = 5 ] || fail "expected 5 held-out problems shown"
+while read -r _ shown verdict rest; do
+  [[ $shown =~ ^([0-9]{2})\+([0-9]{2})=([0-9]{3})$ ]] || fail "malformed: $shown"
+  a=$((10#${BASH_REMATCH[1]})) b=$((10#${BASH_REMATCH[2]})) ans=${BASH_REMATCH[3]}
+  sum=$(printf '%03d' $((a + b)) | rev)
+  if [ "$ans" = "$sum" ]; then
+    [ "$verdict" = right ] || fail "$shown is right but shown as $verdict $rest"
+  else
+    [ "$verdict $rest" = "wrong, expected $sum" ] || fail "$shown shown as $verdict $rest"
+  fi
+done < <(grep '^held-out ' out.txt)
 # The accuracy printed at each validation (every 100 steps), first and last.
 first=$(grep -m1 -oE 'exact [0-9.]+%' out.txt | grep -oE '[0-9.]+')
 last=$(grep -oE 'exact [0-9.]+%' out.txt | tail -1 | grep -oE '[0-9.]+')
