@@ -157,22 +157,18 @@ int train_main(const Args& args) {
   //                          global batch; its dp ranks split the slice further
   //   --data-start-batch K   start the loader at global batch K
   //   --run-steps H          stop after H steps (the LR schedule still spans --steps)
-  //   --resume-optimizer-only  with --resume: weights from --model, AdamW
-  //                          state, step and RNG from the checkpoint
   //   --start-step S         count steps (the LR schedule) from S with fresh
   //                          AdamW moments (a pool round's start)
   //   --options-file F       more options, one "flag = value" per line
   //                          (runtime/train/options_file.h); the command
   //                          line wins where both give one
-  std::string slice, options_file;
+  std::string slice;
   po::options_description hidden;
-  hidden.add_options()("options-file", po::value(&options_file), "options, one per line")(
+  hidden.add_options()("options-file", po::value<std::string>(), "options, one per line")(
       "data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
       "data-start-batch", po::value(&o.data_start_batch), "start at this global batch")(
       "run-steps", po::value(&o.run_steps), "stop after this many steps")(
-      "resume-optimizer-only", po::bool_switch(&o.resume_optimizer_only),
-      "weights from --model on resume")("start-step", po::value(&o.start_step),
-                                        "count steps from here, fresh AdamW");
+      "start-step", po::value(&o.start_step), "count steps from here, fresh AdamW");
   po::options_description all;
   all.add(desc).add(hidden);
   po::variables_map vm;

@@ -79,8 +79,6 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
   in_range(o.run_steps, 0, kMaxSteps, "--run-steps");
   in_range(o.start_step, -1, kMaxSteps, "--start-step");
   require(o.start_step < 0 || !o.resume, "--start-step", "cannot be combined with --resume");
-  require(!o.resume_optimizer_only || (o.resume && !o.model_path.empty()),
-          "--resume-optimizer-only", "needs --resume and --model");
   in_range(o.dp, 1, kMaxRanks, "--dp");
   in_range(o.pp, 1, kMaxStages, "--pp");
   require(static_cast<long long>(o.dp) * o.pp <= kMaxRanks, "--dp/--pp",

@@ -66,11 +66,8 @@ struct TrainOptions {
   std::string resume_from;
   // The pool's multi-rank contributors (hidden flags): stop after this many
   // steps in this invocation, the schedule still spanning `steps`
-  // (`--run-steps`, 0 = run to `steps`); with --resume, take the weights from
-  // --model and only the optimizer state, step and RNG from the checkpoint
-  // (`--resume-optimizer-only`).
+  // (`--run-steps`, 0 = run to `steps`).
   int run_steps = 0;
-  bool resume_optimizer_only = false;
   // The pool's round start (hidden `--start-step S`, -1 = off): a fresh run
   // that counts its steps (the LR schedule) from S, AdamW's bias correction
   // from 1, as Trainer::restart_optimizer(S) does in process.

@@ -145,7 +145,6 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   targets_.resize(inputs_.size());
   sample_rng_ = Rng64(opt_.seed ^ 0x5a5a5a5aull).state();
   if (opt_.resume) try_resume();
-  if (opt_.resume_optimizer_only) engine_->set_params(init);
   if (opt_.start_step >= 0) restart_optimizer(opt_.start_step);
   if (opt_.data_start_batch >= 0)
     train_->set_position(train_->position_at(std::uint64_t(opt_.data_start_batch)));
