@@ -68,6 +68,7 @@ struct PoolState::CloseWork {
   std::int64_t tokens = 0, replays = 0;
   std::optional<double> update_norm, median_norm, train_loss, val;
   double score_s = 0, replay_s = 0;
+  std::uint64_t next_checksum = 0; // params_checksum of the next round's model
 };
 
 namespace {
@@ -123,14 +124,23 @@ PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   return *(jobs_[job] = std::move(rt));
 }
 
+namespace {
+// Keeps the checksums of the last few rounds' models (uploads name the one
+// they started from).
+void remember_checksum(std::map<std::int64_t, std::uint64_t>& sums, std::int64_t round,
+                       std::uint64_t sum) {
+  if (sums.size() > 8) sums.erase(sums.begin());
+  sums[round] = sum;
+}
+} // namespace
+
 std::optional<std::uint64_t> PoolState::model_checksum(std::int64_t job, std::int64_t round) {
   JobRt& rt = job_rt(job);
   if (auto it = rt.model_sums.find(round); it != rt.model_sums.end()) return it->second;
   const std::string p = model_path(job, round);
   if (!fs::exists(p)) return std::nullopt; // pruned: the round is long closed
   const std::uint64_t sum = params_checksum(load_model(p).params);
-  if (rt.model_sums.size() > 8) rt.model_sums.erase(rt.model_sums.begin());
-  rt.model_sums[round] = sum;
+  remember_checksum(rt.model_sums, round, sum);
   return sum;
 }
 
@@ -817,6 +827,7 @@ void PoolState::compute_close(CloseWork& w) {
   // The new global model (and momentum) reach the disk before the round is
   // committed as closed; a crash in between re-closes the same round.
   save_model(w.next_model, rt.cfg, params, 3);
+  w.next_checksum = params_checksum(params);
   if (s.outer_momentum > 0) save_model(w.next_momentum, rt.cfg, mom, 3);
   const float v = evaluate(rt, params);
   if (std::isfinite(v)) w.val = v;
@@ -894,6 +905,8 @@ void PoolState::commit_close(CloseWork& w) {
   }
   db_.prepare("DELETE FROM assignments WHERE job_id = ? AND round <= ?").bind_all(job, r).run();
   tx.commit();
+  // The next round's model is the file just written: no reread to check uploads.
+  remember_checksum(rt.model_sums, r + 1, w.next_checksum);
 
   for (const auto& row : w.rows) {
     std::error_code ec;
