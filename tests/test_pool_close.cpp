@@ -99,12 +99,12 @@ TEST(PoolClose, ReplayedAndForeignUploadsAreRefusedAndRecorded) {
   std::int64_t c1 = 0, c2 = 0;
   auto [a, g] = f.honest(c1, "c1");
   auto [b, gb] = f.honest(c2, "c2");
-  const std::string body0 = encode(g, {a.job, a.round, f.model_sum(0)}, Codec::kInt8);
+  const std::string body0 = encode(g, {a.job, a.round, f.model_sum(0)}, {Codec::kInt8});
   EXPECT_EQ(f.state->upload(f.who, meta(a, c1), body0)["status"], "pending");
   // An upload that did not start from this round's model: refused (409) and
   // recorded as rejected, so the round does not wait for it.
   try {
-    f.state->upload(f.who, meta(b, c2), encode(gb, {b.job, b.round, 12345}, Codec::kInt8));
+    f.state->upload(f.who, meta(b, c2), encode(gb, {b.job, b.round, 12345}, {Codec::kInt8}));
     FAIL() << "wrong model checksum accepted";
   } catch (const Refused& e) {
     EXPECT_EQ(e.status(), 409);
@@ -149,7 +149,7 @@ TEST(PoolClose, AnswersWhileARoundIsScoredAndRecordsTheVerdict) {
   std::int64_t cid = 0;
   auto [a, g] = f.honest(cid);
   const auto r = f.state->upload(f.who, meta(a, cid),
-                                 encode(g, {a.job, a.round, f.model_sum(0)}, Codec::kNone));
+                                 encode(g, {a.job, a.round, f.model_sum(0)}, {Codec::kNone}));
   EXPECT_EQ(r["status"], "pending");
   std::atomic<bool> closed{false};
   std::thread closer([&] {

@@ -32,7 +32,7 @@ std::vector<float> ramp(std::size_t n, float scale = 1.0f) {
 
 TEST(PoolCompress, NoneRoundTripsExactly) {
   const auto x = ramp(1000);
-  const std::string b = encode(x, kOrigin, Codec::kNone);
+  const std::string b = encode(x, kOrigin, {Codec::kNone});
   EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * x.size());
   const Decoded d = decode(b, x.size());
   EXPECT_EQ(d.codec, Codec::kNone);
@@ -42,7 +42,7 @@ TEST(PoolCompress, NoneRoundTripsExactly) {
 TEST(PoolCompress, Int8ErrorWithinHalfAStepPerBlock) {
   const std::size_t n = 1000, block = 64;
   const auto x = ramp(n, 0.01f);
-  const std::string b = encode(x, kOrigin, Codec::kInt8, block);
+  const std::string b = encode(x, kOrigin, {Codec::kInt8, block});
   EXPECT_EQ(b.size(), kWireHeaderBytes + 4 * ((n + block - 1) / block) + n);
   EXPECT_LT(b.size(), 4 * n / 3); // at least 3x smaller than fp32
   const Decoded d = decode(b, n);
@@ -59,7 +59,7 @@ TEST(PoolCompress, ZeroBlockAndNonFiniteBlock) {
   std::vector<float> x(300, 0.0f);
   x[280] = NAN;
   x[10] = 0.0f;
-  const Decoded d = decode(encode(x, kOrigin, Codec::kInt8, 128), x.size());
+  const Decoded d = decode(encode(x, kOrigin, {Codec::kInt8, 128}), x.size());
   for (std::size_t i = 0; i < 256; ++i) EXPECT_EQ(d.values[i], 0.0f);
   // the block holding the NaN decodes to NaN, so the finiteness check sees it
   EXPECT_FALSE(check_finite(d.values).empty());
@@ -72,7 +72,7 @@ TEST(PoolCompress, Int8ExtremeScalesStayFiniteAndClose) {
   const float big = std::numeric_limits<float>::max();
   const float tiny = std::numeric_limits<float>::denorm_min();
   const std::vector<float> x = {big, 1.0f, -big, 0.0f, 1000 * tiny, 0.0f, -tiny, 5 * tiny};
-  const Decoded d = decode(encode(x, kOrigin, Codec::kInt8, 4), x.size());
+  const Decoded d = decode(encode(x, kOrigin, {Codec::kInt8, 4}), x.size());
   for (std::size_t b = 0; b < 2; ++b) {
     float mx = 0;
     for (std::size_t i = 4 * b; i < 4 * b + 4; ++i) mx = std::max(mx, std::fabs(x[i]));
@@ -87,7 +87,7 @@ TEST(PoolCompress, Int8ExtremeScalesStayFiniteAndClose) {
 }
 
 TEST(PoolCompress, ForgedElementCountIsRefused) {
-  std::string b = encode(ramp(4), kOrigin, Codec::kNone);
+  std::string b = encode(ramp(4), kOrigin, {Codec::kNone});
   const std::uint64_t forged = (std::uint64_t(1) << 62) + 4; // 4 * n wraps to 16
   std::memcpy(b.data() + 16, &forged, 8);
   EXPECT_THROW(decode(b, forged), InputError);
@@ -95,7 +95,7 @@ TEST(PoolCompress, ForgedElementCountIsRefused) {
 
 TEST(PoolCompress, MalformedUploadsAreRefused) {
   const auto x = ramp(500);
-  const std::string b = encode(x, kOrigin, Codec::kInt8, 256);
+  const std::string b = encode(x, kOrigin, {Codec::kInt8, 256});
   EXPECT_THROW(decode(b.substr(0, b.size() / 2), x.size()), InputError); // truncated
   EXPECT_THROW(decode(b.substr(0, 10), x.size()), InputError);           // no header
   EXPECT_THROW(decode(b + "x", x.size()), InputError);                   // padded
@@ -111,7 +111,7 @@ TEST(PoolCompress, MalformedUploadsAreRefused) {
 
 TEST(PoolCompress, HeaderCarriesTheOriginUnderTheChecksum) {
   const auto x = ramp(300);
-  const std::string b = encode(x, kOrigin, Codec::kInt8, 128);
+  const std::string b = encode(x, kOrigin, {Codec::kInt8, 128});
   EXPECT_EQ(decode(b, x.size()).origin, kOrigin);
   // Rewriting the round (or the job, or the model checksum) in the header
   // breaks the checksum: an upload cannot be re-targeted at another round.

@@ -62,9 +62,10 @@ Codec parse_codec(const std::string& name) {
 
 std::string codec_name(Codec c) { return c == Codec::kInt8 ? "int8" : "none"; }
 
-std::size_t encoded_size(Codec c, std::size_t n, std::uint32_t block) {
-  if (c == Codec::kNone) return kWireHeaderBytes + 4 * n;
-  return kWireHeaderBytes + 4 * blocks(n, block) + n;
+std::size_t encoded_size(const CodecParams& p, std::size_t n) {
+  if (p.codec == Codec::kNone) return kWireHeaderBytes + 4 * n;
+  if (p.codec == Codec::kInt8) return kWireHeaderBytes + 4 * blocks(n, p.block) + n;
+  throw std::invalid_argument("sparse codec: not built yet");
 }
 
 std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, std::size_t bytes) {
@@ -76,13 +77,15 @@ std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, s
   return h.h;
 }
 
-std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
-                   std::uint32_t block) {
+std::string encode(std::span<const float> x, const UploadOrigin& origin, const CodecParams& p) {
+  const Codec c = p.codec;
+  std::uint32_t block = p.block;
+  if (c == Codec::kSparse) throw std::invalid_argument("sparse codec: not built yet");
   if (c == Codec::kInt8 && (block == 0 || block > kMaxBlock))
     throw std::invalid_argument("int8 block size must be 1.." + std::to_string(kMaxBlock));
   if (c == Codec::kNone) block = 0;
   const std::size_t n = x.size();
-  std::string out(encoded_size(c, n, block), '\0');
+  std::string out(encoded_size({c, block}, n), '\0');
   char* payload = out.data() + kWireHeaderBytes;
   if (c == Codec::kNone) {
     if (n != 0) std::memcpy(payload, x.data(), 4 * n); // an empty span's data() may be null
@@ -148,7 +151,7 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
   if (hd.n > bytes.size())
     throw InputError("upload truncated: " + std::to_string(bytes.size()) + " bytes for " +
                      std::to_string(hd.n) + " elements");
-  const std::size_t want = encoded_size(c, hd.n, hd.block);
+  const std::size_t want = encoded_size({c, hd.block}, hd.n);
   if (bytes.size() != want)
     throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
                      " bytes, expected " + std::to_string(want));
@@ -158,6 +161,7 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
     throw InputError("checksum mismatch (corrupted upload)");
   Decoded d;
   d.codec = c;
+  d.params.codec = c, d.params.block = hd.block;
   d.origin = {hd.job, hd.round, hd.model};
   d.values.resize(hd.n);
   if (c == Codec::kNone) {
@@ -173,6 +177,21 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
     }
   }
   return d;
+}
+
+std::string encode_with_feedback(std::span<const float> x, std::span<float> residual,
+                                 const UploadOrigin& origin, const CodecParams& p,
+                                 std::vector<float>* decoded) {
+  if (residual.size() != x.size())
+    throw std::invalid_argument("error feedback: residual has " + std::to_string(residual.size()) +
+                                " elements, the vector " + std::to_string(x.size()));
+  std::vector<float> a(x.size());
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = x[i] + residual[i];
+  std::string bytes = encode(a, origin, p);
+  std::vector<float> d = decode(bytes, a.size()).values;
+  for (std::size_t i = 0; i < a.size(); ++i) residual[i] = a[i] - d[i];
+  if (decoded) *decoded = std::move(d);
+  return bytes;
 }
 
 std::uint64_t params_checksum(std::span<const float> p) {

@@ -31,14 +31,25 @@
 
 namespace myelin::pool {
 
-enum class Codec : std::uint32_t { kNone = 0, kInt8 = 1 };
+enum class Codec : std::uint32_t { kNone = 0, kInt8 = 1, kSparse = 2 };
 
-Codec parse_codec(const std::string& name); // "none" | "int8"; throws InputError
+Codec parse_codec(const std::string& name); // "none" | "int8" | "sparse"; throws InputError
 std::string codec_name(Codec c);
+
+// How a vector is encoded: the codec and its settings (a job's
+// "compression", "block_size", "topk_density", "value_bits", "chunk_size").
+struct CodecParams {
+  Codec codec = Codec::kInt8;
+  std::uint32_t block = 256;    // int8: elements per fp32 scale
+  double density = 0.016;       // sparse: share of each chunk kept (top-k by magnitude)
+  std::uint32_t value_bits = 2; // sparse: 2, 4 or 8 bits per kept value
+  std::uint32_t chunk = 4096;   // sparse: elements per chunk
+  bool operator==(const CodecParams&) const = default;
+};
 
 constexpr std::size_t kWireHeaderBytes = 56;
 // Bytes an encoding of n elements takes.
-std::size_t encoded_size(Codec c, std::size_t n, std::uint32_t block);
+std::size_t encoded_size(const CodecParams& p, std::size_t n);
 
 // Where an upload comes from: the job, the round and the global model it
 // started from.
@@ -48,14 +59,21 @@ struct UploadOrigin {
   bool operator==(const UploadOrigin&) const = default;
 };
 
-std::string encode(std::span<const float> x, const UploadOrigin& origin, Codec c,
-                   std::uint32_t block = 256);
+std::string encode(std::span<const float> x, const UploadOrigin& origin, const CodecParams& p);
+// Error feedback: encodes x + residual and leaves in `residual` what the
+// encoding dropped, (x + residual) - decoded, so nothing is lost over rounds.
+// `decoded` (when given) receives the decoded values, exactly as decode()
+// returns them. residual.size() == x.size().
+std::string encode_with_feedback(std::span<const float> x, std::span<float> residual,
+                                 const UploadOrigin& origin, const CodecParams& p,
+                                 std::vector<float>* decoded = nullptr);
 // The checksum an upload's header carries: FNV-1a over the origin fields
 // (job, round, model checksum, in that order) and the payload.
 std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, std::size_t bytes);
 
 struct Decoded {
   std::vector<float> values;
+  CodecParams params; // codec and its settings, as the header says
   Codec codec = Codec::kNone;
   UploadOrigin origin;
 };

@@ -531,7 +531,7 @@ void Agent::one_round(const Assignment& w) {
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
   corrupt(g, round);
   const Codec codec = parse_codec(w.compression);
-  std::string body = encode(g, {job, round, params_checksum(global_)}, codec, w.block_size);
+  std::string body = encode(g, {job, round, params_checksum(global_)}, {codec, w.block_size});
   if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
     if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
     last_round_ = round;

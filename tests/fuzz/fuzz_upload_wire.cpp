@@ -42,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   pool::Decoded d;
   if (!myelin::fuzz::expect_input_error([&] { d = pool::decode(bytes, n); })) return 0;
   check(d.values.size() == n, "element count");
-  const std::string again = pool::encode(d.values, d.origin, d.codec, block);
+  const std::string again = pool::encode(d.values, d.origin, {d.codec, block});
   const pool::Decoded e = pool::decode(again, n);
   check(e.codec == d.codec && e.values.size() == n && e.origin == d.origin, "re-encoded shape");
   if (d.codec == pool::Codec::kNone) {
