@@ -137,12 +137,14 @@ TEST(PoolApi, BadBodiesAre400WithJsonAnswers) {
 }
 
 TEST(PoolProtocol, ClaimsAreBounded) {
-  EXPECT_NO_THROW(check_claims({10, 1.5, 2.3}));
-  EXPECT_NO_THROW(check_claims({10, 1.5, std::nullopt}));
-  EXPECT_THROW(check_claims({10, 1e300, std::nullopt}), ProtocolError);
-  EXPECT_THROW(check_claims({10, -1, std::nullopt}), ProtocolError);
-  EXPECT_THROW(check_claims({10, 1, 1e30}), ProtocolError);
-  EXPECT_THROW(check_claims({-1, 1, std::nullopt}), ProtocolError);
+  EXPECT_NO_THROW(check_claims({10, 1.5, 2.3, std::nullopt}));
+  EXPECT_NO_THROW(check_claims({10, 1.5, std::nullopt, 0.25}));
+  EXPECT_THROW(check_claims({10, 1e300, std::nullopt, std::nullopt}), ProtocolError);
+  EXPECT_THROW(check_claims({10, -1, std::nullopt, std::nullopt}), ProtocolError);
+  EXPECT_THROW(check_claims({10, 1, 1e30, std::nullopt}), ProtocolError);
+  EXPECT_THROW(check_claims({-1, 1, std::nullopt, std::nullopt}), ProtocolError);
+  EXPECT_THROW(check_claims({10, 1, std::nullopt, -1.0}), ProtocolError);
+  EXPECT_THROW(check_claims({10, 1, std::nullopt, NAN}), ProtocolError);
 }
 
 TEST(PoolLedger, ChainVerifiesFromCsvAndJsonAndNamesTheEditedRow) {

@@ -74,23 +74,17 @@ std::string hostname() {
   return b;
 }
 
-std::string hex64(std::uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof(b), "%016llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
 // Stats for the summary and --stats-out.
 struct Stats {
   int rounds = 0, accepted_pending = 0, rejected = 0;
   std::uint64_t bytes_sent = 0, raw_bytes = 0, bytes_downloaded = 0;
   int model_downloads = 0, model_skips = 0;
-  // Global model fetches: whole or as a delta from the held older round;
-  // model_bytes is what they cost, model_bytes_full what whole downloads
-  // would have cost.
-  int delta_downloads = 0, delta_fallbacks = 0;
+  // Global model fetches: whole, or the outer updates since the held older
+  // round; model_bytes is what they cost, model_bytes_full what whole
+  // downloads would have cost.
+  int update_downloads = 0, update_fallbacks = 0;
   std::uint64_t model_bytes = 0, model_bytes_full = 0;
-  double compute_s = 0, started = now_s();
+  double compute_s = 0, wait_s = 0, started = now_s();
 };
 
 class Agent {
@@ -129,12 +123,13 @@ class Agent {
   void heartbeat_loop(double interval);
   void one_round(const Assignment& w);
   void ensure_shards(const Assignment& w, const std::string& dir);
-  void fetch_model(std::int64_t job, std::int64_t round, std::size_t n, const std::string& dir);
-  bool fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
-                   const std::string& round_file);
+  void fetch_model(const Assignment& w, const std::string& dir);
+  bool apply_updates(std::int64_t job, std::int64_t round, std::uint64_t want);
   std::optional<std::vector<float>> train_in_child(const Assignment& w, const std::string& dir,
                                                    const std::string& model, double& loss);
   void corrupt(std::vector<float>& g, std::int64_t round) const;
+  // The query suffix that makes a download count as this contributor's.
+  std::string mine() const { return "&contributor_id=" + std::to_string(cid_); }
   void say(const std::string& s) const {
     if (!o_.quiet) std::cout << "contribute: " << s << std::endl;
   }
@@ -147,11 +142,13 @@ class Agent {
   std::atomic<bool> done_{false};
   Stats st_;
   std::string cache_root_;
+  double last_mark_ = now_s(); // when the last upload began (or the agent started)
 
   // What this agent holds between rounds.
   std::unique_ptr<InnerTrainer> trainer_;
   std::int64_t t_job_ = -1, t_slot_ = -1, t_slots_ = -1;
   std::int64_t model_job_ = -1, model_round_ = -1;
+  std::uint64_t model_sum_ = 0; // params_checksum(global_)
   std::vector<float> global_;
   GPT2Config global_cfg_;
   bool truncated_once_ = false;
@@ -257,13 +254,16 @@ void Agent::ensure_shards(const Assignment& w, const std::string& dir) {
   }
 }
 
-// The global model of `round` into global_ and dir/model.bin: nothing to do
-// when it is held (in memory, or in the work dir after a restart); a delta
-// from the held older round of this job when there is one; else (or when the
-// delta is refused or does not check out) the whole model.
-void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
-                        const std::string& dir) {
-  if (model_job_ == job && model_round_ == round) {
+// The global model an assignment starts from (round w.base_round, whose
+// checksum the assignment names) into global_ and dir/model.bin: nothing to
+// do when it is held (in memory, or in the work dir after a restart); the
+// outer updates since the held round of this job when there are any (each
+// applied exactly as the coordinator did, so the result has the same bits);
+// the whole model when that fails or the held model is too old.
+void Agent::fetch_model(const Assignment& w, const std::string& dir) {
+  const std::int64_t job = w.job, round = w.base_round;
+  const std::size_t n = std::size_t(w.param_count);
+  if (model_job_ == job && model_round_ == round && model_sum_ == w.model_checksum) {
     ++st_.model_skips;
     return;
   }
@@ -280,12 +280,12 @@ void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
         if (mf.params.size() == n) {
           global_ = std::move(mf.params);
           global_cfg_ = mf.config;
-          model_job_ = job, model_round_ = have;
+          model_job_ = job, model_round_ = have, model_sum_ = params_checksum(global_);
         }
       } catch (const std::exception&) {
       }
     }
-    if (model_job_ == job && model_round_ == round) {
+    if (model_job_ == job && model_round_ == round && model_sum_ == w.model_checksum) {
       ++st_.model_skips;
       return;
     }
@@ -293,73 +293,109 @@ void Agent::fetch_model(std::int64_t job, std::int64_t round, std::size_t n,
   const std::uint64_t full = 256 * sizeof(std::int32_t) + 4 * std::uint64_t(n);
   st_.model_bytes_full += full;
   set_state("downloading");
-  if (!(model_job_ == job && model_round_ >= 0 && model_round_ < round && global_.size() == n &&
-        fetch_delta(job, round, model, round_file))) {
+  if (model_job_ == job && model_round_ >= 0 && model_round_ < round &&
+      round - model_round_ <= kKeepUpdates && global_.size() == n &&
+      apply_updates(job, round, w.model_checksum)) {
+    // The on-disk copy (a multi-rank child and a restart read it): the round
+    // file goes stale first, so a crash in between costs a download at worst.
+    std::error_code ec;
+    fs::remove(round_file, ec);
+    save_model(model, global_cfg_, global_, 3);
+    std::ofstream(round_file) << round << "\n";
+    return;
+  }
+  for (int attempt = 0;; ++attempt) {
     const auto got = retry(
         [&] {
-          return cli_.download(
-              "/api/jobs/" + std::to_string(job) + "/model?round=" + std::to_string(round), model);
+          return cli_.download("/api/jobs/" + std::to_string(job) +
+                                   "/model?round=" + std::to_string(round) + mine(),
+                               model);
         },
         "model download");
     st_.bytes_downloaded += got;
     st_.model_bytes += got;
     ++st_.model_downloads;
     ModelFile mf = load_model(model);
-    global_ = std::move(mf.params);
-    global_cfg_ = mf.config;
-    std::ofstream(round_file) << round << "\n";
-    say("job " + std::to_string(job) + " round " + std::to_string(round) +
-        ": downloaded the whole model (" + std::to_string(got) + " bytes)");
+    if (params_checksum(mf.params) == w.model_checksum) {
+      global_ = std::move(mf.params);
+      global_cfg_ = mf.config;
+      break;
+    }
+    if (attempt == 2)
+      throw std::runtime_error("the model of round " + std::to_string(round) +
+                               " does not match the checksum the coordinator gave, 3 times");
+    say("downloaded model does not match its checksum; downloading again");
   }
-  model_job_ = job;
-  model_round_ = round;
+  std::ofstream(round_file) << round << "\n";
+  say("job " + std::to_string(job) + " round " + std::to_string(round) +
+      ": downloaded the whole model (" + std::to_string(full) + " bytes)");
+  model_job_ = job, model_round_ = round, model_sum_ = w.model_checksum;
 }
 
-// Fetches the delta from the held round model_round_ to `round` and applies
-// it; false (global_ unchanged) when the coordinator has no delta to give or
-// it does not check out.
-bool Agent::fetch_delta(std::int64_t job, std::int64_t round, const std::string& model,
-                        const std::string& round_file) {
+// Applies the outer updates of rounds model_round_ .. round-1 to a copy of
+// global_; on success (every update's origin names the model it is applied
+// to, and the result has checksum `want`) keeps the result. False, with
+// global_ unchanged, when an update is gone, malformed or does not fit.
+bool Agent::apply_updates(std::int64_t job, std::int64_t round, std::uint64_t want) {
+  std::vector<float> p = global_;
+  std::uint64_t sum = model_sum_, bytes = 0;
+  for (std::int64_t r = model_round_; r < round; ++r) {
+    std::string body;
+    try {
+      body = retry(
+          [&] {
+            return cli_.get_text("/api/jobs/" + std::to_string(job) +
+                                 "/update?round=" + std::to_string(r) + mine());
+          },
+          "update download");
+    } catch (const PoolError& e) {
+      ++st_.update_fallbacks;
+      say("no outer update for round " + std::to_string(r) + " (" + e.what() +
+          "); downloading the whole model");
+      return false;
+    }
+    st_.bytes_downloaded += body.size();
+    st_.model_bytes += body.size();
+    bytes += body.size();
+    std::string why;
+    try {
+      const Decoded d = decode(body, p.size());
+      if (d.origin.job != job || d.origin.round != r)
+        why = "it is for job " + std::to_string(d.origin.job) + " round " +
+              std::to_string(d.origin.round);
+      else if (d.origin.model_checksum != sum)
+        why = "it applies to another model (checksum mismatch)";
+      else
+        for (std::size_t i = 0; i < p.size(); ++i) p[i] -= d.values[i];
+    } catch (const InputError& e) {
+      why = e.what();
+    }
+    if (!why.empty()) {
+      ++st_.update_fallbacks;
+      say("outer update of round " + std::to_string(r) + " refused (" + why +
+          "); downloading the whole model");
+      return false;
+    }
+    sum = params_checksum(p);
+  }
+  if (sum != want) {
+    ++st_.update_fallbacks;
+    say("model after the updates to round " + std::to_string(round) +
+        " disagrees with the coordinator's checksum; downloading the whole model");
+    return false;
+  }
   const std::int64_t from = model_round_;
-  const std::string path = "/api/jobs/" + std::to_string(job) +
-                           "/model?round=" + std::to_string(round) +
-                           "&since=" + std::to_string(from);
-  std::string body;
-  try {
-    body = retry([&] { return cli_.get_text(path); }, "model delta download");
-  } catch (const PoolError& e) {
-    ++st_.delta_fallbacks;
-    say("no delta from round " + std::to_string(from) + " (" + e.what() +
-        "); downloading the whole model");
-    return false;
-  }
-  st_.bytes_downloaded += body.size();
-  st_.model_bytes += body.size();
-  std::vector<float> p;
-  try {
-    p = apply_model_delta(body, global_, from, round);
-  } catch (const InputError& e) {
-    ++st_.delta_fallbacks;
-    say("model delta from round " + std::to_string(from) + " refused (" + e.what() +
-        "); downloading the whole model");
-    return false;
-  }
   global_ = std::move(p);
-  // The on-disk copy (the trainer and a restart read it): the round file
-  // goes stale first, so a crash in between costs a full download at worst.
-  std::error_code ec;
-  fs::remove(round_file, ec);
-  save_model(model, global_cfg_, global_, 3);
-  std::ofstream(round_file) << round << "\n";
-  ++st_.delta_downloads;
+  model_round_ = round, model_sum_ = sum;
+  st_.update_downloads += round - from;
   const double full = 256.0 * sizeof(std::int32_t) + 4.0 * double(global_.size());
   char b[256];
   std::snprintf(b, sizeof(b),
-                "job %lld round %lld: model delta from round %lld: %zu bytes (whole model %.0f, "
-                "%.1f%% saved)",
+                "job %lld: model of round %lld from round %lld's by %lld outer update(s): %llu "
+                "bytes (whole model %.0f, %.1f%% saved)",
                 static_cast<long long>(job), static_cast<long long>(round),
-                static_cast<long long>(from), body.size(), full,
-                100.0 * (1.0 - double(body.size()) / full));
+                static_cast<long long>(from), static_cast<long long>(round - from),
+                static_cast<unsigned long long>(bytes), full, 100.0 * (1.0 - double(bytes) / full));
   say(b);
   return true;
 }
@@ -470,8 +506,8 @@ void Agent::one_round(const Assignment& w) {
   const std::string dir = (fs::path(cache_root_) / ("job_" + std::to_string(job))).string();
   ensure_shards(w, dir);
 
-  // The global model (whole, as a delta, or already held).
-  fetch_model(job, round, std::size_t(w.param_count), dir);
+  // The global model (whole, by outer updates, or already held).
+  fetch_model(w, dir);
   const std::string model = (fs::path(dir) / "model.bin").string();
   if (global_.size() != w.param_count)
     throw std::runtime_error("global model has " + std::to_string(global_.size()) +
@@ -531,19 +567,26 @@ void Agent::one_round(const Assignment& w) {
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
   corrupt(g, round);
   const Codec codec = parse_codec(w.compression);
-  std::string body = encode(g, {job, round, params_checksum(global_)}, {codec, w.block_size});
+  std::string body = encode(g, {job, round, model_sum_}, {codec, w.block_size});
   if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
     if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
     last_round_ = round;
     if (!prev_body_.empty()) body = prev_body_; // (its first round: honest)
   }
   const std::uint64_t tokens = std::uint64_t(H) * B * T * accum;
-  char q[256];
-  std::snprintf(
-      q, sizeof(q),
-      "/api/jobs/%lld/rounds/%lld/upload?contributor_id=%lld&tokens=%llu&compute_s=%.6f&loss=%.9g",
-      static_cast<long long>(job), static_cast<long long>(round), static_cast<long long>(cid_),
-      static_cast<unsigned long long>(tokens), compute, loss);
+  // Seconds since the previous upload began (or since joining) not spent
+  // computing: waiting for work, downloading, the previous upload.
+  const double up_start = now_s();
+  const double wait = std::max(0.0, up_start - last_mark_ - compute);
+  last_mark_ = up_start;
+  st_.wait_s += wait;
+  char q[320];
+  std::snprintf(q, sizeof(q),
+                "/api/jobs/%lld/rounds/%lld/upload?contributor_id=%lld&tokens=%llu&compute_s=%.6f&"
+                "wait_s=%.6f&loss=%.9g",
+                static_cast<long long>(job), static_cast<long long>(round),
+                static_cast<long long>(cid_), static_cast<unsigned long long>(tokens), compute,
+                wait, loss);
   set_state("uploading");
   if (o_.debug_corrupt == "truncate" && !truncated_once_) {
     truncated_once_ = true;
@@ -660,11 +703,12 @@ int Agent::run() {
             {"bytes_downloaded", st_.bytes_downloaded},
             {"model_downloads", st_.model_downloads},
             {"model_download_skips", st_.model_skips},
-            {"model_delta_downloads", st_.delta_downloads},
-            {"model_delta_fallbacks", st_.delta_fallbacks},
+            {"model_update_downloads", st_.update_downloads},
+            {"model_update_fallbacks", st_.update_fallbacks},
             {"model_bytes_downloaded", st_.model_bytes},
             {"model_bytes_full", st_.model_bytes_full},
             {"compute_s", st_.compute_s},
+            {"wait_s", st_.wait_s},
             {"wall_s", wall},
             {"compute_share", wall > 0 ? st_.compute_s / wall : 0.0}};
   if (!o_.quiet) {

@@ -14,7 +14,7 @@ struct ServeOptions {
   std::string listen = "127.0.0.1:8470"; // HOST:PORT; port 0 = any free port
   std::string state_dir;
   std::string tls_cert, tls_key;
-  double heartbeat_timeout_s = 30;
+  double heartbeat_timeout_s = 5;
   double max_upload_mb = 2048;
   int threads = 1;             // CPU threads for evaluating global models
   bool private_status = false; // status page, /api/status and the ledger need a token

@@ -191,6 +191,13 @@ CREATE TABLE IF NOT EXISTS contributions(
   add_column_if_missing(db, "contributors", "rating_alpha", "REAL NOT NULL DEFAULT 1");
   add_column_if_missing(db, "contributors", "rating_beta", "REAL NOT NULL DEFAULT 1");
   add_column_if_missing(db, "contributors", "benched", "INTEGER NOT NULL DEFAULT 0");
+  // Traffic and time per contribution: bytes served to the contributor since
+  // its previous upload, its claimed waiting seconds; the outer update's size.
+  add_column_if_missing(db, "contributions", "bytes_down", "INTEGER");
+  add_column_if_missing(db, "contributions", "wait_s", "REAL");
+  add_column_if_missing(db, "contributors", "bytes_down_pending", "INTEGER NOT NULL DEFAULT 0");
+  add_column_if_missing(db, "contributors", "last_upload", "REAL");
+  add_column_if_missing(db, "rounds", "update_bytes", "INTEGER");
   add_column_if_missing(db, "rounds", "score_s", "REAL");
   add_column_if_missing(db, "rounds", "replay_s", "REAL");
   add_column_if_missing(db, "rounds", "replays", "INTEGER");

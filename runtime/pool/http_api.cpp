@@ -1,5 +1,6 @@
 #include "runtime/pool/http_api.h"
 
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <mutex>
@@ -116,51 +117,11 @@ double to_f64(const std::string& s, const char* what) {
   }
 }
 
-// Model deltas (GET .../model?round=R&since=S): built from the two snapshots
-// on first request and kept for the next contributors asking for the same
-// pair (every contributor of a round asks for the same one).
-class DeltaCache {
- public:
-  std::shared_ptr<const std::string> get(PoolState& state, std::int64_t job, std::int64_t from,
-                                         std::int64_t to) {
-    std::lock_guard lk(mu_);
-    const auto key = std::make_tuple(job, from, to);
-    for (const auto& e : entries_)
-      if (e.first == key) return e.second;
-    // Paths first (404 when a snapshot is gone); a snapshot pruned while it
-    // is read is a 404 too, and the client falls back to the full model.
-    const std::string old_path = state.model_file(job, from), new_path = state.model_file(job, to);
-    ModelFile a, b;
-    try {
-      a = load_model(old_path);
-      b = load_model(new_path);
-    } catch (const std::exception&) {
-      throw Refused(404, "no snapshot of job " + std::to_string(job) + " round " +
-                             std::to_string(from) + " any more");
-    }
-    if (a.params.size() != b.params.size())
-      throw Refused(409, "snapshots of rounds " + std::to_string(from) + " and " +
-                             std::to_string(to) + " differ in shape");
-    auto d = std::make_shared<const std::string>(encode_model_delta(a.params, b.params, from, to));
-    entries_.emplace_back(key, d);
-    if (entries_.size() > kKeep) entries_.erase(entries_.begin());
-    return d;
-  }
-
- private:
-  static constexpr std::size_t kKeep = 8;
-  std::mutex mu_;
-  std::vector<std::pair<std::tuple<std::int64_t, std::int64_t, std::int64_t>,
-                        std::shared_ptr<const std::string>>>
-      entries_;
-};
-
 } // namespace
 
 struct PoolApi::Impl {
   PoolState& state;
   ApiOptions o;
-  DeltaCache deltas;
   std::vector<Route> routes;
 
   Impl(PoolState& s, ApiOptions opt) : state(s), o(opt) { add_routes(); }
@@ -309,32 +270,32 @@ void PoolApi::Impl::add_routes() {
         return json_response(
             st.work(*who, parse_body_as<ContributorRequest>(r.body).contributor_id));
       });
-  add("GET", "/api/jobs/#/model", Auth::kToken, Body::kNone,
-      [this](const ApiRequest& r, const TokenInfo*, const Ids& ids) {
-        const auto job = ids[0];
-        const auto round = to_i64(need(r, "round"), "round");
-        ApiResponse res;
-        res.content_type = "application/octet-stream";
-        const std::string* since_s = param(r, "since");
-        if (!since_s) {
-          res.file = state.model_file(job, round);
+  // Downloads: the model of a round, the outer update of a closed round
+  // (model_<round> -> model_<round+1>), a training shard. With
+  // ?contributor_id= the bytes count as that contributor's bytes_down.
+  auto file_route = [&](const char* p, auto path_of) {
+    add("GET", p, Auth::kToken, Body::kNone,
+        [&st, path_of](const ApiRequest& r, const TokenInfo* who, const Ids& ids) {
+          ApiResponse res;
+          res.content_type = "application/octet-stream";
+          res.file = path_of(st, r, ids);
+          if (const auto* c = param(r, "contributor_id")) {
+            std::error_code ec;
+            const auto bytes = std::filesystem::file_size(res.file, ec);
+            st.count_download(*who, to_i64(*c, "contributor_id"), ec ? 0 : bytes);
+          }
           return res;
-        }
-        // Delta from an older round the contributor holds (404 when that
-        // snapshot is gone or either round is unknown: download it whole).
-        const auto since = to_i64(*since_s, "since");
-        if (since >= round)
-          throw Refused(400, "since: expected a round in 0.." + std::to_string(round - 1));
-        res.shared = deltas.get(state, job, since, round);
-        return res;
-      });
-  add("GET", "/api/jobs/#/shards/#", Auth::kToken, Body::kNone,
-      [&st](const ApiRequest&, const TokenInfo*, const Ids& ids) {
-        ApiResponse res;
-        res.content_type = "application/octet-stream";
-        res.file = st.shard_file(ids[0], std::size_t(ids[1]));
-        return res;
-      });
+        });
+  };
+  file_route("/api/jobs/#/model", [](PoolState& st, const ApiRequest& r, const Ids& ids) {
+    return st.model_file(ids[0], to_i64(need(r, "round"), "round"));
+  });
+  file_route("/api/jobs/#/update", [](PoolState& st, const ApiRequest& r, const Ids& ids) {
+    return st.update_file(ids[0], to_i64(need(r, "round"), "round"));
+  });
+  file_route("/api/jobs/#/shards/#", [](PoolState& st, const ApiRequest&, const Ids& ids) {
+    return st.shard_file(ids[0], std::size_t(ids[1]));
+  });
   add("POST", "/api/jobs/#/rounds/#/upload", Auth::kToken, Body::kUpload,
       [&st](const ApiRequest& r, const TokenInfo* who, const Ids& ids) {
         UploadMeta m;
@@ -345,6 +306,7 @@ void PoolApi::Impl::add_routes() {
         m.compute_s = to_f64(need(r, "compute_s"), "compute_s");
         if (const auto* l = param(r, "loss"))
           if (*l != "nan" && *l != "-nan") m.train_loss = to_f64(*l, "loss");
+        if (const auto* v = param(r, "wait_s")) m.wait_s = to_f64(*v, "wait_s");
         m.receive_s = r.receive_s;
         return json_response(st.upload(*who, m, r.body));
       });

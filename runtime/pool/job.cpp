@@ -127,7 +127,8 @@ JobSpec parse_job(const json& j) {
                                 "min_norm_factor",
                                 "replay_prob",
                                 "replay_tolerance",
-                                "bench_rating"};
+                                "bench_rating",
+                                "overlap"};
   for (const auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -198,6 +199,7 @@ JobSpec parse_job(const json& j) {
   f.number("replay_prob", s.replay_prob, 0, 1);
   f.number("replay_tolerance", s.replay_tolerance, 0, 1, true);
   f.number("bench_rating", s.bench_rating, 0, 1, false, true);
+  f.boolean("overlap", s.overlap);
 
   require(!s.name.empty() && s.name.size() <= 200, "job.name", "expected 1..200 characters");
   require(!s.train_data.empty() || !s.train_files.empty(), "job.train_data",
@@ -261,6 +263,7 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["replay_prob"] = s.replay_prob;
   j["replay_tolerance"] = s.replay_tolerance;
   j["bench_rating"] = s.bench_rating;
+  j["overlap"] = s.overlap;
   return j;
 }
 

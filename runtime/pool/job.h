@@ -17,7 +17,7 @@
 //   "norm_factor": 10, "max_norm": 0, "loss_check": false, "loss_tolerance": 0.05,
 //   "val_batches": 4, "keep_snapshots": 3,
 //   "score_batches": 2, "min_norm_factor": 0.25, "replay_prob": 0.25,
-//   "replay_tolerance": 0.05, "bench_rating": 0.3
+//   "replay_tolerance": 0.05, "bench_rating": 0.3, "overlap": false
 // }
 // Scoring (score.h): each upload's loss change on score_batches batches of its
 // own rows and as many of rows it was not given (0 = no scoring); norms below
@@ -66,6 +66,13 @@ struct JobSpec {
   double min_norm_factor = 0.25;
   double replay_prob = 0.25, replay_tolerance = 0.05;
   double bench_rating = 0.3;
+  // One-step-delayed outer updates: round r's inner steps start from round
+  // r-1's global model, so a contributor starts its next round as soon as it
+  // has uploaded, while the coordinator closes the round (see state.h).
+  bool overlap = false;
+
+  // The round whose global model round r's inner steps start from.
+  std::int64_t base_round(std::int64_t r) const { return overlap && r > 0 ? r - 1 : r; }
 
   // Tokens one contributor processes in one round.
   std::uint64_t tokens_per_round() const {

@@ -28,16 +28,24 @@ std::vector<float> weighted_average(const std::vector<std::span<const float>>& g
   return out;
 }
 
-void outer_step(std::span<float> params, std::span<float> momentum, std::span<const float> g,
-                const OuterConfig& cfg) {
-  if (params.size() != momentum.size() || params.size() != g.size())
-    throw std::invalid_argument("outer_step: size mismatch");
+std::vector<float> outer_update(std::span<float> momentum, std::span<const float> g,
+                                const OuterConfig& cfg) {
+  if (momentum.size() != g.size()) throw std::invalid_argument("outer_update: size mismatch");
   const float mu = cfg.momentum, lr = cfg.lr;
-  for (std::size_t i = 0; i < params.size(); ++i) {
+  std::vector<float> d(g.size());
+  for (std::size_t i = 0; i < g.size(); ++i) {
     const float m = mu * momentum[i] + g[i];
     momentum[i] = m;
-    params[i] -= lr * (g[i] + mu * m);
+    d[i] = lr * (g[i] + mu * m);
   }
+  return d;
+}
+
+void outer_step(std::span<float> params, std::span<float> momentum, std::span<const float> g,
+                const OuterConfig& cfg) {
+  if (params.size() != g.size()) throw std::invalid_argument("outer_step: size mismatch");
+  const std::vector<float> d = outer_update(momentum, g, cfg);
+  for (std::size_t i = 0; i < params.size(); ++i) params[i] -= d[i];
 }
 
 } // namespace myelin::pool

@@ -21,7 +21,11 @@ struct OuterConfig {
 std::vector<float> weighted_average(const std::vector<std::span<const float>>& grads,
                                     const std::vector<double>& weights);
 
-// One Nesterov step; `momentum` has params.size() elements (zeros at first).
+// One Nesterov step as the update to subtract, outer_lr * (g + mu * m), with
+// the momentum advanced; `momentum` has g.size() elements (zeros at first).
+std::vector<float> outer_update(std::span<float> momentum, std::span<const float> g,
+                                const OuterConfig& cfg);
+// params -= outer_update(momentum, g, cfg).
 void outer_step(std::span<float> params, std::span<float> momentum, std::span<const float> g,
                 const OuterConfig& cfg);
 

@@ -1,5 +1,7 @@
 #include "runtime/pool/protocol.h"
 
+#include <cstdio>
+
 #include <cmath>
 
 using nlohmann::json;
@@ -172,6 +174,8 @@ void to_json(json& j, const WorkResponse& r) {
        {"slot", a.slot},
        {"slots", a.slots},
        {"inner_steps", a.inner_steps},
+       {"base_round", a.base_round},
+       {"model_checksum", hex64(a.model_checksum)},
        {"batch_position", a.batch_position},
        {"param_count", a.param_count},
        {"compression", a.compression},
@@ -213,6 +217,8 @@ void from_json(const json& j, WorkResponse& r) {
   a.slots = req_int(j, "slots", "", 1, 1 << 20);
   a.slot = req_int(j, "slot", "", 0, a.slots - 1);
   a.inner_steps = req_int(j, "inner_steps", "", 1, kBig);
+  a.base_round = req_int(j, "base_round", "", 0, a.round);
+  a.model_checksum = parse_hex64(req_str(j, "model_checksum", "", 16), "model_checksum");
   a.batch_position = std::uint64_t(req_int(j, "batch_position", "", 0, INT64_MAX));
   a.param_count = std::uint64_t(req_int(j, "param_count", "", 1, kBig));
   a.compression = req_str(j, "compression", "", 40);
@@ -241,6 +247,23 @@ void from_json(const json& j, WorkResponse& r) {
     a.shards.push_back({std::uint64_t(req_int(x, "index", "shards[]", 0, 1 << 30)),
                         std::uint64_t(req_int(x, "bytes", "shards[]", 0, INT64_MAX))});
   r.assignment = std::move(a);
+}
+
+std::string hex64(std::uint64_t v) {
+  char b[20];
+  std::snprintf(b, sizeof(b), "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+std::uint64_t parse_hex64(const std::string& s, const std::string& field) {
+  std::uint64_t v = 0;
+  if (s.size() != 16) bad(field, "expected 16 hex digits");
+  for (char c : s) {
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) bad(field, "expected 16 lowercase hex digits");
+    v = v << 4 | std::uint64_t(d);
+  }
+  return v;
 }
 
 // ---- status -----------------------------------------------------------------
@@ -276,7 +299,8 @@ void to_json(json& j, const RoundStatus& r) {
        {"train_loss", opt(r.train_loss)},
        {"val_loss", opt(r.val_loss)},
        {"median_norm", opt(r.median_norm)},
-       {"update_norm", opt(r.update_norm)}};
+       {"update_norm", opt(r.update_norm)},
+       {"update_bytes", opt(r.update_bytes)}};
 }
 void from_json(const json& j, RoundStatus& r) {
   const std::string p = "history[]";
@@ -291,6 +315,7 @@ void from_json(const json& j, RoundStatus& r) {
   r.val_loss = opt_num(j, "val_loss", p);
   r.median_norm = opt_num(j, "median_norm", p);
   r.update_norm = opt_num(j, "update_norm", p);
+  r.update_bytes = opt_int(j, "update_bytes", p, 0, INT64_MAX);
 }
 
 void to_json(json& j, const JobStatus& r) {
@@ -361,10 +386,13 @@ void to_json(json& j, const ContributorStatus& r) {
        {"rejected", r.rejected},
        {"tokens", r.tokens},
        {"bytes_received", r.bytes_received},
+       {"bytes_up", r.bytes_received},
+       {"bytes_down", r.bytes_down},
        {"joined", r.joined},
        {"last_seen_s", r.last_seen_s},
        {"compute_s", r.compute_s},
        {"measured_s", r.measured_s},
+       {"wait_s", r.wait_s},
        {"rating", r.rating},
        {"benched", r.benched}};
 }
@@ -387,10 +415,12 @@ void from_json(const json& j, ContributorStatus& r) {
   r.rejected = int0(j, "rejected", p);
   r.tokens = int0(j, "tokens", p);
   r.bytes_received = int0(j, "bytes_received", p);
+  r.bytes_down = int0(j, "bytes_down", p);
   r.joined = num0(j, "joined", p);
   r.last_seen_s = num0(j, "last_seen_s", p);
   r.compute_s = num0(j, "compute_s", p);
   r.measured_s = num0(j, "measured_s", p);
+  r.wait_s = num0(j, "wait_s", p);
   r.rating = 0.5;
   if (find(j, "rating", p, false)) r.rating = num0(j, "rating", p);
   r.benched = false;
@@ -427,6 +457,8 @@ void check_claims(const UploadClaims& c) {
   if (c.tokens < 0) bad("tokens", "expected a non-negative integer");
   if (!std::isfinite(c.compute_s) || c.compute_s < 0 || c.compute_s > 1e6)
     bad("compute_s", "expected seconds in 0..1e6");
+  if (c.wait_s && (!std::isfinite(*c.wait_s) || *c.wait_s < 0 || *c.wait_s > 1e7))
+    bad("wait_s", "expected seconds in 0..1e7");
   if (c.loss && (!std::isfinite(*c.loss) || *c.loss < 0 || *c.loss > 1e3))
     bad("loss", "expected a finite loss in 0..1000 (or nan for none)");
 }

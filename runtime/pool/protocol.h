@@ -84,6 +84,13 @@ struct Assignment {
   std::int64_t job = 0;
   std::string name;
   std::int64_t round = 0, rounds = 0, slot = 0, slots = 0, inner_steps = 0;
+  // The global model the inner steps start from: round `base_round`'s (the
+  // round itself, or the one before under one-step-delayed outer updates),
+  // whose params_checksum is `model_checksum` (hex on the wire). The
+  // contributor reaches it by applying the outer updates since the model it
+  // holds, or downloads it whole.
+  std::int64_t base_round = 0;
+  std::uint64_t model_checksum = 0;
   std::uint64_t batch_position = 0, param_count = 0;
   std::string compression;
   std::uint32_t block_size = 256;
@@ -91,6 +98,11 @@ struct Assignment {
   TrainSettings train;
   std::vector<ShardInfo> shards;
 };
+// Closed rounds whose outer updates the coordinator keeps for download (GET
+// /api/jobs/<id>/update?round=R); a contributor further behind downloads the
+// whole model.
+inline constexpr std::int64_t kKeepUpdates = 32;
+
 // The answer to work: an assignment, or wait this long (idle: no job at all).
 struct WorkResponse {
   std::optional<Assignment> assignment;
@@ -111,6 +123,7 @@ struct RoundStatus {
   std::optional<double> closed;
   std::int64_t accepted = 0, rejected = 0, tokens = 0;
   std::optional<double> train_loss, val_loss, median_norm, update_norm;
+  std::optional<std::int64_t> update_bytes; // the encoded outer update's size
 };
 struct LedgerHead {
   std::int64_t seq = 0;
@@ -134,7 +147,10 @@ struct ContributorStatus {
   Hardware hardware; // a claim; shown empty when it does not parse
   std::optional<std::int64_t> job, round, slot;
   std::int64_t accepted = 0, rejected = 0, tokens = 0, bytes_received = 0;
-  double joined = 0, last_seen_s = 0, compute_s = 0, measured_s = 0;
+  // Bytes served to it (models, outer updates, shards) over its uploads, and
+  // its claimed seconds not computing (bounded by the coordinator's clock).
+  std::int64_t bytes_down = 0;
+  double joined = 0, last_seen_s = 0, compute_s = 0, measured_s = 0, wait_s = 0;
   // Its reputation (rating.h) and whether the last round it was judged in
   // benched it (weight 0 below the job's bench_rating).
   double rating = 0.5;
@@ -162,8 +178,14 @@ struct UploadClaims {
   std::int64_t tokens = 0;
   double compute_s = 0;
   std::optional<double> loss;
+  std::optional<double> wait_s; // finite in [0, 1e7] s
 };
 void check_claims(const UploadClaims& c);
+
+// A 64-bit checksum as 16 lowercase hex digits, and back (exactly 16 hex
+// digits, else ProtocolError naming `field`).
+std::string hex64(std::uint64_t v);
+std::uint64_t parse_hex64(const std::string& s, const std::string& field);
 
 // Parses a JSON request body into T, mapping every failure (malformed JSON,
 // invalid UTF-8, not an object, wrong field) to ProtocolError.

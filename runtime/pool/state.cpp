@@ -63,12 +63,17 @@ struct PoolState::CloseWork {
     bool benched = false;
   };
   std::vector<Row> rows;
-  std::string model, momentum, next_model, next_momentum;
+  // Files: the model the round's inner steps started from (base_model; the
+  // round's own model but under overlap), the one the outer step applies
+  // to (model), and what closing writes (next_*, update).
+  std::string base_model, model, momentum, next_model, next_momentum;
+  std::string residual, next_residual, update;
   // results
   std::int64_t tokens = 0, replays = 0;
   std::optional<double> update_norm, median_norm, train_loss, val;
   double score_s = 0, replay_s = 0;
   std::uint64_t next_checksum = 0; // params_checksum of the next round's model
+  std::size_t update_bytes = 0;    // the encoded outer update contributors download
 };
 
 namespace {
@@ -95,15 +100,16 @@ PoolState::~PoolState() = default;
 std::string PoolState::job_dir(std::int64_t job) const {
   return (fs::path(dir_) / "jobs" / std::to_string(job)).string();
 }
-std::string PoolState::model_path(std::int64_t job, std::int64_t round) const {
+std::string PoolState::round_path(std::int64_t job, const char* kind, std::int64_t round) const {
   char b[64];
-  std::snprintf(b, sizeof(b), "model_%06lld.bin", static_cast<long long>(round));
+  std::snprintf(b, sizeof(b), "%s_%06lld.bin", kind, static_cast<long long>(round));
   return (fs::path(job_dir(job)) / b).string();
 }
+std::string PoolState::model_path(std::int64_t job, std::int64_t round) const {
+  return round_path(job, "model", round);
+}
 std::string PoolState::momentum_path(std::int64_t job, std::int64_t round) const {
-  char b[64];
-  std::snprintf(b, sizeof(b), "momentum_%06lld.bin", static_cast<long long>(round));
-  return (fs::path(job_dir(job)) / b).string();
+  return round_path(job, "momentum", round);
 }
 
 std::optional<TokenInfo> PoolState::authenticate(const std::string& secret) {
@@ -327,38 +333,54 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   JobRt& rt = job_rt(job);
   const JobSpec& s = rt.spec;
 
-  auto has_contribution = [&](std::int64_t c) {
+  auto has_contribution = [&](std::int64_t r) {
     auto q = db_.prepare(
         "SELECT 1 FROM contributions WHERE job_id = ? AND round = ? AND contributor_id = ?");
-    q.bind_all(job, round, c);
+    q.bind_all(job, r, cid);
     return q.step();
   };
-  std::int64_t slot = -1;
-  {
+  auto slot_in = [&](std::int64_t r) {
     auto q = db_.prepare(
         "SELECT slot FROM assignments WHERE job_id = ? AND round = ? AND contributor_id = ?");
-    q.bind_all(job, round, cid);
-    if (q.step()) slot = q.i64(0);
-  }
-  if (slot >= 0 && has_contribution(cid))
-    return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
-  if (has_contribution(cid)) return wait(0.05, false, "already contributed to this round");
+    q.bind_all(job, r, cid);
+    return q.step() ? q.i64(0) : std::int64_t(-1);
+  };
+  // The round to work on: the open one; under overlap the next one too, for
+  // a contributor done with the open round or arriving while it closes (its
+  // base model, the open round's, exists already).
+  std::int64_t target = round;
+  std::int64_t slot = slot_in(round);
+  const bool done_here = has_contribution(round);
+  if (slot < 0 && !done_here && s.overlap && round + 1 < s.rounds)
+    if (const auto ahead = slot_in(round + 1); ahead >= 0) { // taken while the round closed
+      target = round + 1, slot = ahead;
+      if (has_contribution(target))
+        return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
+    }
   // A round being closed takes no new slots: work handed out now would arrive
   // after the close and be refused as stale. The newcomer starts next round.
-  if (slot < 0 && rt.closing)
-    return wait(0.05, false, "round " + std::to_string(round) + " is closing");
+  if (target == round && (done_here || (slot < 0 && rt.closing))) {
+    if (!s.overlap || round + 1 >= s.rounds)
+      return wait(0.05, false,
+                  done_here ? "waiting for round " + std::to_string(round) + " to close"
+                            : "round " + std::to_string(round) + " is closing");
+    target = round + 1;
+    slot = slot_in(target);
+    if (has_contribution(target))
+      return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
+  }
 
   Tx tx(db_);
   if (slot < 0) {
-    // Slot states in this round: taken (live or uploaded), reclaimable (its
-    // contributor is gone and did not upload), or free.
+    // Slot states in the target round: taken (live or uploaded),
+    // reclaimable (its contributor is gone and did not upload), or free.
     std::vector<int> state(std::size_t(s.max_contributors), 0); // 0 free, 1 taken, 2 reclaimable
     auto q = db_.prepare(
         "SELECT a.slot, c.state, c.last_seen, EXISTS (SELECT 1 FROM contributions x WHERE "
         "x.job_id = a.job_id AND x.round = a.round AND x.contributor_id = a.contributor_id) "
         "FROM assignments a JOIN contributors c ON c.id = a.contributor_id "
         "WHERE a.job_id = ? AND a.round = ?");
-    q.bind_all(job, round);
+    q.bind_all(job, target);
     while (q.step()) {
       const auto k = std::size_t(q.i64(0));
       if (k >= state.size()) continue;
@@ -378,25 +400,32 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
     if (slot < 0)
       return wait(0.5, false,
                   "all " + std::to_string(s.max_contributors) + " slots of round " +
-                      std::to_string(round) + " are taken");
+                      std::to_string(target) + " are taken");
     db_.prepare("DELETE FROM assignments WHERE job_id = ? AND round = ? AND slot = ?")
-        .bind_all(job, round, slot)
+        .bind_all(job, target, slot)
         .run();
     db_.prepare("INSERT INTO assignments(job_id, round, slot, contributor_id, assigned) "
                 "VALUES(?, ?, ?, ?, ?)")
-        .bind_all(job, round, slot, cid, now)
+        .bind_all(job, target, slot, cid, now)
         .run();
+    // The next round opens with its first assignment (its deadline runs
+    // from then); closing the open round finds it there.
+    if (target != round)
+      db_.prepare("INSERT OR IGNORE INTO rounds(job_id, round, status, opened, model) "
+                  "VALUES(?, ?, 'open', ?, ?)")
+          .bind_all(job, target, now, model_path(job, target))
+          .run();
   }
   db_.prepare("UPDATE contributors SET job_id = ?, round = ?, slot = ?, state = 'training' "
               "WHERE id = ?")
-      .bind_all(job, round, slot, cid)
+      .bind_all(job, target, slot, cid)
       .run();
   tx.commit();
 
   double opened = now;
   {
     auto q = db_.prepare("SELECT opened FROM rounds WHERE job_id = ? AND round = ?");
-    q.bind_all(job, round);
+    q.bind_all(job, target);
     if (q.step()) opened = q.f64(0);
   }
   Assignment a;
@@ -405,9 +434,15 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
     const auto sz = fs::file_size(s.train_files[i], ec);
     a.shards.push_back({i, ec ? 0 : std::uint64_t(sz)});
   }
-  a.job = job, a.name = s.name, a.round = round, a.rounds = s.rounds;
+  a.job = job, a.name = s.name, a.round = target, a.rounds = s.rounds;
   a.slot = slot, a.slots = s.max_contributors, a.inner_steps = s.inner_steps;
-  a.batch_position = std::uint64_t(round) * s.inner_steps * s.grad_accum;
+  a.base_round = s.base_round(target);
+  const auto sum = model_checksum(job, a.base_round);
+  if (!sum)
+    throw std::runtime_error("the model of round " + std::to_string(a.base_round) + " of job " +
+                             std::to_string(job) + " is missing");
+  a.model_checksum = *sum;
+  a.batch_position = std::uint64_t(target) * s.inner_steps * s.grad_accum;
   a.param_count = rt.n;
   a.compression = codec_name(s.compression);
   a.block_size = std::uint32_t(s.block_size);
@@ -427,7 +462,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     check_owner(who, m.contributor);
     n = job_rt(m.job).n;
   }
-  check_claims({m.tokens, m.compute_s, m.train_loss});
+  check_claims({m.tokens, m.compute_s, m.train_loss, m.wait_s});
   Decoded d;
   try {
     d = decode(body, n);
@@ -447,10 +482,11 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
 
   std::lock_guard lk(mu_);
   JobRt& rt = job_rt(m.job);
-  if (const auto want = model_checksum(m.job, m.round);
+  const std::int64_t base = rt.spec.base_round(m.round);
+  if (const auto want = model_checksum(m.job, base);
       refusal.empty() && want && *want != d.origin.model_checksum)
     refusal = "refused: upload did not start from the global model of round " +
-              std::to_string(m.round) + " (model checksum mismatch)";
+              std::to_string(base) + " (model checksum mismatch)";
   auto js = db_.prepare("SELECT status, round FROM jobs WHERE id = ?");
   js.bind(1, m.job);
   if (!js.step()) throw Refused(404, "no job " + std::to_string(m.job));
@@ -458,7 +494,9 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   const std::int64_t cur = js.i64(1);
   if (status != "running" && m.round >= cur)
     throw Refused(409, "job " + std::to_string(m.job) + " is " + status);
-  if (m.round > cur || m.round < 0)
+  // Under overlap the round after the open one takes uploads too (they wait
+  // for it to become the open round).
+  if (m.round > cur + (rt.spec.overlap ? 1 : 0) || m.round < 0)
     throw Refused(400, "round " + std::to_string(m.round) + " is not open");
   {
     auto q = db_.prepare(
@@ -485,7 +523,7 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   std::string reason;
   const std::int64_t expected = std::int64_t(rt.spec.tokens_per_round());
   // The most serious problem is the one recorded: bad values first.
-  if (!refusal.empty() && (!slot || m.round != cur)) throw Refused(409, refusal);
+  if (!refusal.empty() && (!slot || m.round < cur)) throw Refused(409, refusal);
   reason = refusal.empty() ? check_finite(d.values) : refusal;
   const bool non_finite = !reason.empty();
   if (reason.empty()) {
@@ -507,19 +545,31 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
     fs::create_directories(fs::path(file).parent_path());
     write_atomic(file, [&](const ByteSink& out) { out(body.data(), body.size()); });
   }
+  // Traffic down since the previous upload, and the claimed waiting time,
+  // bounded by the time since then (or since joining).
+  std::int64_t bytes_down = 0;
+  double since_last = 0;
+  {
+    auto q = db_.prepare("SELECT bytes_down_pending, COALESCE(last_upload, joined) FROM "
+                         "contributors WHERE id = ?");
+    q.bind(1, m.contributor);
+    if (q.step()) bytes_down = q.i64(0), since_last = std::max(0.0, unix_now() - q.f64(1));
+  }
+  const std::optional<double> wait_s =
+      m.wait_s ? std::optional<double>(std::min(*m.wait_s, since_last)) : std::nullopt;
   Tx tx(db_);
   db_.prepare("INSERT INTO contributions(job_id, round, contributor_id, slot, tokens, compute_s, "
               "train_loss, bytes, raw_bytes, norm, status, reason, file, created, receive_s, "
-              "since_assigned_s, weight) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-              "?)")
-      .bind_all(m.job, m.round, m.contributor, slot, tokens, m.compute_s,
-                m.train_loss && std::isfinite(*m.train_loss) ? m.train_loss
-                                                             : std::optional<double>(),
-                std::int64_t(body.size()), std::int64_t(4 * n), norm,
-                std::string(reason.empty() ? "pending" : "rejected"), reason,
-                file.empty() ? std::optional<std::string>() : std::optional<std::string>(file),
-                unix_now(), m.receive_s, since_assigned,
-                reason.empty() ? std::optional<double>() : std::optional<double>(0.0))
+              "since_assigned_s, weight, bytes_down, wait_s) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+              "?, ?, ?, ?, ?, ?, ?, ?, ?)")
+      .bind_all(
+          m.job, m.round, m.contributor, slot, tokens, m.compute_s,
+          m.train_loss && std::isfinite(*m.train_loss) ? m.train_loss : std::optional<double>(),
+          std::int64_t(body.size()), std::int64_t(4 * n), norm,
+          std::string(reason.empty() ? "pending" : "rejected"), reason,
+          file.empty() ? std::optional<std::string>() : std::optional<std::string>(file),
+          unix_now(), m.receive_s, since_assigned,
+          reason.empty() ? std::optional<double>() : std::optional<double>(0.0), bytes_down, wait_s)
       .run();
   if (non_finite) { // bad values or a refused origin: a failed trial (rating.h)
     auto q = db_.prepare("SELECT rating_alpha, rating_beta FROM contributors WHERE id = ?");
@@ -531,7 +581,8 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
           .run();
     }
   }
-  db_.prepare("UPDATE contributors SET state = 'waiting', last_seen = ? WHERE id = ?")
+  db_.prepare("UPDATE contributors SET state = 'waiting', last_seen = ?1, last_upload = ?1, "
+              "bytes_down_pending = 0 WHERE id = ?2")
       .bind_all(unix_now(), m.contributor)
       .run();
   tx.commit();
@@ -635,15 +686,16 @@ bool PoolState::round_ready(std::int64_t job) {
                                   .c_str(),
                               true);
   // Live contributors of this job not yet assigned (between rounds), as many
-  // as there are slots left.
-  const auto unassigned = count(
-      (std::string("SELECT COUNT(*) FROM contributors c WHERE c.job_id = ?1 AND "
-                   "c.state != 'left' AND c.last_seen >= ?3 AND NOT EXISTS (SELECT 1 FROM "
-                   "assignments a WHERE a.job_id = ?1 AND a.round = ?2 AND a.contributor_id = "
-                   "c.id) AND ") +
-       no_upload)
-          .c_str(),
-      true);
+  // as there are slots left; one already working on the next round (overlap)
+  // is not coming.
+  const auto unassigned =
+      count((std::string("SELECT COUNT(*) FROM contributors c WHERE c.job_id = ?1 AND "
+                         "c.state != 'left' AND c.last_seen >= ?3 AND NOT EXISTS (SELECT 1 FROM "
+                         "assignments a WHERE a.job_id = ?1 AND a.round IN (?2, ?2 + 1) AND "
+                         "a.contributor_id = c.id) AND ") +
+             no_upload)
+                .c_str(),
+            true);
   const auto used = count(
       "SELECT COUNT(*) FROM assignments a JOIN contributors c ON c.id = a.contributor_id WHERE "
       "a.job_id = ?1 AND a.round = ?2 AND ((c.state != 'left' AND c.last_seen >= ?3) OR EXISTS "
@@ -687,8 +739,12 @@ std::unique_ptr<PoolState::CloseWork> PoolState::take_ready(std::int64_t job) {
                        "median_norm IS NOT NULL ORDER BY round DESC LIMIT 1");
   m.bind_all(job, r);
   if (m.step()) w->prev_median = m.f64(0);
+  w->base_model = model_path(job, rt.spec.base_round(r));
   w->model = model_path(job, r), w->next_model = model_path(job, r + 1);
   w->momentum = momentum_path(job, r), w->next_momentum = momentum_path(job, r + 1);
+  w->residual = round_path(job, "residual", r);
+  w->next_residual = round_path(job, "residual", r + 1);
+  w->update = round_path(job, "update", r);
   return w;
 }
 
@@ -717,6 +773,11 @@ void PoolState::compute_close(CloseWork& w) {
     if (!verdicts[i].empty()) ok[i]->reason = verdicts[i], ok[i]->failures = 1;
 
   std::vector<float> params = load_model(w.model).params;
+  // What the uploads started from: scoring, replays and the loss check
+  // judge them there; the outer step moves `params`.
+  const std::vector<float> base_copy =
+      w.base_model == w.model ? std::vector<float>() : load_model(w.base_model).params;
+  const std::vector<float>& base = w.base_model == w.model ? params : base_copy;
   std::vector<float> mom(rt.n, 0.0f);
   if (s.outer_momentum > 0 && fs::exists(w.momentum)) mom = load_model(w.momentum).params;
 
@@ -729,7 +790,7 @@ void PoolState::compute_close(CloseWork& w) {
     std::vector<ScoreResult> scored;
     for (auto& row : w.rows) {
       if (!row.reason.empty() || row.slot < 0) continue;
-      row.score = rt.scorer->score(params, row.g, {row.slot, s.max_contributors, batch_position});
+      row.score = rt.scorer->score(base, row.g, {row.slot, s.max_contributors, batch_position});
       scored.push_back(*row.score);
     }
     const double noise = score_noise(scored);
@@ -758,9 +819,9 @@ void PoolState::compute_close(CloseWork& w) {
       rt.replayer_slot = row.slot;
     }
     const InnerResult res =
-        rt.replayer->run(params, batch_position, w.round * s.inner_steps, s.inner_steps);
+        rt.replayer->run(base, batch_position, w.round * s.inner_steps, s.inner_steps);
     std::vector<float> g(rt.n);
-    for (std::size_t i = 0; i < rt.n; ++i) g[i] = params[i] - res.local[i];
+    for (std::size_t i = 0; i < rt.n; ++i) g[i] = base[i] - res.local[i];
     row.replay_diff = relative_difference(row.g, g);
     ++w.replays;
     if (!(*row.replay_diff <= s.replay_tolerance)) {
@@ -776,16 +837,16 @@ void PoolState::compute_close(CloseWork& w) {
   w.replay_s = unix_now() - t_replay;
 
   if (s.loss_check && !s.val_files.empty()) {
-    const float base = evaluate(rt, params);
+    const float base_loss = evaluate(rt, base);
     std::vector<float> local(rt.n);
     for (auto& row : w.rows) {
       if (!row.reason.empty()) continue;
-      for (std::size_t i = 0; i < rt.n; ++i) local[i] = params[i] - row.g[i];
+      for (std::size_t i = 0; i < rt.n; ++i) local[i] = base[i] - row.g[i];
       const float l = evaluate(rt, local);
-      if (!(l <= base + s.loss_tolerance * std::fabs(base))) {
+      if (!(l <= base_loss + s.loss_tolerance * std::fabs(base_loss))) {
         char b[160];
         std::snprintf(b, sizeof(b), "held-out loss %.4f worse than the global model's %.4f", l,
-                      base);
+                      base_loss);
         row.reason = b;
         row.failures = 1;
       }
@@ -813,12 +874,33 @@ void PoolState::compute_close(CloseWork& w) {
     w.tokens += row.tokens;
     if (row.loss) loss_sum += row.weight * *row.loss, loss_w += row.weight;
   }
+  std::vector<float> delta(rt.n, 0.0f);
   if (!grads.empty()) {
     const std::vector<float> avg = weighted_average(grads, weights);
-    outer_step(params, mom, avg, {s.outer_lr, s.outer_momentum});
+    delta = outer_update(mom, avg, {s.outer_lr, s.outer_momentum});
     w.update_norm = l2_norm(avg);
     if (loss_w > 0) w.train_loss = loss_sum / loss_w;
   }
+  // The update contributors download, compressed like the uploads; what a
+  // lossy codec drops is carried into the next round's update (error
+  // feedback), and the global model moves by exactly the decoded update, so
+  // a contributor applying it holds the same bits.
+  const CodecParams codec{s.compression, std::uint32_t(s.block_size)};
+  const UploadOrigin origin{w.job, w.round, params_checksum(params)};
+  std::vector<float> applied;
+  std::string update;
+  const bool feedback = codec.codec != Codec::kNone;
+  std::vector<float> residual;
+  if (feedback) {
+    residual.assign(rt.n, 0.0f);
+    if (fs::exists(w.residual)) residual = load_model(w.residual).params;
+    update = encode_with_feedback(delta, residual, origin, codec, &applied);
+  } else {
+    update = encode(delta, origin, codec);
+    applied = decode(update, rt.n).values;
+  }
+  for (std::size_t i = 0; i < rt.n; ++i) params[i] -= applied[i];
+  w.update_bytes = update.size();
   if (!acc_norms.empty()) w.median_norm = lower_median(acc_norms);
   // Weights as shares of the round's total (the ledger's `weight`).
   double total = 0;
@@ -826,9 +908,11 @@ void PoolState::compute_close(CloseWork& w) {
   for (auto& row : w.rows) row.weight = total > 0 ? row.weight / total : 0.0;
   // The new global model (and momentum) reach the disk before the round is
   // committed as closed; a crash in between re-closes the same round.
+  write_atomic(w.update, [&](const ByteSink& out) { out(update.data(), update.size()); });
   save_model(w.next_model, rt.cfg, params, 3);
   w.next_checksum = params_checksum(params);
   if (s.outer_momentum > 0) save_model(w.next_momentum, rt.cfg, mom, 3);
+  if (feedback) save_model(w.next_residual, rt.cfg, residual, 3);
   const float v = evaluate(rt, params);
   if (std::isfinite(v)) w.val = v;
 }
@@ -886,9 +970,10 @@ void PoolState::commit_close(CloseWork& w) {
   }
   db_.prepare("UPDATE rounds SET status = 'closed', closed = ?, accepted = ?, rejected = ?, "
               "tokens = ?, train_loss = ?, val_loss = ?, median_norm = ?, update_norm = ?, "
-              "score_s = ?, replay_s = ?, replays = ? WHERE job_id = ? AND round = ?")
+              "score_s = ?, replay_s = ?, replays = ?, update_bytes = ? WHERE job_id = ? AND "
+              "round = ?")
       .bind_all(now, n_acc, n_rej, w.tokens, w.train_loss, w.val, w.median_norm, w.update_norm,
-                w.score_s, w.replay_s, w.replays, job, r)
+                w.score_s, w.replay_s, w.replays, std::int64_t(w.update_bytes), job, r)
       .run();
   const bool done = r + 1 >= s.rounds;
   if (done) {
@@ -897,8 +982,10 @@ void PoolState::commit_close(CloseWork& w) {
         .bind_all(r + 1, now, job)
         .run();
   } else {
-    db_.prepare(
-           "INSERT INTO rounds(job_id, round, status, opened, model) VALUES(?, ?, 'open', ?, ?)")
+    // (Under overlap the next round may be open already: its first
+    // assignment opened it.)
+    db_.prepare("INSERT OR IGNORE INTO rounds(job_id, round, status, opened, model) VALUES(?, ?, "
+                "'open', ?, ?)")
         .bind_all(job, r + 1, now, w.next_model)
         .run();
     db_.prepare("UPDATE jobs SET round = ? WHERE id = ?").bind_all(r + 1, job).run();
@@ -935,20 +1022,42 @@ void PoolState::prune_snapshots(std::int64_t job, std::int64_t newest, int keep)
   std::error_code ec;
   if (newest - keep >= 1) fs::remove(model_path(job, newest - keep), ec);
   if (newest >= 1) fs::remove(momentum_path(job, newest - 1), ec);
+  if (newest >= 1) fs::remove(round_path(job, "residual", newest - 1), ec);
+  // Updates are small: contributors up to kKeepUpdates rounds behind catch
+  // up through them instead of downloading the model.
+  if (newest - 1 - kKeepUpdates >= 0)
+    fs::remove(round_path(job, "update", newest - 1 - kKeepUpdates), ec);
 }
 
 // ---- downloads --------------------------------------------------------------
 
-std::string PoolState::model_file(std::int64_t job, std::int64_t round) {
+std::string PoolState::served_file(std::int64_t job, const char* kind, std::int64_t round,
+                                   std::int64_t past_current) {
   std::lock_guard lk(mu_);
   job_rt(job);
-  const std::string p = model_path(job, round);
+  const std::string p = round_path(job, kind, round);
   auto q = db_.prepare("SELECT round FROM jobs WHERE id = ?");
   q.bind(1, job);
-  if (!q.step() || round < 0 || round > q.i64(0) || !fs::exists(p))
-    throw Refused(404,
-                  "no model for job " + std::to_string(job) + " round " + std::to_string(round));
+  if (!q.step() || round < 0 || round > q.i64(0) - past_current || !fs::exists(p))
+    throw Refused(404, std::string("no ") + kind + " for job " + std::to_string(job) + " round " +
+                           std::to_string(round));
   return p;
+}
+
+std::string PoolState::model_file(std::int64_t job, std::int64_t round) {
+  return served_file(job, "model", round, 0);
+}
+
+std::string PoolState::update_file(std::int64_t job, std::int64_t round) {
+  return served_file(job, "update", round, 1);
+}
+
+void PoolState::count_download(const TokenInfo& who, std::int64_t cid, std::uint64_t bytes) {
+  std::lock_guard lk(mu_);
+  check_owner(who, cid);
+  db_.prepare("UPDATE contributors SET bytes_down_pending = bytes_down_pending + ? WHERE id = ?")
+      .bind_all(std::int64_t(std::min<std::uint64_t>(bytes, INT64_MAX)), cid)
+      .run();
 }
 
 std::string PoolState::shard_file(std::int64_t job, std::size_t index) {
@@ -990,13 +1099,15 @@ json PoolState::status_json() {
     j.outer_lr = s.outer_lr, j.outer_momentum = s.outer_momentum;
     j.compression = codec_name(s.compression), j.tokens_per_round = s.tokens_per_round();
     auto rq = db_.prepare("SELECT round, status, opened, closed, accepted, rejected, tokens, "
-                          "train_loss, val_loss, median_norm, update_norm FROM rounds WHERE "
-                          "job_id = ? ORDER BY round");
+                          "train_loss, val_loss, median_norm, update_norm, update_bytes FROM "
+                          "rounds WHERE job_id = ? ORDER BY round");
     rq.bind(1, id);
     while (rq.step())
-      j.history.push_back({rq.i64(0), rq.text(1), rq.f64(2), finite(rq.opt_f64(3)), rq.i64(4),
-                           rq.i64(5), rq.i64(6), finite(rq.opt_f64(7)), finite(rq.opt_f64(8)),
-                           finite(rq.opt_f64(9)), finite(rq.opt_f64(10))});
+      j.history.push_back(
+          {rq.i64(0), rq.text(1), rq.f64(2), finite(rq.opt_f64(3)), rq.i64(4), rq.i64(5), rq.i64(6),
+           finite(rq.opt_f64(7)), finite(rq.opt_f64(8)), finite(rq.opt_f64(9)),
+           finite(rq.opt_f64(10)),
+           rq.is_null(11) ? std::nullopt : std::optional<std::int64_t>(rq.i64(11))});
     auto pq = db_.prepare("SELECT COUNT(*) FROM contributions WHERE job_id = ? AND round = ?");
     pq.bind_all(id, j.round);
     pq.step();
@@ -1017,7 +1128,9 @@ json PoolState::status_json() {
       "0) FROM contributions x WHERE x.contributor_id = c.id), (SELECT "
       "COALESCE(SUM(since_assigned_s), 0) FROM contributions x WHERE x.contributor_id = c.id), "
       "(SELECT COALESCE(SUM(bytes), 0) FROM contributions x WHERE x.contributor_id = c.id), "
-      "c.rating_alpha, c.rating_beta, c.benched FROM contributors c ORDER BY c.id");
+      "c.rating_alpha, c.rating_beta, c.benched, (SELECT COALESCE(SUM(bytes_down), 0) FROM "
+      "contributions x WHERE x.contributor_id = c.id), (SELECT COALESCE(SUM(wait_s), 0) FROM "
+      "contributions x WHERE x.contributor_id = c.id) FROM contributors c ORDER BY c.id");
   auto opt_i64 = [&](int col) {
     return cq.is_null(col) ? std::nullopt : std::optional<std::int64_t>(cq.i64(col));
   };
@@ -1036,6 +1149,7 @@ json PoolState::status_json() {
     c.accepted = cq.i64(9), c.rejected = cq.i64(10), c.tokens = cq.i64(11);
     c.compute_s = cq.f64(12), c.measured_s = cq.f64(13), c.bytes_received = cq.i64(14);
     c.rating = Rating{cq.f64(15), cq.f64(16)}.mean(), c.benched = cq.i64(17) != 0;
+    c.bytes_down = cq.i64(18), c.wait_s = cq.f64(19);
     out.contributors.push_back(std::move(c));
   }
   return out;
@@ -1048,7 +1162,8 @@ const char* kLedgerSql =
     "SELECT x.id, x.job_id, x.round, x.contributor_id, c.name, x.tokens, x.compute_s, "
     "x.train_loss, x.bytes, x.raw_bytes, x.norm, x.status, x.reason, x.created, x.receive_s, "
     "x.since_assigned_s, x.seq, x.hash, x.weight, x.score_assigned, x.score_other, "
-    "x.replay_diff, x.rating FROM contributions x JOIN contributors c ON c.id = x.contributor_id";
+    "x.replay_diff, x.rating, x.bytes_down, x.wait_s FROM contributions x JOIN contributors c ON "
+    "c.id = x.contributor_id";
 json ledger_row(const Stmt& q) {
   json r = {{"id", q.i64(0)},
             {"job", q.i64(1)},
@@ -1073,6 +1188,11 @@ json ledger_row(const Stmt& q) {
   const char* scored[] = {"weight", "score_assigned", "score_other", "replay_diff", "rating"};
   for (int i = 0; i < 5; ++i)
     if (!q.is_null(18 + i)) r[scored[i]] = opt_num(q.opt_f64(18 + i));
+  // Traffic and waiting (added later, shown when set likewise): bytes_up is
+  // the upload's size (`bytes`), bytes_down what was served to the
+  // contributor since its previous upload.
+  if (!q.is_null(23)) r["bytes_up"] = q.i64(8), r["bytes_down"] = q.i64(23);
+  if (!q.is_null(24)) r["wait_s"] = opt_num(q.opt_f64(24));
   return r;
 }
 } // namespace

@@ -41,6 +41,9 @@ struct UploadMeta {
   double compute_s = 0;
   std::optional<double> train_loss;
   double receive_s = 0; // measured by the server: seconds spent reading the body
+  // Claimed: seconds the contributor spent not computing since its previous
+  // upload (waiting for work, downloading); bounded by the server's clock.
+  std::optional<double> wait_s;
 };
 
 // The most contributor names one token may register (see PoolState::join).
@@ -76,6 +79,15 @@ class PoolState {
 
   // Paths of files a contributor may download (throw Refused(404)).
   std::string model_file(std::int64_t job, std::int64_t round);
+  // The encoded outer update of a closed round (wire format, compress.h; its
+  // origin names the job, the round and the checksum of the model it
+  // applies to): model_<round+1> = model_<round> - decode(update), element by
+  // element in fp32. Refused(404) when the round is not closed or pruned.
+  std::string update_file(std::int64_t job, std::int64_t round);
+  // Bytes the coordinator served to a contributor (model, updates, shards),
+  // recorded as the bytes_down of its next upload. 403 for another token's
+  // contributor.
+  void count_download(const TokenInfo& who, std::int64_t cid, std::uint64_t bytes);
   std::string shard_file(std::int64_t job, std::size_t index);
   std::size_t param_count(std::int64_t job);
 
@@ -112,7 +124,17 @@ class PoolState {
   // params_checksum of a round's global model (cached); nullopt once pruned.
   std::optional<std::uint64_t> model_checksum(std::int64_t job, std::int64_t round);
   std::string job_dir(std::int64_t job) const;
+  // state_dir/jobs/<job>/<kind>_<round>.bin: "model" (the global model round
+  // `round` starts from), "momentum" (the outer momentum after round-1),
+  // "residual" (the outer update's error feedback after round-1), "update"
+  // (the encoded outer update that turns model_<round> into
+  // model_<round+1>, as contributors download it).
+  std::string round_path(std::int64_t job, const char* kind, std::int64_t round) const;
   std::string model_path(std::int64_t job, std::int64_t round) const;
+  // A round file contributors may download: 404 unless it exists and its
+  // round is at most the job's current round minus past_current.
+  std::string served_file(std::int64_t job, const char* kind, std::int64_t round,
+                          std::int64_t past_current);
   std::string momentum_path(std::int64_t job, std::int64_t round) const;
   void prune_snapshots(std::int64_t job, std::int64_t newest, int keep);
 
