@@ -685,11 +685,14 @@ bool PoolState::round_ready(std::int64_t job) {
                                no_upload)
                                   .c_str(),
                               true);
-  // Live contributors of this job not yet assigned (between rounds), as many
-  // as there are slots left; one already working on the next round (overlap)
-  // is not coming.
+  // Live contributors of this job not yet assigned (between rounds), or
+  // waiting for their first job (jobs are served one at a time, so this one
+  // is theirs), as many as there are slots left: a slot freed by a dead
+  // contributor goes to a waiting one in the same round. One already
+  // working on the next round (overlap) is not coming.
   const auto unassigned =
-      count((std::string("SELECT COUNT(*) FROM contributors c WHERE c.job_id = ?1 AND "
+      count((std::string("SELECT COUNT(*) FROM contributors c WHERE (c.job_id = ?1 OR "
+                         "c.job_id IS NULL) AND "
                          "c.state != 'left' AND c.last_seen >= ?3 AND NOT EXISTS (SELECT 1 FROM "
                          "assignments a WHERE a.job_id = ?1 AND a.round IN (?2, ?2 + 1) AND "
                          "a.contributor_id = c.id) AND ") +
