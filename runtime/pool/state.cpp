@@ -240,6 +240,7 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
   rt->spec = s;
   rt->cfg = s.shape;
   rt->n = params.size();
+  rt->shard_seen.resize(s.train_files.size());
   const float v = evaluate(*rt, params);
   db_.prepare("UPDATE jobs SET init_val_loss = ? WHERE id = ?")
       .bind(1, std::isfinite(v) ? std::optional<double>(v) : std::nullopt)
