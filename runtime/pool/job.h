@@ -20,6 +20,8 @@
 //   "score_batches": 2, "min_norm_factor": 0.25, "replay_prob": 0.25,
 //   "replay_tolerance": 0.05, "bench_rating": 0.3
 // }
+// The coordinator adds train_files, val_files (the resolved globs) and
+// train_shards (each training shard's bytes and XXH64) at submission.
 // Scoring (score.h): each upload's loss change on score_batches batches of its
 // own rows and as many of rows it was not given (0 = no scoring); norms below
 // min_norm_factor x the round's reference are rejected. Replays (replay.h):

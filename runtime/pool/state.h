@@ -76,6 +76,10 @@ class PoolState {
 
   // Paths of files a contributor may download (throw Refused(404)).
   std::string model_file(std::int64_t job, std::int64_t round);
+  // A training shard, only while its bytes are those hashed at submission:
+  // checked (hashed, without the lock) the first time in this process and
+  // whenever its size or modification time changes; different bytes are
+  // logged and refused with 409, a missing file with 410.
   std::string shard_file(std::int64_t job, std::size_t index);
   std::size_t param_count(std::int64_t job);
 
