@@ -15,12 +15,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
 #include "runtime/data/shard.h"
 #include "runtime/io/xxh64.h"
 #include "runtime/pool/client.h"
+#include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
 #include "runtime/pool/shard_cache.h"
 
@@ -240,4 +242,52 @@ TEST(PoolShards, CoordinatorRefusesAShardThatChangedAfterSubmission) {
   flip_byte(co.shard, 12345);
   EXPECT_EQ(c.download("/api/jobs/1/shards/0", dest), s.bytes);
   EXPECT_EQ(xxh64_file(dest), s.hash);
+}
+
+TEST(PoolShards, HashesParseStrictly) {
+  EXPECT_EQ(parse_xxh64_hex("00000000000000ff"), std::optional<std::uint64_t>(255));
+  EXPECT_EQ(parse_xxh64_hex(xxh64_hex(0x0123456789abcdefull)), 0x0123456789abcdefull);
+  for (const char* bad : {"", "ff", "00000000000000FF", "0x000000000000ff", " 00000000000000f",
+                          "00000000000000ff0", "-0000000000000ff", "000000000000000g"})
+    EXPECT_FALSE(parse_xxh64_hex(bad)) << bad;
+
+  WorkResponse w;
+  w.assignment = Assignment{};
+  auto& a = *w.assignment;
+  a.job = 1, a.name = "j", a.rounds = 1, a.slots = 1, a.inner_steps = 1, a.param_count = 1;
+  a.compression = "int8";
+  a.train.batch_size = a.train.seq_len = 1;
+  a.shards = {{0, 10, 0xfeedull}};
+  json j = w;
+  EXPECT_EQ(j["shards"][0]["hash"], "000000000000feed");
+  EXPECT_EQ(j.get<WorkResponse>().assignment->shards[0].hash, 0xfeedull);
+  for (const json& bad : {json("000000000000FEED"), json(65261), json(nullptr)}) {
+    j["shards"][0]["hash"] = bad;
+    try {
+      (void)j.get<WorkResponse>();
+      ADD_FAILURE() << "accepted hash " << bad.dump();
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find("shards[].hash"), std::string::npos) << e.what();
+    }
+  }
+  j["shards"][0].erase("hash");
+  EXPECT_THROW((void)j.get<WorkResponse>(), ProtocolError);
+
+  // The job keeps one size and hash per training file, strictly typed.
+  json job = {{"train_data", "d/*.bin"}, {"train_files", {"a.bin", "b.bin"}}};
+  job["train_shards"] = {{{"bytes", 4}, {"hash", "00000000000000aa"}},
+                         {{"bytes", 5}, {"hash", "00000000000000bb"}}};
+  const JobSpec s = parse_job(job);
+  ASSERT_EQ(s.train_shards.size(), 2u);
+  EXPECT_EQ(s.train_shards[1].bytes, 5u);
+  EXPECT_EQ(s.train_shards[1].hash, 0xbbu);
+  EXPECT_EQ(parse_job(job_to_json(s)).train_shards[0].hash, 0xaau);
+  job["train_shards"].erase(1);
+  EXPECT_THROW(parse_job(job), myelin::InputError);
+  job["train_shards"] = {{{"bytes", 4}, {"hash", "00000000000000AA"}},
+                         {{"bytes", 5}, {"hash", "00000000000000bb"}}};
+  EXPECT_THROW(parse_job(job), myelin::InputError);
+  job["train_shards"] = {{{"bytes", -4}, {"hash", "00000000000000aa"}},
+                         {{"bytes", 5}, {"hash", "00000000000000bb"}}};
+  EXPECT_THROW(parse_job(job), myelin::InputError);
 }

@@ -172,8 +172,9 @@ JobSpec parse_job(const json& j) {
     for (const json& e : *v) {
       if (!e.is_object() || e.size() != 2) f.wrong("train_shards", e, want);
       const auto b = e.find("bytes"), h = e.find("hash");
-      if (b == e.end() || !b->is_number_unsigned() || h == e.end() || !h->is_string())
-        f.wrong("train_shards", e, want);
+      const bool size_ok = b != e.end() && b->is_number_integer() &&
+                           (b->is_number_unsigned() || b->get<std::int64_t>() >= 0);
+      if (!size_ok || h == e.end() || !h->is_string()) f.wrong("train_shards", e, want);
       const auto hash = parse_xxh64_hex(h->get<std::string>());
       if (!hash) f.wrong("train_shards", e, want);
       s.train_shards.push_back({b->get<std::uint64_t>(), *hash});
