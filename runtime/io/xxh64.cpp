@@ -110,4 +110,20 @@ std::string xxh64_hex(std::uint64_t h) {
   return s;
 }
 
+std::optional<std::uint64_t> parse_xxh64_hex(std::string_view s) {
+  if (s.size() != 16) return std::nullopt;
+  std::uint64_t v = 0;
+  for (const char c : s) {
+    int d;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else
+      return std::nullopt;
+    v = (v << 4) | std::uint64_t(d);
+  }
+  return v;
+}
+
 } // namespace myelin

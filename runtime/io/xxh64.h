@@ -11,7 +11,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace myelin {
 
@@ -36,5 +38,8 @@ std::uint64_t xxh64(const void* data, std::size_t n);
 std::uint64_t xxh64_file(const std::string& path);
 // 16 lowercase hex digits, most significant first.
 std::string xxh64_hex(std::uint64_t h);
+// The inverse of xxh64_hex, strictly: exactly 16 lowercase hex digits (no
+// sign, prefix, spaces or upper case), else nullopt.
+std::optional<std::uint64_t> parse_xxh64_hex(std::string_view s);
 
 } // namespace myelin

@@ -15,6 +15,7 @@ namespace myelin::pool {
 struct PoolClient::Impl {
   std::string url;
   std::unique_ptr<httplib::Client> cli;
+  std::uint64_t max_download = 0;
 };
 
 PoolClient::PoolClient(const ClientOptions& o) : impl_(std::make_unique<Impl>()) {
@@ -23,6 +24,7 @@ PoolClient::PoolClient(const ClientOptions& o) : impl_(std::make_unique<Impl>())
   std::string url = o.url;
   while (!url.empty() && url.back() == '/') url.pop_back();
   impl_->url = url;
+  impl_->max_download = o.debug_max_download_bytes;
   impl_->cli = std::make_unique<httplib::Client>(url);
   require(impl_->cli->is_valid(), "--pool", "cannot use '" + o.url + "'");
   auto& c = *impl_->cli;
@@ -105,45 +107,80 @@ nlohmann::json PoolClient::post_bytes(const std::string& path, const std::string
   return parse(check(impl_->cli->Post(path.c_str(), body, "application/octet-stream"), what), what);
 }
 
+namespace {
+// GETs `path` into `file`: the whole body (truncating it) when from = 0, else
+// `Range: bytes=from-`, appended when the server answers 206 for exactly that
+// range and written from the start when it answers 200. Returns the bytes
+// received; what arrived stays in the file when the transfer breaks.
+std::size_t fetch_into(httplib::Client& cli, const std::string& path, const std::string& file,
+                       std::uint64_t from, std::uint64_t limit) {
+  std::ofstream out;
+  int status = 0;
+  bool bad_range = false, cut = false;
+  std::string err_body;
+  std::size_t n = 0;
+  httplib::Headers headers;
+  if (from > 0) headers.emplace("Range", "bytes=" + std::to_string(from) + "-");
+  auto r = cli.Get(
+      path.c_str(), headers,
+      [&](const httplib::Response& resp) {
+        status = resp.status;
+        if (status >= 400) return true;
+        const bool append = from > 0 && status == 206;
+        if (status == 206 && resp.get_header_value("Content-Range")
+                                     .rfind("bytes " + std::to_string(from) + "-", 0) != 0) {
+          bad_range = true;
+          return false;
+        }
+        out.open(file, std::ios::binary | (append ? std::ios::app : std::ios::trunc));
+        return bool(out);
+      },
+      [&](const char* data, std::size_t len) {
+        if (status >= 400) {
+          if (err_body.size() < 4096) err_body.append(data, len);
+          return true;
+        }
+        if (limit > 0 && n + len >= limit) {
+          len = std::size_t(limit - n);
+          cut = true;
+        }
+        out.write(data, std::streamsize(len));
+        n += len;
+        return bool(out) && !cut;
+      });
+  if (out.is_open()) out.flush();
+  const std::string what = "GET " + path;
+  if (bad_range) throw PoolError(206, what + ": the server answered another range than asked");
+  if (status > 0 && status < 400 && !out) throw std::runtime_error(file + ": cannot write");
+  if (cut)
+    throw PoolError(0, what + ": stopped after " + std::to_string(n) + " bytes (test limit)");
+  if (!r) throw PoolError(0, what + ": no answer (" + httplib::to_string(r.error()) + ")");
+  if (r->status >= 400) {
+    httplib::Response e;
+    e.body = err_body;
+    throw PoolError(r->status, what + ": HTTP " + std::to_string(r->status) + ": " + reason_of(e));
+  }
+  return n;
+}
+} // namespace
+
 std::size_t PoolClient::download(const std::string& path, const std::string& dest) {
   const std::string tmp = dest + ".part";
   std::size_t n = 0;
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp + ": cannot create");
-    int status = 0;
-    std::string err_body;
-    auto r = impl_->cli->Get(
-        path.c_str(),
-        [&](const httplib::Response& resp) {
-          status = resp.status;
-          return true;
-        },
-        [&](const char* data, std::size_t len) {
-          if (status >= 400) {
-            if (err_body.size() < 4096) err_body.append(data, len);
-            return true;
-          }
-          out.write(data, std::streamsize(len));
-          n += len;
-          return bool(out);
-        });
-    if (!r) {
-      std::remove(tmp.c_str());
-      throw PoolError(0, "GET " + path + ": no answer (" + httplib::to_string(r.error()) + ")");
-    }
-    if (r->status >= 400) {
-      std::remove(tmp.c_str());
-      httplib::Response e;
-      e.body = err_body;
-      throw PoolError(r->status,
-                      "GET " + path + ": HTTP " + std::to_string(r->status) + ": " + reason_of(e));
-    }
-    out.flush();
-    if (!out) throw std::runtime_error(tmp + ": write failed");
+  try {
+    n = fetch_into(*impl_->cli, path, tmp, 0, impl_->max_download);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
   }
   std::filesystem::rename(tmp, dest);
   return n;
+}
+
+std::size_t PoolClient::download_resume(const std::string& path, const std::string& part) {
+  std::error_code ec;
+  const auto have = std::filesystem::file_size(part, ec);
+  return fetch_into(*impl_->cli, path, part, ec ? 0 : std::uint64_t(have), impl_->max_download);
 }
 
 } // namespace myelin::pool

@@ -1,10 +1,12 @@
 // HTTP(S) client for the pool API: bearer-token requests that return JSON,
-// binary uploads, and streamed downloads to a file (written atomically).
+// binary uploads, and streamed downloads to a file (written atomically, or
+// resumed with an HTTP Range request from what an earlier try left).
 // HTTP errors throw PoolError with the status and the server's reason;
 // network failures throw PoolError with status 0 (the caller may retry).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -26,6 +28,9 @@ struct ClientOptions {
   std::string ca_cert;   // https: trust this CA (e.g. a self-signed cert)
   bool insecure = false; // https: skip certificate verification
   double timeout_s = 120;
+  // Test hook: a download stops after this many bytes as if the connection
+  // broke (PoolError status 0); 0 = no limit.
+  std::uint64_t debug_max_download_bytes = 0;
 };
 
 // The bearer token from --token (flag), else --token-file (file; its first
@@ -48,6 +53,12 @@ class PoolClient {
   // Streams the response body to dest (via a temporary file and rename);
   // returns the bytes received.
   std::size_t download(const std::string& path, const std::string& dest);
+  // Resumable: continues `part` from its current size with `Range: bytes=N-`
+  // (appending when the server answers 206 with that range, rewriting it from
+  // the start when it answers 200 with the whole body). On a network failure
+  // what arrived stays in `part` for the next call. Returns the bytes this
+  // call received; verifying and renaming the result is the caller's.
+  std::size_t download_resume(const std::string& path, const std::string& part);
 
  private:
   struct Impl;

@@ -29,11 +29,13 @@
 #include "runtime/data/shard.h"
 #include "runtime/io/file_util.h"
 #include "runtime/io/model_file.h"
+#include "runtime/io/xxh64.h"
 #include "runtime/pool/compress.h"
 #include "runtime/pool/hardware.h"
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
+#include "runtime/pool/shard_cache.h"
 #include "runtime/train/options_file.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/error.h"
@@ -125,6 +127,7 @@ class Agent {
   void ensure_shards(const Assignment& w, const std::string& dir);
   void fetch_model(const Assignment& w, const std::string& dir);
   bool apply_updates(std::int64_t job, std::int64_t round, std::uint64_t want);
+  std::unique_ptr<ShardCache> shard_cache_; // created by ensure_shards
   std::optional<std::vector<float>> train_in_child(const Assignment& w, const std::string& dir,
                                                    const std::string& model, double& loss);
   void corrupt(std::vector<float>& g, std::int64_t round) const;
@@ -232,25 +235,37 @@ void Agent::heartbeat_loop(double interval) {
   }
 }
 
+// The job's shards, from the cache shared by all jobs (WORK_DIR/shards,
+// content-addressed, hash-verified: shard_cache.h), downloading or resuming
+// what is missing; the job folder gets a symbolic link per shard
+// (train_00000.bin -> ../../shards/<hash>.bin) for the trainer's glob.
 void Agent::ensure_shards(const Assignment& w, const std::string& dir) {
   fs::create_directories(dir);
+  if (!shard_cache_)
+    shard_cache_ = std::make_unique<ShardCache>(
+        (fs::path(cache_root_).parent_path() / "shards").string(), o_.quiet);
   for (const auto& s : w.shards) {
     const std::size_t k = s.index;
-    const std::uint64_t bytes = s.bytes;
+    const std::string url = "/api/jobs/" + std::to_string(w.job) + "/shards/" + std::to_string(k) +
+                            "?contributor_id=" + std::to_string(cid_);
+    const auto got = shard_cache_->fetch(s, [&](const std::string& part) {
+      set_state("downloading");
+      return std::uint64_t(
+          retry([&] { return cli_.download_resume(url, part); }, "shard download"));
+    });
+    if (got.downloaded > 0) {
+      st_.bytes_downloaded += got.downloaded;
+      say("downloaded shard " + std::to_string(k) + " (" + std::to_string(got.downloaded) +
+          " bytes, xxh64 " + xxh64_hex(s.hash) + " verified)");
+    }
     char name[64];
     std::snprintf(name, sizeof(name), "train_%05zu.bin", k);
-    const std::string path = (fs::path(dir) / name).string();
+    const fs::path link = fs::path(dir) / name;
+    const fs::path target = fs::relative(got.path, dir);
     std::error_code ec;
-    if (fs::exists(path, ec) && fs::file_size(path, ec) == bytes) continue;
-    set_state("downloading");
-    const auto got = retry(
-        [&] {
-          return cli_.download(
-              "/api/jobs/" + std::to_string(w.job) + "/shards/" + std::to_string(k), path);
-        },
-        "shard download");
-    st_.bytes_downloaded += got;
-    say("downloaded shard " + std::to_string(k) + " (" + std::to_string(got) + " bytes)");
+    if (fs::is_symlink(link, ec) && fs::read_symlink(link, ec) == target) continue;
+    fs::remove(link, ec);
+    fs::create_symlink(target, link);
   }
 }
 

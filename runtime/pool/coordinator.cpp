@@ -51,8 +51,11 @@ ApiRequest to_api(const httplib::Request& req, bool with_body) {
 }
 
 // Streams a file as the response body (the open stream keeps the data even
-// if the file is replaced or pruned meanwhile).
-void send_file(httplib::Response& res, const std::string& path, const std::string& type) {
+// if the file is replaced or pruned meanwhile). A request with one Range
+// inside the file gets 206 and those bytes (downloads resume this way); any
+// other Range (several, or past the end) gets 416 without a body.
+void send_file(const httplib::Request& req, httplib::Response& res, const std::string& path,
+               const std::string& type) {
   auto f = std::make_shared<std::ifstream>(path, std::ios::binary);
   if (!*f) {
     res.status = 404;
@@ -62,6 +65,17 @@ void send_file(httplib::Response& res, const std::string& path, const std::strin
     return;
   }
   const std::size_t size = file_size_or_throw(path);
+  if (!req.ranges.empty()) {
+    const auto [first, last] = req.ranges.front();
+    const bool one_inside = req.ranges.size() == 1 && first >= 0 && std::size_t(first) < size &&
+                            (last == -1 || (last >= first && std::size_t(last) < size));
+    if (!one_inside || res.status != 200) {
+      // No body: cpp-httplib 0.11 applies the request's ranges to any answer.
+      res.status = 416;
+      return;
+    }
+    res.status = 206;
+  }
   res.set_content_provider(size, type,
                            [f](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
                              std::vector<char> buf(std::min<std::size_t>(length, 1 << 20));
@@ -73,14 +87,14 @@ void send_file(httplib::Response& res, const std::string& path, const std::strin
                            });
 }
 
-void send(httplib::Response& res, const ApiResponse& r) {
+void send(const httplib::Request& req, httplib::Response& res, const ApiResponse& r) {
   res.status = r.status;
   if (r.no_store) res.set_header("Cache-Control", "no-store");
   if (r.close) {
     res.set_header("Connection", "close");
     close_connection_after_response();
   }
-  if (!r.file.empty()) return send_file(res, r.file, r.content_type);
+  if (!r.file.empty()) return send_file(req, res, r.file, r.content_type);
   if (r.shared) {
     auto d = r.shared;
     res.set_content_provider(d->size(), r.content_type,
@@ -138,20 +152,20 @@ int serve(const ServeOptions& o) {
   // byte is read (and before "100 Continue").
   S.set_pre_routing_handler([&](const httplib::Request& req, httplib::Response& res) {
     if (auto refusal = api.precheck(to_api(req, false))) {
-      send(res, *refusal);
+      send(req, res, *refusal);
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   S.set_expect_100_continue_handler([&](const httplib::Request& req, httplib::Response& res) {
     if (auto refusal = api.precheck(to_api(req, false))) {
-      send(res, *refusal);
+      send(req, res, *refusal);
       return refusal->status;
     }
     return 100;
   });
   const auto handler = [&](const httplib::Request& req, httplib::Response& res) {
-    send(res, api.handle(to_api(req, true)));
+    send(req, res, api.handle(to_api(req, true)));
   };
   S.Get(".*", handler);
   S.Post(".*", handler);

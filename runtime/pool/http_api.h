@@ -14,6 +14,8 @@
 //   POST /api/join | heartbeat | leave | work   typed bodies (protocol.h)   token
 //   GET  /api/jobs/ID/model?round=R[&since=S]  global model or delta       token
 //   GET  /api/jobs/ID/shards/K             training shard K                 token
+//        (files answer one Range inside them with 206, others with 416;
+//        a shard whose bytes changed since submission: 409, state.h)
 //   POST /api/jobs/ID/rounds/R/upload?contributor_id=&tokens=&compute_s=&loss=
 //                                          pseudo-gradient (compress.h)     token
 // Tokens travel only in `Authorization: Bearer TOKEN`, never in URLs.

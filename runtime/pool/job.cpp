@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "runtime/io/xxh64.h"
 #include "runtime/util/error.h"
 
 namespace myelin::pool {
@@ -98,6 +99,7 @@ JobSpec parse_job(const json& j) {
                                 "val_data",
                                 "train_files",
                                 "val_files",
+                                "train_shards",
                                 "batch_size",
                                 "seq_len",
                                 "grad_accum",
@@ -165,6 +167,20 @@ JobSpec parse_job(const json& j) {
   f.text("val_data", s.val_data);
   f.texts("train_files", s.train_files);
   f.texts("val_files", s.val_files);
+  if (const json* v = f.find("train_shards")) {
+    const char* want = "an array of {\"bytes\": N, \"hash\": \"<16 hex digits>\"}";
+    if (!v->is_array()) f.wrong("train_shards", *v, want);
+    for (const json& e : *v) {
+      if (!e.is_object() || e.size() != 2) f.wrong("train_shards", e, want);
+      const auto b = e.find("bytes"), h = e.find("hash");
+      const bool size_ok = b != e.end() && b->is_number_integer() &&
+                           (b->is_number_unsigned() || b->get<std::int64_t>() >= 0);
+      if (!size_ok || h == e.end() || !h->is_string()) f.wrong("train_shards", e, want);
+      const auto hash = parse_xxh64_hex(h->get<std::string>());
+      if (!hash) f.wrong("train_shards", e, want);
+      s.train_shards.push_back({b->get<std::uint64_t>(), *hash});
+    }
+  }
   f.integer("batch_size", s.batch_size, 1, static_cast<long long>(kMaxBatchTokens));
   f.integer("seq_len", s.seq_len, 1, kMaxSeqLen);
   f.integer("grad_accum", s.grad_accum, 1, 1 << 16);
@@ -208,6 +224,8 @@ JobSpec parse_job(const json& j) {
     s.shape.validate(key_names("job.model."));
     validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));
   }
+  require(s.train_shards.empty() || s.train_shards.size() == s.train_files.size(),
+          "job.train_shards", "expected one entry per train_files entry");
   require(s.lr_schedule == "constant" || s.lr_schedule == "cosine", "job.lr_schedule",
           "expected constant or cosine");
   require(s.min_contributors <= s.max_contributors, "job.min_contributors",
@@ -233,6 +251,10 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["val_data"] = s.val_data;
   j["train_files"] = s.train_files;
   j["val_files"] = s.val_files;
+  json shards = json::array();
+  for (const auto& t : s.train_shards)
+    shards.push_back({{"bytes", t.bytes}, {"hash", xxh64_hex(t.hash)}});
+  j["train_shards"] = shards;
   j["batch_size"] = s.batch_size;
   j["seq_len"] = s.seq_len;
   j["grad_accum"] = s.grad_accum;

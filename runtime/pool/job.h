@@ -1,6 +1,7 @@
 // A pool job: what to train, on which data, and how the outer loop runs. The
 // admin submits it as JSON (`myelin pool submit JOB.json`); the coordinator
-// stores the normalised JSON, including the resolved shard lists.
+// stores the normalised JSON, including the resolved shard lists and the
+// size and hash of each training shard.
 //
 // {
 //   "name": "tiny",
@@ -19,6 +20,8 @@
 //   "score_batches": 2, "min_norm_factor": 0.25, "replay_prob": 0.25,
 //   "replay_tolerance": 0.05, "bench_rating": 0.3, "overlap": false
 // }
+// The coordinator adds train_files, val_files (the resolved globs) and
+// train_shards (each training shard's bytes and XXH64) at submission.
 // Scoring (score.h): each upload's loss change on score_batches batches of its
 // own rows and as many of rows it was not given (0 = no scoring); norms below
 // min_norm_factor x the round's reference are rejected. Replays (replay.h):
@@ -44,6 +47,13 @@ struct JobSpec {
   std::uint64_t seed = 1337;
   std::string train_data, val_data;                // globs as submitted
   std::vector<std::string> train_files, val_files; // resolved by the coordinator
+  // Size and XXH64 of each train_files entry, recorded by the coordinator at
+  // submission ("train_shards": [{"bytes": N, "hash": "<16 hex>"}, ...]);
+  // what contributors are told to expect and what the coordinator serves.
+  struct Shard {
+    std::uint64_t bytes = 0, hash = 0;
+  };
+  std::vector<Shard> train_shards;
   int batch_size = 4, seq_len = 32, grad_accum = 1;
   int inner_steps = 10;
   float inner_lr = 1e-3f;

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "runtime/io/xxh64.h"
+
 using nlohmann::json;
 
 namespace myelin::pool {
@@ -166,7 +168,8 @@ void to_json(json& j, const WorkResponse& r) {
   const Assignment& a = *r.assignment;
   const TrainSettings& t = a.train;
   json shards = json::array();
-  for (const auto& s : a.shards) shards.push_back({{"index", s.index}, {"bytes", s.bytes}});
+  for (const auto& s : a.shards)
+    shards.push_back({{"index", s.index}, {"bytes", s.bytes}, {"hash", xxh64_hex(s.hash)}});
   j = {{"job", a.job},
        {"name", a.name},
        {"round", a.round},
@@ -243,9 +246,15 @@ void from_json(const json& j, WorkResponse& r) {
   s.total_steps = req_int(t, "total_steps", p, 0, INT64_MAX);
   const json& sh = *find(j, "shards", "", true);
   if (!sh.is_array()) bad("shards", "expected an array");
-  for (const auto& x : sh)
-    a.shards.push_back({std::uint64_t(req_int(x, "index", "shards[]", 0, 1 << 30)),
-                        std::uint64_t(req_int(x, "bytes", "shards[]", 0, INT64_MAX))});
+  for (const auto& x : sh) {
+    ShardInfo s;
+    s.index = std::uint64_t(req_int(x, "index", "shards[]", 0, 1 << 30));
+    s.bytes = std::uint64_t(req_int(x, "bytes", "shards[]", 0, INT64_MAX));
+    const auto h = parse_xxh64_hex(req_str(x, "hash", "shards[]", 16));
+    if (!h) bad("shards[].hash", "expected 16 lowercase hex digits");
+    s.hash = *h;
+    a.shards.push_back(s);
+  }
   r.assignment = std::move(a);
 }
 

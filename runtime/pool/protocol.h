@@ -77,8 +77,11 @@ struct TrainSettings {
   std::uint64_t seed = 0;
   std::int64_t total_steps = 0;
 };
+// A training shard of the job: its index (GET /api/jobs/ID/shards/INDEX),
+// size and XXH64 (runtime/io/xxh64.h) as the coordinator recorded them when
+// the job was submitted. On the wire the hash is 16 lowercase hex digits.
 struct ShardInfo {
-  std::uint64_t index = 0, bytes = 0;
+  std::uint64_t index = 0, bytes = 0, hash = 0;
 };
 struct Assignment {
   std::int64_t job = 0;

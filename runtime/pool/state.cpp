@@ -10,6 +10,7 @@
 #include "runtime/data/loader.h"
 #include "runtime/io/file_util.h"
 #include "runtime/io/model_file.h"
+#include "runtime/io/xxh64.h"
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "runtime/pool/compress.h"
@@ -35,6 +36,15 @@ struct PoolState::JobRt {
   std::unique_ptr<DataLoader> val;
   std::vector<int> in, tg;
   std::map<std::int64_t, std::uint64_t> model_sums; // round -> params_checksum of its model
+  // Per training shard: the size and modification time at which this process
+  // last found its bytes to match the hash recorded at submission (unset:
+  // not checked yet); shard_file re-hashes only when they change.
+  struct ShardSeen {
+    std::uintmax_t size = 0;
+    fs::file_time_type mtime{};
+    bool ok = false;
+  };
+  std::vector<ShardSeen> shard_seen;
   // Used only by the round closer (outside the lock; `closing` keeps it one).
   bool closing = false;
   std::unique_ptr<Scorer> scorer;
@@ -77,6 +87,14 @@ struct PoolState::CloseWork {
 };
 
 namespace {
+// Size and XXH64 of each file, read whole once.
+std::vector<JobSpec::Shard> record_shards(const std::vector<std::string>& files) {
+  std::vector<JobSpec::Shard> out;
+  out.reserve(files.size());
+  for (const auto& f : files) out.push_back({file_size_or_throw(f), xxh64_file(f)});
+  return out;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(path + ": cannot open");
@@ -127,6 +145,15 @@ PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   rt->spec = parse_job(json::parse(st.text(0)));
   rt->cfg = rt->spec.shape;
   rt->n = std::size_t(st.i64(1));
+  if (rt->spec.train_shards.size() != rt->spec.train_files.size()) {
+    // A job stored before shards were hashed at submission: hash them now,
+    // once, and store the result with the job.
+    rt->spec.train_shards = record_shards(rt->spec.train_files);
+    db_.prepare("UPDATE jobs SET spec = ? WHERE id = ?")
+        .bind_all(job_to_json(rt->spec).dump(), job)
+        .run();
+  }
+  rt->shard_seen.resize(rt->spec.train_files.size());
   return *(jobs_[job] = std::move(rt));
 }
 
@@ -175,10 +202,14 @@ float PoolState::evaluate(JobRt& rt, const std::vector<float>& params) {
 // ---- jobs -------------------------------------------------------------------
 
 std::int64_t PoolState::submit_job(const json& spec_json) {
-  std::lock_guard lk(mu_);
   JobSpec s = parse_job(spec_json);
   require(!s.train_data.empty(), "job.train_data", "required (a shard glob on the coordinator)");
   s.train_files = glob_files(s.train_data, "job.train_data");
+  // Each training shard is hashed once, here, before taking the lock (the
+  // pool keeps answering meanwhile); the sizes and hashes are stored with the
+  // job, shipped in every assignment and checked before a shard is served.
+  s.train_shards = record_shards(s.train_files);
+  std::lock_guard lk(mu_);
   s.val_files.clear();
   if (!s.val_data.empty()) s.val_files = glob_files(s.val_data, "job.val_data");
   std::vector<float> params;
@@ -215,6 +246,7 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
   rt->spec = s;
   rt->cfg = s.shape;
   rt->n = params.size();
+  rt->shard_seen.resize(s.train_files.size());
   const float v = evaluate(*rt, params);
   db_.prepare("UPDATE jobs SET init_val_loss = ? WHERE id = ?")
       .bind(1, std::isfinite(v) ? std::optional<double>(v) : std::nullopt)
@@ -429,11 +461,8 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
     if (q.step()) opened = q.f64(0);
   }
   Assignment a;
-  for (std::size_t i = 0; i < s.train_files.size(); ++i) {
-    std::error_code ec;
-    const auto sz = fs::file_size(s.train_files[i], ec);
-    a.shards.push_back({i, ec ? 0 : std::uint64_t(sz)});
-  }
+  for (std::size_t i = 0; i < s.train_shards.size(); ++i)
+    a.shards.push_back({i, s.train_shards[i].bytes, s.train_shards[i].hash});
   a.job = job, a.name = s.name, a.round = target, a.rounds = s.rounds;
   a.slot = slot, a.slots = s.max_contributors, a.inner_steps = s.inner_steps;
   a.base_round = s.base_round(target);
@@ -1064,10 +1093,48 @@ void PoolState::count_download(const TokenInfo& who, std::int64_t cid, std::uint
 }
 
 std::string PoolState::shard_file(std::int64_t job, std::size_t index) {
+  std::string path;
+  JobSpec::Shard want;
+  JobRt::ShardSeen seen;
+  {
+    std::lock_guard lk(mu_);
+    const JobRt& rt = job_rt(job);
+    if (index >= rt.spec.train_files.size())
+      throw Refused(404, "no shard " + std::to_string(index));
+    path = rt.spec.train_files[index];
+    want = rt.spec.train_shards[index];
+    seen = rt.shard_seen[index];
+  }
+  const std::string what = "job " + std::to_string(job) + " shard " + std::to_string(index);
+  std::error_code ec1, ec2;
+  const auto size = fs::file_size(path, ec1);
+  const auto mtime = fs::last_write_time(path, ec2);
+  if (ec1 || ec2) {
+    std::cerr << "pool: " << what << " (" << path << ") cannot be read: refusing to serve it"
+              << std::endl;
+    throw Refused(410, what + " is gone from the coordinator");
+  }
+  if (seen.ok && seen.size == size && seen.mtime == mtime) return path;
+  // First request in this process, or the file changed: hash it (without
+  // the lock). Different bytes than at submission are never served.
+  std::uint64_t h = 0;
+  if (size == want.bytes) {
+    try {
+      h = xxh64_file(path);
+    } catch (const InputError&) {
+      throw Refused(410, what + " is gone from the coordinator");
+    }
+  }
+  if (size != want.bytes || h != want.hash) {
+    std::cerr << "pool: " << what << " (" << path
+              << ") changed on disk since the job was submitted (" << size << " bytes, xxh64 "
+              << xxh64_hex(h) << "; submitted " << want.bytes << " bytes, xxh64 "
+              << xxh64_hex(want.hash) << "): refusing to serve it" << std::endl;
+    throw Refused(409, what + " changed on the coordinator since the job was submitted");
+  }
   std::lock_guard lk(mu_);
-  const auto& files = job_rt(job).spec.train_files;
-  if (index >= files.size()) throw Refused(404, "no shard " + std::to_string(index));
-  return files[index];
+  job_rt(job).shard_seen[index] = {size, mtime, true};
+  return path;
 }
 
 std::size_t PoolState::param_count(std::int64_t job) {

@@ -88,6 +88,10 @@ class PoolState {
   // recorded as the bytes_down of its next upload. 403 for another token's
   // contributor.
   void count_download(const TokenInfo& who, std::int64_t cid, std::uint64_t bytes);
+  // A training shard, only while its bytes are those hashed at submission:
+  // checked (hashed, without the lock) the first time in this process and
+  // whenever its size or modification time changes; different bytes are
+  // logged and refused with 409, a missing file with 410.
   std::string shard_file(std::int64_t job, std::size_t index);
   std::size_t param_count(std::int64_t job);
 
