@@ -11,7 +11,6 @@
 // Backward: rows in fixed blocks, each writing its rows of dinp and its own
 // partial dweight/dbias slot, reduced in block order (row_block_grads.h): no
 // atomics, bit-identical for any thread count.
-#include <array>
 #include <cmath>
 #include <cstddef>
 
@@ -72,34 +71,42 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
                         const Real* weight, const Real* mean, const Real* rstd, int N, int C) {
   const std::size_t sC = static_cast<std::size_t>(C);
   const Real invC = Real(1) / static_cast<Real>(C);
-  // Partial slot per row block: [dweight (C) | dbias (C)].
-  accumulate_row_blocks<2>(N, C, std::array<Real*, 2>{dweight, dbias},
-                           static_cast<long>(N) * C > 16384, [&](int n, Real* pw) {
-                             Real* pb = pw + sC;
-                             const Real* x = inp + static_cast<std::size_t>(n) * sC;
-                             const Real* d = dout + static_cast<std::size_t>(n) * sC;
-                             Real* di = dinp + static_cast<std::size_t>(n) * sC;
-                             const Real m = mean[n];
-                             const Real r = rstd[n];
-                             Real g_mean = 0, gn_mean = 0;
+  // Per row block: [dweight partial (C) | dbias partial (C)].
+  RowBlockGrads<Real, 2> part(N, C);
+#pragma omp parallel if (static_cast <long>(N) * C > 16384)
+  {
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < part.blocks(); ++blk) {
+      Real* pw = part.slot(blk);
+      Real* pb = pw + sC;
+      for (int n = part.row_begin(blk); n < part.row_end(blk); ++n) {
+        const Real* x = inp + static_cast<std::size_t>(n) * sC;
+        const Real* d = dout + static_cast<std::size_t>(n) * sC;
+        Real* di = dinp + static_cast<std::size_t>(n) * sC;
+        const Real m = mean[n];
+        const Real r = rstd[n];
+        Real g_mean = 0, gn_mean = 0;
 #pragma omp simd reduction(+ : g_mean, gn_mean)
-                             for (int i = 0; i < C; ++i) {
-                               const Real norm = (x[i] - m) * r;
-                               const Real g = weight[i] * d[i];
-                               g_mean += g;
-                               gn_mean += g * norm;
-                             }
-                             g_mean *= invC;
-                             gn_mean *= invC;
+        for (int i = 0; i < C; ++i) {
+          const Real norm = (x[i] - m) * r;
+          const Real g = weight[i] * d[i];
+          g_mean += g;
+          gn_mean += g * norm;
+        }
+        g_mean *= invC;
+        gn_mean *= invC;
 #pragma omp simd
-                             for (int i = 0; i < C; ++i) {
-                               const Real norm = (x[i] - m) * r;
-                               const Real g = weight[i] * d[i];
-                               pb[i] += d[i];
-                               pw[i] += norm * d[i];
-                               di[i] += (g - g_mean - norm * gn_mean) * r;
-                             }
-                           });
+        for (int i = 0; i < C; ++i) {
+          const Real norm = (x[i] - m) * r;
+          const Real g = weight[i] * d[i];
+          pb[i] += d[i];
+          pw[i] += norm * d[i];
+          di[i] += (g - g_mean - norm * gn_mean) * r;
+        }
+      }
+    }
+    part.reduce_into({dweight, dbias});
+  }
 }
 
 template void layernorm_forward<float>(float*, float*, float*, const float*, const float*,

@@ -10,7 +10,6 @@
 // Backward: rows in fixed blocks, each writing its rows of dinp and its own
 // partial dweight slot, reduced in block order (row_block_grads.h): no
 // atomics, bit-identical for any thread count.
-#include <array>
 #include <cmath>
 #include <cstddef>
 
@@ -64,23 +63,31 @@ void rmsnorm_backward(Real* dinp, Real* dweight, const Real* dout, const Real* i
                       const Real* weight, const Real* rrms, int N, int C) {
   const std::size_t sC = static_cast<std::size_t>(C);
   const Real invC = Real(1) / static_cast<Real>(C);
-  accumulate_row_blocks<1>(N, C, std::array<Real*, 1>{dweight},
-                           static_cast<long>(N) * C > kParallelElems, [&](int n, Real* pw) {
-                             const Real* x = inp + static_cast<std::size_t>(n) * sC;
-                             const Real* d = dout + static_cast<std::size_t>(n) * sC;
-                             Real* di = dinp + static_cast<std::size_t>(n) * sC;
-                             const Real r = rrms[n];
-                             Real gx_mean = 0;
+  RowBlockGrads<Real, 1> part(N, C); // per row block: dweight partial (C)
+#pragma omp parallel if (static_cast <long>(N) * C > kParallelElems)
+  {
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < part.blocks(); ++blk) {
+      Real* pw = part.slot(blk);
+      for (int n = part.row_begin(blk); n < part.row_end(blk); ++n) {
+        const Real* x = inp + static_cast<std::size_t>(n) * sC;
+        const Real* d = dout + static_cast<std::size_t>(n) * sC;
+        Real* di = dinp + static_cast<std::size_t>(n) * sC;
+        const Real r = rrms[n];
+        Real gx_mean = 0;
 #pragma omp simd reduction(+ : gx_mean)
-                             for (int i = 0; i < C; ++i) gx_mean += weight[i] * d[i] * (x[i] * r);
-                             gx_mean *= invC;
+        for (int i = 0; i < C; ++i) gx_mean += weight[i] * d[i] * (x[i] * r);
+        gx_mean *= invC;
 #pragma omp simd
-                             for (int i = 0; i < C; ++i) {
-                               const Real xhat = x[i] * r;
-                               pw[i] += xhat * d[i];
-                               di[i] += (weight[i] * d[i] - xhat * gx_mean) * r;
-                             }
-                           });
+        for (int i = 0; i < C; ++i) {
+          const Real xhat = x[i] * r;
+          pw[i] += xhat * d[i];
+          di[i] += (weight[i] * d[i] - xhat * gx_mean) * r;
+        }
+      }
+    }
+    part.reduce_into({dweight});
+  }
 }
 
 template void rmsnorm_forward<float>(float*, float*, const float*, const float*, int, int, float);
