@@ -6,7 +6,7 @@
 // live here; kernels/cpu/*.cpp define them and explicitly instantiate them for
 // Real = float (the training backend, fp32 math) and Real = double (reference
 // checks in tests). Any other Real fails at link time. Real is deduced from the
-// required pointer arguments; scalar arguments (dloss, s) and the pointers that
+// required pointer arguments; scalar arguments (dloss, s, eps) and the pointers that
 // may be null (matmul bias/dinp/dbias, classifier dlogits) are non-deduced
 // (nondeduced_t), so a literal nullptr or a double constant can be passed
 // without naming Real, e.g. matmul_forward(out, inp, w, nullptr, N, IC, OC).
@@ -138,7 +138,8 @@ struct RopeParams {
 void rope_inv_freq(double* inv_freq, int D, const RopeParams& p);
 // cos and sin [T, D/2] for the positions pos0 .. pos0+T-1: entry (t, i) =
 // cos / sin((pos0 + t) * inv_freq[i]), computed in double and rounded once to
-// Real.
+// Real. (transformers forms inv_freq and the angles in fp32, so its table
+// differs from this one by that rounding, which grows with the position.)
 template <typename Real>
 void rope_table(Real* cos, Real* sin, int pos0, int T, int D, const RopeParams& p);
 // Rotates H heads of D channels at every position of inp, laid out as
