@@ -499,6 +499,30 @@ TEST_P(GqaTest, ForwardBackward) {
 
 INSTANTIATE_TEST_SUITE_P(LlamaOps, GqaTest, kHeadShapes, head_shape_name);
 
+// dk/dv add the group's query heads in a fixed order: the same bits for any
+// thread count (T = 130: three row blocks, threaded path).
+TEST(LlamaOps, GqaIsThreadCountIndependent) {
+  const int B = 2, T = 130, NH = 4, NKV = 1, D = 16;
+  std::mt19937 g(28);
+  const FVec qkv = to_float(rand_vec(g, std::size_t(B) * T * (NH + 2 * NKV) * D));
+  const FVec dout = to_float(rand_vec(g, std::size_t(B) * T * NH * D));
+  const std::size_t natt = std::size_t(B) * NH * T * T;
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    FVec out(dout.size()), att(natt), scratch(natt), dqkv(qkv.size(), 0.f);
+    gqa_attention_forward(out.data(), att.data(), qkv.data(), B, T, NH, NKV, D);
+    gqa_attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(), B, T,
+                           NH, NKV, D);
+    omp_set_num_threads(saved);
+    out.insert(out.end(), dqkv.begin(), dqkv.end());
+    return out;
+  };
+  const FVec one = run(1);
+  EXPECT_EQ(run(2), one);
+  EXPECT_EQ(run(3), one);
+}
+
 // GPT-2's attention is the NKV == NH case of the one implementation: same bits.
 TEST(LlamaOps, MultiHeadAttentionIsGqaWithAllHeads) {
   const int B = 2, T = 70, NH = 4, D = 16, C = NH * D;
