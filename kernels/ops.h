@@ -1,11 +1,12 @@
-// The op interface of Myelin's CPU backend: every op of a GPT-2 block, forward
-// and backward, on host buffers.
+// The op interface of Myelin's CPU backend: every op of a GPT-2 block and of a
+// Llama block (RMSNorm, RoPE, SwiGLU, grouped-query attention), forward and
+// backward, on host buffers.
 //
 // Every op is a function template over the scalar type Real. Only declarations
 // live here; kernels/cpu/*.cpp define them and explicitly instantiate them for
 // Real = float (the training backend, fp32 math) and Real = double (reference
 // checks in tests). Any other Real fails at link time. Real is deduced from the
-// required pointer arguments; scalar arguments (dloss, s) and the pointers that
+// required pointer arguments; scalar arguments (dloss, s, eps) and the pointers that
 // may be null (matmul bias/dinp/dbias, classifier dlogits) are non-deduced
 // (nondeduced_t), so a literal nullptr or a double constant can be passed
 // without naming Real, e.g. matmul_forward(out, inp, w, nullptr, N, IC, OC).
@@ -67,16 +68,103 @@ template <typename Real>
 void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>* dbias,
                      const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC);
 
-// ---- causal multi-head self-attention --------------------------------------
-// qkv: [B,T,3C] laid out as (q | k | v), each C = NH heads x hs channels.
-// att: [B,NH,T,T] post-softmax probabilities (saved for backward; entries above
-// the diagonal are written as 0). out: [B,T,C].
+// ---- causal grouped-query self-attention (Llama; GPT-2 is NKV == NH) --------
+// NH query heads and NKV key/value heads of D channels each; NKV divides NH and
+// query head h reads key/value head h / (NH/NKV). Scale 1/sqrt(D).
+// qkv: [B,T,(NH+2*NKV)*D], each position laid out as (q: NH*D | k: NKV*D |
+// v: NKV*D), heads contiguous inside each part (Hugging Face's q_proj, k_proj
+// and v_proj outputs side by side). att: [B,NH,T,T] post-softmax
+// probabilities (saved for backward; entries above the diagonal are written as
+// 0). out: [B,T,NH*D].
+template <typename Real>
+void gqa_attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int NH, int NKV,
+                           int D);
+// dqkv += d/dqkv (dk and dv summed over the NH/NKV query heads of each group).
+// scratch must hold B*NH*T*T elements (overwritten).
+template <typename Real>
+void gqa_attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
+                            const Real* att, int B, int T, int NH, int NKV, int D);
+
+// ---- causal multi-head self-attention (GPT-2) --------------------------------
+// gqa_attention_* with NKV = NH and D = C/NH: qkv [B,T,3C] laid out as
+// (q | k | v), each C = NH heads x hs channels; att [B,NH,T,T]; out [B,T,C].
 template <typename Real>
 void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int C, int NH);
 // dqkv += d/dqkv. scratch must hold B*NH*T*T elements (overwritten).
 template <typename Real>
 void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
                         const Real* att, int B, int T, int C, int NH);
+
+// ---- RMSNorm over the last dimension (Llama), no bias -----------------------
+// out = inp / sqrt(mean(inp^2) + eps) * weight; the per-row reciprocal rms
+// (length N) is saved in rrms for the backward pass.
+template <typename Real>
+void rmsnorm_forward(Real* out, Real* rrms, const Real* inp, const Real* weight, int N, int C,
+                     nondeduced_t<Real> eps);
+// out = RMSNorm(inp) from rrms saved by rmsnorm_forward: the same values as the
+// forward wrote, bit for bit (activation recomputation).
+template <typename Real>
+void rmsnorm_apply(Real* out, const Real* inp, const Real* weight, const Real* rrms, int N, int C);
+// Accumulates into dinp and dweight. Bit-identical for any thread count.
+template <typename Real>
+void rmsnorm_backward(Real* dinp, Real* dweight, const Real* dout, const Real* inp,
+                      const Real* weight, const Real* rrms, int N, int C);
+
+// ---- rotary position embedding, Hugging Face rotate-half convention ---------
+// For head size D (even), channel i < D/2 pairs with i + D/2 and turns by the
+// angle pos * inv_freq[i], inv_freq[i] = theta^(-2i/D):
+//   out[i]       = x[i] cos - x[i+D/2] sin
+//   out[i+D/2]   = x[i+D/2] cos + x[i] sin
+// (Hugging Face LlamaForCausalLM; Meta's original checkpoints pair (2i, 2i+1)
+// and are converted to this convention by permuting the q and k weights.)
+struct RopeParams {
+  double theta = 10000.0;
+  // Llama 3 frequency scaling (config.json rope_scaling with rope_type
+  // "llama3"), applied to inv_freq as transformers' _compute_llama3_parameters
+  // does: with wavelen = 2 pi / inv_freq, wavelengths under
+  // original_max_position / high_freq_factor keep their frequency, those over
+  // original_max_position / low_freq_factor are divided by factor, and the band
+  // between is interpolated with smooth = (original_max_position / wavelen -
+  // low_freq_factor) / (high_freq_factor - low_freq_factor):
+  //   (1 - smooth) * inv_freq / factor + smooth * inv_freq.
+  // Preconditions (checked where the configuration is read): factor > 0,
+  // high_freq_factor > low_freq_factor > 0, original_max_position > 0.
+  bool llama3 = false;
+  double factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0;
+  double original_max_position = 8192.0;
+};
+// inv_freq[0, D/2), in double (scaling applied). The attention scale is not
+// changed by llama3 scaling (its attention_factor is 1).
+void rope_inv_freq(double* inv_freq, int D, const RopeParams& p);
+// cos and sin [T, D/2] for the positions pos0 .. pos0+T-1: entry (t, i) =
+// cos / sin((pos0 + t) * inv_freq[i]), computed in double and rounded once to
+// Real. (transformers forms inv_freq and the angles in fp32, so its table
+// differs from this one by that rounding, which grows with the position.)
+template <typename Real>
+void rope_table(Real* cos, Real* sin, int pos0, int T, int D, const RopeParams& p);
+// Rotates H heads of D channels at every position of inp, laid out as
+// [B, T, ld] with head h of position (b, t) at ((b*T + t)*ld + h*D): the
+// attention's qkv buffer with H = NH + NKV rotates q and k in one call and
+// leaves v alone (ld = (NH + 2*NKV)*D). Position t uses table row t. out has
+// the same layout and may be inp (in place); channels outside the H heads of
+// out are not written.
+template <typename Real>
+void rope_forward(Real* out, const Real* inp, const Real* cos, const Real* sin, int B, int T, int H,
+                  int D, int ld);
+// dinp += rotation of dout by -angle (the transpose of the forward). dinp may be
+// dout: then the gradient is rotated in place (dinp = R^T dout) instead of
+// accumulated, which is what a model that ran the forward in place needs.
+template <typename Real>
+void rope_backward(Real* dinp, const Real* dout, const Real* cos, const Real* sin, int B, int T,
+                   int H, int D, int ld);
+
+// ---- SwiGLU: out = silu(gate) * up, silu(g) = g * sigmoid(g) ----------------
+// gate_up: [N, 2I], each row (gate: I | up: I) (one matmul with the gate_proj
+// and up_proj weights stacked produces it); out: [N, I]. Any I >= 1.
+template <typename Real> void swiglu_forward(Real* out, const Real* gate_up, int N, int I);
+// dgate_up += d/dgate_up, same layout as gate_up.
+template <typename Real>
+void swiglu_backward(Real* dgate_up, const Real* dout, const Real* gate_up, int N, int I);
 
 // ---- GeLU, tanh approximation ----------------------------------------------
 template <typename Real> void gelu_forward(Real* out, const Real* inp, std::size_t n);

@@ -1,14 +1,19 @@
-// Causal multi-head self-attention (GPT-2), hs = C/NH, scale = 1/sqrt(hs).
-//   forward : per (b,h): S = scale * Q K^T (causal), P = softmax_rows(S) -> att
-//             (zeros above the diagonal), out[:, h] = P V
+// Causal grouped-query self-attention (Llama) and multi-head attention
+// (GPT-2, the case NKV == NH, D = C/NH): one implementation. NH query heads,
+// NKV key/value heads, group g = NH/NKV, query head h reads kv head h/g;
+// head size D, scale = 1/sqrt(D); qkv rows are (q: NH*D | k: NKV*D | v: NKV*D).
+//   forward : per (b,h): S = scale * Q_h K_{h/g}^T (causal),
+//             P = softmax_rows(S) -> att (zeros above the diagonal),
+//             out[:, h] = P V_{h/g}
 //   backward: dP = dO V^T; dS = scale * P * (dP - rowsum(P*dP)) -> scratch
-//             dQ += dS K;  dK += dS^T Q;  dV += P^T dO
-// FLOPs: forward ~2*B*NH*T^2*hs useful (QK^T and PV on the causal triangle)
+//             dQ_h += dS K;  dK_{h/g} += sum over the group's h of dS^T Q_h;
+//             dV_{h/g} += sum over the group's h of P^T dO_h
+// FLOPs: forward ~2*B*NH*T^2*D useful (QK^T and PV on the causal triangle)
 // plus B*NH*T^2/2 exps; the block-causal gemms below compute the triangle plus
 // the diagonal blocks, i.e. (1 + RB/T)/2 of the full square. Backward ~2x the
-// forward. Traffic (elements): reads qkv (3*B*T*C) a few times per row block
-// (L2-resident per head), writes att (B*NH*T*T) and out (B*T*C); backward
-// reads att, dout, qkv, writes scratch (B*NH*T*T) and dqkv.
+// forward. Traffic (elements): reads qkv (B*T*(NH+2*NKV)*D) a few times per row
+// block (L2-resident per head), writes att (B*NH*T*T) and out (B*T*NH*D);
+// backward reads att, dout, qkv, writes scratch (B*NH*T*T) and dqkv.
 // Parallel layout: all parallelism comes from OpenMP; every gemm is a
 // single-threaded OpenBLAS call made from inside the OpenMP region (OpenBLAS is
 // set to 1 thread for the duration of the call and restored afterwards: nested
@@ -16,14 +21,15 @@
 // block of RB=64 query rows); the task computes its S rows with one gemm,
 // the softmax, and its out rows with a second gemm (only key columns [0, r1)
 // are touched). Backward phase A: one task per (b, h, row block) computes dP,
-// dS and dQ rows; phase B: one task per (b, h, column block) computes the dK
-// and dV rows of its keys from the dS and P columns below the diagonal. Tasks
-// are scheduled dynamically (their cost grows or shrinks along the triangle);
-// each output element is owned by one task, so there are no atomics and the
-// result does not depend on the thread count. Softmax rows run over whole
-// 16-wide vectors (columns past the diagonal masked to 0) with a vectorisable
-// exp. Measured on 2 shared AMD EPYC (Zen 4) cores, fp32, best of 400 runs,
-// OMP_NUM_THREADS=2: B=4,T=256,C=256,NH=4 forward 1.5 ms + backward 2.8 ms
+// dS and dQ rows; phase B: one task per (b, kv head, column block) computes the
+// dK and dV rows of its keys from the dS and P columns below the diagonal,
+// adding the group's query heads in order. Tasks are scheduled dynamically
+// (their cost grows or shrinks along the triangle); each output element is
+// owned by one task, so there are no atomics and the result does not depend on
+// the thread count. Softmax rows run over whole 16-wide vectors (columns past
+// the diagonal masked to 0) with a vectorisable exp. Measured on 2 shared AMD
+// EPYC (Zen 4) cores, fp32, best of 400 runs, OMP_NUM_THREADS=2 (GPT-2 shapes):
+// B=4,T=256,C=256,NH=4 forward 1.5 ms + backward 2.8 ms
 // (per-row dot-product loops parallel over (b,h,t): 5.1 + 9.7 ms; one gemm per
 // head with multi-threaded OpenBLAS: 8.8 + 11.8 ms); B=8,T=64,C=64,NH=4
 // forward 0.18 ms + backward 0.25 ms (loops: 0.60 + 0.84 ms).
@@ -57,18 +63,32 @@ bool run_parallel(int B, int NH, int T, int hs) {
   return static_cast<double>(B) * NH * T * T * hs > 65536.0;
 }
 
+// Where one (b, head) starts in the qkv buffer (row stride ld) or in att.
+struct HeadOffsets {
+  std::size_t q, k, v, att;
+};
+inline HeadOffsets head_offsets(int b, int h, int NH, int NKV, int D, int T) {
+  const std::size_t ld = static_cast<std::size_t>(NH + 2 * NKV) * D;
+  const std::size_t row0 = static_cast<std::size_t>(b) * T * ld;
+  const int kvh = h / (NH / NKV);
+  const std::size_t k = row0 + static_cast<std::size_t>(NH + kvh) * D;
+  return {row0 + static_cast<std::size_t>(h) * D, k, k + static_cast<std::size_t>(NKV) * D,
+          (static_cast<std::size_t>(b) * NH + h) * T * static_cast<std::size_t>(T)};
+}
+
 } // namespace
 
 template <typename Real>
-void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int C, int NH) {
-  const int hs = C / NH;
-  const Real scale = Real(1) / std::sqrt(static_cast<Real>(hs));
-  const int C3 = 3 * C;
+void gqa_attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int NH, int NKV,
+                           int D) {
+  const Real scale = Real(1) / std::sqrt(static_cast<Real>(D));
+  const int ld = (NH + 2 * NKV) * D;
+  const int OC = NH * D;
   const std::size_t sT = static_cast<std::size_t>(T);
   const int nrb = (T + kRB - 1) / kRB;
   const long ntasks = static_cast<long>(B) * NH * nrb;
   BlasSingleThread blas1;
-#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1 && run_parallel(B, NH, T, hs))
+#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1 && run_parallel(B, NH, T, D))
   for (long task = 0; task < ntasks; ++task) {
     // Largest row blocks first: they cost the most.
     const int rb = nrb - 1 - static_cast<int>(task % nrb);
@@ -76,12 +96,13 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int 
     const int b = static_cast<int>(task / (static_cast<long>(nrb) * NH));
     const int r0 = rb * kRB;
     const int r1 = std::min(T, r0 + kRB);
-    const Real* q = qkv + static_cast<std::size_t>(b) * sT * C3 + static_cast<std::size_t>(h) * hs;
-    const Real* k = q + C;
-    const Real* v = q + 2 * C;
-    Real* a = att + (static_cast<std::size_t>(b) * NH + h) * sT * sT;
+    const HeadOffsets o = head_offsets(b, h, NH, NKV, D, T);
+    const Real* q = qkv + o.q;
+    const Real* k = qkv + o.k;
+    const Real* v = qkv + o.v;
+    Real* a = att + o.att;
     // S[r0:r1, 0:r1] = scale * Q[r0:r1] K[0:r1]^T
-    gemm(false, true, r1 - r0, r1, hs, scale, q + static_cast<std::size_t>(r0) * C3, C3, k, C3,
+    gemm(false, true, r1 - r0, r1, D, scale, q + static_cast<std::size_t>(r0) * ld, ld, k, ld,
          Real(0), a + static_cast<std::size_t>(r0) * sT, T);
     for (int t = r0; t < r1; ++t) {
       // Columns [0, n): the causal ones (j <= t) rounded up to whole vectors, so
@@ -107,23 +128,25 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int 
       std::fill(row + n, row + T, Real(0));
     }
     // out[r0:r1, h] = P[r0:r1, 0:r1] V[0:r1]
-    gemm(false, false, r1 - r0, hs, r1, Real(1), a + static_cast<std::size_t>(r0) * sT, T, v, C3,
+    gemm(false, false, r1 - r0, D, r1, Real(1), a + static_cast<std::size_t>(r0) * sT, T, v, ld,
          Real(0),
-         out + (static_cast<std::size_t>(b) * sT + r0) * C + static_cast<std::size_t>(h) * hs, C);
+         out + (static_cast<std::size_t>(b) * sT + r0) * OC + static_cast<std::size_t>(h) * D, OC);
   }
 }
 
 template <typename Real>
-void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
-                        const Real* att, int B, int T, int C, int NH) {
-  const int hs = C / NH;
-  const Real scale = Real(1) / std::sqrt(static_cast<Real>(hs));
-  const int C3 = 3 * C;
+void gqa_attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
+                            const Real* att, int B, int T, int NH, int NKV, int D) {
+  const Real scale = Real(1) / std::sqrt(static_cast<Real>(D));
+  const int ld = (NH + 2 * NKV) * D;
+  const int OC = NH * D;
+  const int group = NH / NKV;
   const std::size_t sT = static_cast<std::size_t>(T);
   const int nrb = (T + kRB - 1) / kRB;
   const long ntasks = static_cast<long>(B) * NH * nrb;
+  const long ntasks_kv = static_cast<long>(B) * NKV * nrb;
   BlasSingleThread blas1;
-#pragma omp parallel if (ntasks > 1 && run_parallel(B, NH, T, hs))
+#pragma omp parallel if (ntasks > 1 && run_parallel(B, NH, T, D))
   {
     // Phase A, per query row block: dP = dO V^T, dS = scale*P*(dP - <P,dP>), dQ += dS K.
 #pragma omp for schedule(dynamic, 1)
@@ -133,16 +156,15 @@ void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real*
       const int b = static_cast<int>(task / (static_cast<long>(nrb) * NH));
       const int r0 = rb * kRB;
       const int r1 = std::min(T, r0 + kRB);
-      const std::size_t off =
-          static_cast<std::size_t>(b) * sT * C3 + static_cast<std::size_t>(h) * hs;
-      const Real* k = qkv + off + C;
-      const Real* v = qkv + off + 2 * C;
-      Real* dq = dqkv + off;
-      const Real* a = att + (static_cast<std::size_t>(b) * NH + h) * sT * sT;
-      Real* ds = scratch + (static_cast<std::size_t>(b) * NH + h) * sT * sT;
+      const HeadOffsets o = head_offsets(b, h, NH, NKV, D, T);
+      const Real* k = qkv + o.k;
+      const Real* v = qkv + o.v;
+      Real* dq = dqkv + o.q;
+      const Real* a = att + o.att;
+      Real* ds = scratch + o.att;
       const Real* dO =
-          dout + static_cast<std::size_t>(b) * sT * C + static_cast<std::size_t>(h) * hs;
-      gemm(false, true, r1 - r0, r1, hs, Real(1), dO + static_cast<std::size_t>(r0) * C, C, v, C3,
+          dout + static_cast<std::size_t>(b) * sT * OC + static_cast<std::size_t>(h) * D;
+      gemm(false, true, r1 - r0, r1, D, Real(1), dO + static_cast<std::size_t>(r0) * OC, OC, v, ld,
            Real(0), ds + static_cast<std::size_t>(r0) * sT, T);
       for (int t = r0; t < r1; ++t) {
         // P[t, j] = 0 for j > t, so the padded columns [t+1, n) come out as 0.
@@ -158,38 +180,57 @@ void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real*
         // phase B read dS[t, j] for t < j < r1.
         std::fill(d + n, d + r1, Real(0));
       }
-      gemm(false, false, r1 - r0, hs, r1, Real(1), ds + static_cast<std::size_t>(r0) * sT, T, k, C3,
-           Real(1), dq + static_cast<std::size_t>(r0) * C3, C3);
+      gemm(false, false, r1 - r0, D, r1, Real(1), ds + static_cast<std::size_t>(r0) * sT, T, k, ld,
+           Real(1), dq + static_cast<std::size_t>(r0) * ld, ld);
     }
     // (implicit barrier: phase B reads dS columns written by other tasks)
-    // Phase B, per key row block [c0, c1): dK += dS[c0:T, c0:c1]^T Q[c0:T],
-    //                                      dV += P[c0:T, c0:c1]^T dO[c0:T].
+    // Phase B, per kv head and key row block [c0, c1), for each query head h of
+    // the group in order: dK += dS_h[c0:T, c0:c1]^T Q_h[c0:T],
+    //                     dV += P_h[c0:T, c0:c1]^T dO_h[c0:T].
 #pragma omp for schedule(dynamic, 1)
-    for (long task = 0; task < ntasks; ++task) {
+    for (long task = 0; task < ntasks_kv; ++task) {
       const int cb = static_cast<int>(task % nrb); // first key blocks cost the most
-      const int h = static_cast<int>((task / nrb) % NH);
-      const int b = static_cast<int>(task / (static_cast<long>(nrb) * NH));
+      const int kvh = static_cast<int>((task / nrb) % NKV);
+      const int b = static_cast<int>(task / (static_cast<long>(nrb) * NKV));
       const int c0 = cb * kRB;
       const int c1 = std::min(T, c0 + kRB);
-      const std::size_t off =
-          static_cast<std::size_t>(b) * sT * C3 + static_cast<std::size_t>(h) * hs;
-      const Real* q = qkv + off;
-      Real* dk = dqkv + off + C;
-      Real* dv = dqkv + off + 2 * C;
-      const std::size_t head = (static_cast<std::size_t>(b) * NH + h) * sT * sT;
       const std::size_t corner = static_cast<std::size_t>(c0) * sT + c0;
-      const Real* dO =
-          dout + static_cast<std::size_t>(b) * sT * C + static_cast<std::size_t>(h) * hs;
-      gemm(true, false, c1 - c0, hs, T - c0, Real(1), scratch + head + corner, T,
-           q + static_cast<std::size_t>(c0) * C3, C3, Real(1),
-           dk + static_cast<std::size_t>(c0) * C3, C3);
-      gemm(true, false, c1 - c0, hs, T - c0, Real(1), att + head + corner, T,
-           dO + static_cast<std::size_t>(c0) * C, C, Real(1),
-           dv + static_cast<std::size_t>(c0) * C3, C3);
+      for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const HeadOffsets o = head_offsets(b, h, NH, NKV, D, T);
+        const Real* q = qkv + o.q;
+        Real* dk = dqkv + o.k;
+        Real* dv = dqkv + o.v;
+        const Real* dO =
+            dout + static_cast<std::size_t>(b) * sT * OC + static_cast<std::size_t>(h) * D;
+        gemm(true, false, c1 - c0, D, T - c0, Real(1), scratch + o.att + corner, T,
+             q + static_cast<std::size_t>(c0) * ld, ld, Real(1),
+             dk + static_cast<std::size_t>(c0) * ld, ld);
+        gemm(true, false, c1 - c0, D, T - c0, Real(1), att + o.att + corner, T,
+             dO + static_cast<std::size_t>(c0) * OC, OC, Real(1),
+             dv + static_cast<std::size_t>(c0) * ld, ld);
+      }
     }
   }
 }
 
+template <typename Real>
+void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int C, int NH) {
+  gqa_attention_forward(out, att, qkv, B, T, NH, NH, C / NH);
+}
+
+template <typename Real>
+void attention_backward(Real* dqkv, Real* scratch, const Real* dout, const Real* qkv,
+                        const Real* att, int B, int T, int C, int NH) {
+  gqa_attention_backward(dqkv, scratch, dout, qkv, att, B, T, NH, NH, C / NH);
+}
+
+template void gqa_attention_forward<float>(float*, float*, const float*, int, int, int, int, int);
+template void gqa_attention_forward<double>(double*, double*, const double*, int, int, int, int,
+                                            int);
+template void gqa_attention_backward<float>(float*, float*, const float*, const float*,
+                                            const float*, int, int, int, int, int);
+template void gqa_attention_backward<double>(double*, double*, const double*, const double*,
+                                             const double*, int, int, int, int, int);
 template void attention_forward<float>(float*, float*, const float*, int, int, int, int);
 template void attention_forward<double>(double*, double*, const double*, int, int, int, int);
 template void attention_backward<float>(float*, float*, const float*, const float*, const float*,

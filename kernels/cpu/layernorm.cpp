@@ -8,16 +8,13 @@
 // (two-pass mean/variance); backward reads 2*N*C (+2N+C), writes N*C, ~14*N*C
 // FLOPs. All math in Real (fp32 for float).
 // Parallel layout: forward splits rows statically across OpenMP threads.
-// Backward cuts the rows into fixed blocks of 32 (fixed, not per thread); each
-// block is one task that writes its rows of dinp and its own partial
-// dweight/dbias slot; the slots are then added into dweight/dbias block by
-// block in order, with threads splitting the channels. No atomics, and the
-// result is bit-identical for any thread count.
-#include <algorithm>
+// Backward: rows in fixed blocks, each writing its rows of dinp and its own
+// partial dweight/dbias slot, reduced in block order (row_block_grads.h): no
+// atomics, bit-identical for any thread count.
 #include <cmath>
 #include <cstddef>
-#include <vector>
 
+#include "kernels/cpu/row_block_grads.h"
 #include "kernels/ops.h"
 
 namespace myelin::cpu {
@@ -72,23 +69,17 @@ void layernorm_apply(Real* out, const Real* inp, const Real* weight, const Real*
 template <typename Real>
 void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                         const Real* weight, const Real* mean, const Real* rstd, int N, int C) {
-  constexpr int kRows = 32;
-  const int nblk = (N + kRows - 1) / kRows;
   const std::size_t sC = static_cast<std::size_t>(C);
   const Real invC = Real(1) / static_cast<Real>(C);
-  // Per block: [dweight partial (C) | dbias partial (C)].
-  std::vector<Real> part(static_cast<std::size_t>(nblk) * 2 * sC);
-  const bool par = static_cast<long>(N) * C > 16384;
-
-#pragma omp parallel if (par)
+  // Per row block: [dweight partial (C) | dbias partial (C)].
+  RowBlockGrads<Real, 2> part(N, C);
+#pragma omp parallel if (static_cast <long>(N) * C > 16384)
   {
 #pragma omp for schedule(static)
-    for (int blk = 0; blk < nblk; ++blk) {
-      Real* pw = part.data() + static_cast<std::size_t>(blk) * 2 * sC;
+    for (int blk = 0; blk < part.blocks(); ++blk) {
+      Real* pw = part.slot(blk);
       Real* pb = pw + sC;
-      std::fill(pw, pw + 2 * sC, Real(0));
-      const int n1 = std::min(N, (blk + 1) * kRows);
-      for (int n = blk * kRows; n < n1; ++n) {
+      for (int n = part.row_begin(blk); n < part.row_end(blk); ++n) {
         const Real* x = inp + static_cast<std::size_t>(n) * sC;
         const Real* d = dout + static_cast<std::size_t>(n) * sC;
         Real* di = dinp + static_cast<std::size_t>(n) * sC;
@@ -114,21 +105,7 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
         }
       }
     }
-    // Reduce the block partials in block order; threads split the channels.
-    constexpr int kCols = 64;
-#pragma omp for schedule(static)
-    for (int c0 = 0; c0 < C; c0 += kCols) {
-      const int c1 = std::min(C, c0 + kCols);
-      for (int blk = 0; blk < nblk; ++blk) {
-        const Real* pw = part.data() + static_cast<std::size_t>(blk) * 2 * sC;
-        const Real* pb = pw + sC;
-#pragma omp simd
-        for (int i = c0; i < c1; ++i) {
-          dweight[i] += pw[i];
-          dbias[i] += pb[i];
-        }
-      }
-    }
+    part.reduce_into({dweight, dbias});
   }
 }
 

@@ -126,9 +126,20 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
   }
   auto params = random_vec(N * C, 26), m = random_vec(N * C, 27), v = random_vec(N * C, 28);
   for (auto& e : v) e = std::fabs(e);
+  // Llama-block ops at the same width: grouped-query attention with half as
+  // many kv heads as query heads (NKV = NH when NH is odd), RoPE on its q and k
+  // heads, SwiGLU with intermediate size I = 2C (its (gate | up) input is the
+  // N x 4C buffer h, its gradient dh), RMSNorm on x.
+  const int NKV = NH % 2 == 0 ? NH / 2 : NH, D = C / NH, I = 2 * C;
+  std::vector<float> rope_cos(std::size_t(T) * D / 2), rope_sin(rope_cos.size());
+  auto swiglu_out = random_vec(N * I, 29), swiglu_dout = random_vec(N * I, 30);
+  cpu::rope_table(rope_cos.data(), rope_sin.data(), 0, T, D, cpu::RopeParams{});
   const double f = sizeof(float);
   const double NC = double(N) * C, hs = double(C) / NH;
   const double att_pairs = double(B) * NH * T * (T + 1) / 2.0; // causal (query, key) pairs
+  const double gqa_in = double(N) * (NH + 2 * NKV) * D;        // qkv elements
+  const double rope_el = double(N) * (NH + NKV) * D, rope_tab = double(T) * D;
+  const double NI = double(N) * I;
 
   std::vector<Kernel> ks = {
       {"encoder_fwd", f * 3 * NC, NC,
@@ -168,6 +179,37 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
          cpu::attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(), att.data(),
                                  B, T, C, NH);
        }},
+      {"gqa_attention_fwd", f * (gqa_in + NC + att_pairs), 4 * att_pairs * hs,
+       [&] { cpu::gqa_attention_forward(y.data(), att.data(), qkv.data(), B, T, NH, NKV, D); }},
+      {"gqa_attention_bwd", f * (gqa_in * 2 + NC + 2 * att_pairs), 8 * att_pairs * hs,
+       [&] {
+         cpu::gqa_attention_backward(dqkv.data(), scratch.data(), dout.data(), qkv.data(),
+                                     att.data(), B, T, NH, NKV, D);
+       }},
+      {"rmsnorm_fwd", f * (2 * NC + N + C), 5 * NC,
+       [&] {
+         cpu::rmsnorm_forward(y.data(), rstd.data(), x.data(), lnw.data(), int(N), C, 1e-5f);
+       }},
+      {"rmsnorm_bwd", f * (4 * NC + N + C), 11 * NC,
+       [&] {
+         cpu::rmsnorm_backward(dx.data(), dlnw.data(), dout.data(), x.data(), lnw.data(),
+                               rstd.data(), int(N), C);
+       }},
+      {"rope_fwd", f * (2 * rope_el + rope_tab), 3 * rope_el,
+       [&] {
+         cpu::rope_forward(qkv.data(), qkv.data(), rope_cos.data(), rope_sin.data(), B, T, NH + NKV,
+                           D, (NH + 2 * NKV) * D);
+       }},
+      {"rope_bwd", f * (3 * rope_el + rope_tab), 4 * rope_el,
+       [&] {
+         cpu::rope_backward(dqkv.data(), qkv.data(), rope_cos.data(), rope_sin.data(), B, T,
+                            NH + NKV, D, (NH + 2 * NKV) * D);
+       }},
+      // exp counted as 10 FLOPs (its polynomial), a division as 1.
+      {"swiglu_fwd", f * 3 * NI, 17 * NI,
+       [&] { cpu::swiglu_forward(swiglu_out.data(), h.data(), int(N), I); }},
+      {"swiglu_bwd", f * 7 * NI, 23 * NI,
+       [&] { cpu::swiglu_backward(dh.data(), swiglu_dout.data(), h.data(), int(N), I); }},
       {"gelu_fwd", f * 8 * NC, 4 * NC * 10,
        [&] { cpu::gelu_forward(dh.data(), h.data(), std::size_t(N) * 4 * C); }},
       {"gelu_bwd", f * 12 * NC, 4 * NC * 18,

@@ -1,10 +1,11 @@
 // CPU kernel benchmark (`myelin bench --device cpu`): every op of
-// kernels/ops.h, forward and backward, at GPT-2 block shapes. It first
-// measures this machine's limits (parallel copy bandwidth and a large sgemm),
-// then for each kernel reports the median time over repetitions (caches
-// flushed between runs by writing a buffer larger than the last-level cache),
-// achieved GB/s and GFLOP/s from the kernel's byte and FLOP counts, the share
-// of the limit that bounds it, and which limit that is.
+// kernels/ops.h, forward and backward, at GPT-2 block shapes (the Llama-block
+// ops at the same width). It first measures this machine's limits (parallel
+// copy bandwidth and a large sgemm), then for each kernel reports the median
+// time over repetitions (caches flushed between runs by writing a buffer
+// larger than the last-level cache), achieved GB/s and GFLOP/s from the
+// kernel's byte and FLOP counts, the share of the limit that bounds it, and
+// which limit that is.
 #pragma once
 
 #include <string>
