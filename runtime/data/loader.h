@@ -1,4 +1,4 @@
-// Data loader over llm.c token shards. A global batch is `ranks` x B rows of T
+// Data loader over llm.c token shards (uint16 or uint32 tokens). A global batch is `ranks` x B rows of T
 // tokens; this process reads its own B rows (rank r takes rows r*B..r*B+B-1),
 // so data-parallel ranks together see exactly what one process reading the
 // whole global batch sees.
@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "runtime/data/shard.h"
 
 namespace myelin {
 
@@ -54,7 +56,7 @@ class DataLoader {
   std::vector<std::size_t> shard_order_; // for pos_.epoch
   std::uint64_t shard_order_epoch_ = ~0ull;
   std::size_t loaded_ = ~std::size_t(0); // file index held in tokens_
-  std::vector<std::uint16_t> tokens_;
+  TokenShard tokens_; // uint16 or uint32, as stored
   std::vector<std::uint64_t> batch_order_; // for (epoch, loaded_)
 };
 

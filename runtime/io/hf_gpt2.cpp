@@ -64,7 +64,10 @@ std::vector<std::size_t> hf_shape(int k, const GPT2Config& c) {
 
 std::string shape_text(const std::vector<std::size_t>& s) {
   std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(s[i]);
+  }
   return out + "]";
 }
 
