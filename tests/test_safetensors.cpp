@@ -84,8 +84,9 @@ GPT2Config tiny() { return GPT2Config{16, 67, default_padded_vocab(67), 2, 2, 8}
 
 std::string gpt2_json(const GPT2Config& c, const std::string& extra = "") {
   return "{\"model_type\":\"gpt2\",\"n_embd\":" + std::to_string(c.channels) +
-         ",\"n_head\":" + std::to_string(c.num_heads) + ",\"n_layer\":" +
-         std::to_string(c.num_layers) + ",\"n_positions\":" + std::to_string(c.max_seq_len) +
+         ",\"n_head\":" + std::to_string(c.num_heads) +
+         ",\"n_layer\":" + std::to_string(c.num_layers) +
+         ",\"n_positions\":" + std::to_string(c.max_seq_len) +
          ",\"vocab_size\":" + std::to_string(c.vocab_size) + extra + "}";
 }
 
@@ -181,7 +182,7 @@ TEST(F16, EveryHalfRoundTripsExactly) {
 }
 
 TEST(F16, RoundsToNearestEven) {
-  EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00); // tie, even stays
+  EXPECT_EQ(float_to_half(1.0f + std::ldexp(1.0f, -11)), 0x3c00);     // tie, even stays
   EXPECT_EQ(float_to_half(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02); // tie, rounds up to even
   EXPECT_EQ(float_to_half(65519.0f), 0x7bff);
   EXPECT_EQ(float_to_half(65520.0f), 0x7c00); // overflows to infinity
@@ -195,7 +196,8 @@ TEST(Safetensors, ReadsEveryFloatDtype) {
   const std::string dir = tmpdir("dtypes");
   const std::vector<float> v = {1.0f, -2.5f, 0.15625f, 3e-5f, 1024.0f, -0.0f};
   std::vector<std::uint16_t> bf(v.size()), hf(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) bf[i] = float_to_bf16(v[i]), hf[i] = float_to_half(v[i]);
+  for (std::size_t i = 0; i < v.size(); ++i)
+    bf[i] = float_to_bf16(v[i]), hf[i] = float_to_half(v[i]);
   write_bytes(dir + "/a.safetensors", build_st({{"a", "F32", {2, 3}, f32_bytes(v)},
                                                 {"b", "BF16", {6}, u16_bytes(bf)},
                                                 {"c", "F16", {3, 2}, u16_bytes(hf)},
@@ -271,10 +273,11 @@ TEST(Safetensors, WriterRoundTripsF32AndBf16) {
   const std::string dir = tmpdir("writer");
   const std::vector<float> v = {0.1f, -3.0f, 7.25f, 1e-3f, 2.0f, -1e4f};
   for (StDtype dt : {StDtype::F32, StDtype::BF16}) {
-    write_safetensors(dir + "/w.safetensors",
-                      {{"x", {2, 3}, [&](std::span<float> d) { std::copy(v.begin(), v.end(), d.begin()); }},
-                       {"y", {1}, [](std::span<float> d) { d[0] = 5.0f; }}},
-                      dt, {{"format", "pt"}});
+    write_safetensors(
+        dir + "/w.safetensors",
+        {{"x", {2, 3}, [&](std::span<float> d) { std::copy(v.begin(), v.end(), d.begin()); }},
+         {"y", {1}, [](std::span<float> d) { d[0] = 5.0f; }}},
+        dt, {{"format", "pt"}});
     const SafetensorsFile f(dir + "/w.safetensors");
     ASSERT_EQ(f.tensors().size(), 2u);
     const StTensor& x = f.tensors()[0];
@@ -305,7 +308,9 @@ TEST(HfGpt2, LoadsTheSameBufferAsLlmcFormat) {
   auto ts = hf_tensors(c, p, "F32", "transformer.");
   ts.push_back({"transformer.h.0.attn.bias", "F32", {1, 1, 2, 2}, f32_bytes({1, 0, 1, 1})});
   ts.push_back({"h.1.attn.masked_bias", "F32", {}, f32_bytes({-1e4f})});
-  ts.push_back({"lm_head.weight", "F32", {67, 8},
+  ts.push_back({"lm_head.weight",
+                "F32",
+                {67, 8},
                 f32_bytes(std::vector<float>(p.begin(), p.begin() + 67 * 8))});
   EXPECT_TRUE(same_bits(load_any_model(gpt2_dir("prefixed", c, ts)).params, p));
 }
@@ -317,7 +322,8 @@ TEST(HfGpt2, ConvertsBf16AndF16) {
     const ModelFile m = load_hf_gpt2(gpt2_dir(std::string("dt") + dt, c, hf_tensors(c, p, dt)));
     std::vector<float> want = p;
     for (float& x : want)
-      x = std::string(dt) == "BF16" ? bf16_to_float(float_to_bf16(x)) : half_to_float(float_to_half(x));
+      x = std::string(dt) == "BF16" ? bf16_to_float(float_to_bf16(x))
+                                    : half_to_float(float_to_half(x));
     EXPECT_TRUE(same_bits(m.params, want)) << dt;
   }
 }
@@ -371,7 +377,8 @@ TEST(HfGpt2, RefusesMismatchedTensors) {
                      "tensor h.0.attn.c_attn.weight: shape [24, 8], expected [8, 24]");
   auto typed = base;
   typed[2].dtype = "I32";
-  expect_input_error(load_with("dtype", typed), "tensor h.0.ln_1.weight: dtype I32 is not supported");
+  expect_input_error(load_with("dtype", typed),
+                     "tensor h.0.ln_1.weight: dtype I32 is not supported");
   auto head = base;
   head.push_back({"lm_head.weight", "F32", {67, 8}, f32_bytes(std::vector<float>(67 * 8, 0.5f))});
   expect_input_error(load_with("head", head), "lm_head.weight: differs from wte.weight");
@@ -402,10 +409,10 @@ TEST(HfGpt2, ShardedCheckpoints) {
   const auto index = [&](const std::string& override_name, const std::string& shard) {
     std::string j = "{\"metadata\":{},\"weight_map\":{";
     for (std::size_t i = 0; i < ts.size(); ++i) {
-      const std::string s = ts[i].name == override_name
-                                ? shard
-                                : (i < 10 ? "model-00001-of-00002.safetensors"
-                                          : "model-00002-of-00002.safetensors");
+      const std::string s =
+          ts[i].name == override_name
+              ? shard
+              : (i < 10 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors");
       j += std::string(i ? "," : "") + "\"" + ts[i].name + "\":\"" + s + "\"";
     }
     write_bytes(dir + "/model.safetensors.index.json", j + "}}");
@@ -417,8 +424,9 @@ TEST(HfGpt2, ShardedCheckpoints) {
   expect_input_error([&] { load_any_model(dir); },
                      "model-00001-of-00002.safetensors: tensor wpe.weight is here but");
   index("wpe.weight", "model-00003-of-00002.safetensors");
-  expect_input_error([&] { load_any_model(dir); },
-                     "weight_map names shard model-00003-of-00002.safetensors, which does not exist");
+  expect_input_error(
+      [&] { load_any_model(dir); },
+      "weight_map names shard model-00003-of-00002.safetensors, which does not exist");
   index("wpe.weight", "../model-00001-of-00002.safetensors");
   expect_input_error([&] { load_any_model(dir); }, "weight_map: wpe.weight: shard '../model");
   index("wpe.weight", "sub/x.safetensors");
@@ -436,11 +444,18 @@ TEST(HfConfig, Gpt2FieldsAreValidatedByName) {
   const HfConfig h = read_hf_config(p);
   EXPECT_EQ(require_gpt2(h, p).describe(), tiny().describe());
   EXPECT_EQ(h.gpt2->padded_vocab_size, 128);
-  write_bytes(p, R"({"model_type":"gpt2","n_embd":8,"n_head":3,"n_layer":2,"n_positions":16,"vocab_size":67})");
-  expect_input_error([&] { read_hf_config(p); }, "config.json: n_embd: 8 is not a multiple of heads");
-  write_bytes(p, R"({"model_type":"gpt2","n_embd":8,"n_head":16,"n_layer":2,"n_positions":16,"vocab_size":67})");
+  write_bytes(
+      p,
+      R"({"model_type":"gpt2","n_embd":8,"n_head":3,"n_layer":2,"n_positions":16,"vocab_size":67})");
+  expect_input_error([&] { read_hf_config(p); },
+                     "config.json: n_embd: 8 is not a multiple of heads");
+  write_bytes(
+      p,
+      R"({"model_type":"gpt2","n_embd":8,"n_head":16,"n_layer":2,"n_positions":16,"vocab_size":67})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_head: expected 1..8");
-  write_bytes(p, R"({"model_type":"gpt2","n_embd":"8","n_head":2,"n_layer":2,"n_positions":16,"vocab_size":67})");
+  write_bytes(
+      p,
+      R"({"model_type":"gpt2","n_embd":"8","n_head":2,"n_layer":2,"n_positions":16,"vocab_size":67})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_embd: expected an integer");
   write_bytes(p, R"({"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":2,"vocab_size":67})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_positions: required");
@@ -483,7 +498,8 @@ TEST(HfConfig, LlamaFieldsParseButDoNotTrain) {
   EXPECT_DOUBLE_EQ(l.rope_scaling->low_freq_factor, 1.0);
   EXPECT_DOUBLE_EQ(l.rope_scaling->high_freq_factor, 4.0);
   EXPECT_EQ(l.rope_scaling->original_max_position_embeddings, 8192);
-  expect_input_error([&] { require_gpt2(h, p); }, "config.json: model_type: llama is not supported yet");
+  expect_input_error([&] { require_gpt2(h, p); },
+                     "config.json: model_type: llama is not supported yet");
   write_bytes(p, R"({"model_type":"llama","hidden_size":64,"intermediate_size":128,
     "num_attention_heads":4,"num_key_value_heads":3,"num_hidden_layers":2,"vocab_size":100})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: num_key_value_heads: must divide");

@@ -54,8 +54,7 @@ GPT2Config read_gpt2(const JsonFields& f) {
   std::string act = "gelu_new";
   f.text("activation_function", act);
   if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-    throw InputError(f.name("activation_function") + ": expected gelu_new (tanh GeLU), got " +
-                     act);
+    throw InputError(f.name("activation_function") + ": expected gelu_new (tanh GeLU), got " + act);
   if (const json* inner = f.find("n_inner"); inner && !inner->is_null()) {
     long long I = 0;
     f.integer("n_inner", I, 1, kBig);
@@ -69,7 +68,8 @@ GPT2Config read_gpt2(const JsonFields& f) {
     throw InputError(f.name("layer_norm_epsilon") + ": expected 1e-05 (the model's LayerNorm)");
   bool tied = true;
   f.boolean("tie_word_embeddings", tied);
-  if (!tied) throw InputError(f.name("tie_word_embeddings") + ": GPT-2's head is tied, expected true");
+  if (!tied)
+    throw InputError(f.name("tie_word_embeddings") + ": GPT-2's head is tied, expected true");
   // validate reports values above int's range by name; clamp so the cast cannot wrap.
   const auto as_int = [](long long v) { return int(std::min<long long>(v, 1ll << 30)); };
   GPT2Config c;
@@ -149,8 +149,7 @@ HfConfig read_hf_config(const std::string& path) {
 }
 
 GPT2Config require_gpt2(const HfConfig& c, const std::string& path) {
-  if (!c.gpt2)
-    throw InputError(path + ": model_type: " + c.model_type + " is not supported yet");
+  if (!c.gpt2) throw InputError(path + ": model_type: " + c.model_type + " is not supported yet");
   return *c.gpt2;
 }
 

@@ -19,23 +19,22 @@ struct HfTensor {
   const char* name;
   bool conv1d;
 };
-constexpr HfTensor kTensors[kNumParamTensors] = {
-    {kWte, "wte.weight", false},
-    {kWpe, "wpe.weight", false},
-    {kLn1w, "h.{l}.ln_1.weight", false},
-    {kLn1b, "h.{l}.ln_1.bias", false},
-    {kQkvw, "h.{l}.attn.c_attn.weight", true},
-    {kQkvb, "h.{l}.attn.c_attn.bias", false},
-    {kAttprojw, "h.{l}.attn.c_proj.weight", true},
-    {kAttprojb, "h.{l}.attn.c_proj.bias", false},
-    {kLn2w, "h.{l}.ln_2.weight", false},
-    {kLn2b, "h.{l}.ln_2.bias", false},
-    {kFcw, "h.{l}.mlp.c_fc.weight", true},
-    {kFcb, "h.{l}.mlp.c_fc.bias", false},
-    {kFcprojw, "h.{l}.mlp.c_proj.weight", true},
-    {kFcprojb, "h.{l}.mlp.c_proj.bias", false},
-    {kLnfw, "ln_f.weight", false},
-    {kLnfb, "ln_f.bias", false}};
+constexpr HfTensor kTensors[kNumParamTensors] = {{kWte, "wte.weight", false},
+                                                 {kWpe, "wpe.weight", false},
+                                                 {kLn1w, "h.{l}.ln_1.weight", false},
+                                                 {kLn1b, "h.{l}.ln_1.bias", false},
+                                                 {kQkvw, "h.{l}.attn.c_attn.weight", true},
+                                                 {kQkvb, "h.{l}.attn.c_attn.bias", false},
+                                                 {kAttprojw, "h.{l}.attn.c_proj.weight", true},
+                                                 {kAttprojb, "h.{l}.attn.c_proj.bias", false},
+                                                 {kLn2w, "h.{l}.ln_2.weight", false},
+                                                 {kLn2b, "h.{l}.ln_2.bias", false},
+                                                 {kFcw, "h.{l}.mlp.c_fc.weight", true},
+                                                 {kFcb, "h.{l}.mlp.c_fc.bias", false},
+                                                 {kFcprojw, "h.{l}.mlp.c_proj.weight", true},
+                                                 {kFcprojb, "h.{l}.mlp.c_proj.bias", false},
+                                                 {kLnfw, "ln_f.weight", false},
+                                                 {kLnfb, "ln_f.bias", false}};
 
 constexpr const char* kPrefix = "transformer.";
 
@@ -50,15 +49,24 @@ std::string layer_name(const HfTensor& t, int l) {
 std::vector<std::size_t> hf_shape(int k, const GPT2Config& c) {
   const std::size_t C = c.channels, V = c.vocab_size, T = c.max_seq_len;
   switch (k) {
-  case kWte: return {V, C};
-  case kWpe: return {T, C};
-  case kQkvw: return {C, 3 * C};
-  case kQkvb: return {3 * C};
-  case kAttprojw: return {C, C};
-  case kFcw: return {C, 4 * C};
-  case kFcb: return {4 * C};
-  case kFcprojw: return {4 * C, C};
-  default: return {C}; // LayerNorm weights and biases, attprojb, fcprojb
+  case kWte:
+    return {V, C};
+  case kWpe:
+    return {T, C};
+  case kQkvw:
+    return {C, 3 * C};
+  case kQkvb:
+    return {3 * C};
+  case kAttprojw:
+    return {C, C};
+  case kFcw:
+    return {C, 4 * C};
+  case kFcb:
+    return {4 * C};
+  case kFcprojw:
+    return {4 * C, C};
+  default:
+    return {C}; // LayerNorm weights and biases, attprojb, fcprojb
   }
 }
 
@@ -82,7 +90,9 @@ bool is_mask_buffer(const std::string& name) {
          (name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"));
 }
 
-std::string config_path_of(const std::string& dir) { return (fs::path(dir) / "config.json").string(); }
+std::string config_path_of(const std::string& dir) {
+  return (fs::path(dir) / "config.json").string();
+}
 } // namespace
 
 GPT2Config load_hf_gpt2_config(const std::string& path) {

@@ -32,10 +32,10 @@ struct DtypeInfo {
   std::size_t size;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", StDtype::F64, 8}, {"F32", StDtype::F32, 4},  {"F16", StDtype::F16, 2},
+    {"F64", StDtype::F64, 8},   {"F32", StDtype::F32, 4}, {"F16", StDtype::F16, 2},
     {"BF16", StDtype::BF16, 2}, {"I64", StDtype::I64, 8}, {"I32", StDtype::I32, 4},
-    {"I16", StDtype::I16, 2}, {"I8", StDtype::I8, 1},    {"U64", StDtype::U64, 8},
-    {"U32", StDtype::U32, 4}, {"U16", StDtype::U16, 2},  {"U8", StDtype::U8, 1},
+    {"I16", StDtype::I16, 2},   {"I8", StDtype::I8, 1},   {"U64", StDtype::U64, 8},
+    {"U32", StDtype::U32, 4},   {"U16", StDtype::U16, 2}, {"U8", StDtype::U8, 1},
     {"BOOL", StDtype::BOOL, 1}};
 
 const DtypeInfo& info(StDtype t) {
@@ -87,7 +87,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     throw InputError(path + (err == ENOENT ? ": no such file" : ": cannot open: ") +
                      (err == ENOENT ? "" : std::strerror(err)));
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(f.fd, &st) != 0) throw InputError(path + ": cannot stat: " + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw InputError(path + ": not a regular file");
   size_ = static_cast<std::size_t>(st.st_size);
@@ -183,8 +183,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   const StTensor* prev = nullptr;
   for (const StTensor& t : tensors_) {
     if (t.begin < at)
-      throw InputError(path + ": tensor " + t.name + ": data_offsets overlap tensor " +
-                       prev->name);
+      throw InputError(path + ": tensor " + t.name + ": data_offsets overlap tensor " + prev->name);
     if (t.begin > at)
       throw InputError(path + ": tensor " + t.name + ": " + std::to_string(t.begin - at) +
                        " unused bytes before it in the data section");
@@ -285,12 +284,10 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
   const auto map = read_weight_map(index);
   std::set<std::string> shards;
   for (const auto& [name, file] : map) shards.insert(file);
-  for (const std::string& shard : shards) {
-    const fs::path p = fs::path(dir_) / shard;
-    if (!fs::is_regular_file(p, ec))
+  for (const std::string& shard : shards)
+    if (!fs::is_regular_file(fs::path(dir_) / shard, ec))
       throw InputError(index + ": weight_map names shard " + shard + ", which does not exist");
-    add_file(p.string(), &map, shard);
-  }
+  for (const std::string& shard : shards) add_file((fs::path(dir_) / shard).string(), &map, shard);
   for (const auto& [name, file] : map)
     if (!tensors_.count(name))
       throw InputError(index + ": weight_map: " + name + ": not found in shard " + file);
@@ -307,8 +304,8 @@ void SafetensorsCheckpoint::add_file(const std::string& path,
       if (it == weight_map->end())
         throw InputError(path + ": tensor " + t.name + " is not in " + source_ + "'s weight_map");
       if (it->second != shard_name)
-        throw InputError(path + ": tensor " + t.name + " is here but " + source_ +
-                         " names shard " + it->second);
+        throw InputError(path + ": tensor " + t.name + " is here but " + source_ + " names shard " +
+                         it->second);
     }
     tensors_[t.name] = Entry{&f, &t};
   }
@@ -327,9 +324,8 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     std::size_t n = 1;
     for (std::size_t d : t.shape) n *= d;
     counts.push_back(n);
-    h[t.name] = {{"dtype", dtype_name(dtype)},
-                 {"shape", t.shape},
-                 {"data_offsets", {at, at + n * esize}}};
+    h[t.name] = {
+        {"dtype", dtype_name(dtype)}, {"shape", t.shape}, {"data_offsets", {at, at + n * esize}}};
     at += n * esize;
   }
   std::string text = h.dump();

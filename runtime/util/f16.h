@@ -45,7 +45,8 @@ inline std::uint16_t float_to_half(float f) {
   const std::uint32_t half_way = 1u << (shift - 1);
   man >>= shift;
   if (rest > half_way || (rest == half_way && (man & 1u))) ++man;
-  if (e < -14) return static_cast<std::uint16_t>(sign | man); // a carry makes it the smallest normal
+  if (e < -14)
+    return static_cast<std::uint16_t>(sign | man); // a carry makes it the smallest normal
   // Normal: exponent field plus mantissa; a carry out of the mantissa bumps the exponent
   // (and 65520 and above become infinity).
   const std::uint32_t bits = (std::uint32_t(e + 15) << 10) + (man - 0x400u);

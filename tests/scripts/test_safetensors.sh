@@ -241,6 +241,7 @@ echo "losses: llm.c = F32 = folder = shards: $(losses ref.jsonl | tr '\n' ' ')"
 
 # Save as safetensors and as llm.c from the same run; both hold the same
 # parameters (checked by the Python reader) and train on identically.
+mkdir -p out out16
 run save_st f32/model.safetensors --save out/trained.safetensors
 run save_bin f32/model.safetensors --save out/trained.bin
 [ -f out/config.json ] || fail "--save X.safetensors wrote no config.json"
