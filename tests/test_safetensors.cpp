@@ -18,28 +18,15 @@
 #include "runtime/util/bf16.h"
 #include "runtime/util/error.h"
 #include "runtime/util/f16.h"
+#include "tests/common/input_check.h"
 
 namespace fs = std::filesystem;
 using namespace myelin;
 
+using myelin::test_util::expect_input_error;
+using myelin::test_util::tmpdir;
+
 namespace {
-std::string tmpdir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("myelin_st_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-void expect_input_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected InputError containing '" << needle << "'";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
-  }
-}
-
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/io/file_util.h"
+#include "runtime/io/json_file.h"
 #include "runtime/util/error.h"
 #include "runtime/util/json_fields.h"
 
@@ -15,22 +16,6 @@ using nlohmann::json;
 namespace {
 constexpr std::size_t kMaxConfigBytes = std::size_t(1) << 20;
 constexpr long long kBig = 1ll << 40;
-
-json read_json_file(const std::string& path) {
-  const std::size_t size = file_size_or_throw(path);
-  if (size > kMaxConfigBytes)
-    throw InputError(path + ": " + std::to_string(size) + " bytes exceeds the limit of " +
-                     std::to_string(kMaxConfigBytes));
-  std::string text(size, '\0');
-  read_exact(path, 0, text.data(), size);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    std::string msg = e.what();
-    std::replace(msg.begin(), msg.end(), '\n', ' ');
-    throw InputError(path + ": not valid JSON (" + msg + ")");
-  }
-}
 
 // A field that must be present.
 void need(const JsonFields& f, const char* key) {
@@ -133,7 +118,7 @@ LlamaConfig read_llama(const JsonFields& f) {
 } // namespace
 
 HfConfig read_hf_config(const std::string& path) {
-  const json j = read_json_file(path);
+  const json j = read_json_file(path, kMaxConfigBytes);
   if (!j.is_object()) throw InputError(path + ": expected a JSON object");
   const JsonFields f{j, path + ": "};
   HfConfig c;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/io/file_util.h"
+#include "runtime/io/json_file.h"
 #include "runtime/util/bf16.h"
 #include "runtime/util/checked.h"
 #include "runtime/util/error.h"
@@ -65,15 +66,6 @@ std::size_t unsigned_field(const json& v, const std::string& what) {
   return static_cast<std::size_t>(x);
 }
 
-json parse_json(const std::string& where, const char* begin, const char* end) {
-  try {
-    return json::parse(begin, end);
-  } catch (const json::exception& e) {
-    std::string msg = e.what();
-    std::replace(msg.begin(), msg.end(), '\n', ' ');
-    throw InputError(where + ": not valid JSON (" + msg + ")");
-  }
-}
 } // namespace
 
 const char* dtype_name(StDtype t) { return info(t).name; }
@@ -233,13 +225,7 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 
 // weight_map of an index file: tensor name -> shard file name.
 std::map<std::string, std::string> read_weight_map(const std::string& index) {
-  const std::size_t size = file_size_or_throw(index);
-  if (size > kMaxSafetensorsHeader)
-    throw InputError(index + ": " + std::to_string(size) + " bytes exceeds the limit of " +
-                     std::to_string(kMaxSafetensorsHeader));
-  std::string text(size, '\0');
-  read_exact(index, 0, text.data(), size);
-  const json j = parse_json(index, text.data(), text.data() + text.size());
+  const json j = read_json_file(index, kMaxSafetensorsHeader);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     throw InputError(index + ": weight_map: expected an object {tensor: shard file}");
   std::map<std::string, std::string> out;
