@@ -246,6 +246,8 @@ TEST(Safetensors, RefusesMalformedFiles) {
        "tensor a: shape: element count overflows");
   with(st_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", d8),
        "tensor a: unknown field x");
+  with(st_bytes(R"({"a\nb":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", d8),
+       "x.safetensors: tensor name \"a\\nb\" holds control characters");
   // A known dtype that is not a float reads, but does not convert.
   write_bytes(p, st_bytes(R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", d8));
   const SafetensorsFile f(p);

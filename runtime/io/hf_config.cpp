@@ -39,7 +39,8 @@ GPT2Config read_gpt2(const JsonFields& f) {
   std::string act = "gelu_new";
   f.text("activation_function", act);
   if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-    throw InputError(f.name("activation_function") + ": expected gelu_new (tanh GeLU), got " + act);
+    throw InputError(f.name("activation_function") + ": expected gelu_new (tanh GeLU), got " +
+                     json(act).dump());
   if (const json* inner = f.find("n_inner"); inner && !inner->is_null()) {
     long long I = 0;
     f.integer("n_inner", I, 1, kBig);
@@ -129,7 +130,8 @@ HfConfig read_hf_config(const std::string& path) {
   else if (c.model_type == "llama")
     c.llama = read_llama(f);
   else
-    throw InputError(f.name("model_type") + ": expected gpt2 or llama, got " + c.model_type);
+    throw InputError(f.name("model_type") + ": expected gpt2 or llama, got " +
+                     json(c.model_type).dump());
   return c;
 }
 

@@ -27,4 +27,11 @@ nlohmann::json read_json_file(const std::string& path, std::size_t max_bytes) {
   return parse_json(path, text.data(), text.data() + text.size());
 }
 
+void require_printable(const std::string& where, const char* what, const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f)
+      throw InputError(where + ": " + what + " " + nlohmann::json(s).dump() +
+                       " holds control characters");
+}
+
 } // namespace myelin

@@ -114,9 +114,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
   const json h = parse_json(path + ": header", text, text + n);
   if (!h.is_object()) throw InputError(path + ": header: expected a JSON object");
   for (const auto& [name, v] : h.items()) {
+    require_printable(path, "tensor name", name);
     if (name == "__metadata__") {
       if (!v.is_object()) throw InputError(path + ": __metadata__: expected an object");
       for (const auto& [k, s] : v.items()) {
+        require_printable(path + ": __metadata__", "key", k);
         if (!s.is_string())
           throw InputError(path + ": __metadata__: " + k + ": expected a string, got " + shown(s));
         metadata_[k] = s.get<std::string>();
@@ -231,9 +233,11 @@ std::map<std::string, std::string> read_weight_map(const std::string& index) {
     throw InputError(index + ": weight_map: expected an object {tensor: shard file}");
   std::map<std::string, std::string> out;
   for (const auto& [name, v] : j["weight_map"].items()) {
+    require_printable(index + ": weight_map", "tensor name", name);
     const std::string where = index + ": weight_map: " + name;
     if (!v.is_string()) throw InputError(where + ": expected a file name, got " + shown(v));
     const std::string file = v.get<std::string>();
+    require_printable(where, "shard", file);
     if (file.empty() || file.find('/') != std::string::npos ||
         file.find('\\') != std::string::npos || file.find("..") != std::string::npos ||
         file.find('\0') != std::string::npos)
