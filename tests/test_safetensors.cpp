@@ -448,6 +448,16 @@ TEST(HfConfig, Gpt2FieldsAreValidatedByName) {
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_embd: expected an integer");
   write_bytes(p, R"({"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":2,"vocab_size":67})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_positions: required");
+  GPT2Config longer = tiny();
+  longer.max_seq_len = 2000000;
+  write_bytes(p, gpt2_json(longer));
+  expect_input_error([&] { read_hf_config(p); },
+                     "config.json: n_positions: expected 1..1048576, got 2000000");
+  write_bytes(
+      p,
+      R"({"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":2,"n_positions":5000000000,"vocab_size":67})");
+  expect_input_error([&] { read_hf_config(p); },
+                     "config.json: n_positions: expected an integer in 1..2147483647");
   write_bytes(p, gpt2_json(tiny(), ",\"activation_function\":\"relu\""));
   expect_input_error([&] { read_hf_config(p); }, "config.json: activation_function");
   write_bytes(p, gpt2_json(tiny(), ",\"n_ctx\":32"));

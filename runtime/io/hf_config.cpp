@@ -16,6 +16,7 @@ using nlohmann::json;
 namespace {
 constexpr std::size_t kMaxConfigBytes = std::size_t(1) << 20;
 constexpr long long kBig = 1ll << 40;
+constexpr long long kIntMax = 2147483647; // the shape fields are ints; validate bounds them
 
 // A field that must be present.
 void need(const JsonFields& f, const char* key) {
@@ -25,12 +26,12 @@ void need(const JsonFields& f, const char* key) {
 GPT2Config read_gpt2(const JsonFields& f) {
   long long C = 0, NH = 0, L = 0, T = 0, ctx = 0, V = 0;
   for (const char* k : {"n_embd", "n_head", "n_layer", "vocab_size"}) need(f, k);
-  f.integer("n_embd", C, 1, kBig);
-  f.integer("n_head", NH, 1, kBig);
-  f.integer("n_layer", L, 1, kBig);
-  f.integer("vocab_size", V, 1, kBig);
-  f.integer("n_positions", T, 1, kBig);
-  f.integer("n_ctx", ctx, 1, kBig);
+  f.integer("n_embd", C, 1, kIntMax);
+  f.integer("n_head", NH, 1, kIntMax);
+  f.integer("n_layer", L, 1, kIntMax);
+  f.integer("vocab_size", V, 1, kIntMax);
+  f.integer("n_positions", T, 1, kIntMax);
+  f.integer("n_ctx", ctx, 1, kIntMax);
   if (!T) T = ctx;
   if (!T) throw InputError(f.name("n_positions") + ": required (or n_ctx)");
   if (ctx && ctx != T)
@@ -56,14 +57,12 @@ GPT2Config read_gpt2(const JsonFields& f) {
   f.boolean("tie_word_embeddings", tied);
   if (!tied)
     throw InputError(f.name("tie_word_embeddings") + ": GPT-2's head is tied, expected true");
-  // validate reports values above int's range by name; clamp so the cast cannot wrap.
-  const auto as_int = [](long long v) { return int(std::min<long long>(v, 1ll << 30)); };
   GPT2Config c;
-  c.channels = as_int(C);
-  c.num_heads = as_int(NH);
-  c.num_layers = as_int(L);
-  c.max_seq_len = as_int(T);
-  c.vocab_size = as_int(V);
+  c.channels = int(C);
+  c.num_heads = int(NH);
+  c.num_layers = int(L);
+  c.max_seq_len = int(T);
+  c.vocab_size = int(V);
   c.padded_vocab_size = default_padded_vocab(c.vocab_size);
   const std::string prefix = f.prefix;
   c.validate([prefix](std::string_view key) {
