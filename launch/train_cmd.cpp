@@ -8,7 +8,7 @@
 
 #include "launch/commands.h"
 #include "launch/options_util.h"
-#include "runtime/io/model_file.h"
+#include "runtime/io/model_any.h"
 #include "runtime/model/memory_plan.h"
 #include "runtime/parallel/pipeline.h"
 #include "runtime/train/options.h"
@@ -26,7 +26,7 @@ int print_memory_plan(const TrainOptions& o) {
   validate_train_options(o, true);
   GPT2Config cfg = o.shape;
   if (!o.model_path.empty()) {
-    cfg = load_model_config(o.model_path);
+    cfg = load_any_model_config(o.model_path);
     validate_micro_batch(cfg, o.batch_size, o.seq_len, flag_names());
   }
   const auto stages = split_stages(cfg.num_layers, o.pp, o.pp_layers);
@@ -51,8 +51,11 @@ int print_memory_plan(const TrainOptions& o) {
 
 po::options_description train_options_description(TrainOptions& o, std::string& preset) {
   po::options_description model("Model (a checkpoint, or a shape and a seed)");
-  model.add_options()("model", po::value(&o.model_path),
-                      "start from this llm.c-format checkpoint (v3 fp32 or v5 bf16)")(
+  model.add_options()(
+      "model", po::value(&o.model_path),
+      "start from this model: llm.c format (v3 fp32 or v5 bf16), or Hugging Face GPT-2 "
+      "safetensors (a .safetensors file, an .index.json or a folder; config.json "
+      "beside it)")(
       "preset", po::value(&preset),
       "GPT-2 shape: 124M, 350M, 774M or 1.5B (V 50257, maxT 1024); overrides the shape flags")(
       "layers", po::value(&o.shape.num_layers)->default_value(o.shape.num_layers),
@@ -121,8 +124,11 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
       "continue from the newest checkpoint in --checkpoint-dir")(
       "resume-from", po::value(&o.resume_from),
       "continue from this checkpoint folder (e.g. ckpt/step_00000200) instead of the newest")(
-      "save", po::value(&o.save_path), "write the final model here (llm.c format)")(
-      "save-bf16", po::bool_switch(), "write --save as bf16 (version 5) instead of fp32")(
+      "save", po::value(&o.save_path),
+      "write the final model here (llm.c format; a .safetensors name writes "
+      "safetensors and config.json beside it)")(
+      "save-bf16", po::bool_switch(),
+      "write --save as bf16 (llm.c version 5, or BF16 safetensors) instead of fp32")(
       "metrics-out", po::value(&o.metrics_out), "append one JSON object per step to this file")(
       "val-every", po::value(&o.val_every)->default_value(o.val_every),
       "validation loss every N steps (0 = off)")(

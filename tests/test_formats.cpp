@@ -17,28 +17,16 @@
 #include "runtime/io/xxh64.h"
 #include "runtime/model/init.h"
 #include "runtime/util/error.h"
+#include "tests/common/input_check.h"
 
 namespace fs = std::filesystem;
 using namespace myelin;
 
+using myelin::test_util::expect_input_error;
+using myelin::test_util::tmpdir;
+
 namespace {
 GPT2Config tiny() { return GPT2Config{16, 67, 80, 2, 2, 8}; }
-
-std::string tmpdir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("myelin_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-void expect_input_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected InputError containing '" << needle << "'";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 void patch_int(const std::string& path, int index, int value) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);

@@ -7,11 +7,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "runtime/data/shard.h"
+#include "runtime/io/model_any.h"
 #include "runtime/io/model_file.h"
+#include "runtime/model/init.h"
 #include "runtime/pool/compress.h"
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/state.h"
@@ -177,4 +180,39 @@ TEST(PoolClose, AnswersWhileARoundIsScoredAndRecordsTheVerdict) {
   EXPECT_LT(led[0]["replay_diff"].get<double>(), 1e-4);
   EXPECT_TRUE(led[0].contains("score_assigned"));
   EXPECT_TRUE(led[0].contains("rating"));
+}
+
+// A job's init_checkpoint may be Hugging Face safetensors (a file or its
+// folder): round 0's model holds exactly its parameters.
+TEST(PoolJob, InitCheckpointTakesSafetensors) {
+  const std::string dir =
+      (fs::temp_directory_path() / ("myelin_pool_hf_" + std::to_string(getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/data");
+  fs::create_directories(dir + "/hf");
+  std::vector<std::uint16_t> toks(4000);
+  for (std::size_t i = 0; i < toks.size(); ++i) toks[i] = std::uint16_t((i * 7) % 200);
+  write_shard(dir + "/data/train_00000.bin", toks);
+  const GPT2Config cfg{32, 200, 256, 1, 2, 32};
+  std::vector<float> params = gpt2_init(cfg, 9);
+  std::fill(params.begin() + 200 * 32, params.begin() + 256 * 32, 0.0f); // padding rows
+  save_any_model(dir + "/hf/model.safetensors", cfg, params, false);
+  PoolState state(dir + "/st", 30, true);
+  int n = 0;
+  for (const std::string& ck : {dir + "/hf/model.safetensors", dir + "/hf"}) {
+    const json job = {{"name", "hf" + std::to_string(n++)},
+                      {"init_checkpoint", ck},
+                      {"train_data", dir + "/data/train_*.bin"},
+                      {"batch_size", 4},
+                      {"seq_len", 32},
+                      {"rounds", 1},
+                      {"min_contributors", 1},
+                      {"max_contributors", 1}};
+    const std::int64_t id = state.submit_job(job);
+    const ModelFile m = load_model(state.model_file(id, 0));
+    EXPECT_EQ(m.config.describe(), cfg.describe());
+    ASSERT_EQ(m.params.size(), params.size());
+    EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
+  }
+  fs::remove_all(dir);
 }

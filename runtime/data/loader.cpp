@@ -9,6 +9,17 @@
 
 namespace myelin {
 
+namespace {
+// inputs get tok[0..n), targets tok[1..n]; token ids are below the vocabulary
+// bound (at most 2^20), so they fit in int.
+template <class T> void copy_rows(const T* tok, std::size_t n, int* inputs, int* targets) {
+  for (std::size_t i = 0; i < n; ++i) {
+    inputs[i] = static_cast<int>(tok[i]);
+    targets[i] = static_cast<int>(tok[i + 1]);
+  }
+}
+} // namespace
+
 std::vector<std::uint64_t> permutation(std::uint64_t n, std::uint64_t seed) {
   std::vector<std::uint64_t> p(n);
   std::iota(p.begin(), p.end(), 0);
@@ -84,7 +95,7 @@ std::uint64_t DataLoader::batch_at(std::uint64_t batch_pos) const {
 
 void DataLoader::load_shard(std::size_t fi) {
   if (loaded_ != fi) {
-    tokens_ = read_shard(files_[fi], vocab_);
+    tokens_ = read_token_shard(files_[fi], vocab_);
     loaded_ = fi;
     batch_order_.clear();
   }
@@ -98,10 +109,10 @@ void DataLoader::next(int* inputs, int* targets) {
   const std::uint64_t G = std::uint64_t(ranks_) * B_ * T_;
   const std::uint64_t start = batch_at(pos_.batch) * G + std::uint64_t(rank_) * B_ * T_;
   const std::size_t n = std::size_t(B_) * T_;
-  for (std::size_t i = 0; i < n; ++i) {
-    inputs[i] = tokens_[start + i];
-    targets[i] = tokens_[start + i + 1];
-  }
+  if (tokens_.wide)
+    copy_rows(tokens_.u32.data() + start, n, inputs, targets);
+  else
+    copy_rows(tokens_.u16.data() + start, n, inputs, targets);
   if (++pos_.batch >= batches_[fi]) {
     pos_.batch = 0;
     if (++pos_.shard >= files_.size()) {

@@ -1,7 +1,6 @@
-// Data loader over llm.c token shards. A global batch is `ranks` x B rows of T
-// tokens; this process reads its own B rows (rank r takes rows r*B..r*B+B-1),
-// so data-parallel ranks together see exactly what one process reading the
-// whole global batch sees.
+// Data loader over llm.c token shards (uint16 or uint32 tokens). A global batch is `ranks` x B rows
+// of T tokens; this process reads its own B rows (rank r takes rows r*B..r*B+B-1), so data-parallel
+// ranks together see exactly what one process reading the whole global batch sees.
 //
 // Sequential order (no shuffle) matches llm.c's loader: batch k of a shard
 // covers tokens k*G .. k*G+G (G = ranks*B*T tokens; inputs are the first G,
@@ -15,6 +14,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "runtime/data/shard.h"
 
 namespace myelin {
 
@@ -53,8 +54,8 @@ class DataLoader {
   LoaderPosition pos_;
   std::vector<std::size_t> shard_order_; // for pos_.epoch
   std::uint64_t shard_order_epoch_ = ~0ull;
-  std::size_t loaded_ = ~std::size_t(0); // file index held in tokens_
-  std::vector<std::uint16_t> tokens_;
+  std::size_t loaded_ = ~std::size_t(0);   // file index held in tokens_
+  TokenShard tokens_;                      // uint16 or uint32, as stored
   std::vector<std::uint64_t> batch_order_; // for (epoch, loaded_)
 };
 

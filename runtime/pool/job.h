@@ -7,7 +7,8 @@
 //   "name": "tiny",
 //   "model": {"layers": 2, "heads": 2, "channels": 32, "vocab": 256,
 //             "padded_vocab": 256, "max_seq_len": 32, "seed": 1},
-//   "init_checkpoint": "path/model.bin",      (instead of "model")
+//   "init_checkpoint": "path/model.bin",      (instead of "model"; llm.c format, or
+//                                             a .safetensors / .index.json / folder)
 //   "train_data": "data/train_*.bin", "val_data": "data/val_*.bin",
 //   "batch_size": 4, "seq_len": 32, "grad_accum": 1,   (per contributor, per inner step)
 //   "inner_steps": 5, "inner_lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0,

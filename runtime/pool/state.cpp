@@ -9,6 +9,7 @@
 
 #include "runtime/data/loader.h"
 #include "runtime/io/file_util.h"
+#include "runtime/io/model_any.h"
 #include "runtime/io/model_file.h"
 #include "runtime/io/xxh64.h"
 #include "runtime/model/engine.h"
@@ -214,7 +215,7 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
   if (!s.val_data.empty()) s.val_files = glob_files(s.val_data, "job.val_data");
   std::vector<float> params;
   if (!s.init_checkpoint.empty()) {
-    ModelFile mf = load_model(s.init_checkpoint);
+    ModelFile mf = load_any_model(s.init_checkpoint);
     s.shape = mf.config;
     params = std::move(mf.params);
     validate_micro_batch(s.shape, s.batch_size, s.seq_len, key_names("job."));

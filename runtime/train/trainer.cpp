@@ -13,6 +13,7 @@
 #include "runtime/comm/self_comm.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/io/checkpoint.h"
+#include "runtime/io/model_any.h"
 #include "runtime/io/model_file.h"
 #include "runtime/io/output_path.h"
 #include "runtime/io/train_state.h"
@@ -96,11 +97,11 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   const int slots = pipeline_slots(sched_, mesh_->pp_size(), opt_.grad_accum);
   std::vector<float> init;
   if (!opt_.model_path.empty()) {
-    cfg_ = load_model_config(opt_.model_path); // the header, checked
+    cfg_ = load_any_model_config(opt_.model_path); // the header, checked
     validate_micro_batch(cfg_, opt_.batch_size, opt_.seq_len, flag_names());
     if (opt_.device == "cpu")
       require_cpu_memory(cfg_, opt_, slots, opt_.model_path + " with --batch-size");
-    ModelFile mf = load_model(opt_.model_path);
+    ModelFile mf = load_any_model(opt_.model_path);
     cfg_ = mf.config;
     init = std::move(mf.params);
   } else {
@@ -472,7 +473,7 @@ std::vector<StepMetrics> Trainer::run() {
 void Trainer::save(const std::string& path) {
   const auto full = params();
   if (!is_logger()) return;
-  save_model(path, cfg_, full, opt_.save_version);
+  save_any_model(path, cfg_, full, opt_.save_version == 5);
   if (!opt_.quiet) std::cout << "saved model to " << path << std::endl;
 }
 

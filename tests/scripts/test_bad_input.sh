@@ -25,6 +25,11 @@ open('notes.txt', 'w').write('hello')
 # NH 1, C 2^29, Vp 2147483580 (the parameter count wrapped to 0 before).
 open('huge.bin', 'wb').write(hdr(20240326, 3, 1, 256, 5, 1, 536870912, 2147483580))
 # Tokens 0..7 only, for a model of vocabulary 8.
+# uint32 tokens (magic 20240801, version 7): ids above 65535 for a vocabulary of 70000.
+open('wide.bin', 'wb').write(hdr(20240801, 7, 200) + struct.pack('<200I', *[65000 + i * 23 for i in range(200)]))
+open('bigtoken32.bin', 'wb').write(hdr(20240801, 7, 100) + struct.pack('<100I', *([66000] * 50 + [70000] + [66000] * 49)))
+open('badversion32.bin', 'wb').write(hdr(20240801, 1, 100) + b'\0' * 400)
+open('trunc32.bin', 'wb').write(hdr(20240801, 7, 100) + b'\0' * 200)
 open('small.bin', 'wb').write(hdr(20240520, 1, 200) + struct.pack('<200H', *[i % 8 for i in range(200)]))
 PY
 expect2 "nothere_*.bin" train "${ok[@]}" --train-data 'nothere_*.bin'
@@ -32,6 +37,10 @@ expect2 "badmagic.bin: not a token shard" train "${ok[@]}" --train-data badmagic
 expect2 "badversion.bin: unsupported token shard version 7" train "${ok[@]}" --train-data badversion.bin
 expect2 "truncated.bin" train "${ok[@]}" --train-data truncated.bin
 expect2 "bigtoken.bin: token 300 at position 50" train "${ok[@]}" --train-data bigtoken.bin
+"$MYELIN" train "${ok[@]}" --vocab 70000 --train-data wide.bin >/dev/null || fail "training on uint32 tokens"
+expect2 "bigtoken32.bin: token 70000 at position 50" train "${ok[@]}" --vocab 70000 --train-data bigtoken32.bin
+expect2 "badversion32.bin: unsupported token shard version 1" train "${ok[@]}" --vocab 70000 --train-data badversion32.bin
+expect2 "trunc32.bin: token shard is 1224 bytes, expected 1424" train "${ok[@]}" --vocab 70000 --train-data trunc32.bin
 expect2 "--seq-len: expected 1..16" train --max-seq-len 16 --seq-len 64 --quiet "${data[@]}"
 expect2 "--seq-len" train --model model.bin --seq-len 17 --train-data 'data/addition_train_*.bin' --quiet
 expect2 "model_trunc.bin: truncated" train --model model_trunc.bin --seq-len 16 --train-data 'data/addition_train_*.bin'
