@@ -34,6 +34,7 @@
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
+#include "runtime/pool/residual.h"
 #include "runtime/train/options_file.h"
 #include "runtime/train/trainer.h"
 #include "runtime/util/error.h"
@@ -158,6 +159,7 @@ class Agent {
   // --debug-corrupt replay: this and the previous round's honest uploads.
   std::string last_body_, prev_body_;
   std::int64_t last_round_ = -1;
+  ErrorFeedback feedback_; // what earlier uploads dropped (the job's error_feedback)
 
   // Several ranks: the mpirun child's command.
   int ranks_ = 1;
@@ -530,8 +532,18 @@ void Agent::one_round(const Assignment& w) {
   std::vector<float> g(local.size());
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
   corrupt(g, round);
-  const Codec codec = parse_codec(w.compression);
-  std::string body = encode(g, {job, round, params_checksum(global_)}, {codec, w.block_size});
+  const Codec codec = w.codec.codec;
+  const UploadOrigin origin{job, round, params_checksum(global_)};
+  std::vector<float> residual; // error feedback: kept once the coordinator takes the upload
+  std::string body;
+  if (w.error_feedback) {
+    std::string dropped;
+    residual = feedback_.take(dir, job, round, g.size(), dropped);
+    if (!dropped.empty()) say("residual dropped: " + dropped);
+    body = encode_with_feedback(g, residual, origin, w.codec);
+  } else {
+    body = encode(g, origin, w.codec);
+  }
   if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
     if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
     last_round_ = round;
@@ -564,6 +576,10 @@ void Agent::one_round(const Assignment& w) {
     return;
   }
   set_state("waiting");
+  if (w.error_feedback)
+    if (const std::string why = feedback_.keep(dir, job, round + 1, std::move(residual));
+        !why.empty())
+      say("residual dropped: " + why);
   ++st_.rounds;
   st_.bytes_sent += body.size();
   st_.raw_bytes += 4 * g.size();

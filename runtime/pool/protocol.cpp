@@ -174,8 +174,12 @@ void to_json(json& j, const WorkResponse& r) {
        {"inner_steps", a.inner_steps},
        {"batch_position", a.batch_position},
        {"param_count", a.param_count},
-       {"compression", a.compression},
-       {"block_size", a.block_size},
+       {"compression", codec_name(a.codec.codec)},
+       {"block_size", a.codec.block},
+       {"topk_density", a.codec.density},
+       {"value_bits", a.codec.value_bits},
+       {"chunk_size", a.codec.chunk},
+       {"error_feedback", a.error_feedback},
        {"deadline_s", a.deadline_s},
        {"train",
         {{"batch_size", t.batch_size},
@@ -215,8 +219,18 @@ void from_json(const json& j, WorkResponse& r) {
   a.inner_steps = req_int(j, "inner_steps", "", 1, kBig);
   a.batch_position = std::uint64_t(req_int(j, "batch_position", "", 0, INT64_MAX));
   a.param_count = std::uint64_t(req_int(j, "param_count", "", 1, kBig));
-  a.compression = req_str(j, "compression", "", 40);
-  a.block_size = std::uint32_t(req_int(j, "block_size", "", 1, 1 << 30));
+  const std::string codec = req_str(j, "compression", "", 40);
+  if (codec != "none" && codec != "int8" && codec != "sparse")
+    bad("compression", "expected none, int8 or sparse, got '" + codec + "'");
+  a.codec.codec = parse_codec(codec);
+  a.codec.block = std::uint32_t(req_int(j, "block_size", "", 1, 1 << 30));
+  a.codec.density = req_num(j, "topk_density", "", 0, 1);
+  a.codec.value_bits = std::uint32_t(req_int(j, "value_bits", "", 0, 64));
+  a.codec.chunk = std::uint32_t(req_int(j, "chunk_size", "", 1, 1 << 30));
+  if (const std::string why = codec_params_problem(a.codec); !why.empty()) throw ProtocolError(why);
+  const json* ef = find(j, "error_feedback", "", true);
+  if (!ef->is_boolean()) bad("error_feedback", "expected true or false");
+  a.error_feedback = ef->get<bool>();
   a.deadline_s = req_num(j, "deadline_s", "", 0, 1e9);
   const json& t = *find(j, "train", "", true);
   const std::string p = "train";

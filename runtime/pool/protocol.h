@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/pool/compress.h"
 #include "runtime/util/error.h"
 
 namespace myelin::pool {
@@ -85,8 +86,8 @@ struct Assignment {
   std::string name;
   std::int64_t round = 0, rounds = 0, slot = 0, slots = 0, inner_steps = 0;
   std::uint64_t batch_position = 0, param_count = 0;
-  std::string compression;
-  std::uint32_t block_size = 256;
+  CodecParams codec; // "compression", "block_size", "topk_density", "value_bits", "chunk_size"
+  bool error_feedback = false;
   double deadline_s = 0;
   TrainSettings train;
   std::vector<ShardInfo> shards;

@@ -409,8 +409,7 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   a.slot = slot, a.slots = s.max_contributors, a.inner_steps = s.inner_steps;
   a.batch_position = std::uint64_t(round) * s.inner_steps * s.grad_accum;
   a.param_count = rt.n;
-  a.compression = codec_name(s.compression);
-  a.block_size = std::uint32_t(s.block_size);
+  a.codec = s.codec, a.error_feedback = s.error_feedback;
   a.deadline_s = std::max(0.0, opened + s.round_deadline_s - now);
   a.train = train_settings(s);
   WorkResponse w;
@@ -422,10 +421,12 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
 
 json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::string& body) {
   std::size_t n;
+  CodecParams codec;
   {
     std::lock_guard lk(mu_);
     check_owner(who, m.contributor);
-    n = job_rt(m.job).n;
+    const JobRt& rt = job_rt(m.job);
+    n = rt.n, codec = rt.spec.codec;
   }
   check_claims({m.tokens, m.compute_s, m.train_loss});
   Decoded d;
@@ -434,6 +435,9 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   } catch (const InputError& e) {
     throw Refused(400, e.what());
   }
+  // Only the job's codec settings (a sparse upload: at most the job's k).
+  if (const std::string why = codec_mismatch(d, codec, n); !why.empty())
+    throw Refused(400, "codec settings differ from the job's: " + why);
 
   // The upload names where it comes from; anything else is refused (409).
   // A refused upload in the contributor's own open round is also recorded
@@ -988,7 +992,7 @@ json PoolState::status_json() {
     j.model = s.shape.describe(), j.inner_steps = s.inner_steps;
     j.min_contributors = s.min_contributors, j.max_contributors = s.max_contributors;
     j.outer_lr = s.outer_lr, j.outer_momentum = s.outer_momentum;
-    j.compression = codec_name(s.compression), j.tokens_per_round = s.tokens_per_round();
+    j.compression = codec_name(s.codec.codec), j.tokens_per_round = s.tokens_per_round();
     auto rq = db_.prepare("SELECT round, status, opened, closed, accepted, rejected, tokens, "
                           "train_loss, val_loss, median_norm, update_norm FROM rounds WHERE "
                           "job_id = ? ORDER BY round");
