@@ -482,28 +482,30 @@ TEST(PoolResidual, ErrorFeedbackSurvivesARestartOnlyForTheNextRound) {
   const std::vector<float> r = {0.25f, -1.0f, 0.0f};
   {
     ErrorFeedback ef;
-    std::string dropped;
-    EXPECT_EQ(ef.take(t.path, 2, 0, 3, dropped), std::vector<float>(3, 0.0f));
-    EXPECT_EQ(dropped, "");
+    std::string note;
+    EXPECT_EQ(ef.take(t.path, 2, 0, 3, note), std::vector<float>(3, 0.0f));
+    EXPECT_EQ(note, "");
     EXPECT_EQ(ef.keep(t.path, 2, 1, r), "");
-    EXPECT_EQ(ef.take(t.path, 2, 1, 3, dropped), r); // from memory
-    EXPECT_EQ(dropped, "");
+    EXPECT_EQ(ef.take(t.path, 2, 1, 3, note), r); // from memory
+    EXPECT_EQ(note, "");
   }
   std::string dropped;
   { // a restarted contributor about to upload round 1: the file's residual
     ErrorFeedback ef;
     EXPECT_EQ(ef.take(t.path, 2, 1, 3, dropped), r);
-    EXPECT_EQ(dropped, "");
+    EXPECT_EQ(dropped, "residual for round 1 read from " + ErrorFeedback::file_in(t.path));
   }
   { // ... about to upload round 2 (it skipped round 1): dropped
     ErrorFeedback ef;
     EXPECT_EQ(ef.take(t.path, 2, 2, 3, dropped), std::vector<float>(3, 0.0f));
+    EXPECT_EQ(dropped.rfind("residual dropped: ", 0), 0u) << dropped;
     EXPECT_NE(dropped.find("round 1"), std::string::npos) << dropped;
   }
   { // in memory, a skipped round drops it too
     ErrorFeedback ef;
     ASSERT_EQ(ef.keep(t.path, 2, 1, r), "");
     EXPECT_EQ(ef.take(t.path, 2, 3, 3, dropped), std::vector<float>(3, 0.0f));
+    EXPECT_EQ(dropped.rfind("residual dropped: ", 0), 0u) << dropped;
     EXPECT_NE(dropped.find("round 1"), std::string::npos) << dropped;
     // A non-finite residual is never kept, and its file goes.
     EXPECT_NE(ef.keep(t.path, 2, 4, {1.0f, NAN, 0.0f}), "");

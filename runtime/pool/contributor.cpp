@@ -537,9 +537,9 @@ void Agent::one_round(const Assignment& w) {
   std::vector<float> residual; // error feedback: kept once the coordinator takes the upload
   std::string body;
   if (w.error_feedback) {
-    std::string dropped;
-    residual = feedback_.take(dir, job, round, g.size(), dropped);
-    if (!dropped.empty()) say("residual dropped: " + dropped);
+    std::string note;
+    residual = feedback_.take(dir, job, round, g.size(), note);
+    if (!note.empty()) say(note);
     body = encode_with_feedback(g, residual, origin, w.codec);
   } else {
     body = encode(g, origin, w.codec);

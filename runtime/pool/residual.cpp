@@ -86,16 +86,25 @@ std::string ErrorFeedback::file_in(const std::string& job_dir) {
 }
 
 std::vector<float> ErrorFeedback::take(const std::string& job_dir, std::int64_t job,
-                                       std::int64_t round, std::size_t n, std::string& dropped) {
-  dropped.clear();
+                                       std::int64_t round, std::size_t n, std::string& note) {
+  note.clear();
   if (held_) {
     held_ = false;
-    dropped = mismatch(job_, round_, r_.size(), job, round, n);
-    if (dropped.empty()) return std::move(r_);
+    const std::string why = mismatch(job_, round_, r_.size(), job, round, n);
+    if (why.empty()) return std::move(r_);
     // Another job's residual: that job's file may still serve it later.
-    if (job_ == job) return std::vector<float>(n, 0.0f);
+    if (job_ == job) {
+      note = "residual dropped: " + why;
+      return std::vector<float>(n, 0.0f);
+    }
   }
-  if (auto r = load_residual(file_in(job_dir), job, round, n, dropped)) return std::move(*r);
+  std::string why;
+  const std::string file = file_in(job_dir);
+  if (auto r = load_residual(file, job, round, n, why)) {
+    note = "residual for round " + std::to_string(round) + " read from " + file;
+    return std::move(*r);
+  }
+  if (!why.empty()) note = "residual dropped: " + why;
   return std::vector<float>(n, 0.0f);
 }
 

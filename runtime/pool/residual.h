@@ -39,10 +39,11 @@ class ErrorFeedback {
  public:
   // The residual for round `round` of job `job` (n elements) whose directory
   // is job_dir: the one kept in memory, else the file's (a restart), else
-  // zeros. `dropped` gets the reason a residual existed but was not usable
-  // ("" otherwise).
+  // zeros. `note` gets a line for the log: "residual dropped: <reason>" when
+  // one existed but was not usable, "residual for round R read from FILE"
+  // when it came from the file, "" otherwise.
   std::vector<float> take(const std::string& job_dir, std::int64_t job, std::int64_t round,
-                          std::size_t n, std::string& dropped);
+                          std::size_t n, std::string& note);
   // Keeps r as the residual for (job, round) in memory and in job_dir's
   // file. Returns "" or, for a residual with a non-finite value, the reason
   // it was dropped instead (memory and file cleared).
