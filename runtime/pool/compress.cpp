@@ -74,9 +74,9 @@ std::string codec_params_problem(const CodecParams& p) {
            std::to_string(p.block);
   if (!(p.density > 0 && p.density <= 1))
     return "topk_density: expected a number in (0, 1], got " + std::to_string(p.density);
-  if (p.value_bits != 2 && p.value_bits != 4 && p.value_bits != 8)
+  if (!sparse::valid_value_bits(p.value_bits))
     return "value_bits: expected 2, 4 or 8, got " + std::to_string(p.value_bits);
-  if (p.chunk < sparse::kMinChunk || p.chunk > sparse::kMaxChunk || (p.chunk & (p.chunk - 1)))
+  if (!sparse::valid_chunk(p.chunk))
     return "chunk_size: expected a power of two in " + std::to_string(sparse::kMinChunk) + ".." +
            std::to_string(sparse::kMaxChunk) + ", got " + std::to_string(p.chunk);
   return "";

@@ -167,7 +167,7 @@ void encode(std::span<const float> x, const Layout& l, char* out) {
 
 Layout read_layout(const char* payload, std::size_t bytes, std::uint32_t chunk, std::size_t n) {
   auto bad = [](const std::string& what) { throw InputError("sparse upload: " + what); };
-  if (chunk < kMinChunk || chunk > kMaxChunk || !std::has_single_bit(chunk))
+  if (!valid_chunk(chunk))
     bad("chunk size " + std::to_string(chunk) + " is not a power of two in " +
         std::to_string(kMinChunk) + ".." + std::to_string(kMaxChunk));
   if (bytes < kSubHeaderBytes)
@@ -178,7 +178,7 @@ Layout read_layout(const char* payload, std::size_t bytes, std::uint32_t chunk, 
   std::memcpy(vb, payload + 8, 4);
   Layout l;
   l.n = n, l.chunk = chunk, l.value_bits = vb[0], l.k = head[0], l.k_last = head[1];
-  if (l.value_bits != 2 && l.value_bits != 4 && l.value_bits != 8)
+  if (!valid_value_bits(l.value_bits))
     bad("value bits " + std::to_string(l.value_bits) + ", expected 2, 4 or 8");
   if (vb[1] || vb[2] || vb[3]) bad("nonzero reserved bytes in the sub-header");
   if (l.k < 1 || l.k > chunk)

@@ -29,6 +29,10 @@ namespace myelin::pool::sparse {
 
 constexpr std::uint32_t kMinChunk = 16, kMaxChunk = 1u << 20; // chunk: a power of two in between
 constexpr std::size_t kSubHeaderBytes = 12;
+constexpr bool valid_chunk(std::uint32_t c) {
+  return c >= kMinChunk && c <= kMaxChunk && (c & (c - 1)) == 0;
+}
+constexpr bool valid_value_bits(std::uint32_t b) { return b == 2 || b == 4 || b == 8; }
 
 struct Layout {
   std::size_t n = 0;
