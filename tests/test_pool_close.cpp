@@ -19,6 +19,7 @@
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/state.h"
 #include "runtime/pool/tokens.h"
+#include "runtime/pool/validate.h"
 
 using nlohmann::json;
 using namespace myelin;
@@ -215,4 +216,54 @@ TEST(PoolJob, InitCheckpointTakesSafetensors) {
     EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
   }
   fs::remove_all(dir);
+}
+
+// A sparse job: the assignment carries its codec settings, an upload made
+// with other settings is refused (400) before anything is recorded, and one
+// made with the job's settings is taken and closes the round. (Replays and
+// scoring are off: both compare against the uncompressed update.)
+TEST(PoolClose, SparseJobRefusesOtherCodecSettings) {
+  Fixture f(json{{"inner_steps", 2},
+                 {"compression", "sparse"},
+                 {"topk_density", 0.05},
+                 {"value_bits", 4},
+                 {"chunk_size", 1024},
+                 {"replay_prob", 0.0},
+                 {"score_batches", 0}});
+  std::int64_t cid = 0;
+  auto [a, g] = f.honest(cid);
+  CodecParams want;
+  want.codec = Codec::kSparse, want.density = 0.05, want.value_bits = 4, want.chunk = 1024;
+  EXPECT_EQ(a.codec, want);
+  EXPECT_TRUE(a.error_feedback);
+  const UploadOrigin o{a.job, a.round, f.model_sum(0)};
+  auto refused = [&](const CodecParams& p, const std::string& what) {
+    try {
+      f.state->upload(f.who, meta(a, cid), encode(g, o, p));
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const Refused& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_NE(std::string(e.what()).find("codec settings"), std::string::npos) << e.what();
+    }
+  };
+  CodecParams p = want;
+  p.value_bits = 8;
+  refused(p, "8-bit values");
+  p = want, p.chunk = 2048;
+  refused(p, "another chunk size");
+  p = want, p.density = 0.1;
+  refused(p, "more kept per chunk");
+  refused({Codec::kInt8}, "int8");
+  EXPECT_TRUE(f.state->ledger_json(1).empty()); // nothing recorded
+  p = want, p.density = 0.02;                   // fewer kept is fine
+  std::vector<float> residual(g.size(), 0.0f), sent;
+  const std::string body = encode_with_feedback(g, residual, o, p, &sent);
+  EXPECT_LT(body.size(), 4 * g.size() / 20);
+  const auto r = f.state->upload(f.who, meta(a, cid), body);
+  EXPECT_EQ(r["status"], "pending") << r.dump();
+  EXPECT_NEAR(r["norm"].get<double>(), l2_norm(sent), 1e-9 * l2_norm(sent));
+  f.state->tick();
+  const auto led = f.state->ledger_json(1);
+  ASSERT_EQ(led.size(), 1u);
+  EXPECT_EQ(led[0]["status"], "accepted") << led[0].dump();
 }

@@ -265,7 +265,7 @@ TEST(PoolJob, ParsesAndNamesBadFields) {
       {"compression", "none"}};
   const JobSpec s = parse_job(j);
   EXPECT_EQ(s.inner_steps, 4);
-  EXPECT_EQ(s.compression, Codec::kNone);
+  EXPECT_EQ(s.codec.codec, Codec::kNone);
   EXPECT_EQ(s.shape.padded_vocab_size, 256);
   EXPECT_EQ(parse_job(job_to_json(s)).inner_steps, 4);
   auto bad = [&](const char* key, nlohmann::json v) {

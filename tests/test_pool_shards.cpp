@@ -255,7 +255,6 @@ TEST(PoolShards, HashesParseStrictly) {
   w.assignment = Assignment{};
   auto& a = *w.assignment;
   a.job = 1, a.name = "j", a.rounds = 1, a.slots = 1, a.inner_steps = 1, a.param_count = 1;
-  a.compression = "int8";
   a.train.batch_size = a.train.seq_len = 1;
   a.shards = {{0, 10, 0xfeedull}};
   json j = w;

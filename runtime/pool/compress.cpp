@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include "runtime/io/file_util.h"
+#include "runtime/pool/sparse_codec.h"
 #include "runtime/util/error.h"
 
 namespace myelin::pool {
@@ -57,15 +58,61 @@ std::vector<unsigned char> xor_planes(std::span<const float> a, std::span<const 
 Codec parse_codec(const std::string& name) {
   if (name == "none") return Codec::kNone;
   if (name == "int8") return Codec::kInt8;
-  throw InputError("compression: expected none or int8, got '" + name + "'");
+  if (name == "sparse") return Codec::kSparse;
+  throw InputError("compression: expected none, int8 or sparse, got '" + name + "'");
 }
 
-std::string codec_name(Codec c) { return c == Codec::kInt8 ? "int8" : "none"; }
+std::string codec_name(Codec c) {
+  return c == Codec::kInt8 ? "int8" : c == Codec::kSparse ? "sparse" : "none";
+}
+
+std::string codec_params_problem(const CodecParams& p) {
+  if (p.codec != Codec::kNone && p.codec != Codec::kInt8 && p.codec != Codec::kSparse)
+    return "compression: unknown codec " + std::to_string(std::uint32_t(p.codec));
+  if (p.block < 1 || p.block > kMaxBlock)
+    return "block_size: expected 1.." + std::to_string(kMaxBlock) + ", got " +
+           std::to_string(p.block);
+  if (!(p.density > 0 && p.density <= 1))
+    return "topk_density: expected a number in (0, 1], got " + std::to_string(p.density);
+  if (!sparse::valid_value_bits(p.value_bits))
+    return "value_bits: expected 2, 4 or 8, got " + std::to_string(p.value_bits);
+  if (!sparse::valid_chunk(p.chunk))
+    return "chunk_size: expected a power of two in " + std::to_string(sparse::kMinChunk) + ".." +
+           std::to_string(sparse::kMaxChunk) + ", got " + std::to_string(p.chunk);
+  return "";
+}
+
+std::uint32_t sparse_kept(double density, std::size_t len) {
+  if (len == 0) return 0;
+  const double k = std::ceil(density * double(len));
+  return std::uint32_t(std::clamp(k, 1.0, double(len)));
+}
 
 std::size_t encoded_size(const CodecParams& p, std::size_t n) {
   if (p.codec == Codec::kNone) return kWireHeaderBytes + 4 * n;
   if (p.codec == Codec::kInt8) return kWireHeaderBytes + 4 * blocks(n, p.block) + n;
-  throw std::invalid_argument("sparse codec: not built yet");
+  if (const std::string why = codec_params_problem(p); !why.empty())
+    throw std::invalid_argument("sparse codec: " + why);
+  return kWireHeaderBytes + sparse::payload_bytes(sparse::layout(p, n));
+}
+
+std::string codec_mismatch(const Decoded& d, const CodecParams& job, std::size_t n) {
+  const std::string got = codec_name(d.codec);
+  if (d.codec != job.codec) return "codec " + got + ", the job uses " + codec_name(job.codec);
+  if (d.codec == Codec::kInt8 && d.params.block != job.block)
+    return "int8 block " + std::to_string(d.params.block) + ", the job uses " +
+           std::to_string(job.block);
+  if (d.codec != Codec::kSparse) return "";
+  if (d.params.value_bits != job.value_bits || d.params.chunk != job.chunk)
+    return "sparse " + std::to_string(d.params.value_bits) + "-bit values in chunks of " +
+           std::to_string(d.params.chunk) + ", the job uses " + std::to_string(job.value_bits) +
+           "-bit values in chunks of " + std::to_string(job.chunk);
+  const sparse::Layout want = sparse::layout(job, n);
+  if (d.kept > want.k || d.kept_last > want.k_last)
+    return "sparse upload keeps " + std::to_string(d.kept) + " per chunk (" +
+           std::to_string(d.kept_last) + " in the last), the job allows " + std::to_string(want.k) +
+           " (" + std::to_string(want.k_last) + ")";
+  return "";
 }
 
 std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, std::size_t bytes) {
@@ -80,14 +127,16 @@ std::uint64_t upload_checksum(const UploadOrigin& origin, const char* payload, s
 std::string encode(std::span<const float> x, const UploadOrigin& origin, const CodecParams& p) {
   const Codec c = p.codec;
   std::uint32_t block = p.block;
-  if (c == Codec::kSparse) throw std::invalid_argument("sparse codec: not built yet");
   if (c == Codec::kInt8 && (block == 0 || block > kMaxBlock))
     throw std::invalid_argument("int8 block size must be 1.." + std::to_string(kMaxBlock));
   if (c == Codec::kNone) block = 0;
+  if (c == Codec::kSparse) block = p.chunk;
   const std::size_t n = x.size();
-  std::string out(encoded_size({c, block}, n), '\0');
+  std::string out(encoded_size(c == Codec::kSparse ? p : CodecParams{c, block}, n), '\0');
   char* payload = out.data() + kWireHeaderBytes;
-  if (c == Codec::kNone) {
+  if (c == Codec::kSparse) {
+    sparse::encode(x, sparse::layout(p, n), payload);
+  } else if (c == Codec::kNone) {
     if (n != 0) std::memcpy(payload, x.data(), 4 * n); // an empty span's data() may be null
   } else {
     const std::size_t nb = blocks(n, block);
@@ -139,23 +188,29 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
   if (hd.version != kVersion)
     throw InputError("unsupported wire version " + std::to_string(hd.version) + " (expected " +
                      std::to_string(kVersion) + ": job, round and model checksum in the header)");
-  if (hd.codec > 1) throw InputError("unknown codec " + std::to_string(hd.codec));
+  if (hd.codec > 2) throw InputError("unknown codec " + std::to_string(hd.codec));
   const Codec c = Codec(hd.codec);
   if (hd.n != expected_n)
     throw InputError("shape mismatch: " + std::to_string(hd.n) + " elements, the model has " +
                      std::to_string(expected_n));
   if (c == Codec::kInt8 && (hd.block == 0 || hd.block > kMaxBlock))
     throw InputError("bad int8 block size " + std::to_string(hd.block));
-  // Every encoding takes at least one byte per element; checking that first
-  // keeps encoded_size from overflowing on a forged element count.
-  if (hd.n > bytes.size())
-    throw InputError("upload truncated: " + std::to_string(bytes.size()) + " bytes for " +
-                     std::to_string(hd.n) + " elements");
-  const std::size_t want = encoded_size({c, hd.block}, hd.n);
-  if (bytes.size() != want)
-    throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
-                     " bytes, expected " + std::to_string(want));
   const char* payload = bytes.data() + kWireHeaderBytes;
+  sparse::Layout layout;
+  if (c == Codec::kSparse) {
+    // Sizes from the sub-header, computed with overflow checks.
+    layout = sparse::read_layout(payload, bytes.size() - kWireHeaderBytes, hd.block, hd.n);
+  } else {
+    // none and int8 take at least one byte per element; checking that first
+    // keeps encoded_size from overflowing on a forged element count.
+    if (hd.n > bytes.size())
+      throw InputError("upload truncated: " + std::to_string(bytes.size()) + " bytes for " +
+                       std::to_string(hd.n) + " elements");
+    const std::size_t want = encoded_size({c, hd.block}, hd.n);
+    if (bytes.size() != want)
+      throw InputError("upload truncated or padded: " + std::to_string(bytes.size()) +
+                       " bytes, expected " + std::to_string(want));
+  }
   if (upload_checksum({hd.job, hd.round, hd.model}, payload, bytes.size() - kWireHeaderBytes) !=
       hd.checksum)
     throw InputError("checksum mismatch (corrupted upload)");
@@ -164,7 +219,12 @@ Decoded decode(const std::string& bytes, std::size_t expected_n) {
   d.params.codec = c, d.params.block = hd.block;
   d.origin = {hd.job, hd.round, hd.model};
   d.values.resize(hd.n);
-  if (c == Codec::kNone) {
+  if (c == Codec::kSparse) {
+    d.params.chunk = layout.chunk, d.params.value_bits = layout.value_bits;
+    d.params.density = double(layout.k) / layout.chunk;
+    d.kept = layout.k, d.kept_last = layout.k_last;
+    sparse::decode(payload, layout, d.values);
+  } else if (c == Codec::kNone) {
     if (hd.n != 0) std::memcpy(d.values.data(), payload, 4 * hd.n); // empty: data() is null
   } else {
     const std::size_t nb = blocks(hd.n, hd.block);

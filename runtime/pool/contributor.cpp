@@ -35,6 +35,7 @@
 #include "runtime/pool/inner_train.h"
 #include "runtime/pool/job.h"
 #include "runtime/pool/protocol.h"
+#include "runtime/pool/residual.h"
 #include "runtime/pool/shard_cache.h"
 #include "runtime/train/options_file.h"
 #include "runtime/train/trainer.h"
@@ -158,6 +159,7 @@ class Agent {
   // --debug-corrupt replay: this and the previous round's honest uploads.
   std::string last_body_, prev_body_;
   std::int64_t last_round_ = -1;
+  ErrorFeedback feedback_; // what earlier uploads dropped (the job's error_feedback)
 
   // Several ranks: the mpirun child's command.
   int ranks_ = 1;
@@ -581,8 +583,18 @@ void Agent::one_round(const Assignment& w) {
   std::vector<float> g(local.size());
   for (std::size_t i = 0; i < g.size(); ++i) g[i] = global_[i] - local[i];
   corrupt(g, round);
-  const Codec codec = parse_codec(w.compression);
-  std::string body = encode(g, {job, round, model_sum_}, {codec, w.block_size});
+  const Codec codec = w.codec.codec;
+  const UploadOrigin origin{job, round, model_sum_};
+  std::vector<float> residual; // error feedback: kept once the coordinator takes the upload
+  std::string body;
+  if (w.error_feedback) {
+    std::string note;
+    residual = feedback_.take(dir, job, round, g.size(), note);
+    if (!note.empty()) say(note);
+    body = encode_with_feedback(g, residual, origin, w.codec);
+  } else {
+    body = encode(g, origin, w.codec);
+  }
   if (o_.debug_corrupt == "replay") { // re-send the previous round's upload
     if (round > last_round_) prev_body_ = std::move(last_body_), last_body_ = body;
     last_round_ = round;
@@ -622,6 +634,10 @@ void Agent::one_round(const Assignment& w) {
     return;
   }
   set_state("waiting");
+  if (w.error_feedback)
+    if (const std::string why = feedback_.keep(dir, job, round + 1, std::move(residual));
+        !why.empty())
+      say("residual dropped: " + why);
   ++st_.rounds;
   st_.bytes_sent += body.size();
   st_.raw_bytes += 4 * g.size();
@@ -648,7 +664,7 @@ int Agent::run() {
   Fnv1a h;
   h.add(o_.client.url.data(), o_.client.url.size());
   cache_root_ = (fs::path(o_.work_dir.empty() ? ".myelin-contribute" : o_.work_dir) /
-                 (hex64(h.h) + "_" + name))
+                 (xxh64_hex(h.h) + "_" + name))
                     .string();
   fs::create_directories(cache_root_);
   JoinRequest jr;

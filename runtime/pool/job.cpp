@@ -46,6 +46,10 @@ JobSpec parse_job(const json& j) {
                                 "round_deadline_s",
                                 "compression",
                                 "block_size",
+                                "topk_density",
+                                "value_bits",
+                                "chunk_size",
+                                "error_feedback",
                                 "norm_factor",
                                 "max_norm",
                                 "loss_check",
@@ -57,7 +61,8 @@ JobSpec parse_job(const json& j) {
                                 "replay_prob",
                                 "replay_tolerance",
                                 "bench_rating",
-                                "overlap"};
+                                "overlap",
+                                "replay_min_cosine"};
   for (const auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -125,12 +130,23 @@ JobSpec parse_job(const json& j) {
   f.integer("min_contributors", s.min_contributors, 1, 4096);
   f.integer("max_contributors", s.max_contributors, 1, 4096);
   f.number("round_deadline_s", s.round_deadline_s, 0, 1e7, true);
-  std::string comp = codec_name(s.compression);
+  std::string comp = codec_name(s.codec.codec);
   f.text("compression", comp);
-  require(comp == "none" || comp == "int8", "job.compression",
-          "expected none or int8, got '" + comp + "'");
-  s.compression = parse_codec(comp);
-  f.integer("block_size", s.block_size, 1, 1 << 20);
+  try {
+    s.codec.codec = parse_codec(comp);
+  } catch (const InputError& e) {
+    throw InputError(std::string("job.") + e.what());
+  }
+  f.integer("block_size", s.codec.block, 1, 1 << 20);
+  f.number("topk_density", s.codec.density, 0, 1, true);
+  f.integer("value_bits", s.codec.value_bits, 2, 8);
+  f.integer("chunk_size", s.codec.chunk, 1, 1 << 20);
+  if (const std::string why = codec_params_problem(s.codec); !why.empty())
+    throw InputError("job." + why);
+  s.error_feedback = s.codec.codec == Codec::kSparse;
+  f.boolean("error_feedback", s.error_feedback);
+  require(!(s.error_feedback && s.codec.codec == Codec::kNone), "job.error_feedback",
+          "compression none drops nothing to feed back");
   f.number("norm_factor", s.norm_factor, 0, kHuge, true);
   f.number("max_norm", s.max_norm, 0, kHuge);
   f.boolean("loss_check", s.loss_check);
@@ -143,6 +159,7 @@ JobSpec parse_job(const json& j) {
   f.number("replay_tolerance", s.replay_tolerance, 0, 1, true);
   f.number("bench_rating", s.bench_rating, 0, 1, false, true);
   f.boolean("overlap", s.overlap);
+  f.number("replay_min_cosine", s.replay_min_cosine, -1, 1);
 
   require(!s.name.empty() && s.name.size() <= 200, "job.name", "expected 1..200 characters");
   require(!s.train_data.empty() || !s.train_files.empty(), "job.train_data",
@@ -199,8 +216,12 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["min_contributors"] = s.min_contributors;
   j["max_contributors"] = s.max_contributors;
   j["round_deadline_s"] = s.round_deadline_s;
-  j["compression"] = codec_name(s.compression);
-  j["block_size"] = s.block_size;
+  j["compression"] = codec_name(s.codec.codec);
+  j["block_size"] = s.codec.block;
+  j["topk_density"] = s.codec.density;
+  j["value_bits"] = s.codec.value_bits;
+  j["chunk_size"] = s.codec.chunk;
+  j["error_feedback"] = s.error_feedback;
   j["norm_factor"] = s.norm_factor;
   j["max_norm"] = s.max_norm;
   j["loss_check"] = s.loss_check;
@@ -213,6 +234,7 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["replay_tolerance"] = s.replay_tolerance;
   j["bench_rating"] = s.bench_rating;
   j["overlap"] = s.overlap;
+  j["replay_min_cosine"] = s.replay_min_cosine;
   return j;
 }
 

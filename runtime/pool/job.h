@@ -16,6 +16,7 @@
 //   "outer_lr": 0.7, "outer_momentum": 0.9,
 //   "rounds": 10, "min_contributors": 1, "max_contributors": 4,
 //   "round_deadline_s": 300, "compression": "int8", "block_size": 256,
+//   "topk_density": 0.016, "value_bits": 2, "chunk_size": 4096, "error_feedback": false,
 //   "norm_factor": 10, "max_norm": 0, "loss_check": false, "loss_tolerance": 0.05,
 //   "val_batches": 4, "keep_snapshots": 3,
 //   "score_batches": 2, "min_norm_factor": 0.25, "replay_prob": 0.25,
@@ -29,6 +30,10 @@
 // each upload is re-run with probability replay_prob (always when suspicious)
 // and rejected when it differs by more than replay_tolerance (relative L2).
 // Rating (rating.h): a contributor rated below bench_rating carries no weight.
+// Compression (compress.h): "none", "int8" (block_size elements per scale) or
+// "sparse" (top-k per chunk_size chunk, topk_density kept, value_bits 2/4/8);
+// error_feedback carries what an upload dropped into the contributor's next
+// one (default: on for sparse, off otherwise; not allowed with none).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -66,8 +71,8 @@ struct JobSpec {
   int min_contributors = 1;
   int max_contributors = 4; // data slices per round
   double round_deadline_s = 300;
-  Codec compression = Codec::kInt8;
-  int block_size = 256;
+  CodecParams codec;           // "compression", "block_size", "topk_density", ...
+  bool error_feedback = false; // true by default when codec is sparse
   double norm_factor = 10, max_norm = 0;
   bool loss_check = false;
   double loss_tolerance = 0.05;
@@ -76,6 +81,9 @@ struct JobSpec {
   int score_batches = 2;
   double min_norm_factor = 0.25;
   double replay_prob = 0.25, replay_tolerance = 0.05;
+  // With error feedback a replay is judged by direction (validate.h
+  // support_cosine): the least cosine accepted.
+  double replay_min_cosine = 0.5;
   double bench_rating = 0.3;
   // One-step-delayed outer updates: round r's inner steps start from round
   // r-1's global model, so a contributor starts its next round as soon as it

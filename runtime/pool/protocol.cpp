@@ -1,7 +1,5 @@
 #include "runtime/pool/protocol.h"
 
-#include <cstdio>
-
 #include <cmath>
 
 #include "runtime/io/xxh64.h"
@@ -178,11 +176,15 @@ void to_json(json& j, const WorkResponse& r) {
        {"slots", a.slots},
        {"inner_steps", a.inner_steps},
        {"base_round", a.base_round},
-       {"model_checksum", hex64(a.model_checksum)},
+       {"model_checksum", xxh64_hex(a.model_checksum)},
        {"batch_position", a.batch_position},
        {"param_count", a.param_count},
-       {"compression", a.compression},
-       {"block_size", a.block_size},
+       {"compression", codec_name(a.codec.codec)},
+       {"block_size", a.codec.block},
+       {"topk_density", a.codec.density},
+       {"value_bits", a.codec.value_bits},
+       {"chunk_size", a.codec.chunk},
+       {"error_feedback", a.error_feedback},
        {"deadline_s", a.deadline_s},
        {"train",
         {{"batch_size", t.batch_size},
@@ -221,11 +223,23 @@ void from_json(const json& j, WorkResponse& r) {
   a.slot = req_int(j, "slot", "", 0, a.slots - 1);
   a.inner_steps = req_int(j, "inner_steps", "", 1, kBig);
   a.base_round = req_int(j, "base_round", "", 0, a.round);
-  a.model_checksum = parse_hex64(req_str(j, "model_checksum", "", 16), "model_checksum");
+  const auto sum = parse_xxh64_hex(req_str(j, "model_checksum", "", 16));
+  if (!sum) bad("model_checksum", "expected 16 lowercase hex digits");
+  a.model_checksum = *sum;
   a.batch_position = std::uint64_t(req_int(j, "batch_position", "", 0, INT64_MAX));
   a.param_count = std::uint64_t(req_int(j, "param_count", "", 1, kBig));
-  a.compression = req_str(j, "compression", "", 40);
-  a.block_size = std::uint32_t(req_int(j, "block_size", "", 1, 1 << 30));
+  const std::string codec = req_str(j, "compression", "", 40);
+  if (codec != "none" && codec != "int8" && codec != "sparse")
+    bad("compression", "expected none, int8 or sparse, got '" + codec + "'");
+  a.codec.codec = parse_codec(codec);
+  a.codec.block = std::uint32_t(req_int(j, "block_size", "", 1, 1 << 30));
+  a.codec.density = req_num(j, "topk_density", "", 0, 1);
+  a.codec.value_bits = std::uint32_t(req_int(j, "value_bits", "", 0, 64));
+  a.codec.chunk = std::uint32_t(req_int(j, "chunk_size", "", 1, 1 << 30));
+  if (const std::string why = codec_params_problem(a.codec); !why.empty()) throw ProtocolError(why);
+  const json* ef = find(j, "error_feedback", "", true);
+  if (!ef->is_boolean()) bad("error_feedback", "expected true or false");
+  a.error_feedback = ef->get<bool>();
   a.deadline_s = req_num(j, "deadline_s", "", 0, 1e9);
   const json& t = *find(j, "train", "", true);
   const std::string p = "train";
@@ -256,23 +270,6 @@ void from_json(const json& j, WorkResponse& r) {
     a.shards.push_back(s);
   }
   r.assignment = std::move(a);
-}
-
-std::string hex64(std::uint64_t v) {
-  char b[20];
-  std::snprintf(b, sizeof(b), "%016llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
-std::uint64_t parse_hex64(const std::string& s, const std::string& field) {
-  std::uint64_t v = 0;
-  if (s.size() != 16) bad(field, "expected 16 hex digits");
-  for (char c : s) {
-    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0) bad(field, "expected 16 lowercase hex digits");
-    v = v << 4 | std::uint64_t(d);
-  }
-  return v;
 }
 
 // ---- status -----------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/pool/compress.h"
 #include "runtime/util/error.h"
 
 namespace myelin::pool {
@@ -95,8 +96,8 @@ struct Assignment {
   std::int64_t base_round = 0;
   std::uint64_t model_checksum = 0;
   std::uint64_t batch_position = 0, param_count = 0;
-  std::string compression;
-  std::uint32_t block_size = 256;
+  CodecParams codec; // "compression", "block_size", "topk_density", "value_bits", "chunk_size"
+  bool error_feedback = false;
   double deadline_s = 0;
   TrainSettings train;
   std::vector<ShardInfo> shards;
@@ -184,11 +185,6 @@ struct UploadClaims {
   std::optional<double> wait_s; // finite in [0, 1e7] s
 };
 void check_claims(const UploadClaims& c);
-
-// A 64-bit checksum as 16 lowercase hex digits, and back (exactly 16 hex
-// digits, else ProtocolError naming `field`).
-std::string hex64(std::uint64_t v);
-std::uint64_t parse_hex64(const std::string& s, const std::string& field);
 
 // Parses a JSON request body into T, mapping every failure (malformed JSON,
 // invalid UTF-8, not an object, wrong field) to ProtocolError.

@@ -474,8 +474,7 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   a.model_checksum = *sum;
   a.batch_position = std::uint64_t(target) * s.inner_steps * s.grad_accum;
   a.param_count = rt.n;
-  a.compression = codec_name(s.compression);
-  a.block_size = std::uint32_t(s.block_size);
+  a.codec = s.codec, a.error_feedback = s.error_feedback;
   a.deadline_s = std::max(0.0, opened + s.round_deadline_s - now);
   a.train = train_settings(s);
   WorkResponse w;
@@ -487,10 +486,12 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
 
 json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::string& body) {
   std::size_t n;
+  CodecParams codec;
   {
     std::lock_guard lk(mu_);
     check_owner(who, m.contributor);
-    n = job_rt(m.job).n;
+    const JobRt& rt = job_rt(m.job);
+    n = rt.n, codec = rt.spec.codec;
   }
   check_claims({m.tokens, m.compute_s, m.train_loss, m.wait_s});
   Decoded d;
@@ -499,6 +500,9 @@ json PoolState::upload(const TokenInfo& who, const UploadMeta& m, const std::str
   } catch (const InputError& e) {
     throw Refused(400, e.what());
   }
+  // Only the job's codec settings (a sparse upload: at most the job's k).
+  if (const std::string why = codec_mismatch(d, codec, n); !why.empty())
+    throw Refused(400, "codec settings differ from the job's: " + why);
 
   // The upload names where it comes from; anything else is refused (409).
   // A refused upload in the contributor's own open round is also recorded
@@ -839,6 +843,7 @@ void PoolState::compute_close(CloseWork& w) {
 
   // Replays: drawn, or the upload looks suspicious.
   const double t_replay = unix_now();
+  std::vector<std::pair<CloseWork::Row*, double>> scales; // error feedback: size vs re-run
   for (auto& row : w.rows) {
     if (!row.reason.empty() || row.slot < 0) continue;
     if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob) &&
@@ -855,17 +860,48 @@ void PoolState::compute_close(CloseWork& w) {
         rt.replayer->run(base, batch_position, w.round * s.inner_steps, s.inner_steps);
     std::vector<float> g(rt.n);
     for (std::size_t i = 0; i < rt.n; ++i) g[i] = base[i] - res.local[i];
-    row.replay_diff = relative_difference(row.g, g);
     ++w.replays;
-    if (!(*row.replay_diff <= s.replay_tolerance)) {
-      char b[160];
-      std::snprintf(b, sizeof(b),
-                    "replay mismatch: differs from the coordinator's re-run by %.3g (relative "
-                    "L2; tolerance %.3g)",
-                    *row.replay_diff, s.replay_tolerance);
+    // With error feedback an upload also carries what earlier rounds
+    // dropped: it is judged by its direction where it keeps values
+    // (replay_diff = 1 - that cosine); otherwise element for element.
+    const bool feedback = s.error_feedback;
+    row.replay_diff = feedback ? 1.0 - support_cosine(row.g, g) : relative_difference(row.g, g);
+    const double tolerance = feedback ? 1.0 - s.replay_min_cosine : s.replay_tolerance;
+    if (feedback) scales.emplace_back(&row, support_norm_ratio(row.g, g));
+    if (!(*row.replay_diff <= tolerance)) {
+      char b[200];
+      if (feedback)
+        std::snprintf(b, sizeof(b),
+                      "replay mismatch: points away from the coordinator's re-run (cosine %.3g "
+                      "where it keeps values; at least %.3g)",
+                      1.0 - *row.replay_diff, s.replay_min_cosine);
+      else
+        std::snprintf(b, sizeof(b),
+                      "replay mismatch: differs from the coordinator's re-run by %.3g (relative "
+                      "L2; tolerance %.3g)",
+                      *row.replay_diff, s.replay_tolerance);
       row.reason = b;
       row.failures = Rating::kReplayFailures;
     }
+  }
+  // With error feedback the size is judged against the round's other
+  // replays (the carried residual grows alike for honest contributors): an
+  // upload scaled up or down (more or fewer steps, another learning rate)
+  // stands out.
+  if (scales.size() >= 3) {
+    std::vector<double> v;
+    for (const auto& [row, k] : scales) v.push_back(k);
+    const double med = lower_median(v);
+    for (auto& [row, k] : scales)
+      if (row->reason.empty() && med > 0 && !(k >= 0.5 * med && k <= 2 * med)) {
+        char b[200];
+        std::snprintf(b, sizeof(b),
+                      "replay mismatch: %.3gx the size of its re-run where it keeps values, the "
+                      "round's replays %.3gx (at most 2x apart)",
+                      k, med);
+        row->reason = b;
+        row->failures = Rating::kReplayFailures;
+      }
   }
   w.replay_s = unix_now() - t_replay;
 
@@ -918,7 +954,7 @@ void PoolState::compute_close(CloseWork& w) {
   // lossy codec drops is carried into the next round's update (error
   // feedback), and the global model moves by exactly the decoded update, so
   // a contributor applying it holds the same bits.
-  const CodecParams codec{s.compression, std::uint32_t(s.block_size)};
+  const CodecParams& codec = s.codec;
   const UploadOrigin origin{w.job, w.round, params_checksum(params)};
   std::vector<float> applied;
   std::string update;
@@ -1168,7 +1204,7 @@ json PoolState::status_json() {
     j.model = s.shape.describe(), j.inner_steps = s.inner_steps;
     j.min_contributors = s.min_contributors, j.max_contributors = s.max_contributors;
     j.outer_lr = s.outer_lr, j.outer_momentum = s.outer_momentum;
-    j.compression = codec_name(s.compression), j.tokens_per_round = s.tokens_per_round();
+    j.compression = codec_name(s.codec.codec), j.tokens_per_round = s.tokens_per_round();
     auto rq = db_.prepare("SELECT round, status, opened, closed, accepted, rejected, tokens, "
                           "train_loss, val_loss, median_norm, update_norm, update_bytes FROM "
                           "rounds WHERE job_id = ? ORDER BY round");

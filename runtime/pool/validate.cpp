@@ -74,4 +74,29 @@ double relative_difference(std::span<const float> x, std::span<const float> ref)
   return std::sqrt(d / r);
 }
 
+namespace {
+struct SupportSums {
+  double xy = 0, xx = 0, yy = 0;
+};
+SupportSums support_sums(std::span<const float> x, std::span<const float> ref) {
+  SupportSums s;
+  for (std::size_t i = 0; i < x.size() && i < ref.size(); ++i) {
+    if (x[i] == 0) continue;
+    s.xy += double(x[i]) * ref[i], s.xx += double(x[i]) * x[i], s.yy += double(ref[i]) * ref[i];
+  }
+  return s;
+}
+} // namespace
+
+double support_cosine(std::span<const float> x, std::span<const float> ref) {
+  if (x.size() != ref.size()) return -2;
+  const SupportSums s = support_sums(x, ref);
+  return s.xx > 0 && s.yy > 0 ? s.xy / std::sqrt(s.xx * s.yy) : 0.0;
+}
+
+double support_norm_ratio(std::span<const float> x, std::span<const float> ref) {
+  const SupportSums s = support_sums(x, ref);
+  return s.yy > 0 ? std::sqrt(s.xx / s.yy) : 0.0;
+}
+
 } // namespace myelin::pool

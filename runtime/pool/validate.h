@@ -41,4 +41,14 @@ std::vector<std::string> judge_norms(const std::vector<double>& norms, double pr
 // the sizes differ): how far an upload is from its replay.
 double relative_difference(std::span<const float> x, std::span<const float> ref);
 
+// The cosine between x and ref over the elements where x is not zero (0
+// when either is zero there, -2 when the sizes differ): how far a sparse
+// upload with error feedback agrees with its replay. Such an upload encodes
+// the update plus what earlier rounds dropped, which the coordinator does
+// not hold, so it cannot be compared element for element; an honest one
+// still points the replayed update's way where it keeps values.
+double support_cosine(std::span<const float> x, std::span<const float> ref);
+// ||x|| / ||ref|| over the same elements (0 when ref is zero there).
+double support_norm_ratio(std::span<const float> x, std::span<const float> ref);
+
 } // namespace myelin::pool

@@ -6,7 +6,13 @@
 // Checked: a decoded upload has the header's element count; re-encoding it
 // with the same codec decodes again (codec none: bit-identical values and
 // payload; int8: every finite value within half a quantisation step of the
-// first decode, a non-finite value stays non-finite).
+// first decode, a non-finite value stays non-finite; sparse: a chunk with no
+// more nonzeros than the re-encoding keeps decodes to bit-identical values,
+// since its levels times the new power-of-two step are exact, and a
+// non-finite chunk stays NaN throughout). Sparse uploads with more than 2^20
+// elements are not tried: the decoder allocates the element count its
+// caller expects (the coordinator: its model's), which here comes from the
+// input, and a sparse payload can be far smaller than that.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -25,10 +31,12 @@ namespace pool = myelin::pool;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string bytes = myelin::fuzz::as_string(data, size);
   std::uint64_t n = 0;
-  std::uint32_t block = 0;
+  std::uint32_t block = 0, codec = 0;
   if (bytes.size() >= pool::kWireHeaderBytes) {
+    std::memcpy(&codec, bytes.data() + 8, 4);
     std::memcpy(&block, bytes.data() + 12, 4);
     std::memcpy(&n, bytes.data() + 16, 8);
+    if (codec == std::uint32_t(pool::Codec::kSparse) && n > (1u << 20)) return 0;
     if (bytes[32] & 1) {
       pool::UploadOrigin o;
       std::memcpy(&o.job, bytes.data() + 32, 8);
@@ -42,9 +50,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   pool::Decoded d;
   if (!myelin::fuzz::expect_input_error([&] { d = pool::decode(bytes, n); })) return 0;
   check(d.values.size() == n, "element count");
-  const std::string again = pool::encode(d.values, d.origin, {d.codec, block});
+  const pool::CodecParams p =
+      d.codec == pool::Codec::kSparse ? d.params : pool::CodecParams{d.codec, block};
+  const std::string again = pool::encode(d.values, d.origin, p);
   const pool::Decoded e = pool::decode(again, n);
   check(e.codec == d.codec && e.values.size() == n && e.origin == d.origin, "re-encoded shape");
+  if (d.codec == pool::Codec::kSparse) {
+    check(e.params == d.params && e.kept == d.kept, "sparse: re-encoded settings");
+    for (std::size_t lo = 0; lo < n; lo += block) {
+      const std::size_t hi = std::min<std::size_t>(n, lo + block);
+      std::size_t nonzero = 0;
+      bool finite = true;
+      for (std::size_t i = lo; i < hi; ++i)
+        nonzero += d.values[i] != 0, finite = finite && std::isfinite(d.values[i]);
+      for (std::size_t i = lo; i < hi; ++i) {
+        if (!finite)
+          check(std::isnan(d.values[i]) && std::isnan(e.values[i]),
+                "sparse: a non-finite chunk is not NaN throughout");
+        else if (nonzero <= pool::sparse_kept(p.density, hi - lo))
+          check(std::memcmp(&e.values[i], &d.values[i], 4) == 0,
+                "sparse: re-encoding changed a kept value");
+      }
+    }
+    return 0;
+  }
   if (d.codec == pool::Codec::kNone) {
     check(again.compare(pool::kWireHeaderBytes, std::string::npos, bytes, pool::kWireHeaderBytes) ==
                   0 &&

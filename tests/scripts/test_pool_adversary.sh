@@ -23,9 +23,11 @@ ROUNDS=10
 # Only the job's shape, data and size are set: every trust setting
 # (score_batches, min_norm_factor, replay_prob, replay_tolerance,
 # bench_rating, norm_factor) and the training settings are the defaults.
+# ADVERSARY_JOB adds job fields (e.g. the sparse codec: test_pool_sparse_adversary).
 cat > job.json <<JSON
 {"name": "adversary", "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",
- "rounds": $ROUNDS, "min_contributors": $HONEST, "max_contributors": $N, "round_deadline_s": 60}
+ "rounds": $ROUNDS, "min_contributors": $HONEST, "max_contributors": $N, "round_deadline_s": 60
+ ${ADVERSARY_JOB:+, $ADVERSARY_JOB}}
 JSON
 end=$((SECONDS + 20))
 until "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json >/dev/null 2>&1; do
