@@ -221,7 +221,7 @@ TEST(PoolJob, InitCheckpointTakesSafetensors) {
 // A sparse job: the assignment carries its codec settings, an upload made
 // with other settings is refused (400) before anything is recorded, and one
 // made with the job's settings is taken and closes the round. (Replays and
-// scoring are off: both compare against the uncompressed update.)
+// scoring are off: this test is about the codec settings alone.)
 TEST(PoolClose, SparseJobRefusesOtherCodecSettings) {
   Fixture f(json{{"inner_steps", 2},
                  {"compression", "sparse"},

@@ -30,6 +30,7 @@ TEST(PoolScore, VerdictRejectsNoGainAndNoMoreThanOtherRows) {
   EXPECT_NE(score_verdict(harmful, 0).find("does not lower"), std::string::npos);
   ScoreResult other_data{2.0, 1.8, 2.0, 1.5}; // helps other rows more than its own
   EXPECT_NE(score_verdict(other_data, 0).find("no more than"), std::string::npos);
+  EXPECT_EQ(score_verdict(other_data, 0, 0, false), ""); // error feedback: own rows alone
   ScoreResult tie{2.0, 1.8, 2.0, 1.8};
   EXPECT_NE(score_verdict(tie, 0), "");
   ScoreResult nan{2.0, NAN, 2.0, 1.8};

@@ -24,7 +24,8 @@ double score_noise(const std::vector<ScoreResult>& round) {
   return 1.4826 * median(d);
 }
 
-std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain) {
+std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain,
+                          bool own_rows_first) {
   const double noise = std::max(round_noise, std::isfinite(s.noise) ? s.noise : 0.0);
   const double a = s.improvement_assigned(), o = s.improvement_other(), slack = 3 * noise;
   char b[240];
@@ -37,7 +38,7 @@ std::string score_verdict(const ScoreResult& s, double round_noise, double round
                   -a, noise, -round_median_gain);
     return b;
   }
-  if (a + slack <= o) {
+  if (own_rows_first && a + slack <= o) {
     std::snprintf(b, sizeof(b),
                   "score: lowers the loss of its own rows (%.3g) no more than other rows' (%.3g; "
                   "round noise %.2g)",

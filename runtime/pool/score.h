@@ -56,8 +56,12 @@ struct ScoreResult {
 double score_noise(const std::vector<ScoreResult>& round);
 // "" when the upload passes, else the reason; the noise allowed is the
 // larger of round_noise and s.noise; round_median_gain is the round's median
-// improvement_assigned (0 when fewer than 3 uploads were scored).
-std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain = 0);
+// improvement_assigned (0 when fewer than 3 uploads were scored). With
+// own_rows_first false only the loss on its own rows is judged, not whether
+// it falls more than on other rows: an upload with error feedback also
+// carries what earlier rounds' rows contributed.
+std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain = 0,
+                          bool own_rows_first = true);
 
 // Whether the coordinator replays an upload: drawn with probability `prob`
 // from a hash of (job, round, contributor), so a run is reproducible and a

@@ -16,11 +16,14 @@
 // Why error feedback is exact. For a kept element a (finite) the decoder
 // returns d = sign(a) * m * 2^e with m = min(L, round_half_even(|a| / 2^e)).
 // (1) d is a multiple of ulp(a): with the chunk's largest kept magnitude in
-//     [2^(E-1), 2^E) and L < 2^7, 2^e >= max / L > 2^(E-8), while ulp of any
-//     |a| <= max is at most 2^(E-24); the bottom clamp only moves 2^e up, and
+//     [2^(E-1), 2^E), 2^e >= 2^(E-20) (4 and 8 bits: 2^e >= max / L >
+//     2^(E-8) as L < 2^7; 2 bits: the step nearest the mean kept magnitude,
+//     raised to 2^(E-20)), while ulp of any |a| <= max is at most 2^(E-24);
+//     the bottom clamp only moves 2^e up, and
 //     the top clamp keeps it >= 2^121 > ulp(FLT_MAX) = 2^104.
 // (2) |a - d| <= |a|: d = 0, or d has a's sign and m >= 1 means
-//     |a| / 2^e > 1/2, so m <= round(|a| / 2^e) <= 2 |a| / 2^e, |d| <= 2|a|.
+//     |a| / 2^e > 1/2, so m <= round(|a| / 2^e) <= 2 |a| / 2^e, |d| <= 2|a|
+//     (a clamped m = L gives |d| <= |a|).
 // By (1) a - d is a multiple of ulp(a), by (2) no larger than |a|: it has at
 // most 24 significant bits above ulp(a) >= 2^-149, so fp32 represents it and
 // fl(a - d) == a - d (the Sterbenz argument, subnormals included). A dropped
@@ -77,12 +80,22 @@ struct BitReader {
   bool padding_is_zero() const { return acc == 0; }
 };
 
-// Smallest e with L * 2^e >= mx (mx > 0, finite), clamped to [kMinExp, top].
-int step_exponent(float mx, std::uint32_t L, int top) {
+// The chunk's step 2^e (mx, the largest kept magnitude, > 0 and finite;
+// mean the mean of the nonzero kept magnitudes: a decoded chunk encodes to
+// itself), clamped to [kMinExp, top]. With L > 1 the
+// smallest e with L * 2^e >= mx: no kept value is clamped. With L = 1 (2-bit
+// values: sign and one magnitude bit) the power of two nearest the mean,
+// so that a typical kept value decodes to +-step instead of rounding to 0
+// (what the levels cannot hold is carried by error feedback), but at least
+// 2^(E-20) (exactness, above).
+int step_exponent(float mx, double mean, std::uint32_t L, int top) {
   int E;
   std::frexp(mx, &E); // mx < 2^E
   int e = E - 8;      // L * 2^(E-8) < 2^(E-1) <= mx
-  while (std::ldexp(double(L), e) < double(mx)) ++e;
+  if (L == 1)
+    e = std::max(E - 20, int(std::lround(std::log2(mean))));
+  else
+    while (std::ldexp(double(L), e) < double(mx)) ++e;
   return std::clamp(e, kMinExp, top);
 }
 
@@ -140,12 +153,16 @@ void encode(std::span<const float> x, const Layout& l, char* out) {
       }
       std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.begin() + len,
                        std::greater<std::uint64_t>());
+      double sum = 0;
+      std::uint32_t nonzero = 0;
       for (std::uint32_t j = 0; j < k; ++j) {
         idx[j] = 0xffffffffu - std::uint32_t(keys[j]);
         mx = std::max(mx, std::fabs(a[idx[j]]));
+        sum += std::fabs(a[idx[j]]);
+        nonzero += a[idx[j]] != 0;
       }
       std::sort(idx.begin(), idx.end());
-      if (mx > 0) e = step_exponent(mx, L, top);
+      if (mx > 0) e = step_exponent(mx, sum / nonzero, L, top);
     }
     *rec = static_cast<unsigned char>(static_cast<std::int8_t>(e));
     BitWriter w{rec + 1};

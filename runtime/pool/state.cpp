@@ -836,7 +836,7 @@ void PoolState::compute_close(CloseWork& w) {
     median_gain = gains.size() >= 3 ? lower_median(gains) : 0.0;
     for (auto& row : w.rows)
       if (row.reason.empty() && row.score)
-        if (auto v = score_verdict(*row.score, noise, median_gain); !v.empty())
+        if (auto v = score_verdict(*row.score, noise, median_gain, !s.error_feedback); !v.empty())
           row.reason = v, row.failures = 1;
   }
   w.score_s = unix_now() - t_score;

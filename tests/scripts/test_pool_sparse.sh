@@ -4,8 +4,7 @@
 # kept in its work directory, and after a kill -9 the restarted contributor
 # reads it for its next round (and drops none).
 # The held-out loss falls, every upload is accepted, and each one is a small
-# fraction of fp32. (Replays and scoring are off: both compare against the
-# uncompressed update.)
+# fraction of fp32. Scoring and replays run with the job's defaults.
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 
@@ -17,7 +16,7 @@ cat > job.json <<JSON
  "batch_size": 4, "seq_len": 32, "inner_steps": 3, "inner_lr": 3e-3,
  "outer_lr": 0.7, "outer_momentum": 0.5, "rounds": 8, "min_contributors": 1, "max_contributors": 1,
  "round_deadline_s": 30, "compression": "sparse", "topk_density": 0.05, "value_bits": 4,
- "chunk_size": 1024, "replay_prob": 0, "score_batches": 0, "val_batches": 4}
+ "chunk_size": 1024, "val_batches": 4}
 JSON
 wait_for '"$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job.json > submit.log 2>&1' 20
 grep -q "submitted job 1" submit.log || fail "submit: $(cat submit.log)"
