@@ -174,7 +174,8 @@ int train_main(const Args& args) {
       "data-slice", po::value(&slice), "R/N: this job is data slice R of N")(
       "data-start-batch", po::value(&o.data_start_batch), "start at this global batch")(
       "run-steps", po::value(&o.run_steps), "stop after this many steps")(
-      "start-step", po::value(&o.start_step), "count steps from here, fresh AdamW");
+      "start-step", po::value(&o.start_step), "count steps from here, fresh AdamW")(
+      "restart-warmup", po::value(&o.restart_warmup), "ramp the lr over N steps after a restart");
   po::options_description all;
   all.add(desc).add(hidden);
   po::variables_map vm;

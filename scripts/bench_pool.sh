@@ -35,8 +35,9 @@ MYELIN=${MYELIN:-$ROOT/build/myelin}
 command -v mpirun >/dev/null || { echo "bench_pool.sh: mpirun not on PATH" >&2; exit 2; }
 [ "$(id -u)" = 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 W=$(mktemp -d)
+[ -n "${KEEP:-}" ] && echo "work folder: $W (kept)" >&2
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"' EXIT
+trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 cd "$W"
 SHAPE=(--layers 2 --heads 4 --channels 96 --vocab 256 --max-seq-len 64)
 B=8 T=64 LR=1e-3
@@ -78,7 +79,7 @@ pool_run() { # NAME H CODEC_JSON OVERLAP
 {"name": "$name", "init_checkpoint": "$W/init.bin",
  "train_data": "$W/data/addition_train_*.bin", "val_data": "$W/data/addition_val_*.bin",
  "batch_size": $B, "seq_len": $T, "inner_steps": $H, "inner_lr": $LR, "lr_schedule": "constant",
- "outer_lr": 0.7, "outer_momentum": 0.9, "rounds": $((STEPS / H)),
+ "outer_lr": ${OUTER_LR:-0.7}, "outer_momentum": ${OUTER_MOMENTUM:-0.9}, "rounds": $((STEPS / H)),
  "min_contributors": $N, "max_contributors": $N, "round_deadline_s": 600, $codec,
  "keep_snapshots": 2, "overlap": $overlap}
 JSON

@@ -100,13 +100,18 @@ TEST(PoolRating, BetaBernoulliWithForgetting) {
 TEST(PoolReplay, DrawIsDeterministicWithTheAskedRate) {
   int hits = 0;
   for (int c = 0; c < 4000; ++c) {
-    const bool a = replay_drawn(1, c / 40, c, 0.25);
-    EXPECT_EQ(a, replay_drawn(1, c / 40, c, 0.25));
+    const bool a = replay_drawn(1, c / 40, c, 0.25, 77);
+    EXPECT_EQ(a, replay_drawn(1, c / 40, c, 0.25, 77));
     hits += a;
   }
   EXPECT_NEAR(hits / 4000.0, 0.25, 0.03);
-  EXPECT_FALSE(replay_drawn(1, 2, 3, 0.0));
-  EXPECT_TRUE(replay_drawn(1, 2, 3, 1.0));
+  EXPECT_FALSE(replay_drawn(1, 2, 3, 0.0, 77));
+  EXPECT_TRUE(replay_drawn(1, 2, 3, 1.0, 77));
+  // Another key draws other uploads: without it the draw cannot be foreseen.
+  int same = 0;
+  for (int c = 0; c < 4000; ++c)
+    same += replay_drawn(1, c / 40, c, 0.25, 77) == replay_drawn(1, c / 40, c, 0.25, 78);
+  EXPECT_LT(same, 3000); // independent draws agree on about 62.5%
 }
 
 TEST(PoolReplay, SuspicionAndRelativeDifference) {

@@ -47,7 +47,9 @@ void fsync_dir(const std::string& dir) {
   ::close(fd);
 }
 
-void write_atomic(const std::string& path, const std::function<void(const ByteSink&)>& write) {
+void write_atomic(const std::string& path, const std::function<void(const ByteSink&)>& write,
+                  Durability durability) {
+  const bool sync = durability == Durability::kFsync;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     FilePtr f(std::fopen(tmp.c_str(), "wb"));
@@ -58,7 +60,7 @@ void write_atomic(const std::string& path, const std::function<void(const ByteSi
     };
     try {
       write(sink);
-      if (std::fflush(f.get()) != 0 || ::fsync(::fileno(f.get())) != 0)
+      if (std::fflush(f.get()) != 0 || (sync && ::fsync(::fileno(f.get())) != 0))
         throw std::runtime_error(tmp + ": flush failed: " + std::strerror(errno));
     } catch (...) {
       f.reset();
@@ -70,7 +72,7 @@ void write_atomic(const std::string& path, const std::function<void(const ByteSi
     std::remove(tmp.c_str());
     throw std::runtime_error(path + ": rename failed: " + std::strerror(errno));
   }
-  fsync_dir(std::filesystem::path(path).parent_path().string());
+  if (sync) fsync_dir(std::filesystem::path(path).parent_path().string());
 }
 
 std::vector<std::string> glob_files(const std::string& pattern, const std::string& flag) {

@@ -17,8 +17,13 @@ std::size_t file_size_or_throw(const std::string& path);
 
 // Writes a file atomically: `write` fills a temporary file in the same folder
 // through the given sink; it is flushed, fsynced and renamed over `path`.
+// Durability::kCache skips both fsyncs, for a file a crash may lose (never
+// half-written: the rename is still atomic) because it is checked before use
+// and fetched again, such as a contributor's copy of the global model.
 using ByteSink = std::function<void(const void*, std::size_t)>;
-void write_atomic(const std::string& path, const std::function<void(const ByteSink&)>& write);
+enum class Durability { kFsync, kCache };
+void write_atomic(const std::string& path, const std::function<void(const ByteSink&)>& write,
+                  Durability durability = Durability::kFsync);
 // fsync a directory so a rename inside it is durable.
 void fsync_dir(const std::string& dir);
 

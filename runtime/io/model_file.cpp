@@ -69,7 +69,7 @@ ModelFile load_model(const std::string& path) {
 }
 
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
-                int version) {
+                int version, Durability durability) {
   if (version != 3 && version != 5) throw std::logic_error("save_model: version must be 3 or 5");
   const ParamLayout lay(cfg);
   if (params.size() != lay.total) throw std::logic_error("save_model: parameter count mismatch");
@@ -82,16 +82,19 @@ void save_model(const std::string& path, const GPT2Config& cfg, const std::vecto
   h[5] = cfg.num_heads;
   h[6] = cfg.channels;
   h[7] = cfg.padded_vocab_size;
-  write_atomic(path, [&](const ByteSink& out) {
-    out(h.data(), sizeof(h));
-    if (version == 3) {
-      out(params.data(), params.size() * 4);
-    } else {
-      std::vector<std::uint16_t> raw(params.size());
-      for (std::size_t i = 0; i < params.size(); ++i) raw[i] = float_to_bf16(params[i]);
-      out(raw.data(), raw.size() * 2);
-    }
-  });
+  write_atomic(
+      path,
+      [&](const ByteSink& out) {
+        out(h.data(), sizeof(h));
+        if (version == 3) {
+          out(params.data(), params.size() * 4);
+        } else {
+          std::vector<std::uint16_t> raw(params.size());
+          for (std::size_t i = 0; i < params.size(); ++i) raw[i] = float_to_bf16(params[i]);
+          out(raw.data(), raw.size() * 2);
+        }
+      },
+      durability);
 }
 
 } // namespace myelin

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/io/file_util.h"
 #include "runtime/model/config.h"
 #include "runtime/util/bf16.h"
 
@@ -23,8 +24,9 @@ struct ModelFile {
 ModelFile load_model(const std::string& path);
 // The shape from the header only (the header and file size are checked as by load_model).
 GPT2Config load_model_config(const std::string& path);
-// version 3 writes fp32, version 5 writes bf16 (round to nearest even).
+// version 3 writes fp32, version 5 writes bf16 (round to nearest even);
+// atomically, fsynced unless durability says otherwise (file_util.h).
 void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
-                int version = 3);
+                int version = 3, Durability durability = Durability::kFsync);
 
 } // namespace myelin

@@ -317,7 +317,7 @@ void Agent::fetch_model(const Assignment& w, const std::string& dir) {
     // file goes stale first, so a crash in between costs a download at worst.
     std::error_code ec;
     fs::remove(round_file, ec);
-    save_model(model, global_cfg_, global_, 3);
+    save_model(model, global_cfg_, global_, 3, Durability::kCache); // checked on reload
     std::ofstream(round_file) << round << "\n";
     return;
   }
@@ -452,7 +452,8 @@ std::optional<std::vector<float>> Agent::train_in_child(const Assignment& w, con
   const std::string opts = (cdir / "options.txt").string();
   {
     const std::string text = train_options_file_text(to);
-    write_atomic(opts, [&](const ByteSink& sink) { sink(text.data(), text.size()); });
+    write_atomic(
+        opts, [&](const ByteSink& sink) { sink(text.data(), text.size()); }, Durability::kCache);
   }
   std::vector<std::string> a = {mpirun_, "-np", std::to_string(ranks_)};
   std::istringstream extra(o_.mpirun_args);

@@ -198,6 +198,8 @@ CREATE TABLE IF NOT EXISTS contributions(
   add_column_if_missing(db, "contributors", "bytes_down_pending", "INTEGER NOT NULL DEFAULT 0");
   add_column_if_missing(db, "contributors", "last_upload", "REAL");
   add_column_if_missing(db, "rounds", "update_bytes", "INTEGER");
+  // The key of a job's replay draws (score.h replay_drawn).
+  add_column_if_missing(db, "jobs", "replay_secret", "INTEGER");
   add_column_if_missing(db, "rounds", "score_s", "REAL");
   add_column_if_missing(db, "rounds", "replay_s", "REAL");
   add_column_if_missing(db, "rounds", "replays", "INTEGER");

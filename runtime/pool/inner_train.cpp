@@ -19,6 +19,7 @@ TrainSettings train_settings(const JobSpec& s) {
   t.weight_decay = s.weight_decay, t.grad_clip = s.grad_clip, t.beta1 = s.beta1;
   t.beta2 = s.beta2, t.seed = s.seed;
   t.total_steps = std::int64_t(s.rounds) * s.inner_steps;
+  t.round_warmup = s.round_warmup();
   return t;
 }
 
@@ -35,6 +36,7 @@ TrainOptions inner_train_options(const TrainSettings& t, std::int64_t slot, std:
   to.lr = float(t.lr);
   to.lr_schedule = t.lr_schedule;
   to.warmup_steps = int(t.warmup_steps);
+  to.restart_warmup = int(t.round_warmup);
   to.weight_decay = float(t.weight_decay);
   to.grad_clip = float(t.grad_clip);
   to.beta1 = float(t.beta1);

@@ -34,6 +34,7 @@ JobSpec parse_job(const json& j) {
                                 "inner_lr",
                                 "lr_schedule",
                                 "warmup_steps",
+                                "round_warmup_steps",
                                 "weight_decay",
                                 "grad_clip",
                                 "beta1",
@@ -120,6 +121,7 @@ JobSpec parse_job(const json& j) {
   f.number("inner_lr", s.inner_lr, 0, kHuge, true);
   f.text("lr_schedule", s.lr_schedule);
   f.integer("warmup_steps", s.warmup_steps, 0, 1'000'000);
+  f.integer("round_warmup_steps", s.round_warmup_steps, -1, 1'000'000);
   f.number("weight_decay", s.weight_decay, 0, kHuge);
   f.number("grad_clip", s.grad_clip, 0, kHuge);
   f.number("beta1", s.beta1, 0, 1, false, true);
@@ -206,6 +208,7 @@ nlohmann::json job_to_json(const JobSpec& s) {
   j["inner_lr"] = s.inner_lr;
   j["lr_schedule"] = s.lr_schedule;
   j["warmup_steps"] = s.warmup_steps;
+  j["round_warmup_steps"] = s.round_warmup_steps;
   j["weight_decay"] = s.weight_decay;
   j["grad_clip"] = s.grad_clip;
   j["beta1"] = s.beta1;

@@ -12,7 +12,7 @@
 //   "train_data": "data/train_*.bin", "val_data": "data/val_*.bin",
 //   "batch_size": 4, "seq_len": 32, "grad_accum": 1,   (per contributor, per inner step)
 //   "inner_steps": 5, "inner_lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0,
-//   "weight_decay": 0, "grad_clip": 1, "beta1": 0.9, "beta2": 0.95,
+//   "round_warmup_steps": -1, "weight_decay": 0, "grad_clip": 1, "beta1": 0.9, "beta2": 0.95,
 //   "outer_lr": 0.7, "outer_momentum": 0.9,
 //   "rounds": 10, "min_contributors": 1, "max_contributors": 4,
 //   "round_deadline_s": 300, "compression": "int8", "block_size": 256,
@@ -65,6 +65,13 @@ struct JobSpec {
   float inner_lr = 1e-3f;
   std::string lr_schedule = "constant";
   int warmup_steps = 0;
+  // The inner learning rate ramps up over this many steps at the start of
+  // every round (AdamW starts afresh each round: see inner_train.h); -1 =
+  // inner_steps / 5.
+  int round_warmup_steps = -1;
+  int round_warmup() const {
+    return round_warmup_steps >= 0 ? round_warmup_steps : inner_steps / 5;
+  }
   float weight_decay = 0.0f, grad_clip = 1.0f, beta1 = 0.9f, beta2 = 0.95f;
   float outer_lr = 0.7f, outer_momentum = 0.9f;
   int rounds = 10;

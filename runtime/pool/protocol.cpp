@@ -198,7 +198,8 @@ void to_json(json& j, const WorkResponse& r) {
          {"beta1", t.beta1},
          {"beta2", t.beta2},
          {"seed", t.seed},
-         {"total_steps", t.total_steps}}},
+         {"total_steps", t.total_steps},
+         {"round_warmup", t.round_warmup}}},
        {"shards", shards}};
 }
 
@@ -258,6 +259,7 @@ void from_json(const json& j, WorkResponse& r) {
   if (!seed.is_number_unsigned()) bad("train.seed", "expected a non-negative integer");
   s.seed = seed.get<std::uint64_t>();
   s.total_steps = req_int(t, "total_steps", p, 0, INT64_MAX);
+  s.round_warmup = req_int(t, "round_warmup", p, 0, 1'000'000);
   const json& sh = *find(j, "shards", "", true);
   if (!sh.is_array()) bad("shards", "expected an array");
   for (const auto& x : sh) {

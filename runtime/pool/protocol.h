@@ -77,6 +77,7 @@ struct TrainSettings {
   double weight_decay = 0, grad_clip = 0, beta1 = 0, beta2 = 0;
   std::uint64_t seed = 0;
   std::int64_t total_steps = 0;
+  std::int64_t round_warmup = 0; // steps of the inner lr's ramp at each round's start
 };
 // A training shard of the job: its index (GET /api/jobs/ID/shards/INDEX),
 // size and XXH64 (runtime/io/xxh64.h) as the coordinator recorded them when

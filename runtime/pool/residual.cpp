@@ -42,10 +42,16 @@ std::string mismatch(std::int64_t job, std::int64_t round, std::uint64_t n, std:
 void save_residual(const std::string& path, std::int64_t job, std::int64_t round,
                    std::span<const float> r) {
   const Header h{kMagic, kVersion, job, round, r.size(), checksum(r)};
-  write_atomic(path, [&](const ByteSink& out) {
-    out(&h, sizeof(h));
-    out(r.data(), 4 * r.size());
-  });
+  // No fsync on the contributor's hot path: a restarted process finds the
+  // file (the page cache outlives it); after a machine crash a lost or torn
+  // residual fails its checksum and is dropped with the reason.
+  write_atomic(
+      path,
+      [&](const ByteSink& out) {
+        out(&h, sizeof(h));
+        out(r.data(), 4 * r.size());
+      },
+      Durability::kCache);
 }
 
 std::optional<std::vector<float>> load_residual(const std::string& path, std::int64_t job,

@@ -48,9 +48,10 @@ std::string score_verdict(const ScoreResult& s, double round_noise, double round
   return "";
 }
 
-bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor, double prob) {
-  // splitmix64 of the three ids: a uniform draw in [0, 1).
-  std::uint64_t x = std::uint64_t(job) * 0x9e3779b97f4a7c15ull ^
+bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor, double prob,
+                  std::uint64_t secret) {
+  // splitmix64 of the three ids and the key: a uniform draw in [0, 1).
+  std::uint64_t x = secret ^ std::uint64_t(job) * 0x9e3779b97f4a7c15ull ^
                     std::uint64_t(round) * 0xbf58476d1ce4e5b9ull ^
                     std::uint64_t(contributor) * 0x94d049bb133111ebull;
   x ^= x >> 30;

@@ -64,10 +64,13 @@ std::string score_verdict(const ScoreResult& s, double round_noise, double round
                           bool own_rows_first = true);
 
 // Whether the coordinator replays an upload: drawn with probability `prob`
-// from a hash of (job, round, contributor), so a run is reproducible and a
-// contributor cannot predict its draw without the coordinator's rule; or
-// always when suspicious (see replay_suspicious).
-bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor, double prob);
+// from a hash of (job, round, contributor) keyed with the job's secret (a
+// random 64-bit value the coordinator keeps to itself), so a restarted
+// coordinator draws the same, and a contributor, which knows the rule but
+// not the key, cannot tell which of its uploads will be re-run; or always
+// when suspicious (see replay_suspicious).
+bool replay_drawn(std::int64_t job, std::int64_t round, std::int64_t contributor, double prob,
+                  std::uint64_t secret);
 // Suspicious: its rating is below the prior's 0.5 (it failed before), its
 // norm is outside [0.5, 2] x the round's reference, it lowers its own rows'
 // loss less than twice as much as other rows' (which, on small noisy

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "runtime/data/loader.h"
@@ -37,6 +38,7 @@ struct PoolState::JobRt {
   std::unique_ptr<DataLoader> val;
   std::vector<int> in, tg;
   std::map<std::int64_t, std::uint64_t> model_sums; // round -> params_checksum of its model
+  std::uint64_t replay_secret = 0;                  // keys replay draws (score.h); never shown
   // Per training shard: the size and modification time at which this process
   // last found its bytes to match the hash recorded at submission (unset:
   // not checked yet); shard_file re-hashes only when they change.
@@ -88,6 +90,12 @@ struct PoolState::CloseWork {
 };
 
 namespace {
+// A job's replay key (score.h replay_drawn).
+std::uint64_t random_secret() {
+  std::random_device rd;
+  return std::uint64_t(rd()) << 32 ^ std::uint64_t(rd());
+}
+
 // Size and XXH64 of each file, read whole once.
 std::vector<JobSpec::Shard> record_shards(const std::vector<std::string>& files) {
   std::vector<JobSpec::Shard> out;
@@ -139,13 +147,21 @@ std::optional<TokenInfo> PoolState::authenticate(const std::string& secret) {
 PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   auto it = jobs_.find(job);
   if (it != jobs_.end()) return *it->second;
-  auto st = db_.prepare("SELECT spec, param_count FROM jobs WHERE id = ?");
+  auto st = db_.prepare("SELECT spec, param_count, replay_secret FROM jobs WHERE id = ?");
   st.bind(1, job);
   if (!st.step()) throw Refused(404, "no job " + std::to_string(job));
   auto rt = std::make_unique<JobRt>();
   rt->spec = parse_job(json::parse(st.text(0)));
   rt->cfg = rt->spec.shape;
   rt->n = std::size_t(st.i64(1));
+  if (st.is_null(2)) { // a job from before the key existed: give it one
+    rt->replay_secret = random_secret();
+    db_.prepare("UPDATE jobs SET replay_secret = ? WHERE id = ?")
+        .bind_all(std::int64_t(rt->replay_secret), job)
+        .run();
+  } else {
+    rt->replay_secret = std::uint64_t(st.i64(2));
+  }
   if (rt->spec.train_shards.size() != rt->spec.train_files.size()) {
     // A job stored before shards were hashed at submission: hash them now,
     // once, and store the result with the job.
@@ -235,9 +251,10 @@ std::int64_t PoolState::submit_job(const json& spec_json) {
   (void)probe;
 
   Tx tx(db_);
-  db_.prepare("INSERT INTO jobs(name, spec, status, round, param_count, created) "
-              "VALUES(?, ?, 'running', 0, ?, ?)")
-      .bind_all(s.name, job_to_json(s).dump(), std::int64_t(params.size()), unix_now())
+  db_.prepare("INSERT INTO jobs(name, spec, status, round, param_count, created, replay_secret) "
+              "VALUES(?, ?, 'running', 0, ?, ?, ?)")
+      .bind_all(s.name, job_to_json(s).dump(), std::int64_t(params.size()), unix_now(),
+                std::int64_t(random_secret()))
       .run();
   const std::int64_t id = db_.last_insert_id();
   fs::create_directories(fs::path(job_dir(id)) / "pending");
@@ -846,7 +863,7 @@ void PoolState::compute_close(CloseWork& w) {
   std::vector<std::pair<CloseWork::Row*, double>> scales; // error feedback: size vs re-run
   for (auto& row : w.rows) {
     if (!row.reason.empty() || row.slot < 0) continue;
-    if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob) &&
+    if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob, rt.replay_secret) &&
         !replay_suspicious(row.rating.mean(), row.norm, ref.value,
                            row.score ? &*row.score : nullptr, median_gain))
       continue;

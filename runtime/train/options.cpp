@@ -78,6 +78,7 @@ void validate_train_options(const TrainOptions& o, bool plan_only) {
           "--data-start-batch", "expected 0..2^40");
   in_range(o.run_steps, 0, kMaxSteps, "--run-steps");
   in_range(o.start_step, -1, kMaxSteps, "--start-step");
+  in_range(o.restart_warmup, 0, kMaxSteps, "--restart-warmup");
   require(o.start_step < 0 || !o.resume, "--start-step", "cannot be combined with --resume");
   in_range(o.dp, 1, kMaxRanks, "--dp");
   in_range(o.pp, 1, kMaxStages, "--pp");

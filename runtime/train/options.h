@@ -72,6 +72,12 @@ struct TrainOptions {
   // that counts its steps (the LR schedule) from S, AdamW's bias correction
   // from 1, as Trainer::restart_optimizer(S) does in process.
   int start_step = -1;
+  // With a fresh AdamW (start_step, or each pool round in process): the
+  // learning rate ramps linearly over this many steps from the restart
+  // (hidden `--restart-warmup`, 0 = none). A fresh AdamW's first steps move
+  // every parameter by about the learning rate, which throws a trained model
+  // far off; the ramp keeps them small.
+  int restart_warmup = 0;
   std::string save_path;
   int save_version = 3; // 3 = fp32, 5 = bf16
   std::string metrics_out;

@@ -57,6 +57,7 @@ std::string train_options_file_text(const TrainOptions& o) {
     l.text("data-slice", std::to_string(o.data_rank) + "/" + std::to_string(o.data_ranks));
   if (o.data_start_batch >= 0) l.num("data-start-batch", (long long)o.data_start_batch);
   if (o.start_step >= 0) l.num("start-step", o.start_step);
+  if (o.restart_warmup > 0) l.num("restart-warmup", o.restart_warmup);
   if (o.run_steps > 0) l.num("run-steps", o.run_steps);
   l.text("save", o.save_path);
   l.text("metrics-out", o.metrics_out);

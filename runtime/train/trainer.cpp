@@ -352,7 +352,12 @@ StepMetrics Trainer::step() {
   const float norm = float(std::sqrt(sync_->global_norm()));
   if (opt_.grad_clip > 0 && norm > opt_.grad_clip) engine_->scale_grads(opt_.grad_clip / norm);
   LrSchedule sched{opt_.lr_schedule, opt_.lr, opt_.warmup_steps, opt_.steps, opt_.final_lr_frac};
-  const float lr = sched.at(step_);
+  // After an optimizer restart (a pool round) the rate ramps up again.
+  const int since_restart = step_ - adam_base_;
+  const float ramp = opt_.restart_warmup > 0 && since_restart < opt_.restart_warmup
+                         ? float(since_restart + 1) / float(opt_.restart_warmup)
+                         : 1.0f;
+  const float lr = sched.at(step_) * ramp;
   AdamWConfig ac{opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay};
   const auto range = sync_->update_range();
   engine_->adamw(ac, lr, step_ - adam_base_ + 1, range.first, range.second);
