@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The same job twice through a real coordinator and 2 contributors: uploads
 # and the downloaded outer update as int8 (dense), then as sparse top-k
-# (density 0.016, 2-bit values, chunks of 4096, error feedback), default
+# (density 0.016, 4-bit values, chunks of 4096, error feedback), default
 # trust settings. Checked: at least 90% of uploads accepted in each run;
 # the sparse run's held-out loss is within 5% of the int8 run's, and after
 # the first round (the whole-model download) a sparse contribution moves at
@@ -15,7 +15,7 @@ run() { # NAME CODEC_JSON -> job id
 {"name": "$1", "model": {"layers": 2, "heads": 2, "channels": 64, "vocab": 256, "max_seq_len": 32, "seed": 5},
  "train_data": "data/addition_train_*.bin", "val_data": "data/addition_val_*.bin",
  "batch_size": 4, "seq_len": 32, "inner_steps": 5, "inner_lr": 3e-3,
- "outer_lr": 0.7, "outer_momentum": 0.9, "rounds": 16, "min_contributors": 2, "max_contributors": 2,
+ "outer_lr": 0.7, "outer_momentum": 0.9, "rounds": 32, "min_contributors": 2, "max_contributors": 2,
  "round_deadline_s": 60, $2, "val_batches": 8}
 JSON
   "$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job_$1.json > submit_$1.log 2>&1 ||
@@ -29,7 +29,7 @@ JSON
   for p in "${cs[@]}"; do wait $p || fail "contributor exited $? ($1)"; done
 }
 run int8 '"compression": "int8"'
-run sparse '"compression": "sparse", "topk_density": 0.016, "value_bits": 2, "chunk_size": 4096'
+run sparse '"compression": "sparse", "topk_density": 0.016, "value_bits": 4, "chunk_size": 4096'
 "$MYELIN" pool status --pool "$URL" --token "$TOK" --json > status.json
 "$MYELIN" pool ledger --pool "$URL" --token "$TOK" --format json > ledger.json
 python3 - <<'PY' || fail "sparse vs int8 criteria not met"
