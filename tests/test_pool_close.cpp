@@ -231,7 +231,9 @@ TEST(PoolClose, SparseJobRefusesOtherCodecSettings) {
                  {"replay_prob", 0.0},
                  {"score_batches", 0}});
   std::int64_t cid = 0;
-  auto [a, g] = f.honest(cid);
+  const auto work = f.honest(cid); // (no structured binding: the lambda below uses them)
+  const Assignment& a = work.first;
+  const std::vector<float>& g = work.second;
   CodecParams want;
   want.codec = Codec::kSparse, want.density = 0.05, want.value_bits = 4, want.chunk = 1024;
   EXPECT_EQ(a.codec, want);
