@@ -41,6 +41,7 @@ void stripe(std::array<std::uint64_t, 4>& acc, const unsigned char* p) {
 Xxh64::Xxh64() : acc_{kP1 + kP2, kP2, 0, 0 - kP1} {}
 
 void Xxh64::add(const void* data, std::size_t n) {
+  if (n == 0) return; // an empty span's data() may be null, which memcpy may not take
   auto* p = static_cast<const unsigned char*>(data);
   total_ += n;
   if (buffered_ > 0) {
