@@ -131,68 +131,6 @@ TEST(PoolCompress, HeaderCarriesTheOriginUnderTheChecksum) {
   }
 }
 
-namespace {
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), 4 * a.size()) == 0;
-}
-} // namespace
-
-TEST(PoolDelta, RoundTripsRandomBitsExactly) {
-  std::mt19937 rng(7);
-  std::vector<float> a(5000), b(5000);
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    std::uint32_t x = rng(), y = rng();
-    std::memcpy(&a[i], &x, 4); // any bit pattern, NaNs and infinities included
-    std::memcpy(&b[i], &y, 4);
-  }
-  const std::string d = encode_model_delta(a, b, 4, 6);
-  EXPECT_TRUE(same_bits(apply_model_delta(d, a, 4, 6), b));
-  // identical models: a tiny delta
-  const std::string z = encode_model_delta(a, a, 6, 7);
-  EXPECT_LT(z.size(), kDeltaHeaderBytes + 200);
-  EXPECT_TRUE(same_bits(apply_model_delta(z, a, 6, 7), a));
-  const std::vector<float> none;
-  EXPECT_TRUE(apply_model_delta(encode_model_delta(none, none, 0, 1), none, 0, 1).empty());
-}
-
-TEST(PoolDelta, RealisticUpdateIsExactAndSmaller) {
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  const std::size_t n = 100000;
-  std::vector<float> p(n), q(n);
-  for (std::size_t i = 0; i < n; ++i) p[i] = 0.02f * nd(rng);
-  for (std::size_t i = 0; i < n; ++i) q[i] = p[i] - 1e-3f * nd(rng); // p - lr * g
-  const std::string d = encode_model_delta(p, q, 0, 1);
-  EXPECT_TRUE(same_bits(apply_model_delta(d, p, 0, 1), q));
-  EXPECT_LT(d.size(), 4 * n * 4 / 5) << "delta " << d.size() << " bytes vs " << 4 * n << " fp32";
-}
-
-TEST(PoolDelta, CorruptedOrMismatchedDeltasAreRefused) {
-  const auto p = ramp(3000), q = ramp(3000, 1.001f);
-  const std::string d = encode_model_delta(p, q, 2, 3);
-  ASSERT_TRUE(same_bits(apply_model_delta(d, p, 2, 3), q));
-  auto refused = [&](const std::string& bytes, const std::vector<float>& base, std::int64_t from,
-                     std::int64_t to) {
-    EXPECT_THROW(apply_model_delta(bytes, base, from, to), InputError);
-  };
-  std::string c = d;
-  c[kDeltaHeaderBytes + c.size() / 3 - kDeltaHeaderBytes / 3] ^= 0x10; // payload bit flip
-  refused(c, p, 2, 3);
-  refused(d.substr(0, d.size() - 1), p, 2, 3); // truncated
-  refused(d + "x", p, 2, 3);                   // padded
-  refused(d.substr(0, 10), p, 2, 3);           // shorter than the header
-  refused(d, p, 1, 3);                         // wrong base round
-  refused(d, p, 2, 4);                         // wrong target round
-  refused(d, ramp(2999), 2, 3);                // wrong shape
-  auto other = p;
-  other[5] += 1.0f;
-  refused(d, other, 2, 3); // wrong base model: checksum
-  std::string m = d;
-  m[0] = 'X';
-  refused(m, p, 2, 3); // bad magic
-  EXPECT_THROW(encode_model_delta(p, ramp(10), 0, 1), std::invalid_argument);
-}
-
 TEST(PoolOuter, PlainStepWithUnitLrAndNoMomentumSubtractsG) {
   std::vector<float> p = {1.0f, -2.0f, 0.5f}, m(3, 0.0f);
   const std::vector<float> g = {0.25f, -0.5f, 0.125f};

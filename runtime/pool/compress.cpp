@@ -5,8 +5,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <zlib.h>
-
 #include "runtime/io/file_util.h"
 #include "runtime/pool/sparse_codec.h"
 #include "runtime/util/error.h"
@@ -28,31 +26,6 @@ static_assert(sizeof(Header) == kWireHeaderBytes);
 
 std::size_t blocks(std::size_t n, std::uint32_t block) { return (n + block - 1) / block; }
 
-constexpr std::uint32_t kDeltaMagic = 0x444d594d; // "MYMD"
-constexpr std::uint32_t kDeltaVersion = 1;
-struct DeltaHeader {
-  std::uint32_t magic, version;
-  std::int64_t from, to;
-  std::uint64_t n, raw, packed, checksum;
-};
-static_assert(sizeof(DeltaHeader) == kDeltaHeaderBytes);
-
-// XOR of the bit patterns, byte k of every element in plane 3 - k.
-std::vector<unsigned char> xor_planes(std::span<const float> a, std::span<const float> b) {
-  const std::size_t n = a.size();
-  std::vector<unsigned char> out(4 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint32_t x, y;
-    std::memcpy(&x, &a[i], 4);
-    std::memcpy(&y, &b[i], 4);
-    const std::uint32_t d = x ^ y;
-    out[i] = static_cast<unsigned char>(d >> 24);
-    out[n + i] = static_cast<unsigned char>(d >> 16);
-    out[2 * n + i] = static_cast<unsigned char>(d >> 8);
-    out[3 * n + i] = static_cast<unsigned char>(d);
-  }
-  return out;
-}
 } // namespace
 
 Codec parse_codec(const std::string& name) {
@@ -258,66 +231,6 @@ std::uint64_t params_checksum(std::span<const float> p) {
   Fnv1a h;
   h.add(p.data(), 4 * p.size());
   return h.h;
-}
-
-std::string encode_model_delta(std::span<const float> old_p, std::span<const float> new_p,
-                               std::int64_t from, std::int64_t to) {
-  if (old_p.size() != new_p.size())
-    throw std::invalid_argument("model delta: " + std::to_string(old_p.size()) + " vs " +
-                                std::to_string(new_p.size()) + " parameters");
-  const std::vector<unsigned char> raw = xor_planes(old_p, new_p);
-  uLongf packed = compressBound(uLong(raw.size()));
-  std::string out(kDeltaHeaderBytes + packed, '\0');
-  const int rc = compress2(reinterpret_cast<Bytef*>(out.data() + kDeltaHeaderBytes), &packed,
-                           raw.data(), uLong(raw.size()), Z_DEFAULT_COMPRESSION);
-  if (rc != Z_OK)
-    throw std::runtime_error("model delta: zlib compress2 failed (" + std::to_string(rc) + ")");
-  out.resize(kDeltaHeaderBytes + packed);
-  DeltaHeader hd{kDeltaMagic,  kDeltaVersion, from,   to,
-                 new_p.size(), raw.size(),    packed, params_checksum(new_p)};
-  std::memcpy(out.data(), &hd, sizeof(hd));
-  return out;
-}
-
-std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
-                                     std::int64_t from, std::int64_t to) {
-  if (bytes.size() < kDeltaHeaderBytes)
-    throw InputError("model delta truncated: " + std::to_string(bytes.size()) +
-                     " bytes, shorter than the header");
-  DeltaHeader hd;
-  std::memcpy(&hd, bytes.data(), sizeof(hd));
-  if (hd.magic != kDeltaMagic) throw InputError("not a model delta (bad magic)");
-  if (hd.version != kDeltaVersion)
-    throw InputError("unsupported model delta version " + std::to_string(hd.version));
-  if (hd.from != from || hd.to != to)
-    throw InputError("model delta is for rounds " + std::to_string(hd.from) + " -> " +
-                     std::to_string(hd.to) + ", expected " + std::to_string(from) + " -> " +
-                     std::to_string(to));
-  const std::size_t n = old_p.size();
-  if (hd.n != n || hd.raw != 4 * std::uint64_t(n))
-    throw InputError("model delta shape mismatch: " + std::to_string(hd.n) +
-                     " elements, the model has " + std::to_string(n));
-  if (hd.packed != bytes.size() - kDeltaHeaderBytes)
-    throw InputError("model delta truncated or padded: " + std::to_string(bytes.size()) +
-                     " bytes, expected " + std::to_string(kDeltaHeaderBytes + hd.packed));
-  std::vector<unsigned char> raw(4 * n);
-  uLongf got = uLongf(raw.size());
-  const int rc =
-      uncompress(raw.data(), &got, reinterpret_cast<const Bytef*>(bytes.data() + kDeltaHeaderBytes),
-                 uLong(hd.packed));
-  if (rc != Z_OK || got != raw.size())
-    throw InputError("model delta does not inflate (corrupted; zlib " + std::to_string(rc) + ")");
-  std::vector<float> out(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint32_t x;
-    std::memcpy(&x, &old_p[i], 4);
-    x ^= (std::uint32_t(raw[i]) << 24) | (std::uint32_t(raw[n + i]) << 16) |
-         (std::uint32_t(raw[2 * n + i]) << 8) | std::uint32_t(raw[3 * n + i]);
-    std::memcpy(&out[i], &x, 4);
-  }
-  if (params_checksum(out) != hd.checksum)
-    throw InputError("model delta checksum mismatch (wrong base model or corrupted)");
-  return out;
 }
 
 } // namespace myelin::pool

@@ -25,15 +25,9 @@
 // a - decoded is exact in fp32, so error feedback (encode_with_feedback)
 // carries exactly what an upload dropped into the next one.
 //
-// Model deltas (downloads): a contributor holding the global model of an
-// older round gets only what changed, losslessly. The payload is the XOR of
-// the fp32 bit patterns of new and old parameters (u32), its bytes regrouped
-// by significance (all byte 3s, then all byte 2s, ...: sign and exponent
-// rarely change, so those planes are almost all zeros), deflated with zlib.
-// Header (56 bytes, little-endian): magic "MYMD", version 1, from round (i64),
-// to round (i64), element count (u64), raw size 4n (u64), compressed size
-// (u64), FNV-1a of the reconstructed new fp32 bytes (u64). The receiver
-// rebuilds new = old XOR delta bit for bit and checks that checksum.
+// Downloads use the same format: the coordinator's outer update of a round
+// (its origin: job, round and the checksum of the model it applies to),
+// applied as model - decoded, element by element (state.h update_file).
 #pragma once
 
 #include <cstddef>
@@ -111,17 +105,7 @@ Decoded decode(const std::string& bytes, std::size_t expected_n);
 // (per full chunk and in the last, shorter one).
 std::string codec_mismatch(const Decoded& d, const CodecParams& job, std::size_t n);
 
-constexpr std::size_t kDeltaHeaderBytes = 56;
 // FNV-1a 64 of the fp32 bytes of a model's parameters.
 std::uint64_t params_checksum(std::span<const float> p);
-// The delta that turns old_p (round `from`) into new_p (round `to`); the
-// sizes must match (std::invalid_argument otherwise).
-std::string encode_model_delta(std::span<const float> old_p, std::span<const float> new_p,
-                               std::int64_t from, std::int64_t to);
-// Rebuilds round `to`'s parameters from old_p (round `from`). Checks magic,
-// version, rounds, sizes, inflation and the checksum of the result; throws
-// InputError with a reason on any mismatch.
-std::vector<float> apply_model_delta(const std::string& bytes, std::span<const float> old_p,
-                                     std::int64_t from, std::int64_t to);
 
 } // namespace myelin::pool
