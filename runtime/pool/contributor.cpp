@@ -280,10 +280,6 @@ void Agent::ensure_shards(const Assignment& w, const std::string& dir) {
 void Agent::fetch_model(const Assignment& w, const std::string& dir) {
   const std::int64_t job = w.job, round = w.base_round;
   const std::size_t n = std::size_t(w.param_count);
-  if (model_job_ == job && model_round_ == round && model_sum_ == w.model_checksum) {
-    ++st_.model_skips;
-    return;
-  }
   const std::string model = (fs::path(dir) / "model.bin").string();
   const std::string round_file = (fs::path(dir) / "model.round").string();
   if (model_job_ != job) { // after a restart or a job change: the work dir's copy
@@ -302,10 +298,10 @@ void Agent::fetch_model(const Assignment& w, const std::string& dir) {
       } catch (const std::exception&) {
       }
     }
-    if (model_job_ == job && model_round_ == round && model_sum_ == w.model_checksum) {
-      ++st_.model_skips;
-      return;
-    }
+  }
+  if (model_job_ == job && model_round_ == round && model_sum_ == w.model_checksum) {
+    ++st_.model_skips;
+    return;
   }
   const std::uint64_t full = 256 * sizeof(std::int32_t) + 4 * std::uint64_t(n);
   st_.model_bytes_full += full;

@@ -85,6 +85,7 @@ struct PoolState::CloseWork {
   std::int64_t tokens = 0, replays = 0;
   std::optional<double> update_norm, median_norm, train_loss, val;
   double score_s = 0, replay_s = 0;
+  std::uint64_t model_sum = 0;     // params_checksum of `model` (the round's own)
   std::uint64_t next_checksum = 0; // params_checksum of the next round's model
   std::size_t update_bytes = 0;    // the encoded outer update contributors download
 };
@@ -402,11 +403,8 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
   std::int64_t slot = slot_in(round);
   const bool done_here = has_contribution(round);
   if (slot < 0 && !done_here && s.overlap && round + 1 < s.rounds)
-    if (const auto ahead = slot_in(round + 1); ahead >= 0) { // taken while the round closed
+    if (const auto ahead = slot_in(round + 1); ahead >= 0) // taken while the round closed
       target = round + 1, slot = ahead;
-      if (has_contribution(target))
-        return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
-    }
   // A round being closed takes no new slots: work handed out now would arrive
   // after the close and be refused as stale. The newcomer starts next round.
   if (target == round && (done_here || (slot < 0 && rt.closing))) {
@@ -416,9 +414,9 @@ WorkResponse PoolState::work(const TokenInfo& who, std::int64_t cid) {
                             : "round " + std::to_string(round) + " is closing");
     target = round + 1;
     slot = slot_in(target);
-    if (has_contribution(target))
-      return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
   }
+  if (target != round && has_contribution(target)) // done with the next round too
+    return wait(0.05, false, "waiting for round " + std::to_string(round) + " to close");
 
   Tx tx(db_);
   if (slot < 0) {
@@ -799,6 +797,7 @@ std::unique_ptr<PoolState::CloseWork> PoolState::take_ready(std::int64_t job) {
   w->residual = round_path(job, "residual", r);
   w->next_residual = round_path(job, "residual", r + 1);
   w->update = round_path(job, "update", r);
+  w->model_sum = model_checksum(job, r).value_or(0);
   return w;
 }
 
@@ -972,7 +971,7 @@ void PoolState::compute_close(CloseWork& w) {
   // feedback), and the global model moves by exactly the decoded update, so
   // a contributor applying it holds the same bits.
   const CodecParams& codec = s.codec;
-  const UploadOrigin origin{w.job, w.round, params_checksum(params)};
+  const UploadOrigin origin{w.job, w.round, w.model_sum};
   std::vector<float> applied;
   std::string update;
   const bool feedback = codec.codec != Codec::kNone;
