@@ -99,9 +99,9 @@ int bench_main(const Args& args) {
   };
   std::stringstream names(models);
   for (std::string name; std::getline(names, name, ',');) {
-    GPT2Config shape;
-    require(gpt2_preset(name, shape), "--models",
-            "unknown model '" + name + "' (expected " + kGpt2PresetNames + ")");
+    ModelConfig shape;
+    require(model_preset(name, shape), "--models",
+            "unknown model '" + name + "' (expected " + kPresetNames + ")");
     validate_micro_batch(shape, cuda_batch, cuda_seq, cuda_flag);
     require(std::int64_t(cuda_batch) * shape.num_heads <= 65535, "--cuda-batch",
             "batch x heads must be <= 65535 (" + name + " has " + std::to_string(shape.num_heads) +

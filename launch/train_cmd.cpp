@@ -24,7 +24,7 @@ namespace {
 // the options alone.
 int print_memory_plan(const TrainOptions& o) {
   validate_train_options(o, true);
-  GPT2Config cfg = o.shape;
+  ModelConfig cfg = o.shape;
   if (!o.model_path.empty()) {
     cfg = load_any_model_config(o.model_path);
     validate_micro_batch(cfg, o.batch_size, o.seq_len, flag_names());
@@ -208,8 +208,8 @@ int train_main(const Args& args) {
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = default_padded_vocab(o.shape.vocab_size);
-  if (!preset.empty() && !gpt2_preset(preset, o.shape))
-    throw InputError("--preset: expected one of " + std::string(kGpt2PresetNames) + ", got '" +
+  if (!preset.empty() && !model_preset(preset, o.shape))
+    throw InputError("--preset: expected one of " + std::string(kPresetNames) + ", got '" +
                      preset + "'");
   if (!vm.count("dtype")) o.dtype = o.device == "cuda" ? "bf16" : "fp32";
   if (vm["memory-plan"].as<bool>()) return print_memory_plan(o);

@@ -35,7 +35,7 @@ std::vector<std::string> lines_of(const std::string& text) {
 std::uint64_t key(const AdditionProblem& p) { return p.a * 1000 + p.b; }
 // A random byte-level model (vocabulary 256) small enough for fast forwards.
 std::unique_ptr<Engine> small_model(int max_T) {
-  const GPT2Config c{max_T, 256, 256, 2, 2, 32};
+  const ModelConfig c{max_T, 256, 256, 2, 2, 32};
   auto e = make_cpu_engine(c, StageSpec::whole(c), 1, max_T, 1);
   e->set_params(gpt2_init(c, 11));
   return e;

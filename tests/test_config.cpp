@@ -1,4 +1,4 @@
-// The one size check of a model shape and a micro-batch (GPT2Config::validate,
+// The one size check of a model shape and a micro-batch (ModelConfig::validate,
 // validate_micro_batch) and the overflow-checked arithmetic under it.
 #include <gtest/gtest.h>
 
@@ -35,27 +35,27 @@ TEST(CheckedMath, OverflowIsReportedNotWrapped) {
 
 TEST(ModelShape, PresetsPassAndCountTheirParameters) {
   for (const char* name : {"124M", "350M", "774M", "1.5B"}) {
-    GPT2Config c;
-    ASSERT_TRUE(gpt2_preset(name, c));
+    ModelConfig c;
+    ASSERT_TRUE(model_preset(name, c));
     EXPECT_NO_THROW(c.validate());
     EXPECT_EQ(c.param_count(), ParamLayout(c).total) << name;
   }
-  GPT2Config c;
-  gpt2_preset("124M", c);
+  ModelConfig c;
+  model_preset("124M", c);
   EXPECT_EQ(ParamLayout(c).total, 124475904u);
 }
 
 // The issue's shape: 5 layers, C = 2^29, Vp = 2147483580 wrapped the parameter
 // count to 0 and gpt2_init wrote through a null pointer.
 TEST(ModelShape, TheIssuesWrappingShapeIsRefusedNamingTheField) {
-  const GPT2Config c{1, 256, 2147483580, 5, 1, 536870912};
+  const ModelConfig c{1, 256, 2147483580, 5, 1, 536870912};
   EXPECT_FALSE(c.param_count() && *c.param_count() <= kMaxParams);
   EXPECT_TRUE(starts_with(input_error([&] { c.validate(flag_names()); }),
                           "--channels: expected 1..65536, got 536870912"));
   EXPECT_TRUE(starts_with(input_error([&] { c.validate(key_names("m.bin: bad model header: ")); }),
                           "m.bin: bad model header: channels: "));
   EXPECT_THROW(ParamLayout{c}, InputError); // never a layout of 0 elements
-  GPT2Config v = c;
+  ModelConfig v = c;
   v.channels = 64;
   EXPECT_TRUE(starts_with(input_error([&] { v.validate(flag_names()); }), "--padded-vocab: "));
   EXPECT_TRUE(starts_with(input_error([&] { v.validate(key_names("job.model.")); }),
@@ -63,10 +63,10 @@ TEST(ModelShape, TheIssuesWrappingShapeIsRefusedNamingTheField) {
 }
 
 TEST(ModelShape, EveryFieldHasBounds) {
-  const GPT2Config ok{64, 256, 256, 2, 2, 32};
+  const ModelConfig ok{64, 256, 256, 2, 2, 32};
   EXPECT_NO_THROW(ok.validate());
   struct Case {
-    GPT2Config c;
+    ModelConfig c;
     const char* flag;
   };
   const Case cases[] = {
@@ -99,8 +99,8 @@ TEST(ModelShape, DefaultPaddedVocabNeverOverflows) {
 }
 
 TEST(MicroBatch, BatchAndSequenceAreBoundedAgainstTheModel) {
-  GPT2Config c;
-  gpt2_preset("1.5B", c);
+  ModelConfig c;
+  model_preset("1.5B", c);
   // GPT-2 1.5B at 64 x 1024 (the memory plan's example) is within the bounds.
   EXPECT_NO_THROW(validate_micro_batch(c, 64, 1024, flag_names()));
   EXPECT_TRUE(starts_with(input_error([&] { validate_micro_batch(c, 0, 1024, flag_names()); }),
@@ -113,7 +113,7 @@ TEST(MicroBatch, BatchAndSequenceAreBoundedAgainstTheModel) {
   EXPECT_TRUE(starts_with(input_error([&] { validate_micro_batch(c, 16384, 1024, flag_names()); }),
                           "--batch-size: ")); // 2^24 tokens, over 2^40 activations
   // Activations: a long context stores B x NH x T^2 attention per layer.
-  const GPT2Config wide{1 << 20, 256, 256, 64, 64, 4096};
+  const ModelConfig wide{1 << 20, 256, 256, 64, 64, 4096};
   ASSERT_NO_THROW(wide.validate());
   EXPECT_TRUE(
       starts_with(input_error([&] { validate_micro_batch(wide, 1, 1 << 20, key_names("job.")); }),

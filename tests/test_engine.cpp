@@ -13,7 +13,7 @@
 using namespace myelin;
 
 namespace {
-GPT2Config cfg() { return GPT2Config{16, 50, 64, 3, 2, 16}; }
+ModelConfig cfg() { return ModelConfig{16, 50, 64, 3, 2, 16}; }
 
 struct Batch {
   std::vector<int> in, tg;
@@ -27,7 +27,7 @@ Batch batch(int B, int T, std::uint64_t seed) {
   }
   return b;
 }
-std::vector<float> random_params(const GPT2Config& c, std::uint64_t seed) {
+std::vector<float> random_params(const ModelConfig& c, std::uint64_t seed) {
   auto p = gpt2_init(c, seed);
   Rng64 r(seed + 1);
   for (auto& x : p) x += float(r.normal() * 0.05); // biases and LN away from 0/1
@@ -191,7 +191,7 @@ TEST(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
 // (vocabulary 50, padded 64: ids 50..63 are padding rows, not tokens); the CPU
 // engine refuses it as the CUDA engine does (check_token_ids).
 TEST(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
-  const GPT2Config c = cfg();
+  const ModelConfig c = cfg();
   auto e = make_cpu_engine(c, StageSpec::whole(c), 1, 4, 1, 0);
   e->set_params(random_params(c, 3));
   const std::vector<int> ok = {1, 2, 3, 49};

@@ -26,7 +26,7 @@ using myelin::test_util::expect_input_error;
 using myelin::test_util::tmpdir;
 
 namespace {
-GPT2Config tiny() { return GPT2Config{16, 67, 80, 2, 2, 8}; }
+ModelConfig tiny() { return ModelConfig{16, 67, 80, 2, 2, 8}; }
 
 void patch_int(const std::string& path, int index, int value) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);

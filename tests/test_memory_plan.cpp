@@ -16,21 +16,21 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 // allocator fragmentation.
 constexpr double kUsable80 = 78.6 * kGiB;
 
-GPT2Config preset(const char* name) {
-  GPT2Config c;
-  EXPECT_TRUE(gpt2_preset(name, c)) << name;
+ModelConfig preset(const char* name) {
+  ModelConfig c;
+  EXPECT_TRUE(model_preset(name, c)) << name;
   return c;
 }
 } // namespace
 
 TEST(MemoryPlan, Presets) {
-  GPT2Config c;
-  ASSERT_TRUE(gpt2_preset("124M", c));
+  ModelConfig c;
+  ASSERT_TRUE(model_preset("124M", c));
   EXPECT_EQ(ParamLayout(c).total, 124475904u); // llm.c's count for GPT-2 124M (Vp 50304)
-  ASSERT_TRUE(gpt2_preset("1.5B", c));
+  ASSERT_TRUE(model_preset("1.5B", c));
   EXPECT_EQ(c.num_layers, 48);
   EXPECT_EQ(c.channels, 1600);
-  EXPECT_FALSE(gpt2_preset("7B", c));
+  EXPECT_FALSE(model_preset("7B", c));
 }
 
 TEST(MemoryPlan, ActivationsPerLayerFollowTheRecomputeLevel) {

@@ -194,7 +194,7 @@ TEST(PoolJob, InitCheckpointTakesSafetensors) {
   std::vector<std::uint16_t> toks(4000);
   for (std::size_t i = 0; i < toks.size(); ++i) toks[i] = std::uint16_t((i * 7) % 200);
   write_shard(dir + "/data/train_00000.bin", toks);
-  const GPT2Config cfg{32, 200, 256, 1, 2, 32};
+  const ModelConfig cfg{32, 200, 256, 1, 2, 32};
   std::vector<float> params = gpt2_init(cfg, 9);
   std::fill(params.begin() + 200 * 32, params.begin() + 256 * 32, 0.0f); // padding rows
   save_any_model(dir + "/hf/model.safetensors", cfg, params, false);

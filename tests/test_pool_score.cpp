@@ -181,7 +181,7 @@ TEST(PoolInnerTrain, ReplayIsBitIdenticalAndSeesLaziness) {
   std::vector<std::uint16_t> toks(40000);
   for (std::size_t i = 0; i < toks.size(); ++i) toks[i] = std::uint16_t((i * 7 + i / 13) % 256);
   write_shard((dir / "train_00000.bin").string(), toks);
-  GPT2Config cfg{32, 256, 256, 2, 2, 32};
+  ModelConfig cfg{32, 256, 256, 2, 2, 32};
   const auto global = gpt2_init(cfg, 5);
   save_model((dir / "model.bin").string(), cfg, global, 3);
   JobSpec spec;

@@ -67,9 +67,9 @@ std::string u16_bytes(const std::vector<std::uint16_t>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 2);
 }
 
-GPT2Config tiny() { return GPT2Config{16, 67, default_padded_vocab(67), 2, 2, 8}; }
+ModelConfig tiny() { return ModelConfig{16, 67, default_padded_vocab(67), 2, 2, 8}; }
 
-std::string gpt2_json(const GPT2Config& c, const std::string& extra = "") {
+std::string gpt2_json(const ModelConfig& c, const std::string& extra = "") {
   return "{\"model_type\":\"gpt2\",\"n_embd\":" + std::to_string(c.channels) +
          ",\"n_head\":" + std::to_string(c.num_heads) +
          ",\"n_layer\":" + std::to_string(c.num_layers) +
@@ -80,7 +80,7 @@ std::string gpt2_json(const GPT2Config& c, const std::string& extra = "") {
 // The GPT-2 tensors of `p` (llm.c order) under Hugging Face names, in the
 // given dtype, transposing the Conv1D weights and dropping wte's padding rows:
 // written out here from the formats' definitions, not through the mapping.
-std::vector<Raw> hf_tensors(const GPT2Config& c, const std::vector<float>& p,
+std::vector<Raw> hf_tensors(const ModelConfig& c, const std::vector<float>& p,
                             const std::string& dtype, const std::string& prefix = "") {
   const ParamLayout lay(c);
   const std::size_t C = c.channels;
@@ -130,14 +130,14 @@ std::vector<Raw> hf_tensors(const GPT2Config& c, const std::vector<float>& p,
 }
 
 // Random parameters with zero padding rows (they are not stored in HF files).
-std::vector<float> params_of(const GPT2Config& c, std::uint64_t seed) {
+std::vector<float> params_of(const ModelConfig& c, std::uint64_t seed) {
   std::vector<float> p = gpt2_init(c, seed);
   const ParamLayout lay(c);
   for (std::size_t i = std::size_t(c.vocab_size) * c.channels; i < lay.sizes[kWte]; ++i) p[i] = 0;
   return p;
 }
 
-std::string gpt2_dir(const std::string& name, const GPT2Config& c, const std::vector<Raw>& ts,
+std::string gpt2_dir(const std::string& name, const ModelConfig& c, const std::vector<Raw>& ts,
                      const std::string& config = "") {
   const std::string dir = tmpdir(name);
   write_bytes(dir + "/model.safetensors", build_st(ts));
@@ -281,7 +281,7 @@ TEST(Safetensors, WriterRoundTripsF32AndBf16) {
 }
 
 TEST(HfGpt2, LoadsTheSameBufferAsLlmcFormat) {
-  const GPT2Config c = tiny();
+  const ModelConfig c = tiny();
   const std::vector<float> p = params_of(c, 3);
   const std::string dir = gpt2_dir("same", c, hf_tensors(c, p, "F32"));
   save_model(dir + "/m.bin", c, p, 3);
@@ -305,7 +305,7 @@ TEST(HfGpt2, LoadsTheSameBufferAsLlmcFormat) {
 }
 
 TEST(HfGpt2, ConvertsBf16AndF16) {
-  const GPT2Config c = tiny();
+  const ModelConfig c = tiny();
   std::vector<float> p = params_of(c, 4);
   for (const char* dt : {"BF16", "F16"}) {
     const ModelFile m = load_hf_gpt2(gpt2_dir(std::string("dt") + dt, c, hf_tensors(c, p, dt)));
@@ -318,7 +318,7 @@ TEST(HfGpt2, ConvertsBf16AndF16) {
 }
 
 TEST(HfGpt2, SaveLoadRoundTripIsExact) {
-  const GPT2Config c = tiny();
+  const ModelConfig c = tiny();
   const std::vector<float> p = params_of(c, 5);
   const std::string dir = tmpdir("save");
   save_any_model(dir + "/out.safetensors", c, p, false);
@@ -344,7 +344,7 @@ TEST(HfGpt2, SaveLoadRoundTripIsExact) {
 }
 
 TEST(HfGpt2, RefusesMismatchedTensors) {
-  const GPT2Config c = tiny();
+  const ModelConfig c = tiny();
   const std::vector<float> p = params_of(c, 6);
   const auto base = hf_tensors(c, p, "F32");
   const auto load_with = [&](const std::string& name, std::vector<Raw> ts,
@@ -375,7 +375,7 @@ TEST(HfGpt2, RefusesMismatchedTensors) {
   nonfinite[2].bytes = f32_bytes(std::vector<float>(8, NAN));
   expect_input_error(load_with("nan", nonfinite), "non-finite weight nan");
   // config.json disagreeing with the tensors.
-  GPT2Config wide = c;
+  ModelConfig wide = c;
   wide.channels = 16;
   expect_input_error(load_with("cfg", base, gpt2_json(wide)),
                      "tensor wte.weight: shape [67, 8], expected [67, 16]");
@@ -387,7 +387,7 @@ TEST(HfGpt2, RefusesMismatchedTensors) {
 }
 
 TEST(HfGpt2, ShardedCheckpoints) {
-  const GPT2Config c = tiny();
+  const ModelConfig c = tiny();
   const std::vector<float> p = params_of(c, 7);
   const auto ts = hf_tensors(c, p, "F32");
   const std::string dir = tmpdir("shards");
@@ -448,7 +448,7 @@ TEST(HfConfig, Gpt2FieldsAreValidatedByName) {
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_embd: expected an integer");
   write_bytes(p, R"({"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":2,"vocab_size":67})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: n_positions: required");
-  GPT2Config longer = tiny();
+  ModelConfig longer = tiny();
   longer.max_seq_len = 2000000;
   write_bytes(p, gpt2_json(longer));
   expect_input_error([&] { read_hf_config(p); },

@@ -67,7 +67,7 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
     if (key == "padded_vocab") return "--vocab";
     return "--" + std::string(key);
   };
-  const GPT2Config shape{o.seq, o.vocab, o.vocab, 1, o.heads, o.channels};
+  const ModelConfig shape{o.seq, o.vocab, o.vocab, 1, o.heads, o.channels};
   shape.validate(flag);
   validate_micro_batch(shape, o.batch, o.seq, flag);
   require(o.repetitions > 0 && o.repetitions <= 1'000'000, "--reps", "expected 1..1000000");

@@ -46,8 +46,8 @@ struct ModelShape {
 };
 
 bool model_shape(const std::string& n, ModelShape& m) {
-  GPT2Config c;
-  if (!gpt2_preset(n, c)) return false;
+  ModelConfig c;
+  if (!model_preset(n, c)) return false;
   m = {n, c.num_layers, c.channels, c.num_heads};
   return true;
 }
@@ -374,7 +374,7 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
     while (std::getline(ss, item, ',')) {
       ModelShape m;
       if (!model_shape(item, m)) {
-        std::cerr << "--models: unknown model '" << item << "' (expected " << kGpt2PresetNames
+        std::cerr << "--models: unknown model '" << item << "' (expected " << kPresetNames
                   << ")\n";
         return 2;
       }

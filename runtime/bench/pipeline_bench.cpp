@@ -26,7 +26,7 @@ int run_pipeline_bench(std::unique_ptr<Communicator> world, const PipelineBenchO
   world->barrier();
   TrainOptions t;
   t.train_data = dir + "/pb_train_*.bin";
-  t.shape = GPT2Config{o.seq, 256, 256, M * o.layers_per_stage, 4, o.channels};
+  t.shape = ModelConfig{o.seq, 256, 256, M * o.layers_per_stage, 4, o.channels};
   t.batch_size = o.batch;
   t.seq_len = o.seq;
   t.grad_accum = o.micro_batches;

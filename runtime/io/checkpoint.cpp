@@ -246,7 +246,7 @@ ModelFile load_checkpoint_model(const CheckpointInfo& ck) {
   return mf;
 }
 
-TrainState load_checkpoint_state(const CheckpointInfo& ck, int rank, const GPT2Config& cfg) {
+TrainState load_checkpoint_state(const CheckpointInfo& ck, int rank, const ModelConfig& cfg) {
   const std::string path = ck.dir + "/state_" + std::to_string(rank) + ".bin";
   TrainState st = load_train_state(path);
   const auto& l = ck.layout;

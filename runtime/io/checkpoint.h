@@ -3,7 +3,7 @@
 //   model.bin      the whole model, llm.c format (runtime/io/model_file.h)
 //   state_<r>.bin  one per rank r of the job (runtime/io/train_state.h)
 //   manifest.txt   key=value lines, written last: format=2, step, ranks, dp, pp,
-//                  zero, model (GPT2Config::describe()) and, for each file
+//                  zero, model (ModelConfig::describe()) and, for each file
 //                  above, file.<name>=<XXH64 hex> <bytes> (runtime/io/xxh64.h)
 // Writing: every rank writes into <dir>/step_<N>.tmp; once all have written,
 // rank 0 hashes the files, writes the manifest and renames the folder, so a
@@ -36,7 +36,7 @@ struct CheckpointPaths {
 struct CheckpointLayout {
   std::uint64_t step = 0;
   int ranks = 1, dp = 1, pp = 1, zero = 0;
-  std::string model; // GPT2Config::describe()
+  std::string model; // ModelConfig::describe()
 };
 
 // A checkpoint folder whose name, manifest and file list agree.
@@ -75,6 +75,6 @@ void verify_checkpoint_files(const CheckpointInfo& ck);
 ModelFile load_checkpoint_model(const CheckpointInfo& ck);
 // state_<rank>.bin, whose step and layout must be the manifest's, with as many
 // parameters as `cfg` and finite moments (second moments >= 0).
-TrainState load_checkpoint_state(const CheckpointInfo& ck, int rank, const GPT2Config& cfg);
+TrainState load_checkpoint_state(const CheckpointInfo& ck, int rank, const ModelConfig& cfg);
 
 } // namespace myelin

@@ -8,7 +8,7 @@
 namespace myelin {
 namespace {
 // "tensor fcw of layer 2 (element 17)" for flat index i of cfg's buffer.
-std::string locate(const GPT2Config& cfg, std::size_t i) {
+std::string locate(const ModelConfig& cfg, std::size_t i) {
   const ParamLayout lay(cfg);
   std::ostringstream s;
   for (int k = 0; k < kNumParamTensors; ++k) {
@@ -28,7 +28,7 @@ std::string locate(const GPT2Config& cfg, std::size_t i) {
 }
 } // namespace
 
-void require_finite(const std::string& path, const char* what, const GPT2Config& cfg,
+void require_finite(const std::string& path, const char* what, const ModelConfig& cfg,
                     std::span<const float> values, std::size_t first, bool non_negative) {
   for (std::size_t i = 0; i < values.size(); ++i) {
     const float x = values[i];

@@ -17,7 +17,7 @@ namespace myelin {
 // InputError("<path>: non-finite <what> nan in tensor fcw of layer 2 (element
 // 17)") for the first value that is not finite, or negative when
 // `non_negative` is set.
-void require_finite(const std::string& path, const char* what, const GPT2Config& cfg,
+void require_finite(const std::string& path, const char* what, const ModelConfig& cfg,
                     std::span<const float> values, std::size_t first = 0,
                     bool non_negative = false);
 

@@ -23,7 +23,7 @@ void need(const JsonFields& f, const char* key) {
   if (!f.find(key)) throw InputError(f.name(key) + ": required");
 }
 
-GPT2Config read_gpt2(const JsonFields& f) {
+ModelConfig read_gpt2(const JsonFields& f) {
   long long C = 0, NH = 0, L = 0, T = 0, ctx = 0, V = 0;
   for (const char* k : {"n_embd", "n_head", "n_layer", "vocab_size"}) need(f, k);
   f.integer("n_embd", C, 1, kIntMax);
@@ -57,7 +57,7 @@ GPT2Config read_gpt2(const JsonFields& f) {
   f.boolean("tie_word_embeddings", tied);
   if (!tied)
     throw InputError(f.name("tie_word_embeddings") + ": GPT-2's head is tied, expected true");
-  GPT2Config c;
+  ModelConfig c;
   c.channels = int(C);
   c.num_heads = int(NH);
   c.num_layers = int(L);
@@ -134,12 +134,12 @@ HfConfig read_hf_config(const std::string& path) {
   return c;
 }
 
-GPT2Config require_gpt2(const HfConfig& c, const std::string& path) {
+ModelConfig require_gpt2(const HfConfig& c, const std::string& path) {
   if (!c.gpt2) throw InputError(path + ": model_type: " + c.model_type + " is not supported yet");
   return *c.gpt2;
 }
 
-void write_gpt2_config(const std::string& path, const GPT2Config& cfg) {
+void write_gpt2_config(const std::string& path, const ModelConfig& cfg) {
   const json j = {{"architectures", {"GPT2LMHeadModel"}},
                   {"model_type", "gpt2"},
                   {"activation_function", "gelu_new"},

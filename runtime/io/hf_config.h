@@ -3,10 +3,10 @@
 // Contract: read_hf_config reads and parses the file (bounded in size),
 // requires a JSON object with a string model_type, and reads the fields of
 // that family with the JSON type each must have; errors are InputError naming
-// the field as "<path>: <field>". For model_type "gpt2" it fills a GPT2Config
+// the field as "<path>: <field>". For model_type "gpt2" it fills a ModelConfig
 // (n_embd, n_head, n_layer, n_positions or the older n_ctx, vocab_size; the
 // padded vocabulary is llm.c's next multiple of 128) validated by
-// GPT2Config::validate under those names, and refuses what the model cannot
+// ModelConfig::validate under those names, and refuses what the model cannot
 // compute: activation_function other than gelu_new (tanh GeLU), n_inner other
 // than 4 x n_embd, layer_norm_epsilon other than 1e-5. For "llama" it fills
 // LlamaConfig (not trainable yet; require_gpt2 refuses it in one line).
@@ -45,14 +45,14 @@ struct LlamaConfig {
 
 struct HfConfig {
   std::string model_type;
-  std::optional<GPT2Config> gpt2;
+  std::optional<ModelConfig> gpt2;
   std::optional<LlamaConfig> llama;
 };
 
 // `path` names the config.json file.
 HfConfig read_hf_config(const std::string& path);
 // The GPT-2 config, or InputError "<path>: model_type: <type> is not supported yet".
-GPT2Config require_gpt2(const HfConfig& c, const std::string& path);
-void write_gpt2_config(const std::string& path, const GPT2Config& cfg);
+ModelConfig require_gpt2(const HfConfig& c, const std::string& path);
+void write_gpt2_config(const std::string& path, const ModelConfig& cfg);
 
 } // namespace myelin

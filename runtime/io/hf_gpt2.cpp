@@ -19,7 +19,7 @@ struct HfTensor {
   const char* name;
   bool conv1d;
 };
-constexpr HfTensor kTensors[kNumParamTensors] = {{kWte, "wte.weight", false},
+constexpr HfTensor kTensors[] = {{kWte, "wte.weight", false},
                                                  {kWpe, "wpe.weight", false},
                                                  {kLn1w, "h.{l}.ln_1.weight", false},
                                                  {kLn1b, "h.{l}.ln_1.bias", false},
@@ -46,7 +46,7 @@ std::string layer_name(const HfTensor& t, int l) {
 }
 
 // The Hugging Face shape of tensor k (one layer's slice for layer tensors).
-std::vector<std::size_t> hf_shape(int k, const GPT2Config& c) {
+std::vector<std::size_t> hf_shape(int k, const ModelConfig& c) {
   const std::size_t C = c.channels, V = c.vocab_size, T = c.max_seq_len;
   switch (k) {
   case kWte:
@@ -95,7 +95,7 @@ std::string config_path_of(const std::string& dir) {
 }
 } // namespace
 
-GPT2Config load_hf_gpt2_config(const std::string& path) {
+ModelConfig load_hf_gpt2_config(const std::string& path) {
   std::error_code ec;
   const std::string dir = fs::is_directory(path, ec) ? path : fs::path(path).parent_path().string();
   const std::string cp = config_path_of(dir.empty() ? "." : dir);
@@ -108,7 +108,7 @@ ModelFile load_hf_gpt2(const std::string& path) {
   ModelFile m;
   m.config = require_gpt2(read_hf_config(cp), cp);
   m.version = 3;
-  const GPT2Config& cfg = m.config;
+  const ModelConfig& cfg = m.config;
   // Names without the "transformer." prefix; a name given both ways is refused.
   std::map<std::string, SafetensorsCheckpoint::Entry> by_name;
   for (const auto& [name, e] : ck.tensors()) {
@@ -165,7 +165,7 @@ ModelFile load_hf_gpt2(const std::string& path) {
   return m;
 }
 
-void save_hf_gpt2(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+void save_hf_gpt2(const std::string& path, const ModelConfig& cfg, const std::vector<float>& params,
                   StDtype dtype) {
   const ParamLayout lay(cfg);
   if (params.size() != lay.total) throw std::logic_error("save_hf_gpt2: parameter count mismatch");

@@ -27,9 +27,9 @@ namespace myelin {
 // `path`: a .safetensors file, a model.safetensors.index.json, or a folder.
 ModelFile load_hf_gpt2(const std::string& path);
 // config.json of the checkpoint at `path`, validated (no tensor is read).
-GPT2Config load_hf_gpt2_config(const std::string& path);
+ModelConfig load_hf_gpt2_config(const std::string& path);
 // Writes `path` (a .safetensors file) and config.json in its folder.
-void save_hf_gpt2(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+void save_hf_gpt2(const std::string& path, const ModelConfig& cfg, const std::vector<float>& params,
                   StDtype dtype);
 
 } // namespace myelin

@@ -4,7 +4,7 @@
 //   *.safetensors, *.index.json or a folder: Hugging Face safetensors with
 //     config.json beside them (runtime/io/hf_gpt2.h);
 //   anything else: llm.c's format (runtime/io/model_file.h).
-// Contract: the same ModelFile and GPT2Config either way; every error is an
+// Contract: the same ModelFile and ModelConfig either way; every error is an
 // InputError naming the file, field or tensor.
 #pragma once
 
@@ -17,10 +17,10 @@ namespace myelin {
 
 ModelFile load_any_model(const std::string& path);
 // The shape only (llm.c: the checked header; safetensors: config.json).
-GPT2Config load_any_model_config(const std::string& path);
+ModelConfig load_any_model_config(const std::string& path);
 // Saves in the format `path` names: llm.c version 3 (fp32) or 5 (bf16); a
 // .safetensors file in F32 or BF16, with config.json in its folder.
-void save_any_model(const std::string& path, const GPT2Config& cfg,
+void save_any_model(const std::string& path, const ModelConfig& cfg,
                     const std::vector<float>& params, bool bf16);
 // True when `path` would be saved as safetensors.
 bool saves_as_safetensors(const std::string& path);

@@ -13,7 +13,7 @@ namespace myelin {
 
 namespace {
 // Reads and checks the header and the file size; returns the header.
-std::array<int, 256> checked_header(const std::string& path, GPT2Config& cfg) {
+std::array<int, 256> checked_header(const std::string& path, ModelConfig& cfg) {
   const std::size_t size = file_size_or_throw(path);
   std::array<int, 256> h{};
   if (size < sizeof(h))
@@ -45,8 +45,8 @@ std::array<int, 256> checked_header(const std::string& path, GPT2Config& cfg) {
 }
 } // namespace
 
-GPT2Config load_model_config(const std::string& path) {
-  GPT2Config cfg;
+ModelConfig load_model_config(const std::string& path) {
+  ModelConfig cfg;
   checked_header(path, cfg);
   return cfg;
 }
@@ -68,9 +68,12 @@ ModelFile load_model(const std::string& path) {
   return m;
 }
 
-void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+void save_model(const std::string& path, const ModelConfig& cfg, const std::vector<float>& params,
                 int version, Durability durability) {
   if (version != 3 && version != 5) throw std::logic_error("save_model: version must be 3 or 5");
+  if (cfg.llama())
+    throw InputError(path + ": llm.c's model format holds the GPT-2 family only; save a Llama-"
+                            "family model as .safetensors");
   const ParamLayout lay(cfg);
   if (params.size() != lay.total) throw std::logic_error("save_model: parameter count mismatch");
   std::array<int, 256> h{};

@@ -16,17 +16,17 @@ namespace myelin {
 constexpr int kModelMagic = 20240326;
 
 struct ModelFile {
-  GPT2Config config;
+  ModelConfig config;
   std::vector<float> params; // fp32, ParamLayout(config).total elements
   int version = 3;
 };
 
 ModelFile load_model(const std::string& path);
 // The shape from the header only (the header and file size are checked as by load_model).
-GPT2Config load_model_config(const std::string& path);
+ModelConfig load_model_config(const std::string& path);
 // version 3 writes fp32, version 5 writes bf16 (round to nearest even);
 // atomically, fsynced unless durability says otherwise (file_util.h).
-void save_model(const std::string& path, const GPT2Config& cfg, const std::vector<float>& params,
+void save_model(const std::string& path, const ModelConfig& cfg, const std::vector<float>& params,
                 int version = 3, Durability durability = Durability::kFsync);
 
 } // namespace myelin

@@ -1,6 +1,9 @@
 #include "runtime/model/config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
+#include <cstdint>
 
 #include "runtime/util/checked.h"
 #include "runtime/util/error.h"
@@ -9,7 +12,8 @@ namespace myelin {
 
 const std::array<const char*, kNumParamTensors> kParamTensorNames = {
     "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb"};
+    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb",
+    "lm_head"};
 
 FieldNamer flag_names() {
   return [](std::string_view key) {
@@ -25,6 +29,43 @@ FieldNamer key_names(std::string prefix) {
 }
 
 namespace {
+// Element counts of the 17 tensors (see config.h), nullopt when a field is
+// not positive or a product overflows.
+std::optional<std::array<std::size_t, kNumParamTensors>> tensor_sizes(const ModelConfig& c) {
+  if (c.max_seq_len <= 0 || c.padded_vocab_size <= 0 || c.num_layers <= 0 || c.channels <= 0 ||
+      c.num_heads <= 0 || c.kv_heads() <= 0 || c.hidden() <= 0)
+    return std::nullopt;
+  const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len,
+                    Q = std::size_t(c.num_heads + 2 * c.kv_heads()) * c.head_dim(),
+                    I = c.hidden(), F = c.fc_width();
+  const bool g = !c.llama();
+  const std::optional<std::size_t> z = 0;
+  const std::optional<std::size_t> v[kNumParamTensors] = {
+      checked_mul({Vp, C}),                       // wte
+      g ? checked_mul({T, C}) : z,                // wpe
+      checked_mul({L, C}),                        // ln1w
+      g ? checked_mul({L, C}) : z,                // ln1b
+      checked_mul({L, Q, C}),                     // qkvw
+      g ? checked_mul({L, Q}) : z,                // qkvb
+      checked_mul({L, C, C}),                     // attprojw
+      g ? checked_mul({L, C}) : z,                // attprojb
+      checked_mul({L, C}),                        // ln2w
+      g ? checked_mul({L, C}) : z,                // ln2b
+      checked_mul({L, F, C}),                     // fcw
+      g ? checked_mul({L, F}) : z,                // fcb
+      checked_mul({L, C, I}),                     // fcprojw
+      g ? checked_mul({L, C}) : z,                // fcprojb
+      C,                                          // lnfw
+      g ? std::optional<std::size_t>(C) : z,      // lnfb
+      c.tied_head ? z : checked_mul({Vp, C})};    // lm_head
+  std::array<std::size_t, kNumParamTensors> out{};
+  for (int k = 0; k < kNumParamTensors; ++k) {
+    if (!v[k]) return std::nullopt;
+    out[k] = *v[k];
+  }
+  return out;
+}
+
 void in_range(long long v, long long lo, long long hi, const FieldNamer& name, const char* key) {
   require(v >= lo && v <= hi, name(key),
           "expected " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
@@ -32,7 +73,7 @@ void in_range(long long v, long long lo, long long hi, const FieldNamer& name, c
 }
 } // namespace
 
-void GPT2Config::validate(const FieldNamer& name) const {
+void ModelConfig::validate(const FieldNamer& name) const {
   in_range(channels, 1, kMaxChannels, name, "channels");
   in_range(num_heads, 1, channels, name, "heads");
   require(channels % num_heads == 0, name("channels"),
@@ -42,31 +83,70 @@ void GPT2Config::validate(const FieldNamer& name) const {
   in_range(max_seq_len, 1, kMaxSeqLen, name, "max_seq_len");
   in_range(vocab_size, 1, kMaxVocab, name, "vocab");
   in_range(padded_vocab_size, vocab_size, kMaxVocab, name, "padded_vocab");
+  if (!llama()) {
+    require(family == Family::kGpt2, name("family"), "expected gpt2 or llama");
+    require(num_kv_heads == 0 || num_kv_heads == num_heads, name("kv_heads"),
+            "GPT-2 has as many key/value heads as heads");
+    require(intermediate_size == 0 || intermediate_size == 4 * channels, name("intermediate_size"),
+            "GPT-2's MLP is 4 x channels wide");
+    require(tied_head, name("tied_head"), "GPT-2's head is tied to wte");
+  } else {
+    in_range(kv_heads(), 1, num_heads, name, "kv_heads");
+    require(num_heads % kv_heads() == 0, name("kv_heads"),
+            std::to_string(kv_heads()) + " does not divide heads (" + std::to_string(num_heads) +
+                ")");
+    in_range(hidden(), 1, kMaxIntermediate, name, "intermediate_size");
+    require(head_dim() % 2 == 0, name("heads"),
+            "the head size channels / heads = " + std::to_string(head_dim()) +
+                " must be even for rotary embeddings");
+    require(norm_eps > 0.0f && norm_eps <= 1.0f, name("norm_eps"),
+            "expected a number in (0, 1], got " + std::to_string(norm_eps));
+    require(rope.theta > 0.0 && std::isfinite(rope.theta), name("rope_theta"),
+            "expected a positive number");
+    if (rope.llama3) {
+      require(rope.factor > 0.0 && std::isfinite(rope.factor), name("rope_scaling.factor"),
+              "expected a positive number");
+      require(rope.low_freq_factor > 0.0 && rope.high_freq_factor > rope.low_freq_factor &&
+                  std::isfinite(rope.high_freq_factor),
+              name("rope_scaling.high_freq_factor"),
+              "expected high_freq_factor > low_freq_factor > 0");
+      require(rope.original_max_position >= 1.0 && std::isfinite(rope.original_max_position),
+              name("rope_scaling.original_max_position_embeddings"), "expected a positive number");
+    }
+  }
   const auto n = param_count();
   require(n && *n <= kMaxParams, name("layers") + "/" + name("channels"),
           "the model would have " + (n ? std::to_string(*n) : std::string("over 2^64")) +
               " parameters (" + describe() + "), above the limit of " + std::to_string(kMaxParams));
 }
 
-std::optional<std::size_t> GPT2Config::param_count() const {
-  if (max_seq_len <= 0 || padded_vocab_size <= 0 || num_layers <= 0 || channels <= 0)
-    return std::nullopt;
-  const std::size_t Vp = padded_vocab_size, C = channels, L = num_layers, T = max_seq_len;
-  // wte, wpe, lnfw/b; per layer 12 C^2 weights and 13 C (ln1w/b, qkvb, attprojb, ln2w/b, fcb,
-  // fcprojb).
-  return checked_add({checked_mul({Vp, C}), checked_mul({T, C}), checked_mul({2, C}),
-                      checked_mul({L, 12, C, C}), checked_mul({L, 13, C})});
+std::optional<std::size_t> ModelConfig::param_count() const {
+  const auto s = tensor_sizes(*this);
+  if (!s) return std::nullopt;
+  std::size_t total = 0;
+  for (const std::size_t x : *s) {
+    if (x > SIZE_MAX - total) return std::nullopt;
+    total += x;
+  }
+  return total;
 }
 
-std::optional<std::size_t> activation_elements(const GPT2Config& c, std::size_t B, std::size_t T) {
+std::optional<std::size_t> activation_elements(const ModelConfig& c, std::size_t B, std::size_t T) {
   const std::size_t C = c.channels, L = c.num_layers, NH = c.num_heads, Vp = c.padded_vocab_size;
   const auto N = checked_mul({B, T});
   if (!N) return std::nullopt;
-  return checked_add({checked_mul({L, 16, *N, C}), checked_mul({L, *N, NH, T}),
+  // Per layer: 16 C for GPT-2 (qkv 3C, MLP 4C twice); wider qkv or MLP add
+  // their excess over those.
+  const std::size_t q = std::size_t(std::max(c.qkv_width(), 3 * c.channels)),
+                    f = std::size_t(std::max(c.fc_width(), 4 * c.channels)),
+                    h = std::size_t(std::max(c.hidden(), 4 * c.channels));
+  const auto per = checked_add({checked_mul({9, C}), q, f, h});
+  if (!per) return std::nullopt;
+  return checked_add({checked_mul({L, *per, *N}), checked_mul({L, *N, NH, T}),
                       checked_mul({*N, checked_add({C, Vp}).value_or(0)})});
 }
 
-void validate_micro_batch(const GPT2Config& c, long long B, long long T, const FieldNamer& name) {
+void validate_micro_batch(const ModelConfig& c, long long B, long long T, const FieldNamer& name) {
   in_range(B, 1, static_cast<long long>(kMaxBatchTokens), name, "batch_size");
   require(T >= 1 && T <= c.max_seq_len, name("seq_len"),
           "expected 1.." + std::to_string(c.max_seq_len) +
@@ -81,10 +161,14 @@ void validate_micro_batch(const GPT2Config& c, long long B, long long T, const F
               c.describe() + ", above the limit of " + std::to_string(kMaxActivations));
 }
 
-std::string GPT2Config::describe() const {
+std::string ModelConfig::describe() const {
   std::ostringstream s;
-  s << "L=" << num_layers << " NH=" << num_heads << " C=" << channels << " V=" << vocab_size
-    << " Vp=" << padded_vocab_size << " maxT=" << max_seq_len;
+  if (llama()) s << "llama ";
+  s << "L=" << num_layers << " NH=" << num_heads;
+  if (llama()) s << " NKV=" << kv_heads() << " I=" << hidden();
+  s << " C=" << channels << " V=" << vocab_size << " Vp=" << padded_vocab_size
+    << " maxT=" << max_seq_len;
+  if (llama() && !tied_head) s << " untied";
   return s.str();
 }
 
@@ -93,7 +177,7 @@ int default_padded_vocab(int vocab) {
   return (vocab + 127) / 128 * 128;
 }
 
-bool gpt2_preset(const std::string& name, GPT2Config& out) {
+bool model_preset(const std::string& name, ModelConfig& out) {
   struct Shape {
     const char* name;
     int L, C, NH;
@@ -104,21 +188,50 @@ bool gpt2_preset(const std::string& name, GPT2Config& out) {
                                       {"1.5B", 48, 1600, 25}};
   for (const Shape& s : kShapes) {
     if (name != s.name) continue;
-    out = GPT2Config{1024, 50257, 50304, s.L, s.NH, s.C};
+    out = ModelConfig{1024, 50257, 50304, s.L, s.NH, s.C};
     return true;
   }
-  return false;
+  ModelConfig c;
+  c.family = Family::kLlama;
+  c.norm_eps = 1e-5f;
+  c.tied_head = true;
+  if (name == "llama-135M") {
+    c.max_seq_len = 2048;
+    c.vocab_size = c.padded_vocab_size = 49152;
+    c.num_layers = 30;
+    c.channels = 576;
+    c.num_heads = 9;
+    c.num_kv_heads = 3;
+    c.intermediate_size = 1536;
+    c.rope.theta = 10000.0;
+  } else if (name == "llama-1B") {
+    c.max_seq_len = 131072;
+    c.vocab_size = c.padded_vocab_size = 128256;
+    c.num_layers = 16;
+    c.channels = 2048;
+    c.num_heads = 32;
+    c.num_kv_heads = 8;
+    c.intermediate_size = 8192;
+    c.rope.theta = 500000.0;
+    c.rope.llama3 = true;
+    c.rope.factor = 32.0;
+    c.rope.low_freq_factor = 1.0;
+    c.rope.high_freq_factor = 4.0;
+    c.rope.original_max_position = 8192.0;
+  } else {
+    return false;
+  }
+  out = c;
+  return true;
 }
 
-ParamLayout::ParamLayout(const GPT2Config& c) {
-  // param_count bounds every product and sum below.
-  const auto n = c.param_count();
-  if (!n)
+ParamLayout::ParamLayout(const ModelConfig& c) {
+  // tensor_sizes bounds every product; param_count every sum below.
+  const auto s = tensor_sizes(c);
+  if (!s || !c.param_count())
     throw InputError("model shape " + c.describe() +
                      ": sizes must be positive and the parameter count must fit in 64 bits");
-  const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len;
-  sizes = {Vp * C, T * C, L * C,         L * C,     L * 3 * C * C, L * 3 * C, L * C * C, L * C,
-           L * C,  L * C, L * 4 * C * C, L * 4 * C, L * C * 4 * C, L * C,     C,         C};
+  sizes = *s;
   std::size_t off = 0;
   for (int k = 0; k < kNumParamTensors; ++k) {
     offsets[k] = off;
@@ -128,11 +241,12 @@ ParamLayout::ParamLayout(const GPT2Config& c) {
 }
 
 bool ParamLayout::decays(int k) {
-  return k == kWte || k == kWpe || k == kQkvw || k == kAttprojw || k == kFcw || k == kFcprojw;
+  return k == kWte || k == kWpe || k == kQkvw || k == kAttprojw || k == kFcw || k == kFcprojw ||
+         k == kLmHead;
 }
 
 bool ParamLayout::is_layer_tensor(int k) {
-  return k != kWte && k != kWpe && k != kLnfw && k != kLnfb;
+  return k != kWte && k != kWpe && k != kLnfw && k != kLnfb && k != kLmHead;
 }
 
 } // namespace myelin

@@ -32,7 +32,7 @@ struct SlotActs {
 
 class CpuEngine final : public Engine {
  public:
-  CpuEngine(const GPT2Config& cfg, const StageSpec& st, int max_B, int max_T, int slots,
+  CpuEngine(const ModelConfig& cfg, const StageSpec& st, int max_B, int max_T, int slots,
             int recompute)
       : cfg_(cfg), st_(st), lay_(cfg), maxB_(max_B), maxT_(max_T), recompute_(recompute) {
     cfg_.validate();
@@ -95,7 +95,7 @@ class CpuEngine final : public Engine {
     if (recompute_ >= 2 && Ls > 0) ln_rc_.resize(N * C);
   }
 
-  const GPT2Config& config() const override { return cfg_; }
+  const ModelConfig& config() const override { return cfg_; }
   const StageSpec& stage() const override { return st_; }
   const ParamLayout& layout() const override { return lay_; }
   std::string device_name() const override { return "cpu"; }
@@ -367,7 +367,7 @@ class CpuEngine final : public Engine {
       f(r.begin, r.end, r.tensor);
   }
 
-  GPT2Config cfg_;
+  ModelConfig cfg_;
   StageSpec st_;
   ParamLayout lay_;
   int maxB_, maxT_;
@@ -382,7 +382,7 @@ class CpuEngine final : public Engine {
 
 } // namespace
 
-std::unique_ptr<Engine> make_cpu_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                         int max_T, int slots, int recompute) {
   return std::make_unique<CpuEngine>(cfg, stage, max_B, max_T, slots, recompute);
 }

@@ -74,7 +74,7 @@ bool env_flag(const char* name) {
 
 template <typename T> class CudaEngine final : public Engine {
  public:
-  CudaEngine(const GPT2Config& cfg, const StageSpec& st, int maxB, int maxT,
+  CudaEngine(const ModelConfig& cfg, const StageSpec& st, int maxB, int maxT,
              const EngineOptions& opt)
       : guard_(opt.device_index), cfg_(cfg), st_(st), lay_(cfg), maxB_(maxB), maxT_(maxT),
         recompute_(opt.recompute) {
@@ -187,7 +187,7 @@ template <typename T> class CudaEngine final : public Engine {
     cudaStreamSynchronize(stream_.get());
   }
 
-  const GPT2Config& config() const override { return cfg_; }
+  const ModelConfig& config() const override { return cfg_; }
   const StageSpec& stage() const override { return st_; }
   const ParamLayout& layout() const override { return lay_; }
   double peak_flops() const override { return peak_; }
@@ -613,7 +613,7 @@ template <typename T> class CudaEngine final : public Engine {
   DeviceGuard guard_; // first: selects the device for everything below
   cu::Stream stream_;
   mutable cu::MatmulContext mm_;
-  GPT2Config cfg_;
+  ModelConfig cfg_;
   StageSpec st_;
   ParamLayout lay_;
   int maxB_, maxT_;
@@ -636,7 +636,7 @@ template <typename T> class CudaEngine final : public Engine {
 
 } // namespace
 
-std::unique_ptr<Engine> make_cuda_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                          int max_T, const EngineOptions& opt) {
   if (opt.dtype == "fp32")
     return std::make_unique<CudaEngine<float>>(cfg, stage, max_B, max_T, opt);

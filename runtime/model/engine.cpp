@@ -7,10 +7,13 @@
 
 namespace myelin {
 
-bool StageSpec::owns_tensor(int tensor) const {
+bool StageSpec::owns_tensor(const ParamLayout& lay, int tensor) const {
+  if (lay.sizes[tensor] == 0) return false; // the family lacks it
   switch (tensor) {
   case kWte:
-    return first || last;
+    return first || (last && lay.sizes[kLmHead] == 0); // tied: also the head
+  case kLmHead:
+    return last;
   case kWpe:
     return first;
   case kLnfw:
@@ -32,7 +35,7 @@ std::vector<StageSpec::Range> StageSpec::owned_ranges(const ParamLayout& lay, in
                                                       bool count_wte_once) const {
   std::vector<Range> out;
   for (int k = 0; k < kNumParamTensors; ++k) {
-    if (!owns_tensor(k)) continue;
+    if (!owns_tensor(lay, k)) continue;
     if (count_wte_once && k == kWte && !first) continue;
     std::size_t a = lay.offsets[k], b = a + lay.sizes[k];
     if (ParamLayout::is_layer_tensor(k)) std::tie(a, b) = layer_range(lay, k, num_layers);
@@ -52,7 +55,7 @@ void check_token_ids(const int* ids, std::size_t n, int vocab, const char* what)
                               std::to_string(vocab) + ")");
 }
 
-std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                     int max_T, const EngineOptions& opt) {
   if (opt.device == "cpu") {
     if (opt.dtype != "fp32")

@@ -28,11 +28,11 @@ struct StageSpec {
   int layer_begin = 0;
   int layer_end = 0;
   bool first = true; // owns the embedding (wte, wpe)
-  bool last = true;  // owns lnf, the tied classifier and the loss
-  static StageSpec whole(const GPT2Config& c) { return {0, c.num_layers, true, true}; }
-  // Does this stage own (compute gradients for / update) element i of the flat
-  // parameter buffer? wte is owned by both first and last stage.
-  bool owns_tensor(int tensor) const;
+  bool last = true;  // owns lnf, the head (lm_head, or wte when tied) and the loss
+  static StageSpec whole(const ModelConfig& c) { return {0, c.num_layers, true, true}; }
+  // Does this stage own (compute gradients for / update) tensor k? A tied wte
+  // is owned by both the first and the last stage; a tensor of size 0 by none.
+  bool owns_tensor(const ParamLayout& lay, int tensor) const;
   // [begin, end) of the stage's slice of a per-layer tensor k.
   std::pair<std::size_t, std::size_t> layer_range(const ParamLayout& lay, int k,
                                                   int num_layers) const;
@@ -72,7 +72,7 @@ class Engine {
  public:
   virtual ~Engine() = default;
 
-  virtual const GPT2Config& config() const = 0;
+  virtual const ModelConfig& config() const = 0;
   virtual const StageSpec& stage() const = 0;
   virtual const ParamLayout& layout() const = 0;
   virtual std::string device_name() const = 0;
@@ -166,14 +166,14 @@ void check_token_ids(const int* ids, std::size_t n, int vocab, const char* what)
 
 // Builds the engine for `device`; throws std::runtime_error if the backend is
 // not compiled in or no device exists.
-std::unique_ptr<Engine> make_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                     int max_T, const EngineOptions& opt);
 
 // Implemented in cpu_engine.cpp / cuda_engine.cpp.
-std::unique_ptr<Engine> make_cpu_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                         int max_T, int slots, int recompute = 0);
 #ifdef MYELIN_HAVE_CUDA
-std::unique_ptr<Engine> make_cuda_engine(const GPT2Config& cfg, const StageSpec& stage, int max_B,
+std::unique_ptr<Engine> make_cuda_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                          int max_T, const EngineOptions& opt);
 #endif
 

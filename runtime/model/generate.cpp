@@ -14,7 +14,7 @@ void next_token_logits(Engine& engine, const std::vector<int>& tokens, int windo
 }
 
 std::vector<int> greedy_continue(Engine& engine, std::vector<int>& tokens, int count, int window) {
-  const GPT2Config& cfg = engine.config();
+  const ModelConfig& cfg = engine.config();
   std::vector<float> logits(std::size_t(cfg.padded_vocab_size));
   std::vector<int> out;
   out.reserve(std::size_t(std::max(0, count)));

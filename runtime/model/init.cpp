@@ -6,7 +6,7 @@
 
 namespace myelin {
 
-std::vector<float> gpt2_init(const GPT2Config& cfg, std::uint64_t seed) {
+std::vector<float> gpt2_init(const ModelConfig& cfg, std::uint64_t seed) {
   const ParamLayout lay(cfg);
   std::vector<float> p(lay.total, 0.0f);
   Rng64 rng(seed);
@@ -20,7 +20,9 @@ std::vector<float> gpt2_init(const GPT2Config& cfg, std::uint64_t seed) {
     case kLnfw:
       for (std::size_t i = 0; i < n; ++i) t[i] = 1.0f;
       break;
-    case kWte: {
+    case kWte:
+    case kLmHead: {
+      if (n == 0) break; // tied head
       const std::size_t real = std::size_t(cfg.vocab_size) * cfg.channels;
       for (std::size_t i = 0; i < real; ++i) t[i] = float(rng.normal() * std_base);
       break;

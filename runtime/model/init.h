@@ -9,5 +9,5 @@
 #include "runtime/model/config.h"
 
 namespace myelin {
-std::vector<float> gpt2_init(const GPT2Config& cfg, std::uint64_t seed);
+std::vector<float> gpt2_init(const ModelConfig& cfg, std::uint64_t seed);
 }

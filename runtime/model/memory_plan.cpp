@@ -17,7 +17,7 @@ std::size_t SharedSizes::bytes(std::size_t t) const {
          sizeof(float) * (attn + row_logits);
 }
 
-CudaMemoryPlan plan_cuda_memory(const GPT2Config& cfg, const StageSpec& st, int max_B, int max_T,
+CudaMemoryPlan plan_cuda_memory(const ModelConfig& cfg, const StageSpec& st, int max_B, int max_T,
                                 const std::string& dtype, int recompute, int slots) {
   if (dtype != "fp32" && dtype != "bf16")
     throw std::invalid_argument("--dtype: expected fp32 or bf16, got '" + dtype + "'");

@@ -72,7 +72,7 @@ struct CudaMemoryPlan {
 };
 
 // dtype: "fp32" or "bf16"; recompute 0..2; throws std::invalid_argument otherwise.
-CudaMemoryPlan plan_cuda_memory(const GPT2Config& cfg, const StageSpec& stage, int max_B, int max_T,
+CudaMemoryPlan plan_cuda_memory(const ModelConfig& cfg, const StageSpec& stage, int max_B, int max_T,
                                 const std::string& dtype, int recompute, int slots);
 
 } // namespace myelin

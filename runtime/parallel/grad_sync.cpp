@@ -63,6 +63,7 @@ void GradSync::issue_layers(int lo, int hi) {
   for (int k = 0; k < kNumParamTensors; ++k) {
     if (!ParamLayout::is_layer_tensor(k)) continue;
     const std::size_t per = lay.per_layer(k, cfg.num_layers);
+    if (per == 0) continue; // a tensor this family lacks
     float* p = grads() + lay.offsets[k] + per * lo;
     inflight_.push_back(
         data_.dp().all_reduce_async(p, p, per * (hi - lo + 1), CommDType::kF32, ReduceOp::kAvg));
@@ -70,7 +71,7 @@ void GradSync::issue_layers(int lo, int hi) {
 }
 
 void GradSync::reduce_tied_embedding() {
-  if (mesh_.pp_size() == 1) return;
+  if (mesh_.pp_size() == 1 || !e_.config().tied_head) return;
   // wte's gradient has a part from the embedding (first stage) and one from
   // the classifier (last stage); middle stages hold zeros. Sum over the pipeline.
   const ParamLayout& lay = e_.layout();
@@ -105,8 +106,8 @@ void GradSync::finish() {
   // Layers whose hook never fired (backward without arm()) are issued here.
   if (inflight_.empty() && st.layer_end > st.layer_begin)
     issue_layers(st.layer_begin, st.layer_end - 1);
-  for (int k : {kWte, kWpe, kLnfw, kLnfb}) {
-    if (!st.owns_tensor(k)) continue;
+  for (int k : {kWte, kWpe, kLnfw, kLnfb, kLmHead}) {
+    if (!st.owns_tensor(lay, k)) continue;
     float* p = grads() + lay.offsets[k];
     inflight_.push_back(
         data_.dp().all_reduce_async(p, p, lay.sizes[k], CommDType::kF32, ReduceOp::kAvg));

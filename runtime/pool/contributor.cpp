@@ -154,7 +154,7 @@ class Agent {
   std::int64_t model_job_ = -1, model_round_ = -1;
   std::uint64_t model_sum_ = 0; // params_checksum(global_)
   std::vector<float> global_;
-  GPT2Config global_cfg_;
+  ModelConfig global_cfg_;
   bool truncated_once_ = false;
   // --debug-corrupt replay: this and the previous round's honest uploads.
   std::string last_body_, prev_body_;

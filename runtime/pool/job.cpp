@@ -83,7 +83,7 @@ JobSpec parse_job(const json& j) {
         ok = ok || k == n;
       require(ok, "job.model." + k, "unknown field");
     }
-    // Any int here; GPT2Config::validate applies the shape's bounds below.
+    // Any int here; ModelConfig::validate applies the shape's bounds below.
     const Fields mf{m, "job.model."};
     mf.integer("layers", s.shape.num_layers, kIntMin, kIntMax);
     mf.integer("heads", s.shape.num_heads, kIntMin, kIntMax);

@@ -49,7 +49,7 @@ namespace myelin::pool {
 struct JobSpec {
   std::string name = "job";
   std::string init_checkpoint; // on the coordinator; empty = init from shape + seed
-  GPT2Config shape{64, 256, 256, 2, 2, 32};
+  ModelConfig shape{64, 256, 256, 2, 2, 32};
   std::uint64_t seed = 1337;
   std::string train_data, val_data;                // globs as submitted
   std::vector<std::string> train_files, val_files; // resolved by the coordinator
@@ -109,7 +109,7 @@ struct JobSpec {
 // Parses and checks a job; throws InputError naming the field ("job.rounds: ...").
 // Every field is strictly typed (an integer field takes only a JSON integer, no
 // bool or float; a number field takes no string or bool) and range-bounded; the
-// model's shape and the micro-batch go through GPT2Config::validate and
+// model's shape and the micro-batch go through ModelConfig::validate and
 // validate_micro_batch, as `myelin train`'s flags do.
 JobSpec parse_job(const nlohmann::json& j);
 nlohmann::json job_to_json(const JobSpec& s);

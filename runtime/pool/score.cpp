@@ -71,7 +71,7 @@ bool replay_suspicious(double rating, double norm, double reference, const Score
   return gain < 2 * score->improvement_other() || (median_gain > 0 && gain < 0.5 * median_gain);
 }
 
-Scorer::Scorer(const JobSpec& spec, const GPT2Config& cfg) : spec_(spec), cfg_(cfg) {
+Scorer::Scorer(const JobSpec& spec, const ModelConfig& cfg) : spec_(spec), cfg_(cfg) {
   EngineOptions eo;
   engine_ = make_engine(cfg_, StageSpec::whole(cfg_), spec_.batch_size, spec_.seq_len, eo);
   in_.resize(std::size_t(spec_.batch_size) * spec_.seq_len);

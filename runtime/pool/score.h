@@ -89,7 +89,7 @@ struct ScoreRows {
 // thread-safe (the round closer owns it).
 class Scorer {
  public:
-  Scorer(const JobSpec& spec, const GPT2Config& cfg);
+  Scorer(const JobSpec& spec, const ModelConfig& cfg);
   ~Scorer();
   // Scores `g` (a pseudo-gradient: global - local) against `global`.
   ScoreResult score(std::span<const float> global, std::span<const float> g, const ScoreRows& rows);
@@ -98,7 +98,7 @@ class Scorer {
   std::vector<double> losses(std::int64_t slot, std::uint64_t pos, std::uint64_t n);
 
   JobSpec spec_;
-  GPT2Config cfg_;
+  ModelConfig cfg_;
   std::unique_ptr<Engine> engine_;
   std::map<std::int64_t, std::unique_ptr<DataLoader>> loaders_;
   std::vector<float> work_;

@@ -32,7 +32,7 @@ namespace myelin::pool {
 
 struct PoolState::JobRt {
   JobSpec spec;
-  GPT2Config cfg;
+  ModelConfig cfg;
   std::size_t n = 0;
   std::unique_ptr<Engine> eval;
   std::unique_ptr<DataLoader> val;

@@ -12,7 +12,7 @@ namespace myelin {
 struct TrainOptions {
   // model: a checkpoint, or a shape + seed
   std::string model_path;
-  GPT2Config shape{256, 256, 256, 4, 4, 128};
+  ModelConfig shape{256, 256, 256, 4, 4, 128};
   std::uint64_t seed = 1337;
 
   // data
@@ -99,7 +99,7 @@ struct TrainOptions {
 };
 
 // Checks values and combinations; throws InputError naming the flag. Every
-// number has a range; a shape given by flags goes through GPT2Config::validate
+// number has a range; a shape given by flags goes through ModelConfig::validate
 // and validate_micro_batch (a --model file's shape is checked when it is read).
 // plan_only: for `--memory-plan`, which needs no data and plans any dtype.
 void validate_train_options(const TrainOptions& o, bool plan_only = false);

@@ -64,7 +64,7 @@ std::vector<int> sample_start_tokens(const std::string& prompt, int vocab) {
 // A CPU run holds the initial parameters, then parameters, gradients and the
 // two AdamW moments (5 fp32 copies), and the activations of each micro-batch
 // in flight; refuse a shape that cannot fit in this machine before allocating.
-void require_cpu_memory(const GPT2Config& c, const TrainOptions& o, int slots,
+void require_cpu_memory(const ModelConfig& c, const TrainOptions& o, int slots,
                         const std::string& field) {
   // Both counts are bounded (kMaxParams, kMaxActivations): no overflow.
   const std::size_t bytes =

@@ -42,7 +42,7 @@ class Trainer {
   std::vector<StepMetrics> run();
 
   Engine& engine() { return *engine_; }
-  const GPT2Config& config() const { return cfg_; }
+  const ModelConfig& config() const { return cfg_; }
   int start_step() const { return start_step_; }
   float evaluate(); // mean validation loss over val_batches batches
   std::string sample(int len, std::uint64_t seed);
@@ -88,7 +88,7 @@ class Trainer {
   std::unique_ptr<GradSync> sync_;
   PipeSchedule sched_ = PipeSchedule::k1F1B;
   PipeTiming last_timing_;
-  GPT2Config cfg_;
+  ModelConfig cfg_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<DataLoader> train_, val_;
   std::vector<int> inputs_, targets_;

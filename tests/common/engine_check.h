@@ -23,7 +23,7 @@ namespace myelin::engine_check {
 
 // A CUDA engine of c for micro-batches up to 2 x 16 with 2 slots; the whole
 // model unless a stage is given.
-inline std::unique_ptr<myelin::Engine> cuda_engine(const myelin::GPT2Config& c, const char* dtype,
+inline std::unique_ptr<myelin::Engine> cuda_engine(const myelin::ModelConfig& c, const char* dtype,
                                                    int recompute = 0,
                                                    myelin::StageSpec st = myelin::StageSpec{}) {
   myelin::EngineOptions opt;
@@ -67,8 +67,8 @@ inline void copy_on_engine_stream(const myelin::Engine& e, void* dst, const void
   MYELIN_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
-inline myelin::GPT2Config tiny_config() {
-  myelin::GPT2Config c;
+inline myelin::ModelConfig tiny_config() {
+  myelin::ModelConfig c;
   c.max_seq_len = 16;
   c.vocab_size = 50;
   c.padded_vocab_size = 64;
@@ -78,7 +78,7 @@ inline myelin::GPT2Config tiny_config() {
   return c;
 }
 
-inline std::vector<float> perturbed_init(const myelin::GPT2Config& c) {
+inline std::vector<float> perturbed_init(const myelin::ModelConfig& c) {
   auto p = myelin::gpt2_init(c, 7);
   const myelin::ParamLayout lay(c);
   // Non-trivial biases and LayerNorm parameters so every gradient path is exercised.
@@ -90,7 +90,7 @@ inline std::vector<float> perturbed_init(const myelin::GPT2Config& c) {
   return p;
 }
 
-inline void make_batch(const myelin::GPT2Config& c, int B, int Tn, int step, std::vector<int>& tok,
+inline void make_batch(const myelin::ModelConfig& c, int B, int Tn, int step, std::vector<int>& tok,
                        std::vector<int>& tgt) {
   tok.resize(std::size_t(B) * Tn);
   tgt.resize(tok.size());
@@ -103,7 +103,7 @@ inline void make_batch(const myelin::GPT2Config& c, int B, int Tn, int step, std
 // `steps` AdamW steps of two accumulated micro-batches (slots 0 and 1) of
 // B=2 x T=16; returns the step losses. With `norms`, the gradient sum of
 // squares of every step; with `clip`, gradients are clipped to norm 1.
-inline std::vector<float> train_losses(myelin::Engine& e, const myelin::GPT2Config& c, int steps,
+inline std::vector<float> train_losses(myelin::Engine& e, const myelin::ModelConfig& c, int steps,
                                        std::vector<double>* norms, bool clip = true) {
   const int B = 2, Tn = 16;
   myelin::AdamWConfig ac;

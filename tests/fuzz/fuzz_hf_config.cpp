@@ -1,6 +1,6 @@
 // libFuzzer harness for Hugging Face config.json (runtime/io/hf_config.h).
 // Feeds the input as a whole config.json. Checked: an accepted GPT-2 config
-// passes GPT2Config::validate, and write_gpt2_config then read_hf_config gives
+// passes ModelConfig::validate, and write_gpt2_config then read_hf_config gives
 // back the same shape; an accepted Llama config has positive sizes, heads
 // dividing hidden_size, and key/value heads dividing the heads.
 #include <cstddef>

@@ -16,7 +16,7 @@ using myelin::fuzz::check;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const myelin::fuzz::ScratchFile file("fuzz_model_file", "model.bin");
   const std::string& path = file.write(data, size);
-  myelin::GPT2Config shape;
+  myelin::ModelConfig shape;
   const bool header_ok =
       myelin::fuzz::expect_input_error([&] { shape = myelin::load_model_config(path); });
   myelin::ModelFile m;
