@@ -35,13 +35,15 @@ namespace myelin::cpu {
 template <typename Real> using nondeduced_t = std::type_identity_t<Real>;
 
 // ---- embedding: out[n,:] = wte[tok[n],:] + wpe[t(n),:] ----------------------
+// wpe may be null (rotary models): out[n,:] = wte[tok[n],:].
 template <typename Real>
-void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B, int T,
-                     int C);
-// Accumulates into dwte and dwpe. Deterministic: rows are owned by one thread.
+void encoder_forward(Real* out, const int* tokens, const Real* wte, const nondeduced_t<Real>* wpe,
+                     int B, int T, int C);
+// Accumulates into dwte and dwpe (dwpe may be null). Deterministic: rows are
+// owned by one thread.
 template <typename Real>
-void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* tokens, int B, int T,
-                      int C, int Vp);
+void encoder_backward(Real* dwte, nondeduced_t<Real>* dwpe, const Real* dout, const int* tokens,
+                      int B, int T, int C, int Vp);
 
 // ---- LayerNorm over the last dimension (eps = 1e-5) -------------------------
 // mean and rstd (length N) are saved for the backward pass.
@@ -62,11 +64,12 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
 template <typename Real>
 void matmul_forward(Real* out, const Real* inp, const Real* weight, const nondeduced_t<Real>* bias,
                     int N, int IC, int OC);
-// dinp[N,IC] += dout @ weight; dweight[OC,IC] += dout^T @ inp; dbias += sum_n dout.
-// dinp and dbias may be null (skipped).
+// dinp[N,IC] += s dout @ weight; dweight[OC,IC] += s dout^T @ inp; dbias += s
+// sum_n dout, s = scale. dinp and dbias may be null (skipped).
 template <typename Real>
 void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>* dbias,
-                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC);
+                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC,
+                     nondeduced_t<Real> scale = Real(1));
 
 // ---- causal grouped-query self-attention (Llama; GPT-2 is NKV == NH) --------
 // NH query heads and NKV key/value heads of D channels each; NKV divides NH and

@@ -20,8 +20,8 @@ namespace po = boost::program_options;
 namespace myelin::launch {
 
 namespace {
-// `--memory-plan`: the cuda engine's device memory per pipeline stage, from
-// the options alone.
+// `--memory-plan`: the engine's memory (device memory on cuda) per pipeline
+// stage, from the options alone.
 int print_memory_plan(const TrainOptions& o) {
   validate_train_options(o, true);
   ModelConfig cfg = o.shape;
@@ -37,7 +37,7 @@ int print_memory_plan(const TrainOptions& o) {
             << o.recompute << "\n";
   for (std::size_t i = 0; i < stages.size(); ++i) {
     const auto plan =
-        plan_cuda_memory(cfg, stages[i], o.batch_size, o.seq_len, o.dtype, o.recompute, slots);
+        plan_memory(cfg, stages[i], o.batch_size, o.seq_len, o.device, o.dtype, o.recompute, slots);
     if (stages.size() > 1)
       std::cout << "stage " << i << " (layers " << stages[i].layer_begin << ".."
                 << stages[i].layer_end - 1 << "): ";
@@ -49,7 +49,8 @@ int print_memory_plan(const TrainOptions& o) {
 }
 } // namespace
 
-po::options_description train_options_description(TrainOptions& o, std::string& preset) {
+po::options_description train_options_description(TrainOptions& o, std::string& preset,
+                                                  std::string& family) {
   po::options_description model("Model (a checkpoint, or a shape and a seed)");
   model.add_options()(
       "model", po::value(&o.model_path),
@@ -57,7 +58,22 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
       "safetensors (a .safetensors file, an .index.json or a folder; config.json "
       "beside it)")(
       "preset", po::value(&preset),
-      "GPT-2 shape: 124M, 350M, 774M or 1.5B (V 50257, maxT 1024); overrides the shape flags")(
+      "a named shape, overriding the shape flags: GPT-2 124M, 350M, 774M, 1.5B (V 50257, maxT "
+      "1024); Llama family llama-135M (SmolLM-135M's shape), llama-1B (Llama 3.2 1B's shape)")(
+      "family", po::value(&family)->default_value("gpt2"),
+      "gpt2 (LayerNorm, learned positions, GeLU, biases, tied head) or llama (RMSNorm, rotary "
+      "positions, SwiGLU, grouped-query attention, no biases)")(
+      "kv-heads", po::value(&o.shape.num_kv_heads)->default_value(o.shape.num_kv_heads),
+      "llama: key/value heads, dividing --heads (0 = --heads)")(
+      "intermediate-size",
+      po::value(&o.shape.intermediate_size)->default_value(o.shape.intermediate_size),
+      "llama: SwiGLU width (0 = 4 x channels)")(
+      "untied-head", po::bool_switch(),
+      "llama: a separate output head (lm_head) instead of reusing the embedding")(
+      "rope-theta", po::value(&o.shape.rope.theta)->default_value(o.shape.rope.theta),
+      "llama: rotary embedding base")("norm-eps",
+                                      po::value(&o.shape.norm_eps)->default_value(o.shape.norm_eps),
+                                      "llama: RMSNorm epsilon")(
       "layers", po::value(&o.shape.num_layers)->default_value(o.shape.num_layers),
       "transformer blocks")(
       "heads", po::value(&o.shape.num_heads)->default_value(o.shape.num_heads), "attention heads")(
@@ -154,8 +170,8 @@ po::options_description train_options_description(TrainOptions& o, std::string& 
 
 int train_main(const Args& args) {
   TrainOptions o;
-  std::string preset;
-  auto desc = train_options_description(o, preset);
+  std::string preset, family;
+  auto desc = train_options_description(o, preset, family);
   desc.add_options()("help,h", "show this help");
   // Hidden options, used by `myelin contribute --ranks N` for its mpirun
   // child (not shown in --help):
@@ -208,9 +224,14 @@ int train_main(const Args& args) {
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = default_padded_vocab(o.shape.vocab_size);
+  if (family == "llama")
+    o.shape.family = Family::kLlama;
+  else if (family != "gpt2")
+    throw InputError("--family: expected gpt2 or llama, got '" + family + "'");
+  if (vm["untied-head"].as<bool>()) o.shape.tied_head = false;
   if (!preset.empty() && !model_preset(preset, o.shape))
-    throw InputError("--preset: expected one of " + std::string(kPresetNames) + ", got '" +
-                     preset + "'");
+    throw InputError("--preset: expected one of " + std::string(kPresetNames) + ", got '" + preset +
+                     "'");
   if (!vm.count("dtype")) o.dtype = o.device == "cuda" ? "bf16" : "fp32";
   if (vm["memory-plan"].as<bool>()) return print_memory_plan(o);
   return run_training(o);

@@ -1,4 +1,4 @@
-// The CUDA engine's device memory plan (runtime/model/memory_plan.h), checked
+// The engines' memory plan (runtime/model/memory_plan.h), checked
 // on the host: the plan is what the CUDA engine allocates, so these are the
 // issue's memory targets as far as they can be checked without a GPU.
 #include <gtest/gtest.h>
@@ -37,9 +37,9 @@ TEST(MemoryPlan, ActivationsPerLayerFollowTheRecomputeLevel) {
   const auto c = preset("124M");
   const int B = 4, T = 256;
   const std::size_t NC = std::size_t(B) * T * c.channels, L = c.num_layers;
-  const auto p0 = plan_cuda_memory(c, StageSpec::whole(c), B, T, "bf16", 0, 1);
-  const auto p1 = plan_cuda_memory(c, StageSpec::whole(c), B, T, "bf16", 1, 1);
-  const auto p2 = plan_cuda_memory(c, StageSpec::whole(c), B, T, "bf16", 2, 1);
+  const auto p0 = plan_memory(c, StageSpec::whole(c), B, T, "cuda", "bf16", 0, 1);
+  const auto p1 = plan_memory(c, StageSpec::whole(c), B, T, "cuda", "bf16", 1, 1);
+  const auto p2 = plan_memory(c, StageSpec::whole(c), B, T, "cuda", "bf16", 2, 1);
   auto per_layer = [&](const SlotSizes& s) {
     return (s.ln1 + s.qkv + s.atty + s.res2 + s.ln2 + s.fch + s.fch_gelu + s.res3) / (L * NC);
   };
@@ -53,30 +53,32 @@ TEST(MemoryPlan, ActivationsPerLayerFollowTheRecomputeLevel) {
   // bf16: fp32 master + bf16 copy; fp32: master only.
   const std::size_t P = ParamLayout(c).total;
   EXPECT_EQ(p0.params, P * 6);
-  EXPECT_EQ(plan_cuda_memory(c, StageSpec::whole(c), B, T, "fp32", 0, 1).params, P * 4);
+  EXPECT_EQ(plan_memory(c, StageSpec::whole(c), B, T, "cuda", "fp32", 0, 1).params, P * 4);
   EXPECT_EQ(p0.optimizer, P * 8);
   // Two slots hold twice the activations; a middle pipeline stage has no
   // logits and no embedding inputs.
-  EXPECT_EQ(plan_cuda_memory(c, StageSpec::whole(c), B, T, "bf16", 0, 2).activations,
+  EXPECT_EQ(plan_memory(c, StageSpec::whole(c), B, T, "cuda", "bf16", 0, 2).activations,
             2 * p0.activations);
-  const auto mid = plan_cuda_memory(c, StageSpec{4, 8, false, false}, B, T, "bf16", 0, 1);
+  const auto mid = plan_memory(c, StageSpec{4, 8, false, false}, B, T, "cuda", "bf16", 0, 1);
   EXPECT_EQ(mid.slot.logits, 0u);
   EXPECT_EQ(mid.slot.tokens, 0u);
   EXPECT_EQ(mid.slot.qkv, 4 * 3 * NC);
-  EXPECT_THROW(plan_cuda_memory(c, StageSpec::whole(c), B, T, "fp16", 0, 1), std::invalid_argument);
-  EXPECT_THROW(plan_cuda_memory(c, StageSpec::whole(c), B, T, "bf16", 3, 1), std::invalid_argument);
+  EXPECT_THROW(plan_memory(c, StageSpec::whole(c), B, T, "cuda", "fp16", 0, 1),
+               std::invalid_argument);
+  EXPECT_THROW(plan_memory(c, StageSpec::whole(c), B, T, "cuda", "bf16", 3, 1),
+               std::invalid_argument);
 }
 
 // The targets: GPT-2 124M at micro-batch 64 x 1024 (bf16) and GPT-2
 // 1.5B (bf16, recompute 2, micro-batch 8 x 1024) fit on an 80 GB card.
 TEST(MemoryPlan, Gpt2TargetsFitOn80GB) {
   const auto small = preset("124M"), xl = preset("1.5B");
-  const auto p124 = plan_cuda_memory(small, StageSpec::whole(small), 64, 1024, "bf16", 0, 1);
+  const auto p124 = plan_memory(small, StageSpec::whole(small), 64, 1024, "cuda", "bf16", 0, 1);
   EXPECT_LT(double(p124.total()), kUsable80) << p124.describe();
-  const auto p15 = plan_cuda_memory(xl, StageSpec::whole(xl), 8, 1024, "bf16", 2, 1);
+  const auto p15 = plan_memory(xl, StageSpec::whole(xl), 8, 1024, "cuda", "bf16", 2, 1);
   EXPECT_LT(double(p15.total()), kUsable80) << p15.describe();
   // ... and the plan is not vacuous: 1.5B at micro-batch 64 does not fit.
-  const auto too_big = plan_cuda_memory(xl, StageSpec::whole(xl), 64, 1024, "bf16", 2, 1);
+  const auto too_big = plan_memory(xl, StageSpec::whole(xl), 64, 1024, "cuda", "bf16", 2, 1);
   EXPECT_GT(double(too_big.total()), kUsable80) << too_big.describe();
   std::printf("124M  64x1024 bf16 rc0: %s\n1.5B   8x1024 bf16 rc2: %s\n", p124.describe().c_str(),
               p15.describe().c_str());

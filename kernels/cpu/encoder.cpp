@@ -10,6 +10,7 @@
 // the positions are bucketed by token (counting sort, serial, O(B*T + Vp)) and
 // the distinct tokens are split across threads, each adding its positions in
 // increasing order. The result does not depend on the thread count.
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -18,14 +19,18 @@
 namespace myelin::cpu {
 
 template <typename Real>
-void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B, int T,
-                     int C) {
+void encoder_forward(Real* out, const int* tokens, const Real* wte, const nondeduced_t<Real>* wpe,
+                     int B, int T, int C) {
   const std::ptrdiff_t N = static_cast<std::ptrdiff_t>(B) * T;
 #pragma omp parallel for schedule(static) if (N * C > 32768)
   for (std::ptrdiff_t n = 0; n < N; ++n) {
     const std::size_t t = static_cast<std::size_t>(n % T);
     Real* o = out + static_cast<std::size_t>(n) * C;
     const Real* e = wte + static_cast<std::size_t>(tokens[n]) * C;
+    if (wpe == nullptr) { // rotary models: the token embedding only
+      std::copy(e, e + C, o);
+      continue;
+    }
     const Real* p = wpe + t * C;
 #pragma omp simd
     for (int i = 0; i < C; ++i) o[i] = e[i] + p[i];
@@ -33,14 +38,14 @@ void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* 
 }
 
 template <typename Real>
-void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* tokens, int B, int T,
-                      int C, int Vp) {
+void encoder_backward(Real* dwte, nondeduced_t<Real>* dwpe, const Real* dout, const int* tokens,
+                      int B, int T, int C, int Vp) {
   const std::size_t N = static_cast<std::size_t>(B) * T;
   const std::size_t sC = static_cast<std::size_t>(C);
 
   // dwpe: thread owns row t, sums over b in order.
 #pragma omp parallel for schedule(static) if (N * sC > 32768)
-  for (int t = 0; t < T; ++t) {
+  for (int t = 0; t < (dwpe ? T : 0); ++t) {
     Real* dp = dwpe + static_cast<std::size_t>(t) * sC;
     for (int b = 0; b < B; ++b) {
       const Real* d = dout + (static_cast<std::size_t>(b) * T + t) * sC;

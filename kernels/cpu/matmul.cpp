@@ -86,7 +86,8 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight, const nonded
 
 template <typename Real>
 void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>* dbias,
-                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC) {
+                     const Real* dout, const Real* inp, const Real* weight, int N, int IC, int OC,
+                     nondeduced_t<Real> scale) {
   if (N <= 0 || OC <= 0) return;
   const std::size_t sOC = static_cast<std::size_t>(OC);
   const std::size_t sIC = static_cast<std::size_t>(IC);
@@ -101,25 +102,25 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
         if (N >= kMinRowsPerThread * nth || IC < kMinRowsPerThread * nth) {
           const auto [r0, r1] = slice(N, nth, tid);
           if (r1 > r0)
-            gemm(false, false, r1 - r0, IC, OC, Real(1), dout + r0 * sOC, OC, weight, IC, Real(1),
+            gemm(false, false, r1 - r0, IC, OC, scale, dout + r0 * sOC, OC, weight, IC, Real(1),
                  dinp + r0 * sIC, IC);
         } else {
           const auto [i0, i1] = slice(IC, nth, tid);
           if (i1 > i0)
-            gemm(false, false, N, i1 - i0, OC, Real(1), dout, OC, weight + i0, IC, Real(1),
-                 dinp + i0, IC);
+            gemm(false, false, N, i1 - i0, OC, scale, dout, OC, weight + i0, IC, Real(1), dinp + i0,
+                 IC);
         }
       }
       // dweight[OC,IC] += dout^T[OC,N] @ inp[N,IC]
       if (OC >= kMinRowsPerThread * nth || IC < kMinRowsPerThread * nth) {
         const auto [o0, o1] = slice(OC, nth, tid);
         if (o1 > o0)
-          gemm(true, false, o1 - o0, IC, N, Real(1), dout + o0, OC, inp, IC, Real(1),
+          gemm(true, false, o1 - o0, IC, N, scale, dout + o0, OC, inp, IC, Real(1),
                dweight + o0 * sIC, IC);
       } else {
         const auto [i0, i1] = slice(IC, nth, tid);
         if (i1 > i0)
-          gemm(true, false, OC, i1 - i0, N, Real(1), dout, OC, inp + i0, IC, Real(1), dweight + i0,
+          gemm(true, false, OC, i1 - i0, N, scale, dout, OC, inp + i0, IC, Real(1), dweight + i0,
                IC);
       }
     }
@@ -131,7 +132,7 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
         for (int n = 0; n < N; ++n) {
           const Real* d = dout + n * sOC;
 #pragma omp simd
-          for (int o = c0; o < c1; ++o) dbias[o] += d[o];
+          for (int o = c0; o < c1; ++o) dbias[o] += scale * d[o];
         }
       }
     }
@@ -143,8 +144,8 @@ template void matmul_forward<float>(float*, const float*, const float*, const fl
 template void matmul_forward<double>(double*, const double*, const double*, const double*, int, int,
                                      int);
 template void matmul_backward<float>(float*, float*, float*, const float*, const float*,
-                                     const float*, int, int, int);
+                                     const float*, int, int, int, float);
 template void matmul_backward<double>(double*, double*, double*, const double*, const double*,
-                                      const double*, int, int, int);
+                                      const double*, int, int, int, double);
 
 } // namespace myelin::cpu

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <cstdint>
+#include <sstream>
 
 #include "runtime/util/checked.h"
 #include "runtime/util/error.h"
@@ -11,9 +11,8 @@
 namespace myelin {
 
 const std::array<const char*, kNumParamTensors> kParamTensorNames = {
-    "wte",  "wpe",  "ln1w", "ln1b", "qkvw",    "qkvb",    "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw",  "fcb",  "fcprojw", "fcprojb", "lnfw",     "lnfb",
-    "lm_head"};
+    "wte",  "wpe", "ln1w", "ln1b",    "qkvw",    "qkvb", "attprojw", "attprojb", "ln2w",
+    "ln2b", "fcw", "fcb",  "fcprojw", "fcprojb", "lnfw", "lnfb",     "lm_head"};
 
 FieldNamer flag_names() {
   return [](std::string_view key) {
@@ -36,28 +35,28 @@ std::optional<std::array<std::size_t, kNumParamTensors>> tensor_sizes(const Mode
       c.num_heads <= 0 || c.kv_heads() <= 0 || c.hidden() <= 0)
     return std::nullopt;
   const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len,
-                    Q = std::size_t(c.num_heads + 2 * c.kv_heads()) * c.head_dim(),
-                    I = c.hidden(), F = c.fc_width();
+                    Q = std::size_t(c.num_heads + 2 * c.kv_heads()) * c.head_dim(), I = c.hidden(),
+                    F = c.fc_width();
   const bool g = !c.llama();
   const std::optional<std::size_t> z = 0;
   const std::optional<std::size_t> v[kNumParamTensors] = {
-      checked_mul({Vp, C}),                       // wte
-      g ? checked_mul({T, C}) : z,                // wpe
-      checked_mul({L, C}),                        // ln1w
-      g ? checked_mul({L, C}) : z,                // ln1b
-      checked_mul({L, Q, C}),                     // qkvw
-      g ? checked_mul({L, Q}) : z,                // qkvb
-      checked_mul({L, C, C}),                     // attprojw
-      g ? checked_mul({L, C}) : z,                // attprojb
-      checked_mul({L, C}),                        // ln2w
-      g ? checked_mul({L, C}) : z,                // ln2b
-      checked_mul({L, F, C}),                     // fcw
-      g ? checked_mul({L, F}) : z,                // fcb
-      checked_mul({L, C, I}),                     // fcprojw
-      g ? checked_mul({L, C}) : z,                // fcprojb
-      C,                                          // lnfw
-      g ? std::optional<std::size_t>(C) : z,      // lnfb
-      c.tied_head ? z : checked_mul({Vp, C})};    // lm_head
+      checked_mul({Vp, C}),                    // wte
+      g ? checked_mul({T, C}) : z,             // wpe
+      checked_mul({L, C}),                     // ln1w
+      g ? checked_mul({L, C}) : z,             // ln1b
+      checked_mul({L, Q, C}),                  // qkvw
+      g ? checked_mul({L, Q}) : z,             // qkvb
+      checked_mul({L, C, C}),                  // attprojw
+      g ? checked_mul({L, C}) : z,             // attprojb
+      checked_mul({L, C}),                     // ln2w
+      g ? checked_mul({L, C}) : z,             // ln2b
+      checked_mul({L, F, C}),                  // fcw
+      g ? checked_mul({L, F}) : z,             // fcb
+      checked_mul({L, C, I}),                  // fcprojw
+      g ? checked_mul({L, C}) : z,             // fcprojb
+      C,                                       // lnfw
+      g ? std::optional<std::size_t>(C) : z,   // lnfb
+      c.tied_head ? z : checked_mul({Vp, C})}; // lm_head
   std::array<std::size_t, kNumParamTensors> out{};
   for (int k = 0; k < kNumParamTensors; ++k) {
     if (!v[k]) return std::nullopt;
