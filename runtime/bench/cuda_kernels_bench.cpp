@@ -374,8 +374,7 @@ int run_cuda_kernel_bench(const CudaBenchOptions& opt) {
     while (std::getline(ss, item, ',')) {
       ModelShape m;
       if (!model_shape(item, m)) {
-        std::cerr << "--models: unknown model '" << item << "' (expected " << kPresetNames
-                  << ")\n";
+        std::cerr << "--models: unknown model '" << item << "' (expected " << kPresetNames << ")\n";
         return 2;
       }
       models.push_back(m);

@@ -20,21 +20,21 @@ struct HfTensor {
   bool conv1d;
 };
 constexpr HfTensor kTensors[] = {{kWte, "wte.weight", false},
-                                                 {kWpe, "wpe.weight", false},
-                                                 {kLn1w, "h.{l}.ln_1.weight", false},
-                                                 {kLn1b, "h.{l}.ln_1.bias", false},
-                                                 {kQkvw, "h.{l}.attn.c_attn.weight", true},
-                                                 {kQkvb, "h.{l}.attn.c_attn.bias", false},
-                                                 {kAttprojw, "h.{l}.attn.c_proj.weight", true},
-                                                 {kAttprojb, "h.{l}.attn.c_proj.bias", false},
-                                                 {kLn2w, "h.{l}.ln_2.weight", false},
-                                                 {kLn2b, "h.{l}.ln_2.bias", false},
-                                                 {kFcw, "h.{l}.mlp.c_fc.weight", true},
-                                                 {kFcb, "h.{l}.mlp.c_fc.bias", false},
-                                                 {kFcprojw, "h.{l}.mlp.c_proj.weight", true},
-                                                 {kFcprojb, "h.{l}.mlp.c_proj.bias", false},
-                                                 {kLnfw, "ln_f.weight", false},
-                                                 {kLnfb, "ln_f.bias", false}};
+                                 {kWpe, "wpe.weight", false},
+                                 {kLn1w, "h.{l}.ln_1.weight", false},
+                                 {kLn1b, "h.{l}.ln_1.bias", false},
+                                 {kQkvw, "h.{l}.attn.c_attn.weight", true},
+                                 {kQkvb, "h.{l}.attn.c_attn.bias", false},
+                                 {kAttprojw, "h.{l}.attn.c_proj.weight", true},
+                                 {kAttprojb, "h.{l}.attn.c_proj.bias", false},
+                                 {kLn2w, "h.{l}.ln_2.weight", false},
+                                 {kLn2b, "h.{l}.ln_2.bias", false},
+                                 {kFcw, "h.{l}.mlp.c_fc.weight", true},
+                                 {kFcb, "h.{l}.mlp.c_fc.bias", false},
+                                 {kFcprojw, "h.{l}.mlp.c_proj.weight", true},
+                                 {kFcprojb, "h.{l}.mlp.c_proj.bias", false},
+                                 {kLnfw, "ln_f.weight", false},
+                                 {kLnfb, "ln_f.bias", false}};
 
 constexpr const char* kPrefix = "transformer.";
 
