@@ -1,6 +1,8 @@
-// The CPU engine as a whole: gradients against finite differences of the
-// loss, gradient accumulation, and pipeline stages composing to the whole
-// model (what pipeline parallelism relies on).
+// The CPU engine as a whole, for each model family (GPT-2; Llama with
+// grouped-query attention and an untied head): gradients against finite
+// differences of the loss, gradient accumulation, pipeline stages composing
+// to the whole model (what pipeline parallelism relies on), recomputation,
+// and the engine's allocation against the memory plan.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,12 +10,22 @@
 
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
+#include "runtime/model/memory_plan.h"
 #include "runtime/util/rng.h"
 
 using namespace myelin;
 
 namespace {
-ModelConfig cfg() { return ModelConfig{16, 50, 64, 3, 2, 16}; }
+ModelConfig gpt2_cfg() { return ModelConfig{16, 50, 64, 3, 2, 16}; }
+ModelConfig llama_cfg() {
+  ModelConfig c{16, 50, 64, 3, 4, 16};
+  c.family = Family::kLlama;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 24;
+  c.tied_head = false;
+  c.rope.theta = 100.0; // large angles at these short positions
+  return c;
+}
 
 struct Batch {
   std::vector<int> in, tg;
@@ -33,6 +45,11 @@ std::vector<float> random_params(const ModelConfig& c, std::uint64_t seed) {
   for (auto& x : p) x += float(r.normal() * 0.05); // biases and LN away from 0/1
   return p;
 }
+
+class CpuEngine : public ::testing::TestWithParam<ModelConfig> {
+ protected:
+  ModelConfig cfg() const { return GetParam(); }
+};
 std::vector<float> grads_of(Engine& e) {
   auto g = e.grads();
   const float* p = static_cast<const float*>(g.data);
@@ -40,7 +57,7 @@ std::vector<float> grads_of(Engine& e) {
 }
 } // namespace
 
-TEST(CpuEngine, GradientMatchesFiniteDifferences) {
+TEST_P(CpuEngine, GradientMatchesFiniteDifferences) {
   const auto c = cfg();
   auto e = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 1);
   auto p = random_params(c, 3);
@@ -53,8 +70,10 @@ TEST(CpuEngine, GradientMatchesFiniteDifferences) {
   const ParamLayout lay(c);
   // Check the largest-gradient elements of every tensor (float FD: h = 1e-2,
   // truncation error O(h^2); tolerance 3% relative or 2e-4 absolute).
-  int checked = 0;
+  int checked = 0, present = 0;
   for (int k = 0; k < kNumParamTensors; ++k) {
+    if (lay.sizes[k] == 0) continue; // a tensor this family lacks
+    ++present;
     std::size_t best = lay.offsets[k];
     for (std::size_t i = lay.offsets[k]; i < lay.offsets[k] + lay.sizes[k]; ++i)
       if (std::fabs(g[i]) > std::fabs(g[best])) best = i;
@@ -70,10 +89,11 @@ TEST(CpuEngine, GradientMatchesFiniteDifferences) {
     EXPECT_NEAR(g[best], fd, std::max(2e-4, 0.03 * std::fabs(fd))) << kParamTensorNames[k];
     ++checked;
   }
-  EXPECT_EQ(checked, kNumParamTensors);
+  EXPECT_EQ(checked, present);
+  EXPECT_EQ(present, c.llama() ? 9 : 16);
 }
 
-TEST(CpuEngine, GradAccumulationEqualsLargerBatch) {
+TEST_P(CpuEngine, GradAccumulationEqualsLargerBatch) {
   const auto c = cfg();
   auto big = make_cpu_engine(c, StageSpec::whole(c), 4, 8, 1);
   auto small = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 1);
@@ -100,7 +120,7 @@ TEST(CpuEngine, GradAccumulationEqualsLargerBatch) {
   EXPECT_LT(maxd, 1e-5 * maxg);
 }
 
-TEST(CpuEngine, PipelineStagesComposeToTheWholeModel) {
+TEST_P(CpuEngine, PipelineStagesComposeToTheWholeModel) {
   const auto c = cfg();
   auto whole = make_cpu_engine(c, StageSpec::whole(c), 2, 8, 2);
   auto s0 = make_cpu_engine(c, StageSpec{0, 1, true, false}, 2, 8, 2);
@@ -116,6 +136,7 @@ TEST(CpuEngine, PipelineStagesComposeToTheWholeModel) {
   s0->forward(1, b.in.data(), nullptr, 2, 8);
   auto out = s0->output_act(1), in = s1->input_act(1);
   ASSERT_EQ(out.count, std::size_t(2 * 8 * 16));
+  std::fill_n(static_cast<float*>(in.data), in.count, 0.0f);
   std::copy_n(static_cast<float*>(out.data), out.count, static_cast<float*>(in.data));
   const float L1 = s1->forward(1, nullptr, b.tg.data(), 2, 8);
   EXPECT_EQ(L, L1);
@@ -125,8 +146,9 @@ TEST(CpuEngine, PipelineStagesComposeToTheWholeModel) {
   s0->backward(1, 1.0f);
   const auto gw = grads_of(*whole), g0 = grads_of(*s0), g1 = grads_of(*s1);
   const ParamLayout lay(c);
-  // Every element's gradient lives on exactly the stage that owns it; wte is
-  // the sum of the first stage's (embedding) and last stage's (classifier).
+  // Every element's gradient lives on exactly the stage that owns it; a tied
+  // wte is the sum of the first stage's (embedding) and last stage's
+  // (classifier).
   for (std::size_t i = 0; i < gw.size(); ++i) EXPECT_NEAR(gw[i], g0[i] + g1[i], 1e-6f) << i;
   // Ownership: the norm counts wte once.
   const double n0 = s0->grad_sum_squares(0, lay.total), n1 = s1->grad_sum_squares(0, lay.total);
@@ -140,7 +162,7 @@ TEST(CpuEngine, PipelineStagesComposeToTheWholeModel) {
 // micro-batches in flight (the backward of slot 0 runs after the forward of
 // slot 1 has overwritten the shared buffers), and activation memory shrinks
 // by exactly the buffers no longer stored per layer.
-TEST(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
+TEST_P(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
   const auto c = cfg();
   const int B = 2, T = 8, N = B * T, Lc = c.num_layers, C = c.channels;
   const auto p = random_params(c, 21);
@@ -176,10 +198,12 @@ TEST(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
   double gmax = 0;
   for (float g : r0.grads) gmax = std::max(gmax, double(std::fabs(g)));
   EXPECT_GT(gmax, 0.0); // the comparison above compared real gradients
-  const std::size_t f = sizeof(float), NC = std::size_t(N) * C, slots = 2;
-  // recompute 1: fch_gelu (4NC per layer per slot) no longer stored; one shared 4NC buffer.
-  EXPECT_EQ(r0.mem.activations - r1.mem.activations, slots * Lc * 4 * NC * f);
-  EXPECT_EQ(r1.mem.scratch - r0.mem.scratch, 4 * NC * f);
+  const std::size_t f = sizeof(float), NC = std::size_t(N) * C, slots = 2,
+                    NH = std::size_t(N) * c.hidden();
+  // recompute 1: the activation output (N x hidden per layer per slot) no
+  // longer stored; one shared buffer of that size.
+  EXPECT_EQ(r0.mem.activations - r1.mem.activations, slots * Lc * NH * f);
+  EXPECT_EQ(r1.mem.scratch - r0.mem.scratch, NH * f);
   // recompute 2: also ln1 and ln2 (2NC per layer per slot); one shared NC buffer.
   EXPECT_EQ(r1.mem.activations - r2.mem.activations, slots * Lc * 2 * NC * f);
   EXPECT_EQ(r2.mem.scratch - r1.mem.scratch, NC * f);
@@ -190,7 +214,7 @@ TEST(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
 // A token or target id outside the vocabulary never reaches wte or the logits
 // (vocabulary 50, padded 64: ids 50..63 are padding rows, not tokens); the CPU
 // engine refuses it as the CUDA engine does (check_token_ids).
-TEST(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
+TEST_P(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
   const ModelConfig c = cfg();
   auto e = make_cpu_engine(c, StageSpec::whole(c), 1, 4, 1, 0);
   e->set_params(random_params(c, 3));
@@ -203,3 +227,23 @@ TEST(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
     EXPECT_THROW(e->forward(0, ok.data(), in.data(), 1, 4), std::out_of_range) << bad;
   }
 }
+
+// The engine allocates what the memory plan says (the plan is what
+// --memory-plan prints), per stage.
+TEST_P(CpuEngine, AllocationFollowsTheMemoryPlan) {
+  const auto c = cfg();
+  for (const StageSpec st : {StageSpec::whole(c), StageSpec{0, 1, true, false},
+                             StageSpec{1, 2, false, false}, StageSpec{2, 3, false, true}}) {
+    auto e = make_engine(c, st, 2, 8, EngineOptions{"cpu", "fp32", 0, 1, 2});
+    const MemoryPlan plan = plan_memory(c, st, 2, 8, "cpu", "fp32", 1, 2);
+    const MemoryUse u = e->memory_use();
+    EXPECT_EQ(u.params, plan.params);
+    EXPECT_EQ(u.grads, plan.grads);
+    EXPECT_EQ(u.optimizer, plan.optimizer);
+    EXPECT_EQ(u.activations, plan.activations);
+    EXPECT_EQ(u.scratch, plan.scratch);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CpuEngine, ::testing::Values(gpt2_cfg(), llama_cfg()),
+                         [](const auto& info) { return info.param.llama() ? "llama" : "gpt2"; });

@@ -1,5 +1,5 @@
 // Token + position embedding.
-//   forward : out[b,t,c] = wte[tok[b,t],c] + wpe[t,c]
+//   forward : out[b,t,c] = wte[tok[b,t],c] + wpe[t,c]   (wpe null: rotary models, wte only)
 //             bytes: 3*N*C*sizeof(T) (+4N for tokens); FLOPs: N*C   (N = B*T)
 //             launch: grid-stride, 256 threads, one 16-byte pack per thread when
 //             C is a multiple of the pack and rows are aligned, else scalar.
@@ -31,10 +31,12 @@ __global__ void encoder_forward_vec(T* out, const int* tokens, const T* wte, con
     const int t = int(n % Tn);
     const int tok = tokens[n];
     const Vec<T, VN> a = load_vec<VN>(wte + std::size_t(tok) * C + c);
-    const Vec<T, VN> b = load_vec<VN>(wpe + std::size_t(t) * C + c);
-    Vec<T, VN> o;
+    Vec<T, VN> o = a;
+    if (wpe) {
+      const Vec<T, VN> b = load_vec<VN>(wpe + std::size_t(t) * C + c);
 #pragma unroll
-    for (int k = 0; k < VN; ++k) o.v[k] = from_f32<T>(to_f32(a.v[k]) + to_f32(b.v[k]));
+      for (int k = 0; k < VN; ++k) o.v[k] = from_f32<T>(to_f32(a.v[k]) + to_f32(b.v[k]));
+    }
     store_vec(out + n * C + c, o);
   }
 }
@@ -47,8 +49,8 @@ __global__ void encoder_forward_scalar(T* out, const int* tokens, const T* wte, 
     const std::size_t n = i / C;
     const int c = int(i % C);
     const int t = int(n % Tn);
-    out[i] = from_f32<T>(to_f32(wte[std::size_t(tokens[n]) * C + c]) +
-                         to_f32(wpe[std::size_t(t) * C + c]));
+    const T e = wte[std::size_t(tokens[n]) * C + c];
+    out[i] = wpe ? from_f32<T>(to_f32(e) + to_f32(wpe[std::size_t(t) * C + c])) : e;
   }
 }
 
@@ -101,7 +103,7 @@ void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int 
   if (B <= 0 || Tn <= 0 || C <= 0) throw std::invalid_argument("encoder_forward: bad shape");
   const std::size_t total = std::size_t(B) * Tn * C;
   constexpr int VN = kPack<T>;
-  if (C % VN == 0 && aligned16(out) && aligned16(wte) && aligned16(wpe)) {
+  if (C % VN == 0 && aligned16(out) && aligned16(wte) && (!wpe || aligned16(wpe))) {
     const std::size_t np = total / VN;
     encoder_forward_vec<T><<<grid_for(np, 256), 256, 0, s>>>(out, tokens, wte, wpe, Tn, C, np);
   } else {

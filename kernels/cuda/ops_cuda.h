@@ -29,7 +29,7 @@
 
 namespace myelin::cuda {
 
-// ---- encoder: out[b,t,:] = wte[tok[b,t],:] + wpe[t,:] ------------------------------------
+// ---- encoder: out[b,t,:] = wte[tok[b,t],:] + wpe[t,:] (wpe may be null: wte only) ----------
 template <typename T>
 void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int Tn, int C,
                      cudaStream_t s);
