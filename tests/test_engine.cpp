@@ -50,11 +50,7 @@ class CpuEngine : public ::testing::TestWithParam<ModelConfig> {
  protected:
   ModelConfig cfg() const { return GetParam(); }
 };
-std::vector<float> grads_of(Engine& e) {
-  auto g = e.grads();
-  const float* p = static_cast<const float*>(g.data);
-  return {p, p + g.count};
-}
+std::vector<float> grads_of(Engine& e) { return e.flat_grads(); }
 } // namespace
 
 TEST_P(CpuEngine, GradientMatchesFiniteDifferences) {
@@ -247,3 +243,23 @@ TEST_P(CpuEngine, AllocationFollowsTheMemoryPlan) {
 
 INSTANTIATE_TEST_SUITE_P(Families, CpuEngine, ::testing::Values(gpt2_cfg(), llama_cfg()),
                          [](const auto& info) { return info.param.llama() ? "llama" : "gpt2"; });
+
+// A pipeline stage keeps gradients and AdamW moments only for what it owns:
+// three stages of a three-layer model together hold one model's worth, plus
+// the tied embedding a second time (first and last stage); parameters too.
+TEST_P(CpuEngine, StageStateFollowsOwnership) {
+  const auto c = cfg();
+  const ParamLayout lay(c);
+  const StageSpec stages[] = {{0, 1, true, false}, {1, 2, false, false}, {2, 3, false, true}};
+  std::size_t sum = 0;
+  for (const StageSpec& st : stages) {
+    auto e = make_cpu_engine(c, st, 2, 8, 1);
+    const MemoryUse u = e->memory_use();
+    EXPECT_EQ(u.params, e->state().size * sizeof(float));
+    EXPECT_EQ(u.grads, e->state().size * sizeof(float));
+    EXPECT_EQ(u.optimizer, 2 * e->state().size * sizeof(float));
+    EXPECT_LT(e->state().size, lay.total / 2);
+    sum += e->state().size;
+  }
+  EXPECT_EQ(sum, lay.total + (c.tied_head ? lay.sizes[kWte] : 0));
+}

@@ -83,3 +83,43 @@ TEST(MemoryPlan, Gpt2TargetsFitOn80GB) {
   std::printf("124M  64x1024 bf16 rc0: %s\n1.5B   8x1024 bf16 rc2: %s\n", p124.describe().c_str(),
               p15.describe().c_str());
 }
+
+// Memory follows ownership: GPT-2 1.5B with --pp 4 plans each stage's AdamW
+// state and gradients for its own layers (plus the embedding on the first
+// and last stage), about a quarter of the whole model's, not all of it.
+TEST(MemoryPlan, PipelineStagesHoldTheirShareOfTheOptimizerState) {
+  const auto xl = preset("1.5B");
+  const ParamLayout lay(xl);
+  const auto whole = plan_memory(xl, StageSpec::whole(xl), 8, 1024, "cuda", "bf16", 2, 1);
+  EXPECT_EQ(whole.optimizer, lay.total * 8);
+  std::size_t sum = 0;
+  for (int s = 0; s < 4; ++s) {
+    const StageSpec st{12 * s, 12 * (s + 1), s == 0, s == 3};
+    const auto p = plan_memory(xl, st, 8, 1024, "cuda", "bf16", 2, 4);
+    EXPECT_LT(double(p.optimizer), 0.30 * double(whole.optimizer)) << "stage " << s;
+    EXPECT_GT(double(p.optimizer), 0.20 * double(whole.optimizer)) << "stage " << s;
+    EXPECT_EQ(p.grads * 2, p.optimizer);
+    EXPECT_EQ(p.params * 4, p.optimizer * 3); // fp32 master + bf16 copy of the same slice
+    sum += p.optimizer;
+    std::printf("1.5B --pp 4 stage %d: %s\n", s, p.describe().c_str());
+  }
+  // The tied embedding is held by the first and the last stage.
+  EXPECT_EQ(sum, whole.optimizer + lay.sizes[kWte] * 8);
+}
+
+// The Llama presets plan too, with their own widths (GQA qkv, SwiGLU).
+TEST(MemoryPlan, LlamaPresets) {
+  const auto small = preset("llama-135M"), big = preset("llama-1B");
+  EXPECT_NEAR(double(ParamLayout(small).total), 134.5e6, 1e6);  // SmolLM-135M, tied
+  EXPECT_NEAR(double(ParamLayout(big).total), 1.236e9, 0.01e9); // Llama 3.2 1B, tied
+  const auto p = plan_memory(big, StageSpec::whole(big), 4, 2048, "cuda", "bf16", 0, 1);
+  const std::size_t N = 4 * 2048, C = 2048, L = 16;
+  EXPECT_EQ(p.slot.qkv, L * N * (32 + 2 * 8) * 64);
+  EXPECT_EQ(p.slot.fch, L * N * 2 * 8192);
+  EXPECT_EQ(p.slot.fch_gelu, L * N * 8192);
+  EXPECT_EQ(p.slot.ln_mean, 0u); // RMSNorm keeps no mean
+  EXPECT_EQ(p.slot.ln_rstd, L * N);
+  EXPECT_EQ(p.shared.rope, std::size_t(2048) * 32);
+  EXPECT_LT(double(p.total()), kUsable80) << p.describe();
+  (void)C;
+}

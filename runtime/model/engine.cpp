@@ -1,6 +1,7 @@
 #include "runtime/model/engine.h"
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -44,6 +45,43 @@ std::vector<StageSpec::Range> StageSpec::owned_ranges(const ParamLayout& lay, in
     if (a < b) out.push_back({a, b, k});
   }
   return out;
+}
+
+StateIndex::StateIndex(const StageSpec& st, const ParamLayout& lay, int num_layers)
+    : ranges(st.owned_ranges(lay, num_layers, 0, lay.total, /*count_wte_once=*/false)) {
+  for (const auto& r : ranges) {
+    starts.push_back(size);
+    size += r.end - r.begin;
+  }
+}
+
+std::size_t StateIndex::of(std::size_t flat) const {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), flat,
+                             [](std::size_t f, const StageSpec::Range& r) { return f < r.begin; });
+  if (it == ranges.begin() || flat >= std::prev(it)->end)
+    throw std::logic_error("StateIndex: flat element " + std::to_string(flat) +
+                           " is not owned by this stage");
+  const std::size_t i = std::size_t(std::prev(it) - ranges.begin());
+  return starts[i] + (flat - ranges[i].begin);
+}
+
+std::vector<StateIndex::Piece> StateIndex::pieces(std::size_t begin, std::size_t end) const {
+  std::vector<Piece> out;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    const std::size_t a = std::max(begin, starts[i]),
+                      b = std::min(end, starts[i] + (ranges[i].end - ranges[i].begin));
+    if (a < b) out.push_back({a, ranges[i].begin + (a - starts[i]), b - a, ranges[i].tensor});
+  }
+  return out;
+}
+
+std::vector<float> Engine::flat_grads() {
+  const StateIndex& s = state();
+  std::vector<float> g(s.size), flat(layout().total, 0.0f);
+  get_grads(g);
+  for (const auto& p : s.pieces(0, s.size))
+    std::copy_n(g.begin() + long(p.state), p.count, flat.begin() + long(p.flat));
+  return flat;
 }
 
 void check_token_ids(const int* ids, std::size_t n, int vocab, const char* what) {

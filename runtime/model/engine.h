@@ -4,10 +4,13 @@
 // (runtime/model/cpu_engine.cpp) and the CUDA backend (cuda_engine.cpp)
 // implement it.
 //
-// Buffers: the engine owns one flat parameter buffer in llm.c's order (the
-// whole model, even on a pipeline stage: a stage computes and updates only its
-// own tensors), a gradient buffer of the same layout, AdamW moments, and
-// `slots` activation arenas (one per micro-batch in flight, for pipelining).
+// Buffers: for the parameters its stage owns (its state space, StateIndex
+// below: a stage computes, reads and updates only its own tensors) the engine
+// holds the parameters, their gradients and AdamW moments; and `slots`
+// activation arenas (one per micro-batch in flight, for pipelining). So a
+// pipeline stage's memory shrinks with its share of the model. A tied embedding (wte, also the
+// head) is owned by the first and the last stage: both hold its gradient and moments, the pipeline
+// sums the two gradient halves between them, and both apply the same update.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +49,27 @@ struct StageSpec {
   };
   std::vector<Range> owned_ranges(const ParamLayout& lay, int num_layers, std::size_t begin,
                                   std::size_t end, bool count_wte_once) const;
+};
+
+// The stage's state space: the parts of the flat parameter buffer the stage
+// owns (StageSpec::owned_ranges over the whole buffer), concatenated in flat
+// order. Gradients and AdamW moments are stored in this order, and the ranges
+// given to Engine::adamw, grad_sum_squares and shard_optimizer are state
+// indices [0, size). A whole model's state space is the flat buffer itself.
+struct StateIndex {
+  std::vector<StageSpec::Range> ranges; // flat ranges, in flat order
+  std::vector<std::size_t> starts;      // state index of each range's first element
+  std::size_t size = 0;
+  StateIndex() = default;
+  StateIndex(const StageSpec& st, const ParamLayout& lay, int num_layers);
+  // State index of flat element i, which the stage must own (std::logic_error otherwise).
+  std::size_t of(std::size_t flat) const;
+  // The pieces of state range [begin, end), each inside one tensor.
+  struct Piece {
+    std::size_t state, flat, count;
+    int tensor;
+  };
+  std::vector<Piece> pieces(std::size_t begin, std::size_t end) const;
 };
 
 enum class DType : std::uint8_t { kF32 = 0, kBF16 = 1 };
@@ -91,9 +115,11 @@ class Engine {
   virtual void* device_stream() const { return nullptr; }
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
-  virtual void get_params(std::span<float> out) const = 0; // layout().total
-  virtual void set_params(std::span<const float> in) = 0;  // also resets master copy
-  // Moments over optimizer_range() (the whole buffer unless sharded).
+  // The whole flat layout (layout().total): get_params fills what the stage
+  // owns and zeroes the rest; set_params takes what the stage owns.
+  virtual void get_params(std::span<float> out) const = 0;
+  virtual void set_params(std::span<const float> in) = 0; // also resets master copy
+  // Moments over optimizer_range() (the whole state space unless sharded).
   virtual void get_moments(std::span<float> m, std::span<float> v) const = 0;
   virtual void set_moments(std::span<const float> m, std::span<const float> v) = 0;
 
@@ -124,25 +150,32 @@ class Engine {
 
   // ---- gradients and update -------------------------------------------------
   virtual void zero_grad() = 0;
-  virtual BufferView grads() = 0; // the whole flat gradient buffer
-  // Sum of squares of the gradient over [begin, end) of the flat buffer,
-  // counting only the tensors this stage owns (wte: only on the first stage,
-  // so that pipeline stages can add their partial sums without double count).
+  // The stage's state space (see StateIndex).
+  virtual const StateIndex& state() const = 0;
+  virtual BufferView grads() = 0; // the gradient buffer: state().size elements
+  // The gradients in the flat layout, copied to the host (zero where the stage
+  // owns nothing): for tests and tools.
+  std::vector<float> flat_grads();
+  // Sum of squares of the gradient over state range [begin, end) (wte: only
+  // on the first stage, so that pipeline stages can add their partial sums
+  // without counting a tied embedding twice).
   virtual double grad_sum_squares(std::size_t begin, std::size_t end) = 0;
   virtual void scale_grads(float s) = 0;
-  // AdamW on [begin, end) of the flat buffer (ZeRO shards pass their slice),
-  // restricted to tensors this stage owns. step t >= 1.
+  // AdamW on state range [begin, end) (ZeRO shards pass their slice). step t >= 1.
   virtual void adamw(const AdamWConfig& cfg, float lr, int t, std::size_t begin,
                      std::size_t end) = 0;
   // Called during backward() right after the gradients of layer l (global
   // index) are complete for this micro-batch, so a data-parallel runtime can
   // start reducing them while earlier layers still compute. Empty = none.
   virtual void set_backward_hook(std::function<void(int layer)> hook) = 0;
-  // ZeRO-1: keep AdamW moments only for [begin, end) of the flat buffer; later
+  // ZeRO-1: keep AdamW moments only for state range [begin, end); later
   // adamw() calls must stay inside it, and get/set_moments take that slice.
   virtual void shard_optimizer(std::size_t begin, std::size_t end) = 0;
   virtual std::pair<std::size_t, std::size_t> optimizer_range() const = 0;
+  // The gradient buffer copied to the host (state().size elements).
+  virtual void get_grads(std::span<float> out) const = 0;
   // Parameters in engine memory (for all-gather / broadcast).
+  // state().size elements, in state order.
   virtual BufferView params() = 0;
   // After params() was overwritten externally, refresh derived copies (e.g. bf16).
   virtual void params_changed() = 0;

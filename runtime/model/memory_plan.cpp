@@ -97,10 +97,13 @@ MemoryPlan plan_memory(const ModelConfig& cfg, const StageSpec& st, int max_B, i
   }
   if (st.last) h.row_logits = Vp;
 
-  const std::size_t P = ParamLayout(cfg).total;
-  p.params = P * sizeof(float) + (p.t_bytes == 2 ? P * 2 : 0);
-  p.grads = P * sizeof(float);
-  p.optimizer = 2 * P * sizeof(float);
+  // Parameters, gradients and AdamW moments: what the stage owns (its state
+  // space, engine.h).
+  const ParamLayout lay(cfg);
+  const std::size_t S = StateIndex(st, lay, cfg.num_layers).size;
+  p.params = S * sizeof(float) + (p.t_bytes == 2 ? S * 2 : 0);
+  p.grads = S * sizeof(float);
+  p.optimizer = 2 * S * sizeof(float);
   p.activations = std::size_t(slots) * s.bytes(p.t_bytes);
   p.scratch = h.bytes(p.t_bytes);
   if (cuda) p.workspace = std::size_t(64) << 20;

@@ -18,9 +18,9 @@
 // backward(dloss) only scales the head's matmul backward by dloss.
 //
 // Memory: sizes from plan_memory (runtime/model/memory_plan.h), allocated once.
-// Parameters are fp32 masters (+ a low-precision copy when T is not float);
-// gradients and moments are fp32 and cover the whole flat buffer; a stage
-// computes and updates only the tensors it owns (StageSpec::owned_ranges).
+// Parameters (fp32 masters, + a low-precision copy when T is not float),
+// gradients and moments (fp32) cover only the stage's state space: the
+// tensors it owns (StateIndex in engine.h), which are all it reads.
 #pragma once
 
 #include <algorithm>
@@ -50,19 +50,19 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
               const EngineOptions& opt, Args&&... backend_args)
       : be_(cfg, maxB, maxT, opt, std::forward<Args>(backend_args)...), cfg_(cfg), st_(st),
         lay_(cfg), maxB_(maxB), maxT_(maxT), recompute_(opt.recompute) {
-    cfg_.validate();
-    validate_micro_batch(cfg_, maxB, maxT, key_names("engine micro-batch "));
     if (st_.layer_begin < 0 || st_.layer_end < st_.layer_begin || st_.layer_end > cfg_.num_layers)
       throw std::invalid_argument("pipeline stage layer range out of bounds");
+    state_ = StateIndex(st_, lay_, cfg_.num_layers);
+    cfg_.validate();
+    validate_micro_batch(cfg_, maxB, maxT, key_names("engine micro-batch "));
     if (opt.slots < 1) throw std::invalid_argument("engine: slots must be >= 1");
     plan_ = plan_memory(cfg_, st_, maxB, maxT, opt.device, opt.dtype, opt.recompute, opt.slots);
-    const std::size_t P = lay_.total;
-    master_.allocate(P);
-    if constexpr (kLowp) lowp_.allocate(P);
-    grads_.allocate(P);
-    m_.allocate(P);
-    v_.allocate(P);
-    opt_end_ = P;
+    master_.allocate(state_.size);
+    if constexpr (kLowp) lowp_.allocate(state_.size);
+    grads_.allocate(state_.size);
+    m_.allocate(state_.size);
+    v_.allocate(state_.size);
+    opt_end_ = state_.size;
     const SlotSizes& z = plan_.slot;
     slots_.resize(std::size_t(opt.slots));
     for (Slot& s : slots_) {
@@ -147,9 +147,20 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   }
 
   // ---- parameters and optimizer state ------------------------------------------------------
-  void get_params(std::span<float> out) const override { download(master_, out); }
+  void get_params(std::span<float> out) const override {
+    if (out.size() != lay_.total) throw std::invalid_argument("engine: buffer size mismatch");
+    std::vector<float> mine(state_.size);
+    download(master_, mine);
+    std::fill(out.begin(), out.end(), 0.0f);
+    for (const auto& p : state_.pieces(0, state_.size))
+      std::copy_n(mine.begin() + long(p.state), p.count, out.begin() + long(p.flat));
+  }
   void set_params(std::span<const float> in) override {
-    upload(in, master_);
+    if (in.size() != lay_.total) throw std::invalid_argument("engine: buffer size mismatch");
+    std::vector<float> mine(state_.size);
+    for (const auto& p : state_.pieces(0, state_.size))
+      std::copy_n(in.begin() + long(p.flat), p.count, mine.begin() + long(p.state));
+    upload(mine, master_);
     params_changed();
   }
   void get_moments(std::span<float> m, std::span<float> v) const override {
@@ -160,12 +171,14 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     upload(m, m_);
     upload(v, v_);
   }
-  BufferView params() override { return view(master_.get(), lay_.total); }
+  BufferView params() override { return view(master_.get(), state_.size); }
   void params_changed() override {
-    if constexpr (kLowp) be_.convert(lowp_.get(), master_.get(), lay_.total);
+    if constexpr (kLowp) be_.convert(lowp_.get(), master_.get(), state_.size);
     be_.sync();
   }
-  BufferView grads() override { return view(grads_.get(), lay_.total); }
+  const StateIndex& state() const override { return state_; }
+  BufferView grads() override { return view(grads_.get(), state_.size); }
+  void get_grads(std::span<float> out) const override { download(grads_, out); }
 
   // ---- forward / backward ------------------------------------------------------------------
   float forward(int slot, const int* tokens, const int* targets, int B, int Tn) override {
@@ -254,7 +267,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   void set_backward_hook(std::function<void(int)> hook) override { hook_ = std::move(hook); }
 
   void shard_optimizer(std::size_t begin, std::size_t end) override {
-    if (begin > end || end > lay_.total) throw std::invalid_argument("shard_optimizer: bad range");
+    if (begin > end || end > state_.size) throw std::invalid_argument("shard_optimizer: bad range");
     be_.sync();
     opt_begin_ = begin;
     opt_end_ = end;
@@ -266,27 +279,29 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     return {opt_begin_, opt_end_};
   }
 
-  void zero_grad() override { be_.zero(grads_.get(), lay_.total); }
+  void zero_grad() override { be_.zero(grads_.get(), state_.size); }
 
   double grad_sum_squares(std::size_t begin, std::size_t end) override {
     std::vector<FloatRange> ranges;
-    for (const auto& r : st_.owned_ranges(lay_, cfg_.num_layers, begin, end, true))
-      ranges.push_back({grads_.get() + r.begin, r.end - r.begin});
+    for (const auto& p : state_.pieces(begin, end))
+      if (p.tensor != kWte || st_.first) // a tied wte counts on the first stage only
+        ranges.push_back({grads_.get() + p.state, p.count});
     return be_.sum_squares(ranges);
   }
 
-  void scale_grads(float s) override { be_.scale(grads_.get(), lay_.total, s); }
+  void scale_grads(float s) override { be_.scale(grads_.get(), state_.size, s); }
 
   void adamw(const AdamWConfig& c, float lr, int t, std::size_t begin, std::size_t end) override {
-    for (const auto& r : st_.owned_ranges(lay_, cfg_.num_layers, begin, end, false)) {
-      if (r.begin < opt_begin_ || r.end > opt_end_)
-        throw std::logic_error("adamw range outside the optimizer shard");
-      const std::size_t o = r.begin - opt_begin_; // moments hold only the shard
+    if (begin < opt_begin_ || end > opt_end_)
+      throw std::logic_error("adamw range outside the optimizer shard");
+    for (const auto& p : state_.pieces(begin, end)) {
+      const std::size_t o = p.state - opt_begin_; // moments hold only the shard
+      // Stochastic rounding hashes the flat index: the same noise in every layout.
       const UpdateArgs args{
-          lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(r.tensor) ? c.weight_decay : 0.0f,
-          t,  0,       r.begin};
-      be_.adamw(kLowp ? P_flat() + r.begin : nullptr, master_.get() + r.begin,
-                grads_.get() + r.begin, m_.get() + o, v_.get() + o, r.end - r.begin, args);
+          lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(p.tensor) ? c.weight_decay : 0.0f,
+          t,  0,       p.flat};
+      be_.adamw(kLowp ? P_state() + p.state : nullptr, master_.get() + p.state,
+                grads_.get() + p.state, m_.get() + o, v_.get() + o, p.count, args);
     }
     be_.sync(); // params() is consistent when adamw returns
   }
@@ -491,19 +506,25 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     return nl > 0 ? s.res3.get() + std::size_t(nl - 1) * N * cfg_.channels : s.x0.get();
   }
   // Parameters as the kernels see them (T), gradients (fp32).
-  T* P_flat() const {
+  // Parameters live in the state space too: a stage reads only what it owns.
+  T* P_state() const {
     if constexpr (kLowp)
       return lowp_.get();
     else
       return master_.get();
   }
-  T* P(int k) const { return P_flat() + lay_.offsets[k]; }
-  T* L(int k, int l) const { return P(k) + lay_.per_layer(k, cfg_.num_layers) * std::size_t(l); }
+  T* P(int k) const { return P_state() + state_.of(lay_.offsets[k]); }
+  T* L(int k, int l) const {
+    return P_state() +
+           state_.of(lay_.offsets[k] + lay_.per_layer(k, cfg_.num_layers) * std::size_t(l));
+  }
   // A per-layer bias, or null when the family has none.
   T* LB(int k, int l) const { return lay_.sizes[k] ? L(k, l) : nullptr; }
-  float* G(int k) const { return grads_.get() + lay_.offsets[k]; }
+  // Gradients live in the state space: only owned tensors have one.
+  float* G(int k) const { return grads_.get() + state_.of(lay_.offsets[k]); }
   float* G(int k, int l) const {
-    return G(k) + lay_.per_layer(k, cfg_.num_layers) * std::size_t(l);
+    return grads_.get() +
+           state_.of(lay_.offsets[k] + lay_.per_layer(k, cfg_.num_layers) * std::size_t(l));
   }
   float* GB(int k, int l) const { return lay_.sizes[k] ? G(k, l) : nullptr; }
 
@@ -522,6 +543,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   ModelConfig cfg_;
   StageSpec st_;
   ParamLayout lay_;
+  StateIndex state_;
   int maxB_, maxT_;
   int recompute_ = 0;
   MemoryPlan plan_;

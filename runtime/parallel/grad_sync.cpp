@@ -18,14 +18,19 @@ GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_
       mesh_.world_size() > 1)
     throw std::runtime_error("parallel training: the engine's memory and the communicator's "
                              "(host or device) differ");
-  range_ = {0, lay.total};
+  const std::size_t S = e_.state().size;
+  range_ = {0, S};
+  if (mesh_.pp_size() > 1 && cfg.tied_head) {
+    const StageSpec& st = e_.stage();
+    tied_ = data_.pp().split(st.first || st.last ? 0 : 1, mesh_.pp_rank());
+  }
   if (zero_) {
     if (e_.grads().on_device)
       throw std::runtime_error("--zero 1 is implemented for host-memory engines (cpu) only");
     const std::size_t dp = mesh_.dp_size();
-    chunk_ = (lay.total + dp - 1) / dp;
-    const std::size_t b = std::min(lay.total, chunk_ * mesh_.dp_rank());
-    range_ = {b, std::min(lay.total, b + chunk_)};
+    chunk_ = (S + dp - 1) / dp;
+    const std::size_t b = std::min(S, chunk_ * mesh_.dp_rank());
+    range_ = {b, std::min(S, b + chunk_)};
     stage_.assign(chunk_ * dp, 0.0f);
     e_.shard_optimizer(range_.first, range_.second);
   }
@@ -64,19 +69,21 @@ void GradSync::issue_layers(int lo, int hi) {
     if (!ParamLayout::is_layer_tensor(k)) continue;
     const std::size_t per = lay.per_layer(k, cfg.num_layers);
     if (per == 0) continue; // a tensor this family lacks
-    float* p = grads() + lay.offsets[k] + per * lo;
+    float* p = grads() + e_.state().of(lay.offsets[k] + per * lo);
     inflight_.push_back(
         data_.dp().all_reduce_async(p, p, per * (hi - lo + 1), CommDType::kF32, ReduceOp::kAvg));
   }
 }
 
 void GradSync::reduce_tied_embedding() {
-  if (mesh_.pp_size() == 1 || !e_.config().tied_head) return;
+  if (!tied_) return;
   // wte's gradient has a part from the embedding (first stage) and one from
-  // the classifier (last stage); middle stages hold zeros. Sum over the pipeline.
+  // the classifier (last stage); middle stages own no wte. Sum the two.
+  const StageSpec& st = e_.stage();
+  if (!st.first && !st.last) return;
   const ParamLayout& lay = e_.layout();
-  float* p = grads() + lay.offsets[kWte];
-  data_.pp().all_reduce(p, lay.sizes[kWte], CommDType::kF32, ReduceOp::kSum);
+  float* p = grads() + e_.state().of(lay.offsets[kWte]);
+  tied_->all_reduce(p, lay.sizes[kWte], CommDType::kF32, ReduceOp::kSum);
 }
 
 void GradSync::wait_all() {
@@ -92,8 +99,9 @@ void GradSync::finish() {
   const ParamLayout& lay = e_.layout();
   const StageSpec& st = e_.stage();
   if (zero_) {
-    std::copy_n(grads(), lay.total, stage_.begin());
-    std::fill(stage_.begin() + lay.total, stage_.end(), 0.0f);
+    const std::size_t S = e_.state().size;
+    std::copy_n(grads(), S, stage_.begin());
+    std::fill(stage_.begin() + long(S), stage_.end(), 0.0f);
     std::vector<float> mine(chunk_);
     mesh_.dp().reduce_scatter(stage_.data(), mine.data(), chunk_, CommDType::kF32, ReduceOp::kAvg);
     std::copy_n(mine.begin(), range_.second - range_.first, grads() + range_.first);
@@ -108,7 +116,7 @@ void GradSync::finish() {
     issue_layers(st.layer_begin, st.layer_end - 1);
   for (int k : {kWte, kWpe, kLnfw, kLnfb, kLmHead}) {
     if (!st.owns_tensor(lay, k)) continue;
-    float* p = grads() + lay.offsets[k];
+    float* p = grads() + e_.state().of(lay.offsets[k]);
     inflight_.push_back(
         data_.dp().all_reduce_async(p, p, lay.sizes[k], CommDType::kF32, ReduceOp::kAvg));
   }
@@ -127,18 +135,18 @@ double GradSync::global_norm() {
 
 void GradSync::after_update() {
   if (!zero_) return;
-  const ParamLayout& lay = e_.layout();
+  // The engine's parameters are in its state space, as the slices are.
   float* params = static_cast<float*>(e_.params().data);
   std::vector<float> mine(chunk_, 0.0f);
   std::copy(params + range_.first, params + range_.second, mine.begin());
   mesh_.dp().all_gather(mine.data(), stage_.data(), chunk_, CommDType::kF32);
-  std::copy_n(stage_.begin(), lay.total, params);
+  std::copy_n(stage_.begin(), e_.state().size, params);
   e_.params_changed();
 }
 
 std::size_t GradSync::optimizer_bytes_saved() const {
   if (!zero_) return 0;
-  return (e_.layout().total - (range_.second - range_.first)) * 2 * sizeof(float);
+  return (e_.state().size - (range_.second - range_.first)) * 2 * sizeof(float);
 }
 
 std::vector<float> GradSync::gather_full_params() {

@@ -10,9 +10,14 @@
 // With ZeRO-1: the gradient is reduce-scattered (average) so each rank holds
 // its 1/dp slice, AdamW runs on that slice only (its moments are the only
 // ones this rank keeps), and the parameters are all-gathered afterwards.
+// Everything here is in the engine's state space (the parameters its stage
+// owns, StateIndex in engine.h): ZeRO slices a stage's state, not the model.
+// A tied embedding's gradient is summed between the first and the last stage
+// only, over a communicator split off the pipeline group.
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -37,7 +42,7 @@ class GradSync {
   void finish();
   // Global gradient norm over the whole model (all stages, all slices).
   double global_norm();
-  // [begin, end) this rank updates: everything, or its ZeRO slice.
+  // State range [begin, end) this rank updates: its whole state, or its ZeRO slice.
   std::pair<std::size_t, std::size_t> update_range() const { return range_; }
   // After AdamW: ZeRO all-gathers the parameters; otherwise nothing.
   void after_update();
@@ -64,7 +69,8 @@ class GradSync {
   std::vector<CommHandle> inflight_;
   std::pair<std::size_t, std::size_t> range_;
   std::size_t chunk_ = 0;
-  std::vector<float> stage_; // ZeRO staging (padded to dp * chunk)
+  std::vector<float> stage_;           // ZeRO staging (padded to dp * chunk)
+  std::unique_ptr<Communicator> tied_; // first and last stage (a tied embedding over a pipeline)
 };
 
 } // namespace myelin
