@@ -1,5 +1,7 @@
-// Causal multi-head self-attention, flash style (no T x T matrix in memory).
-//   qkv [B,T,3C] = (q | k | v), NH heads of hs = C/NH; out [B,T,C];
+// Causal grouped-query self-attention, flash style (no T x T matrix in memory).
+//   qkv [B,T,(NH+2*NKV)*hs] = (q: NH heads | k: NKV heads | v: NKV heads) of hs
+//   channels; query head h reads key/value head h / (NH/NKV) (GPT-2: NKV = NH);
+//   out [B,T,NH*hs];
 //   lse [B,NH,T] = m_i + log(l_i), the logsumexp of the scaled scores of row i.
 // Forward: one block of 256 threads per (32-query tile, b*NH + h). K/V tiles of
 //   32 keys are staged in shared memory (fp32, row stride hs+1 against bank
@@ -10,12 +12,13 @@
 //   1. Drow[i] = sum_d dO[i,d] * O[i,d]                       (warp per row)
 //   2. dQ kernel, block per (query tile): loop key tiles, P = exp(S - lse),
 //      dS = P * (dO V^T - Drow), dQ += dS K; dQ *= scale
-//   3. dK/dV kernel, block per (key tile): loop query tiles, dV += P^T dO,
-//      dK += dS^T Q; dK *= scale
+//   3. dK/dV kernel, block per (key tile, kv head): loop the group's query
+//      heads, in order, and their query tiles: dV += P^T dO, dK += dS^T Q;
+//      dK *= scale (the group's sum stays in registers: no atomics)
 // FLOPs (causal, K = B*NH*hs*T(T+1)/2 multiply-adds per T x T-triangle GEMM):
 //   forward 2 GEMMs = 4K FLOPs; backward useful 5 GEMMs (S, dP, dV, dK, dQ) =
 //   10K FLOPs, executed 7 GEMMs = 14K (S and dP are recomputed in both kernels).
-// Bytes: forward reads qkv (3*B*T*C) once per query tile for K,V (from L2),
+// Bytes: forward reads qkv (B*T*(NH+2*NKV)*hs) once per query tile for K,V (from L2),
 //   writes out + lse; backward reads qkv, O, dO, lse, writes dqkv.
 // Specialised for hs = 64 and 128 (accumulators in registers); other hs <= 256
 // use the generic instantiation (HS = 0, runtime hs, slower).
@@ -52,7 +55,7 @@ __device__ __forceinline__ void load_tile(float* dst, const T* base, std::size_t
 
 template <typename T, int HS>
 __global__ void __launch_bounds__(NT) attn_fwd_kernel(T* out, float* lse, const T* qkv, int Tn,
-                                                      int C, int NH, int hs_rt, float scale) {
+                                                      int NH, int NKV, int hs_rt, float scale) {
   const int hs = HS > 0 ? HS : hs_rt;
   const int ld = hs + 1;
   extern __shared__ float smem[];
@@ -68,8 +71,11 @@ __global__ void __launch_bounds__(NT) attn_fwd_kernel(T* out, float* lse, const 
   const int qt = gridDim.x - 1 - blockIdx.x;
   const int bh = blockIdx.y, b = bh / NH, h = bh - b * NH;
   const int q0 = qt * BR;
-  const std::size_t rs = 3 * std::size_t(C);
+  const int C = NH * hs;
+  const std::size_t rs = std::size_t(NH + 2 * NKV) * hs;
   const T* base = qkv + std::size_t(b) * Tn * rs + std::size_t(h) * hs;
+  const T* kbase = qkv + std::size_t(b) * Tn * rs + std::size_t(NH + h / (NH / NKV)) * hs;
+  const T* vbase = kbase + std::size_t(NKV) * hs;
 
   load_tile(sQ, base, rs, q0, Tn, hs);
   if (tid < BR) {
@@ -86,8 +92,8 @@ __global__ void __launch_bounds__(NT) attn_fwd_kernel(T* out, float* lse, const 
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * BC;
     __syncthreads(); // previous tile fully consumed
-    load_tile(sK, base + C, rs, k0, Tn, hs);
-    load_tile(sV, base + 2 * C, rs, k0, Tn, hs);
+    load_tile(sK, kbase, rs, k0, Tn, hs);
+    load_tile(sV, vbase, rs, k0, Tn, hs);
     __syncthreads();
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int d = 0; d < hs; ++d) {
@@ -196,7 +202,7 @@ __device__ __forceinline__ void scores_and_grads(const float* sQ, const float* s
 template <typename T, int HS>
 __global__ void __launch_bounds__(NT)
     attn_bwd_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Drow,
-                       int Tn, int C, int NH, int hs_rt, float scale) {
+                       int Tn, int NH, int NKV, int hs_rt, float scale) {
   const int hs = HS > 0 ? HS : hs_rt;
   const int ld = hs + 1;
   extern __shared__ float smem[];
@@ -212,8 +218,11 @@ __global__ void __launch_bounds__(NT)
   const int qt = gridDim.x - 1 - blockIdx.x;
   const int bh = blockIdx.y, b = bh / NH, h = bh - b * NH;
   const int q0 = qt * BR;
-  const std::size_t rs = 3 * std::size_t(C);
+  const int C = NH * hs;
+  const std::size_t rs = std::size_t(NH + 2 * NKV) * hs;
   const T* base = qkv + std::size_t(b) * Tn * rs + std::size_t(h) * hs;
+  const T* kbase = qkv + std::size_t(b) * Tn * rs + std::size_t(NH + h / (NH / NKV)) * hs;
+  const T* vbase = kbase + std::size_t(NKV) * hs;
   const T* obase = dout + std::size_t(b) * Tn * C + std::size_t(h) * hs;
 
   load_tile(sQ, base, rs, q0, Tn, hs);
@@ -233,8 +242,8 @@ __global__ void __launch_bounds__(NT)
   for (int kt = 0; kt <= qt; ++kt) {
     const int k0 = kt * BC;
     __syncthreads();
-    load_tile(sK, base + C, rs, k0, Tn, hs);
-    load_tile(sV, base + 2 * C, rs, k0, Tn, hs);
+    load_tile(sK, kbase, rs, k0, Tn, hs);
+    load_tile(sV, vbase, rs, k0, Tn, hs);
     __syncthreads();
     float p[4], ds[4];
     scores_and_grads<HS>(sQ, sdO, sK, sV, ld, hs, si, sj0, q0 + si, k0, Tn, sLse[si], sD[si], scale,
@@ -265,7 +274,7 @@ __global__ void __launch_bounds__(NT)
 template <typename T, int HS>
 __global__ void __launch_bounds__(NT)
     attn_bwd_dkv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* Drow,
-                        int Tn, int C, int NH, int hs_rt, float scale) {
+                        int Tn, int NH, int NKV, int hs_rt, float scale) {
   const int hs = HS > 0 ? HS : hs_rt;
   const int ld = hs + 1;
   extern __shared__ float smem[];
@@ -281,14 +290,16 @@ __global__ void __launch_bounds__(NT)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int kt = blockIdx.x; // low key tiles see the most query tiles: they start first
   const int nq = (Tn + BR - 1) / BR;
-  const int bh = blockIdx.y, b = bh / NH, h = bh - b * NH;
+  const int bg = blockIdx.y, b = bg / NKV, g = bg - b * NKV; // kv head g
+  const int group = NH / NKV;
   const int k0 = kt * BC;
-  const std::size_t rs = 3 * std::size_t(C);
-  const T* base = qkv + std::size_t(b) * Tn * rs + std::size_t(h) * hs;
-  const T* obase = dout + std::size_t(b) * Tn * C + std::size_t(h) * hs;
+  const int C = NH * hs;
+  const std::size_t rs = std::size_t(NH + 2 * NKV) * hs;
+  const T* kbase = qkv + std::size_t(b) * Tn * rs + std::size_t(NH + g) * hs;
+  const T* vbase = kbase + std::size_t(NKV) * hs;
 
-  load_tile(sK, base + C, rs, k0, Tn, hs);
-  load_tile(sV, base + 2 * C, rs, k0, Tn, hs);
+  load_tile(sK, kbase, rs, k0, Tn, hs);
+  load_tile(sV, vbase, rs, k0, Tn, hs);
   constexpr int NA = nacc<HS>();
   float dk[NA], dv[NA];
 #pragma unroll
@@ -296,7 +307,11 @@ __global__ void __launch_bounds__(NT)
   const int krow = tid >> 3, dg = tid & 7;
   const int si = lane, sj0 = warp * 4;
 
-  for (int qt = kt; qt < nq; ++qt) {
+  for (int it = 0; it < group * (nq - kt); ++it) {
+    const int h = g * group + it / (nq - kt), qt = kt + it % (nq - kt);
+    const int bh = b * NH + h;
+    const T* base = qkv + std::size_t(b) * Tn * rs + std::size_t(h) * hs;
+    const T* obase = dout + std::size_t(b) * Tn * C + std::size_t(h) * hs;
     const int q0 = qt * BR;
     __syncthreads();
     load_tile(sQ, base, rs, q0, Tn, hs);
@@ -331,13 +346,13 @@ __global__ void __launch_bounds__(NT)
   }
   const int j = k0 + krow;
   if (j < Tn) {
-    T* o = dqkv + (std::size_t(b) * Tn + j) * rs + std::size_t(h) * hs;
+    T* o = dqkv + (std::size_t(b) * Tn + j) * rs + std::size_t(NH + g) * hs;
 #pragma unroll
     for (int k = 0; k < NA; ++k) {
       const int d = dg + 8 * k;
       if (HS > 0 || d < hs) {
-        o[C + d] = from_f32<T>(dk[k] * scale);
-        o[2 * C + d] = from_f32<T>(dv[k]);
+        o[d] = from_f32<T>(dk[k] * scale);
+        o[std::size_t(NKV) * hs + d] = from_f32<T>(dv[k]);
       }
     }
   }
@@ -360,84 +375,86 @@ template <typename K> void allow_smem(K kernel, std::size_t bytes) {
   }
 }
 
-void check(const char* what, int B, int Tn, int C, int NH) {
-  if (B <= 0 || Tn <= 0 || C <= 0 || NH <= 0 || C % NH != 0)
+void check(const char* what, int B, int Tn, int NH, int NKV, int hs) {
+  if (B <= 0 || Tn <= 0 || NH <= 0 || NKV <= 0 || hs <= 0 || NH % NKV != 0)
     throw std::invalid_argument(std::string(what) + ": bad shape");
-  if (C / NH > 256) throw std::invalid_argument(std::string(what) + ": head size must be <= 256");
+  if (hs > 256) throw std::invalid_argument(std::string(what) + ": head size must be <= 256");
   if (B * NH > 65535) throw std::invalid_argument(std::string(what) + ": B*NH must be <= 65535");
 }
 
 template <typename T, int HS>
-void fwd_launch(T* out, float* lse, const T* qkv, int B, int Tn, int C, int NH, cudaStream_t s) {
-  const int hs = C / NH;
+void fwd_launch(T* out, float* lse, const T* qkv, int B, int Tn, int NH, int NKV, int hs,
+                cudaStream_t s) {
   const std::size_t smem = fwd_smem(hs);
   allow_smem(attn_fwd_kernel<T, HS>, smem);
   const dim3 grid(unsigned((Tn + BR - 1) / BR), unsigned(B * NH));
   attn_fwd_kernel<T, HS>
-      <<<grid, NT, smem, s>>>(out, lse, qkv, Tn, C, NH, hs, 1.0f / sqrtf(float(hs)));
+      <<<grid, NT, smem, s>>>(out, lse, qkv, Tn, NH, NKV, hs, 1.0f / sqrtf(float(hs)));
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T, int HS>
 void bwd_launch(T* dqkv, const float* Drow, const T* dout, const T* qkv, const float* lse, int B,
-                int Tn, int C, int NH, cudaStream_t s) {
-  const int hs = C / NH;
+                int Tn, int NH, int NKV, int hs, cudaStream_t s) {
   const float scale = 1.0f / sqrtf(float(hs));
   const dim3 grid(unsigned((Tn + BR - 1) / BR), unsigned(B * NH));
+  const dim3 grid_kv(unsigned((Tn + BR - 1) / BR), unsigned(B * NKV));
   const std::size_t s1 = dq_smem(hs), s2 = dkv_smem(hs);
   allow_smem(attn_bwd_dq_kernel<T, HS>, s1);
   allow_smem(attn_bwd_dkv_kernel<T, HS>, s2);
-  attn_bwd_dq_kernel<T, HS><<<grid, NT, s1, s>>>(dqkv, dout, qkv, lse, Drow, Tn, C, NH, hs, scale);
+  attn_bwd_dq_kernel<T, HS>
+      <<<grid, NT, s1, s>>>(dqkv, dout, qkv, lse, Drow, Tn, NH, NKV, hs, scale);
   MYELIN_CUDA_CHECK_LAUNCH();
-  attn_bwd_dkv_kernel<T, HS><<<grid, NT, s2, s>>>(dqkv, dout, qkv, lse, Drow, Tn, C, NH, hs, scale);
+  attn_bwd_dkv_kernel<T, HS>
+      <<<grid_kv, NT, s2, s>>>(dqkv, dout, qkv, lse, Drow, Tn, NH, NKV, hs, scale);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 
 } // namespace
 
 template <typename T>
-void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int C, int NH,
+void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int NH, int NKV, int D,
                        cudaStream_t s) {
-  check("attention_forward", B, Tn, C, NH);
-  switch (C / NH) {
+  check("attention_forward", B, Tn, NH, NKV, D);
+  switch (D) {
   case 64:
-    fwd_launch<T, 64>(out, lse, qkv, B, Tn, C, NH, s);
+    fwd_launch<T, 64>(out, lse, qkv, B, Tn, NH, NKV, D, s);
     break;
   case 128:
-    fwd_launch<T, 128>(out, lse, qkv, B, Tn, C, NH, s);
+    fwd_launch<T, 128>(out, lse, qkv, B, Tn, NH, NKV, D, s);
     break;
   default:
-    fwd_launch<T, 0>(out, lse, qkv, B, Tn, C, NH, s);
+    fwd_launch<T, 0>(out, lse, qkv, B, Tn, NH, NKV, D, s);
     break;
   }
 }
 
 template <typename T>
 void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, const T* out,
-                        const float* lse, int B, int Tn, int C, int NH, cudaStream_t s) {
-  check("attention_backward", B, Tn, C, NH);
-  const int hs = C / NH;
+                        const float* lse, int B, int Tn, int NH, int NKV, int D, cudaStream_t s) {
+  check("attention_backward", B, Tn, NH, NKV, D);
   const std::size_t rows = std::size_t(B) * Tn * NH;
-  attn_bwd_rowdot_kernel<T>
-      <<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B, Tn, C, NH, hs);
+  attn_bwd_rowdot_kernel<T><<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B,
+                                                                             Tn, NH * D, NH, D);
   MYELIN_CUDA_CHECK_LAUNCH();
-  switch (hs) {
+  switch (D) {
   case 64:
-    bwd_launch<T, 64>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    bwd_launch<T, 64>(dqkv, scratch, dout, qkv, lse, B, Tn, NH, NKV, D, s);
     break;
   case 128:
-    bwd_launch<T, 128>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    bwd_launch<T, 128>(dqkv, scratch, dout, qkv, lse, B, Tn, NH, NKV, D, s);
     break;
   default:
-    bwd_launch<T, 0>(dqkv, scratch, dout, qkv, lse, B, Tn, C, NH, s);
+    bwd_launch<T, 0>(dqkv, scratch, dout, qkv, lse, B, Tn, NH, NKV, D, s);
     break;
   }
 }
 
 #define MYELIN_INST(T)                                                                             \
-  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, cudaStream_t);      \
+  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, int,                \
+                                     cudaStream_t);                                                \
   template void attention_backward<T>(T*, float*, const T*, const T*, const T*, const float*, int, \
-                                      int, int, int, cudaStream_t);
+                                      int, int, int, int, cudaStream_t);
 MYELIN_INST(float)
 MYELIN_INST(__nv_bfloat16)
 #undef MYELIN_INST

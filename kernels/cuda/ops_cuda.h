@@ -1,14 +1,14 @@
 // The op interface of Myelin's CUDA backend (namespace myelin::cuda): the same
-// GPT-2 ops as kernels/ops.h, on device buffers, with the stream passed
+// GPT-2 and Llama ops as kernels/ops.h, on device buffers, with the stream passed
 // explicitly. Every op is a template over the storage type T of activations
 // and parameters, instantiated for T = float and T = __nv_bfloat16 only; math
 // is always fp32. Parameter GRADIENTS are always fp32 (float*), whatever T is.
 //
 // Conventions (they differ from the CPU interface where noted, for speed):
 //  * parameter gradients (dwte, dwpe, dweight, dbias) ACCUMULATE (+=), as on CPU;
-//  * activation gradients: layernorm_backward and residual_backward ACCUMULATE
-//    into dinp (the residual stream); matmul, attention and gelu backward
-//    OVERWRITE dinp (the CPU versions accumulate);
+//  * activation gradients: layernorm/rmsnorm_backward and residual_backward
+//    ACCUMULATE into dinp (the residual stream); matmul, attention, gelu,
+//    swiglu and rope backward OVERWRITE dinp (the CPU versions accumulate);
 //  * attention keeps no T x T matrix: forward saves the per-row logsumexp
 //    (float [B,NH,T]); backward recomputes probabilities;
 //  * the classifier writes dlogits in place over the logits;
@@ -74,6 +74,41 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
                         const T* weight, const float* mean, const float* rstd, int N, int C,
                         float* scratch, cudaStream_t s);
 
+// ---- RMSNorm over C (Llama), eps from the caller; rrms [N] = 1/sqrt(mean(x^2) + eps) ---------
+// out = x * rrms * weight; rrms may be null. C <= 8192 for the backward.
+template <typename T>
+void rmsnorm_forward(T* out, float* rrms, const T* inp, const T* weight, int N, int C, float eps,
+                     cudaStream_t s);
+// residual = a + b (rounded to T), then out = RMSNorm(residual). Fused.
+template <typename T>
+void residual_rmsnorm_forward(T* residual, T* out, float* rrms, const T* a, const T* b,
+                              const T* weight, int N, int C, float eps, cudaStream_t s);
+// out = RMSNorm(inp) from the saved rrms: bit-identical to the forward's output.
+template <typename T>
+void rmsnorm_apply(T* out, const T* inp, const T* weight, const float* rrms, int N, int C,
+                   cudaStream_t s);
+// dinp += ..., dweight += ... ; scratch: rmsnorm_backward_scratch(N, C) floats.
+std::size_t rmsnorm_backward_scratch(int N, int C);
+template <typename T>
+void rmsnorm_backward(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight,
+                      const float* rrms, int N, int C, float* scratch, cudaStream_t s);
+
+// ---- rotary position embedding, rotate-half, on H heads of D channels at row stride ld ------
+// cos/sin [T, D/2] (fp32, cpu::rope_table). out == inp allowed.
+template <typename T>
+void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int B, int Tn, int H,
+                  int D, int ld, cudaStream_t s);
+// dinp = R^T dout (overwritten; dinp == dout allowed).
+template <typename T>
+void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int B, int Tn,
+                   int H, int D, int ld, cudaStream_t s);
+
+// ---- SwiGLU on a fused (gate | up) buffer [N, 2I]: out[N, I] = silu(gate) * up -----------------
+template <typename T> void swiglu_forward(T* out, const T* gate_up, int N, int I, cudaStream_t s);
+// dgate_up (overwritten) from dout [N, I].
+template <typename T>
+void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, int N, int I, cudaStream_t s);
+
 // ---- matmul through cuBLASLt (fp32 compute; no TF32) -----------------------------------------
 // One context per stream: it owns the cuBLASLt handle, a workspace and a cache
 // of chosen algorithms. Not thread-safe.
@@ -118,17 +153,20 @@ template <typename T> void add_bias(T* out, const T* bias, int N, int OC, cudaSt
 template <typename T>
 void gemm_tn(MatmulContext& ctx, T* D, const T* A, const T* B, int m, int n, int k, cudaStream_t s);
 
-// ---- causal multi-head attention, flash style --------------------------------------------------
-// qkv [B,T,3C] = (q | k | v), NH heads of hs = C/NH channels; out [B,T,C];
-// lse [B,NH,T] (float) = logsumexp of the scaled scores of each query row.
-// Specialised for hs = 64 and 128; any other hs <= 256 takes a generic path.
+// ---- causal grouped-query attention, flash style -----------------------------------------------
+// qkv [B,T,(NH+2*NKV)*D] = (q: NH heads | k: NKV heads | v: NKV heads) of D
+// channels, NKV dividing NH, query head h reading kv head h / (NH/NKV) (GPT-2:
+// NKV = NH, D = C/NH); out [B,T,NH*D]; lse [B,NH,T] (float) = logsumexp of the
+// scaled scores (scale 1/sqrt(D)) of each query row.
+// Specialised for D = 64 and 128; any other D <= 256 takes a generic path.
 template <typename T>
-void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int C, int NH,
+void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int NH, int NKV, int D,
                        cudaStream_t s);
-// dqkv (overwritten) from dout = d(out). scratch: B*NH*T floats.
+// dqkv (overwritten; dk, dv summed over each kv head's query heads) from
+// dout = d(out). scratch: B*NH*T floats.
 template <typename T>
 void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, const T* out,
-                        const float* lse, int B, int Tn, int C, int NH, cudaStream_t s);
+                        const float* lse, int B, int Tn, int NH, int NKV, int D, cudaStream_t s);
 // Tensor-core versions (bf16 WMMA, fp32 accumulators; kernels/cuda/attention_tc.cu):
 // bf16 storage only, head size C/NH = 64 or 128 only, pointers 16-byte aligned.
 // Same semantics, lse definition and scratch use (B*NH*T floats) as

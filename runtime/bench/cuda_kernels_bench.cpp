@@ -238,14 +238,14 @@ template <typename T> class Bench {
     const std::string ash = sc + " NH" + std::to_string(NH) + " hs" + std::to_string(hs);
     fill(qkv, -2.0f, 2.0f);
     add(m, "attention_fwd", ash, 4 * NC * s + 4.0 * N * NH, 4 * causal,
-        [&] { cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, C, NH, s_); });
+        [&] { cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, NH, NH, C / NH, s_); });
     // (a forward first so that lse/out are consistent)
     if (std::regex_search("attention_bwd", re_)) {
-      cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, C, NH, s_);
+      cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, NH, NH, C / NH, s_);
     }
     add(m, "attention_bwd", ash, 8 * NC * s + 8.0 * N * NH, 10 * causal, [&] {
       cu::attention_backward(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(), B, Tn,
-                             C, NH, s_);
+                             NH, NH, C / NH, s_);
     });
     // Tensor-core versions (bf16 only, hs 64/128): same bytes and FLOP accounting.
     if constexpr (std::is_same<T, cu::bf16>::value) {

@@ -114,28 +114,34 @@ void expect_close_t(const std::vector<double>& ref, const std::vector<float>& go
 
 struct AttnShape {
   int B, Tn, C, NH;
+  int NKV = 0; // key/value heads (grouped-query attention); 0: as many as NH
+  int kv() const { return NKV > 0 ? NKV : NH; }
+  int D() const { return C / NH; }
+  // Elements of one position's qkv row: (NH + 2 NKV) D.
+  std::size_t qkv_row() const { return std::size_t(NH + 2 * kv()) * D(); }
 };
 // Random bf16/fp32-representable inputs of one attention case and the double
-// CPU reference of its forward and backward.
+// CPU reference of its forward and backward (grouped-query when NKV < NH).
 template <typename T> struct AttnCase {
   std::vector<float> qkv, dout;
   std::vector<double> qkvd, doutd, out, dqkv;
   std::string tag;
   explicit AttnCase(AttnShape s) {
-    const std::size_t NC = std::size_t(s.B) * s.Tn * s.C;
-    qkv = representable<T>(rand_vec(3 * NC, -2.0f, 2.0f));
+    const std::size_t N = std::size_t(s.B) * s.Tn, NC = N * s.C;
+    qkv = representable<T>(rand_vec(N * s.qkv_row(), -2.0f, 2.0f));
     dout = representable<T>(rand_vec(NC));
     qkvd = to_d(qkv);
     doutd = to_d(dout);
     out.assign(NC, 0.0);
     std::vector<double> att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, s.C, s.NH);
-    dqkv.assign(3 * NC, 0.0);
+    myelin::cpu::gqa_attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, s.NH,
+                                       s.kv(), s.D());
+    dqkv.assign(qkv.size(), 0.0);
     std::vector<double> scr(att.size());
-    myelin::cpu::attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(), att.data(),
-                                    s.B, s.Tn, s.C, s.NH);
+    myelin::cpu::gqa_attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(),
+                                        att.data(), s.B, s.Tn, s.NH, s.kv(), s.D());
     tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) + " C=" + std::to_string(s.C) +
-          " NH=" + std::to_string(s.NH);
+          " NH=" + std::to_string(s.NH) + " NKV=" + std::to_string(s.kv());
   }
 };
 

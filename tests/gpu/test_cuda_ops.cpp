@@ -294,8 +294,11 @@ TYPED_TEST(CudaOps, Matmul) {
 TYPED_TEST(CudaOps, Attention) {
   REQUIRE_GPU();
   using T = TypeParam;
+  // The last three are grouped-query (2 and 4 query heads per kv head, one kv head).
   for (AttnShape s : {AttnShape{2, 7, 32, 4}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
-                      AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1}}) {
+                      AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1},
+                      AttnShape{2, 37, 64, 4, 2}, AttnShape{1, 200, 512, 4, 1},
+                      AttnShape{2, 77, 1024, 8, 2}}) {
     const AttnCase<T> a(s);
     const auto &out = a.out, &dqkv = a.dqkv;
     const auto& tag = a.tag;
@@ -304,22 +307,24 @@ TYPED_TEST(CudaOps, Attention) {
     auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
     auto gout = poisoned<T>(NC);
     auto glse = poisoned<float>(std::size_t(s.B) * s.NH * s.Tn);
-    myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH,
-                                    stream0());
+    myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.kv(),
+                                    s.D(), stream0());
     const auto out_g = down(gout);
     expect_close_t<T>(out, out_g, "attention_forward" + tag);
     for (float v : down(glse)) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
 
     // Backward from the GPU's own forward output (O enters through Drow = dO.O).
-    auto gdqkv = poisoned<T>(3 * NC);
+    auto gdqkv = poisoned<T>(a.qkv.size());
     DeviceBuffer<float> scratch(std::size_t(s.B) * s.NH * s.Tn);
     myelin::cuda::attention_backward(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(),
-                                     gout.get(), glse.get(), s.B, s.Tn, C, s.NH, stream0());
+                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.kv(), s.D(),
+                                     stream0());
     const auto d1 = down(gdqkv);
     expect_close_t<T>(dqkv, d1, "attention_backward" + tag);
     // Deterministic: a second run is bit-identical.
     myelin::cuda::attention_backward(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(),
-                                     gout.get(), glse.get(), s.B, s.Tn, C, s.NH, stream0());
+                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.kv(), s.D(),
+                                     stream0());
     const auto d2 = down(gdqkv);
     EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
         << "attention_backward not deterministic" << tag;
@@ -389,7 +394,8 @@ TEST(CudaOpsTc, Attention) {
     // forward, and the FMA backward fed the tensor-core forward.
     auto fout = poisoned<T>(NC);
     auto flse = poisoned<float>(NL);
-    cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, stream0());
+    cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH,
+                             stream0());
     const auto fout_g = down(fout);
     expect_close(lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
     auto gdqkv2 = poisoned<T>(3 * NC);
@@ -401,7 +407,7 @@ TEST(CudaOpsTc, Attention) {
     expect_close(dqkv, d3, 5e-2, 5e-2, "attention_backward_tc after FMA forward vs exact" + tag);
     auto gdqkv3 = poisoned<T>(3 * NC);
     cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
+                              glse.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH, stream0());
     expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, false),
                       down(gdqkv3), "attention_backward (FMA) after TC forward" + tag);
   }

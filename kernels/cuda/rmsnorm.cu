@@ -1,0 +1,288 @@
+// RMSNorm over the last dimension C (Llama), no bias, eps from the caller,
+// fp32 statistics. The same formulas as the CPU reference (kernels/cpu/rmsnorm.cpp):
+//   forward : rrms = 1/sqrt(mean(x^2) + eps); out = x*rrms*w; rrms [N] saved.
+//             One warp per row, 8 rows per 256-thread block; two passes over
+//             the row (sum of squares, write; the 2nd hits L1/L2). 16-byte
+//             packs when C is a multiple of the pack and pointers are aligned.
+//             bytes: 2*N*C*sizeof(T) + C*sizeof(T) + 4N; FLOPs ~ 4*N*C.
+//   apply   : out from saved rrms (recomputation), bit-identical to the
+//             forward's output: one warp per row, one pass.
+//             bytes: 2*N*C*sizeof(T) + 4N; FLOPs ~ 2*N*C.
+//   residual_rmsnorm_forward: r = a + b (rounded to T, stored), then
+//             RMSNorm(r). bytes: 4*N*C*sizeof(T); FLOPs ~ 5*N*C.
+//   backward: xhat = x*rrms, g = w*dout;
+//             dinp += (g - xhat*mean(g*xhat)) * rrms; dweight += sum_n dout*xhat.
+//             Kernel 1: G = min(N, 512) blocks of 256 threads; a block walks rows
+//             blockIdx.x, +G, ...; each thread owns columns tid + 256k (k < PER,
+//             PER = 16 for C <= 4096, 32 for C <= 8192) and keeps its dweight
+//             partials in registers; the row sum uses a fixed-order block
+//             reduction. Partials [G, C] go to scratch.
+//             Kernel 2: one thread per column sums the G partials in order.
+//             Deterministic. bytes: 3*N*C*sizeof(T) (+N*C RMW of dinp) +
+//             2*G*C*4; FLOPs ~ 8*N*C.
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+namespace myelin::cuda {
+
+namespace {
+
+constexpr int kFwdThreads = 256;
+constexpr int kBwdThreads = 256;
+constexpr int kBwdMaxBlocks = 512;
+constexpr int kRowsPerBlock = kFwdThreads / 32;
+
+template <typename T>
+__device__ __forceinline__ float warp_row_sumsq(const T* row, int C, bool vec, int lane) {
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> p = load_vec<VN>(row + i);
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        const float x = to_f32(p.v[k]);
+        acc += x * x;
+      }
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) {
+      const float x = to_f32(row[i]);
+      acc += x * x;
+    }
+  }
+  return warp_sum(acc);
+}
+
+// out = x * r * w, the one formula of the forward and the recomputation.
+template <typename T>
+__device__ __forceinline__ void warp_row_scale(T* out, const T* row, const T* w, int C, bool vec,
+                                               int lane, float r) {
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> x = load_vec<VN>(row + i);
+      const Vec<T, VN> wv = load_vec<VN>(w + i);
+      Vec<T, VN> o;
+#pragma unroll
+      for (int k = 0; k < VN; ++k) o.v[k] = from_f32<T>(to_f32(x.v[k]) * r * to_f32(wv.v[k]));
+      store_vec(out + i, o);
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) out[i] = from_f32<T>(to_f32(row[i]) * r * to_f32(w[i]));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    rmsnorm_forward_kernel(T* out, float* rrms, const T* inp, const T* w, int N, int C, float eps,
+                           bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const T* x = inp + std::size_t(row) * C;
+  const float r = 1.0f / sqrtf(warp_row_sumsq(x, C, vec, lane) / float(C) + eps);
+  warp_row_scale(out + std::size_t(row) * C, x, w, C, vec, lane, r);
+  if (lane == 0 && rrms) rrms[row] = r;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    rmsnorm_apply_kernel(T* out, const T* inp, const T* w, const float* rrms, int N, int C,
+                         bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const std::size_t off = std::size_t(row) * C;
+  warp_row_scale(out + off, inp + off, w, C, vec, lane, rrms[row]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFwdThreads)
+    residual_rmsnorm_forward_kernel(T* res, T* out, float* rrms, const T* a, const T* b,
+                                    const T* w, int N, int C, float eps, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const std::size_t off = std::size_t(row) * C;
+  // r = a + b, rounded to T and stored; the sum of squares of the stored values.
+  // Each lane later re-reads only the elements it wrote itself.
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> x = load_vec<VN>(a + off + i);
+      const Vec<T, VN> y = load_vec<VN>(b + off + i);
+      Vec<T, VN> s;
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        s.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
+        const float v = to_f32(s.v[k]);
+        acc += v * v;
+      }
+      store_vec(res + off + i, s);
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) {
+      const T s = from_f32<T>(to_f32(a[off + i]) + to_f32(b[off + i]));
+      res[off + i] = s;
+      const float v = to_f32(s);
+      acc += v * v;
+    }
+  }
+  const float r = 1.0f / sqrtf(warp_sum(acc) / float(C) + eps);
+  warp_row_scale(out + off, res + off, w, C, vec, lane, r);
+  if (lane == 0 && rrms) rrms[row] = r;
+}
+
+template <typename T, int PER>
+__global__ void __launch_bounds__(kBwdThreads)
+    rmsnorm_backward_kernel(T* dinp, float* partial, const T* dout, const T* inp, const T* w,
+                            const float* rrms, int N, int C) {
+  __shared__ float sh[kBwdThreads / 32];
+  __shared__ float tot;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  float dw[PER], xh[PER], g[PER];
+#pragma unroll
+  for (int k = 0; k < PER; ++k) dw[k] = xh[k] = g[k] = 0.0f;
+  const float invC = 1.0f / float(C);
+
+  for (int row = blockIdx.x; row < N; row += gridDim.x) {
+    const std::size_t off = std::size_t(row) * C;
+    const float r = rrms[row];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      const int c = tid + k * kBwdThreads;
+      if (c < C) {
+        const float x = to_f32(inp[off + c]) * r;
+        const float d = to_f32(dout[off + c]);
+        const float gn = to_f32(w[c]) * d;
+        xh[k] = x;
+        g[k] = gn;
+        s += gn * x;
+        dw[k] += x * d;
+      }
+    }
+    s = warp_sum(s);
+    if (lane == 0) sh[warp] = s;
+    __syncthreads();
+    if (tid == 0) {
+      float a = 0.0f;
+      for (int i = 0; i < kBwdThreads / 32; ++i) a += sh[i];
+      tot = a;
+    }
+    __syncthreads();
+    const float mgx = tot * invC;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      const int c = tid + k * kBwdThreads;
+      if (c < C) {
+        const float d = (g[k] - xh[k] * mgx) * r;
+        dinp[off + c] = from_f32<T>(to_f32(dinp[off + c]) + d);
+      }
+    }
+  }
+  float* pw = partial + std::size_t(blockIdx.x) * C;
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = tid + k * kBwdThreads;
+    if (c < C) pw[c] = dw[k];
+  }
+}
+
+__global__ void rmsnorm_partial_reduce(float* dweight, const float* partial, int G, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float acc = 0.0f;
+  for (int g = 0; g < G; ++g) acc += partial[std::size_t(g) * C + c];
+  dweight[c] += acc;
+}
+
+int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
+
+template <typename T> bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
+  if (C % kPack<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
+
+void check_shape(const char* what, int N, int C, float eps) {
+  if (N <= 0 || C <= 0) throw std::invalid_argument(std::string(what) + ": bad shape");
+  if (!(eps > 0.0f)) throw std::invalid_argument(std::string(what) + ": eps must be > 0");
+}
+
+unsigned fwd_blocks(int N) { return unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock); }
+
+} // namespace
+
+std::size_t rmsnorm_backward_scratch(int N, int C) {
+  return std::size_t(bwd_blocks(N)) * std::size_t(C);
+}
+
+template <typename T>
+void rmsnorm_forward(T* out, float* rrms, const T* inp, const T* weight, int N, int C, float eps,
+                     cudaStream_t s) {
+  check_shape("rmsnorm_forward", N, C, eps);
+  const bool vec = rows_vectorisable<T>(C, {out, inp, weight});
+  rmsnorm_forward_kernel<T>
+      <<<fwd_blocks(N), kFwdThreads, 0, s>>>(out, rrms, inp, weight, N, C, eps, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void rmsnorm_apply(T* out, const T* inp, const T* weight, const float* rrms, int N, int C,
+                   cudaStream_t s) {
+  check_shape("rmsnorm_apply", N, C, 1.0f);
+  if (!rrms) throw std::invalid_argument("rmsnorm_apply: null rrms");
+  const bool vec = rows_vectorisable<T>(C, {out, inp, weight});
+  rmsnorm_apply_kernel<T><<<fwd_blocks(N), kFwdThreads, 0, s>>>(out, inp, weight, rrms, N, C, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void residual_rmsnorm_forward(T* residual, T* out, float* rrms, const T* a, const T* b,
+                              const T* weight, int N, int C, float eps, cudaStream_t s) {
+  check_shape("residual_rmsnorm_forward", N, C, eps);
+  const bool vec = rows_vectorisable<T>(C, {residual, out, a, b, weight});
+  residual_rmsnorm_forward_kernel<T><<<fwd_blocks(N), kFwdThreads, 0, s>>>(
+      residual, out, rrms, a, b, weight, N, C, eps, vec);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void rmsnorm_backward(T* dinp, float* dweight, const T* dout, const T* inp, const T* weight,
+                      const float* rrms, int N, int C, float* scratch, cudaStream_t s) {
+  check_shape("rmsnorm_backward", N, C, 1.0f);
+  if (C > kBwdThreads * 32) throw std::invalid_argument("rmsnorm_backward: C must be <= 8192");
+  if (!dinp || !dweight || !scratch || !rrms)
+    throw std::invalid_argument("rmsnorm_backward: null output, rrms or scratch");
+  const int G = bwd_blocks(N);
+  if (C <= kBwdThreads * 16)
+    rmsnorm_backward_kernel<T, 16>
+        <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, rrms, N, C);
+  else
+    rmsnorm_backward_kernel<T, 32>
+        <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, rrms, N, C);
+  MYELIN_CUDA_CHECK_LAUNCH();
+  rmsnorm_partial_reduce<<<unsigned((C + 255) / 256), 256, 0, s>>>(dweight, scratch, G, C);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+#define MYELIN_INST(T)                                                                             \
+  template void rmsnorm_forward<T>(T*, float*, const T*, const T*, int, int, float, cudaStream_t); \
+  template void rmsnorm_apply<T>(T*, const T*, const T*, const float*, int, int, cudaStream_t);    \
+  template void residual_rmsnorm_forward<T>(T*, T*, float*, const T*, const T*, const T*, int,     \
+                                            int, float, cudaStream_t);                             \
+  template void rmsnorm_backward<T>(T*, float*, const T*, const T*, const T*, const float*, int,   \
+                                    int, float*, cudaStream_t);
+MYELIN_INST(float)
+MYELIN_INST(__nv_bfloat16)
+#undef MYELIN_INST
+
+} // namespace myelin::cuda
