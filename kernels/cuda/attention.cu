@@ -434,8 +434,8 @@ void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, co
                         const float* lse, int B, int Tn, int NH, int NKV, int D, cudaStream_t s) {
   check("attention_backward", B, Tn, NH, NKV, D);
   const std::size_t rows = std::size_t(B) * Tn * NH;
-  attn_bwd_rowdot_kernel<T><<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B,
-                                                                             Tn, NH * D, NH, D);
+  attn_bwd_rowdot_kernel<T>
+      <<<unsigned((rows * 32 + 255) / 256), 256, 0, s>>>(scratch, dout, out, B, Tn, NH * D, NH, D);
   MYELIN_CUDA_CHECK_LAUNCH();
   switch (D) {
   case 64:
@@ -451,8 +451,7 @@ void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, co
 }
 
 #define MYELIN_INST(T)                                                                             \
-  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, int,                \
-                                     cudaStream_t);                                                \
+  template void attention_forward<T>(T*, float*, const T*, int, int, int, int, int, cudaStream_t); \
   template void attention_backward<T>(T*, float*, const T*, const T*, const T*, const float*, int, \
                                       int, int, int, int, cudaStream_t);
 MYELIN_INST(float)

@@ -100,8 +100,8 @@ void rope_forward(T* out, const T* inp, const float* cos, const float* sin, int 
                   int D, int ld, cudaStream_t s);
 // dinp = R^T dout (overwritten; dinp == dout allowed).
 template <typename T>
-void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int B, int Tn,
-                   int H, int D, int ld, cudaStream_t s);
+void rope_backward(T* dinp, const T* dout, const float* cos, const float* sin, int B, int Tn, int H,
+                   int D, int ld, cudaStream_t s);
 
 // ---- SwiGLU on a fused (gate | up) buffer [N, 2I]: out[N, I] = silu(gate) * up -----------------
 template <typename T> void swiglu_forward(T* out, const T* gate_up, int N, int I, cudaStream_t s);

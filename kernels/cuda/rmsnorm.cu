@@ -103,8 +103,8 @@ __global__ void __launch_bounds__(kFwdThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kFwdThreads)
-    residual_rmsnorm_forward_kernel(T* res, T* out, float* rrms, const T* a, const T* b,
-                                    const T* w, int N, int C, float eps, bool vec) {
+    residual_rmsnorm_forward_kernel(T* res, T* out, float* rrms, const T* a, const T* b, const T* w,
+                                    int N, int C, float eps, bool vec) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
   if (row >= N) return;
@@ -250,8 +250,8 @@ void residual_rmsnorm_forward(T* residual, T* out, float* rrms, const T* a, cons
                               const T* weight, int N, int C, float eps, cudaStream_t s) {
   check_shape("residual_rmsnorm_forward", N, C, eps);
   const bool vec = rows_vectorisable<T>(C, {residual, out, a, b, weight});
-  residual_rmsnorm_forward_kernel<T><<<fwd_blocks(N), kFwdThreads, 0, s>>>(
-      residual, out, rrms, a, b, weight, N, C, eps, vec);
+  residual_rmsnorm_forward_kernel<T>
+      <<<fwd_blocks(N), kFwdThreads, 0, s>>>(residual, out, rrms, a, b, weight, N, C, eps, vec);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

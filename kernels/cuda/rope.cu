@@ -24,8 +24,7 @@ template <typename T>
 __global__ void rope_kernel(T* out, const T* inp, const float* cos, const float* sin, float sign,
                             std::size_t pairs, int Tn, int H, int half, int ld) {
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
-  for (std::size_t p = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; p < pairs;
-       p += stride) {
+  for (std::size_t p = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; p < pairs; p += stride) {
     const int i = int(p % half);
     const std::size_t rest = p / half;
     const int h = int(rest % H);
@@ -46,8 +45,8 @@ void launch(const char* what, T* out, const T* inp, const float* cos, const floa
   if (B <= 0 || Tn <= 0 || H <= 0 || D <= 0 || D % 2 != 0 || ld < H * D)
     throw std::invalid_argument(std::string(what) + ": bad shape");
   const std::size_t pairs = std::size_t(B) * Tn * H * (D / 2);
-  rope_kernel<T><<<grid_for(pairs, 256), 256, 0, s>>>(out, inp, cos, sin, sign, pairs, Tn, H,
-                                                      D / 2, ld);
+  rope_kernel<T>
+      <<<grid_for(pairs, 256), 256, 0, s>>>(out, inp, cos, sin, sign, pairs, Tn, H, D / 2, ld);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

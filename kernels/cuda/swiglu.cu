@@ -69,8 +69,7 @@ void check(const char* what, int N, int I) {
 
 } // namespace
 
-template <typename T>
-void swiglu_forward(T* out, const T* gate_up, int N, int I, cudaStream_t s) {
+template <typename T> void swiglu_forward(T* out, const T* gate_up, int N, int I, cudaStream_t s) {
   check("swiglu_forward", N, I);
   const bool vec = I % kPack<T> == 0 && aligned16(out) && aligned16(gate_up);
   launch_elementwise<T>(std::size_t(N) * I, vec, SwigluFwd<T>{out, gate_up, I}, s);

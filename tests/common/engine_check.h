@@ -78,10 +78,25 @@ inline myelin::ModelConfig tiny_config() {
   return c;
 }
 
+// The Llama family at the same size: 4 query heads reading 2 kv heads of 8
+// channels, SwiGLU width 48, an untied head, rotary base 100 (large angles at
+// these short positions).
+inline myelin::ModelConfig tiny_llama_config() {
+  auto c = tiny_config();
+  c.family = myelin::Family::kLlama;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 48;
+  c.tied_head = false;
+  c.norm_eps = 1e-5f;
+  c.rope.theta = 100.0;
+  return c;
+}
+
 inline std::vector<float> perturbed_init(const myelin::ModelConfig& c) {
   auto p = myelin::gpt2_init(c, 7);
   const myelin::ParamLayout lay(c);
-  // Non-trivial biases and LayerNorm parameters so every gradient path is exercised.
+  // Non-trivial biases and norm parameters so every gradient path is exercised
+  // (a tensor the family lacks has size 0).
   std::mt19937_64 g(99);
   std::uniform_real_distribution<float> u(-0.05f, 0.05f);
   for (int k : {myelin::kLn1w, myelin::kLn1b, myelin::kQkvb, myelin::kAttprojb, myelin::kLn2w,
@@ -133,12 +148,13 @@ inline std::vector<float> train_losses(myelin::Engine& e, const myelin::ModelCon
   return losses;
 }
 
-// Two pipeline stages (layer 0 | layer 1) of tiny_config() compute the same
-// loss and layer gradients as the whole model. make(stage) builds an fp32 CUDA
-// engine of tiny_config() for that stage.
-template <class Make> void expect_pipeline_stages_match_whole_model(Make make) {
+// Two pipeline stages (layer 0 | layer 1) of c compute the same loss and layer
+// gradients as the whole model. make(stage) builds an fp32 CUDA engine of c
+// for that stage.
+template <class Make>
+void expect_pipeline_stages_match_whole_model(Make make,
+                                              const myelin::ModelConfig& c = tiny_config()) {
   using myelin::kernel_check::expect_close;
-  const auto c = tiny_config();
   const auto params = perturbed_init(c);
   auto whole = make(myelin::StageSpec::whole(c));
   auto s0 = make(myelin::StageSpec{0, 1, true, false});
@@ -180,6 +196,8 @@ template <class Make> void expect_pipeline_stages_match_whole_model(Make make) {
   }
   cmp(g0, lay.offsets[myelin::kWpe], lay.offsets[myelin::kWpe] + lay.sizes[myelin::kWpe], "wpe");
   cmp(g1, lay.offsets[myelin::kLnfw], lay.offsets[myelin::kLnfb] + lay.sizes[myelin::kLnfb], "lnf");
+  cmp(g1, lay.offsets[myelin::kLmHead], lay.offsets[myelin::kLmHead] + lay.sizes[myelin::kLmHead],
+      "lm_head"); // untied heads only (size 0 when tied)
   // wte: the stages' contributions add up to the whole model's gradient.
   std::vector<float> wsum(lay.sizes[myelin::kWte]);
   for (std::size_t i = 0; i < wsum.size(); ++i) wsum[i] = g0[i] + g1[i];
@@ -190,11 +208,11 @@ template <class Make> void expect_pipeline_stages_match_whole_model(Make make) {
 // A CUDA engine in fp32 trains like the CPU engine over `steps` steps: losses
 // to 1e-5 relative, gradient norms to 1e-4, then parameters, the last
 // position's logits (sampling) and eval_loss. `gpu` is an fp32 CUDA engine of
-// tiny_config() with 2 slots.
-inline void expect_fp32_matches_cpu_engine(myelin::Engine& gpu_engine, int steps) {
+// c with 2 slots.
+inline void expect_fp32_matches_cpu_engine(myelin::Engine& gpu_engine, int steps,
+                                           const myelin::ModelConfig& c = tiny_config()) {
   using myelin::kernel_check::expect_close;
   using myelin::kernel_check::to_d;
-  const auto c = tiny_config();
   const auto params = perturbed_init(c);
   auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
   myelin::Engine* gpu = &gpu_engine;
@@ -224,12 +242,30 @@ inline void expect_fp32_matches_cpu_engine(myelin::Engine& gpu_engine, int steps
               cpu->eval_loss(tok.data(), tgt.data(), 1, 16), 1e-4);
 }
 
+// bf16 trains like fp32 from the same weights over `steps` steps: losses
+// within 2e-2 relative. Returns the bf16 losses.
+inline std::vector<float> expect_bf16_close_to_fp32(const myelin::ModelConfig& c, int steps,
+                                                    bool clip) {
+  const auto params = perturbed_init(c);
+  auto f32 = cuda_engine(c, "fp32");
+  auto b16 = cuda_engine(c, "bf16");
+  f32->set_params(params);
+  b16->set_params(params);
+  const auto lf = train_losses(*f32, c, steps, nullptr, clip);
+  const auto lb = train_losses(*b16, c, steps, nullptr, clip);
+  for (std::size_t i = 0; i < lf.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(lb[i])) << "step " << i + 1;
+    EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
+  }
+  return lb;
+}
+
 // --recompute 1 and 2 give the same bits as storing every activation, in fp32
 // and bf16: losses, the last step's gradient buffer and the parameters after
 // `steps` steps (and, with `clip`, every step's gradient norm); activation
 // memory shrinks.
-inline void expect_recompute_bit_identical(int steps, bool clip) {
-  const auto c = tiny_config();
+inline void expect_recompute_bit_identical(int steps, bool clip,
+                                           const myelin::ModelConfig& c = tiny_config()) {
   const auto params = perturbed_init(c);
   for (const char* dtype : {"fp32", "bf16"}) {
     std::vector<float> ref_losses, ref_params, ref_grads;

@@ -134,8 +134,8 @@ template <typename T> struct AttnCase {
     doutd = to_d(dout);
     out.assign(NC, 0.0);
     std::vector<double> att(std::size_t(s.B) * s.NH * s.Tn * s.Tn);
-    myelin::cpu::gqa_attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, s.NH,
-                                       s.kv(), s.D());
+    myelin::cpu::gqa_attention_forward(out.data(), att.data(), qkvd.data(), s.B, s.Tn, s.NH, s.kv(),
+                                       s.D());
     dqkv.assign(qkv.size(), 0.0);
     std::vector<double> scr(att.size());
     myelin::cpu::gqa_attention_backward(dqkv.data(), scr.data(), doutd.data(), qkvd.data(),

@@ -36,6 +36,7 @@
 #include "runtime/model/init.h"
 #include "tests/common/engine_check.h"
 #include "tests/common/kernel_check.h"
+#include "tests/common/llama_op_check.h"
 #include "tests/gpu/gpu_test.h"
 
 namespace {
@@ -290,15 +291,54 @@ TYPED_TEST(CudaOps, Matmul) {
   }
 }
 
+// ---- Llama kernels: RMSNorm, rotary embedding, SwiGLU (tests/common/llama_op_check.h) ---------
+struct GpuMem {
+  template <typename T> static DeviceBuffer<T> up(const std::vector<float>& v) {
+    return ::up<T>(v);
+  }
+  template <typename T> static DeviceBuffer<T> poisoned(std::size_t n) { return ::poisoned<T>(n); }
+  template <typename T> static std::vector<float> down(const DeviceBuffer<T>& d) {
+    return ::down(d);
+  }
+  static cudaStream_t stream() { return stream0(); }
+  // Deterministic kernels: a second run gives the same bits.
+  template <typename Run, typename Read>
+  static void rerun_same(const std::vector<float>& first, Run run, Read read,
+                         const std::string& what) {
+    run();
+    EXPECT_EQ(first, read()) << what << ": not deterministic";
+  }
+};
+
+TYPED_TEST(CudaOps, RmsNorm) {
+  REQUIRE_GPU();
+  for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 2048}, std::pair{5, 8192},
+                      std::pair{600, 40}})
+    myelin::llama_op_check::check_rmsnorm<TypeParam, GpuMem>(N, C, 1e-5f);
+}
+
+TYPED_TEST(CudaOps, Rope) {
+  REQUIRE_GPU();
+  myelin::llama_op_check::check_rope<TypeParam, GpuMem>(2, 7, 4, 2, 8);
+  myelin::llama_op_check::check_rope<TypeParam, GpuMem>(2, 300, 32, 8, 64);
+  myelin::llama_op_check::check_rope<TypeParam, GpuMem>(1, 77, 4, 2, 128);
+}
+
+TYPED_TEST(CudaOps, Swiglu) {
+  REQUIRE_GPU();
+  for (auto [N, I] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{128, 8192}})
+    myelin::llama_op_check::check_swiglu<TypeParam, GpuMem>(N, I);
+}
+
 // ---- attention ------------------------------------------------------------------------------
 TYPED_TEST(CudaOps, Attention) {
   REQUIRE_GPU();
   using T = TypeParam;
   // The last three are grouped-query (2 and 4 query heads per kv head, one kv head).
-  for (AttnShape s : {AttnShape{2, 7, 32, 4}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
-                      AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1},
-                      AttnShape{2, 37, 64, 4, 2}, AttnShape{1, 200, 512, 4, 1},
-                      AttnShape{2, 77, 1024, 8, 2}}) {
+  for (AttnShape s :
+       {AttnShape{2, 7, 32, 4}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
+        AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1},
+        AttnShape{2, 37, 64, 4, 2}, AttnShape{1, 200, 512, 4, 1}, AttnShape{2, 77, 1024, 8, 2}}) {
     const AttnCase<T> a(s);
     const auto &out = a.out, &dqkv = a.dqkv;
     const auto& tag = a.tag;
@@ -570,18 +610,7 @@ TEST(CudaEngine, MatchesCpuEngineFp32) {
 
 TEST(CudaEngine, Bf16TrainsCloseToFp32) {
   REQUIRE_GPU();
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  auto f32 = cuda_engine(c, "fp32");
-  auto b16 = cuda_engine(c, "bf16");
-  f32->set_params(params);
-  b16->set_params(params);
-  const auto lf = train_losses(*f32, c, 10, nullptr);
-  const auto lb = train_losses(*b16, c, 10, nullptr);
-  for (std::size_t i = 0; i < lf.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(lb[i]));
-    EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
-  }
+  const auto lb = expect_bf16_close_to_fp32(tiny_config(), 10, /*clip=*/true);
   EXPECT_LT(lb.back(), lb.front());
 }
 
@@ -606,6 +635,33 @@ TEST(CudaEngine, PipelineStagesMatchWholeModel) {
   REQUIRE_GPU();
   expect_pipeline_stages_match_whole_model(
       [](myelin::StageSpec st) { return cuda_engine(tiny_config(), "fp32", 0, st); });
+}
+
+// The Llama family (RMSNorm, rotary embedding, SwiGLU, grouped-query attention,
+// untied head) through the same engine.
+TEST(CudaEngine, LlamaMatchesCpuEngineFp32) {
+  REQUIRE_GPU();
+  const auto c = tiny_llama_config();
+  auto gpu = cuda_engine(c, "fp32");
+  expect_fp32_matches_cpu_engine(*gpu, 10, c);
+}
+
+TEST(CudaEngine, LlamaBf16TrainsCloseToFp32) {
+  REQUIRE_GPU();
+  const auto lb = expect_bf16_close_to_fp32(tiny_llama_config(), 10, /*clip=*/true);
+  EXPECT_LT(lb.back(), lb.front());
+}
+
+TEST(CudaEngine, LlamaRecomputeIsBitIdentical) {
+  REQUIRE_GPU();
+  expect_recompute_bit_identical(4, /*clip=*/true, tiny_llama_config());
+}
+
+TEST(CudaEngine, LlamaPipelineStagesMatchWholeModel) {
+  REQUIRE_GPU();
+  const auto c = tiny_llama_config();
+  expect_pipeline_stages_match_whole_model(
+      [&c](myelin::StageSpec st) { return cuda_engine(c, "fp32", 0, st); }, c);
 }
 
 } // namespace

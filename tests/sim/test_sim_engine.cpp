@@ -75,18 +75,7 @@ TEST_F(SimEngine, MatchesCpuEngineFp32) {
 }
 
 TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
-  const auto c = tiny_config();
-  const auto params = perturbed_init(c);
-  auto f32 = cuda_engine(c, "fp32");
-  auto b16 = cuda_engine(c, "bf16");
-  f32->set_params(params);
-  b16->set_params(params);
-  const auto lf = train_losses(*f32, c, kSteps, nullptr, /*clip=*/false);
-  const auto lb = train_losses(*b16, c, kSteps, nullptr, /*clip=*/false);
-  for (std::size_t i = 0; i < lf.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(lb[i]));
-    EXPECT_NEAR(lb[i], lf[i], 2e-2 * std::fabs(lf[i])) << "step " << i + 1;
-  }
+  const auto lb = expect_bf16_close_to_fp32(tiny_config(), kSteps, /*clip=*/false);
   EXPECT_LT(lb.back(), lb.front());
 }
 
@@ -112,6 +101,29 @@ TEST_F(SimEngine, TensorCoreAttentionTrainsLikeFma) {
 TEST_F(SimEngine, PipelineStagesMatchWholeModel) {
   expect_pipeline_stages_match_whole_model(
       [](myelin::StageSpec st) { return cuda_engine(tiny_config(), "fp32", 0, st); });
+}
+
+// The Llama family (RMSNorm, rotary embedding, SwiGLU, grouped-query attention,
+// untied head) through the same CUDA engine: fp32 against the CPU engine,
+// bf16 close to fp32, recomputation bit-identical, pipeline stages.
+TEST_F(SimEngine, LlamaMatchesCpuEngineFp32) {
+  const auto c = tiny_llama_config();
+  auto gpu = cuda_engine(c, "fp32");
+  expect_fp32_matches_cpu_engine(*gpu, kSteps, c);
+}
+
+TEST_F(SimEngine, LlamaBf16TrainsCloseToFp32) {
+  expect_bf16_close_to_fp32(tiny_llama_config(), kSteps, /*clip=*/false);
+}
+
+TEST_F(SimEngine, LlamaRecomputeIsBitIdentical) {
+  expect_recompute_bit_identical(kSteps, /*clip=*/false, tiny_llama_config());
+}
+
+TEST_F(SimEngine, LlamaPipelineStagesMatchWholeModel) {
+  const auto c = tiny_llama_config();
+  expect_pipeline_stages_match_whole_model(
+      [&c](myelin::StageSpec st) { return cuda_engine(c, "fp32", 0, st); }, c);
 }
 
 // MYELIN_CUDA_GELU_FUSION=1: the MLP's GeLU runs in the cuBLASLt GELU_AUX_BIAS

@@ -41,6 +41,7 @@
 #include "kernels/ops.h"
 #include "sim_runtime.h"
 #include "tests/common/kernel_check.h"
+#include "tests/common/llama_op_check.h"
 
 namespace {
 
@@ -305,180 +306,61 @@ TYPED_TEST(SimKernels, LayerNorm) {
   }
 }
 
-// ---- RMSNorm (Llama) ---------------------------------------------------------------------------
+// ---- Llama kernels: RMSNorm, rotary embedding, SwiGLU (tests/common/llama_op_check.h) ---------
+struct SimMem {
+  template <typename T> static Dev<T> up(const std::vector<float>& v) { return ::up<T>(v); }
+  template <typename T> static Dev<T> poisoned(std::size_t n) { return ::poisoned<T>(n); }
+  template <typename T> static std::vector<float> down(const Dev<T>& d) { return ::down(d); }
+  static cudaStream_t stream() { return kStream; }
+  template <typename Run, typename Read>
+  static void rerun_same(const std::vector<float>& first, Run run, Read read,
+                         const std::string& what) {
+    expect_schedule_independent(first, run, read, what);
+  }
+};
+
 TYPED_TEST(SimKernels, RmsNorm) {
   using T = TypeParam;
-  const float eps = 1e-5f;
   // C = 5000 takes the backward's 32-columns-per-thread instantiation.
-  for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{5, 5000}, std::pair{600, 40}}) {
-    const std::size_t NC = std::size_t(N) * C;
-    const auto x = representable<T>(rand_vec(NC, -2.0f, 3.0f));
-    const auto w = representable<T>(rand_vec(std::size_t(C), 0.5f, 1.5f));
-    const auto y = representable<T>(rand_vec(NC));
-    const auto dout = representable<T>(rand_vec(NC));
-    const auto dinp0 = representable<T>(rand_vec(NC));
-    const auto dw0 = rand_vec(std::size_t(C));
-    auto xd = to_d(x), wd = to_d(w), doutd = to_d(dout);
-    std::vector<double> out(NC), rrms(static_cast<std::size_t>(N));
-    myelin::cpu::rmsnorm_forward(out.data(), rrms.data(), xd.data(), wd.data(), N, C, double(eps));
-    auto rdinp = to_d(dinp0), rdw = to_d(dw0);
-    myelin::cpu::rmsnorm_backward(rdinp.data(), rdw.data(), doutd.data(), xd.data(), wd.data(),
-                                  rrms.data(), N, C);
-    const std::string tag = " N=" + std::to_string(N) + " C=" + std::to_string(C);
-
-    auto gx = up<T>(x), gw = up<T>(w), gy = up<T>(y), gdout = up<T>(dout);
-    auto gout = poisoned<T>(NC);
-    auto grr = poisoned<float>(std::size_t(N));
-    auto fwd = [&] {
-      poison(gout);
-      poison(grr);
-      myelin::cuda::rmsnorm_forward(gout.get(), grr.get(), gx.get(), gw.get(), N, C, eps, kStream);
-    };
-    fwd();
-    const auto out_g = down(gout);
-    expect_close_t<T>(out, out_g, "rmsnorm_forward out" + tag);
-    expect_close_t<T>(rrms, down(grr), "rmsnorm_forward rrms" + tag);
-    expect_schedule_independent(
-        out_g, fwd, [&] { return down(gout); }, "rmsnorm_forward" + tag);
-    auto gapply = poisoned<T>(NC);
-    myelin::cuda::rmsnorm_apply(gapply.get(), gx.get(), gw.get(), grr.get(), N, C, kStream);
-    expect_same_bits(out_g, down(gapply), "rmsnorm_apply differs from rmsnorm_forward" + tag);
-
-    // Backward from the reference statistics: dinp and dweight accumulate.
-    std::vector<float> rrf(rrms.begin(), rrms.end());
-    auto gr = up<float>(rrf);
-    auto gdinp = up<T>(dinp0);
-    auto gdw = up<float>(dw0);
-    Dev<float> scratch(myelin::cuda::rmsnorm_backward_scratch(N, C));
-    poison(scratch);
-    myelin::cuda::rmsnorm_backward(gdinp.get(), gdw.get(), gdout.get(), gx.get(), gw.get(),
-                                   gr.get(), N, C, scratch.get(), kStream);
-    const auto dinp_g = down(gdinp), dw_g = down(gdw);
-    expect_close_t<T>(rdinp, dinp_g, "rmsnorm_backward dinp" + tag);
-    expect_close_t<T>(rdw, dw_g, "rmsnorm_backward dweight" + tag);
-    {
-      auto gdinp2 = up<T>(dinp0);
-      auto gdw2 = up<float>(dw0);
-      expect_schedule_independent(
-          dinp_g,
-          [&] {
-            poison(scratch);
-            myelin::cuda::rmsnorm_backward(gdinp2.get(), gdw2.get(), gdout.get(), gx.get(),
-                                           gw.get(), gr.get(), N, C, scratch.get(), kStream);
-          },
-          [&] { return down(gdinp2); }, "rmsnorm_backward dinp" + tag);
-      expect_same_bits(dw_g, down(gdw2), "rmsnorm_backward dweight, other schedule" + tag);
-    }
-
-    // Fused residual + RMSNorm on the rounded residual.
-    std::vector<float> resf(NC);
-    for (std::size_t i = 0; i < NC; ++i) resf[i] = float(double(x[i]) + double(y[i]));
-    resf = representable<T>(resf);
-    auto resd = to_d(resf);
-    std::vector<double> out2(NC), rrms2(static_cast<std::size_t>(N));
-    myelin::cpu::rmsnorm_forward(out2.data(), rrms2.data(), resd.data(), wd.data(), N, C,
-                                 double(eps));
-    auto gres = poisoned<T>(NC), gout2 = poisoned<T>(NC);
-    myelin::cuda::residual_rmsnorm_forward(gres.get(), gout2.get(), grr.get(), gx.get(), gy.get(),
-                                           gw.get(), N, C, eps, kStream);
-    const auto out2_g = down(gout2);
-    expect_close_t<T>(resd, down(gres), "residual_rmsnorm residual" + tag);
-    expect_close_t<T>(out2, out2_g, "residual_rmsnorm out" + tag);
-    expect_close_t<T>(rrms2, down(grr), "residual_rmsnorm rrms" + tag);
-    poison(gapply);
-    myelin::cuda::rmsnorm_apply(gapply.get(), gres.get(), gw.get(), grr.get(), N, C, kStream);
-    expect_same_bits(out2_g, down(gapply),
-                     "rmsnorm_apply differs from residual_rmsnorm_forward" + tag);
-
-    // Rows that are not 16-byte aligned take the scalar path.
-    if (C == 96) {
-      auto ux = up<T>(x, 1), uw = up<T>(w, 1);
-      Dev<T> uout(NC + 1);
-      poison(uout);
-      myelin::cuda::rmsnorm_forward(uout.get() + 1, grr.get(), ux.get() + 1, uw.get() + 1, N, C,
-                                    eps, kStream);
-      expect_close_t<T>(out, down(uout.get() + 1, NC), "rmsnorm_forward unaligned" + tag);
-    }
-  }
+  for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{5, 5000}, std::pair{600, 40}})
+    myelin::llama_op_check::check_rmsnorm<T, SimMem>(N, C, 1e-5f);
+  // Rows that are not 16-byte aligned take the scalar path.
+  const int N = 5, C = 96;
+  const auto x = representable<T>(rand_vec(std::size_t(N) * C));
+  const auto w = representable<T>(rand_vec(std::size_t(C), 0.5f, 1.5f));
+  auto ax = up<T>(x), aw = up<T>(w), ux = up<T>(x, 1), uw = up<T>(w, 1);
+  auto aout = poisoned<T>(std::size_t(N) * C), uout = poisoned<T>(std::size_t(N) * C + 1);
+  auto rr = poisoned<float>(std::size_t(N));
+  myelin::cuda::rmsnorm_forward(aout.get(), rr.get(), ax.get(), aw.get(), N, C, 1e-5f, kStream);
+  myelin::cuda::rmsnorm_forward(uout.get() + 1, rr.get(), ux.get() + 1, uw.get() + 1, N, C, 1e-5f,
+                                kStream);
+  expect_close_t<T>(to_d(down(aout)), down(uout.get() + 1, std::size_t(N) * C),
+                    "rmsnorm_forward unaligned");
   EXPECT_THROW(myelin::cuda::rmsnorm_backward<T>(nullptr, nullptr, nullptr, nullptr, nullptr,
                                                  nullptr, 4, 9000, nullptr, kStream),
                std::invalid_argument); // C > 8192
 }
 
-// ---- rotary embedding (Llama 3 scaling) on q and k of a grouped-query qkv buffer ---------------
 TYPED_TEST(SimKernels, Rope) {
   using T = TypeParam;
-  struct S {
-    int B, Tn, NH, NKV, D;
-  };
-  myelin::cpu::RopeParams p;
-  p.theta = 500000.0;
-  p.llama3 = true;
-  p.factor = 32.0;
-  p.original_max_position = 64;
-  for (S s : {S{2, 7, 4, 2, 8}, S{1, 77, 2, 1, 64}, S{2, 5, 3, 3, 6}}) {
-    const int H = s.NH + s.NKV, ld = (s.NH + 2 * s.NKV) * s.D, half = s.D / 2;
-    const std::size_t n = std::size_t(s.B) * s.Tn * ld, tab = std::size_t(s.Tn) * half;
-    const auto x = representable<T>(rand_vec(n, -2.0f, 2.0f));
-    std::vector<float> cf(tab), sf(tab);
-    myelin::cpu::rope_table(cf.data(), sf.data(), 0, s.Tn, s.D, p);
-    // The reference rotates with the same fp32 table the kernel reads.
-    auto cd = to_d(cf), sd = to_d(sf), xd = to_d(x);
-    std::vector<double> fwd = xd, bwd = xd;
-    myelin::cpu::rope_forward(fwd.data(), xd.data(), cd.data(), sd.data(), s.B, s.Tn, H, s.D, ld);
-    myelin::cpu::rope_backward(bwd.data(), xd.data(), cd.data(), sd.data(), s.B, s.Tn, H, s.D, ld);
-    const std::string tag = " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) +
-                            " H=" + std::to_string(H) + " D=" + std::to_string(s.D);
-    auto gc = up<float>(cf), gs = up<float>(sf);
-    // Out of place, then in place (the engine's use); v columns stay untouched.
-    auto gx = up<T>(x), gout = up<T>(x);
-    myelin::cuda::rope_forward(gout.get(), gx.get(), gc.get(), gs.get(), s.B, s.Tn, H, s.D, ld,
-                               kStream);
-    expect_close_t<T>(fwd, down(gout), "rope_forward" + tag);
-    myelin::cuda::rope_forward(gx.get(), gx.get(), gc.get(), gs.get(), s.B, s.Tn, H, s.D, ld,
-                               kStream);
-    expect_same_bits(down(gout), down(gx), "rope_forward in place" + tag);
-    auto gd = up<T>(x);
-    myelin::cuda::rope_backward(gd.get(), gd.get(), gc.get(), gs.get(), s.B, s.Tn, H, s.D, ld,
-                                kStream);
-    // The backward overwrites (the CPU one added into its copy of x: subtract it).
-    std::vector<double> bwd_only(n);
-    for (std::size_t i = 0; i < n; ++i) bwd_only[i] = bwd[i] - xd[i];
-    for (int bt = 0; bt < s.B * s.Tn; ++bt) // v is not rotated: the kernel leaves it
-      for (int c = H * s.D; c < ld; ++c)
-        bwd_only[std::size_t(bt) * ld + c] = xd[std::size_t(bt) * ld + c];
-    expect_close_t<T>(bwd_only, down(gd), "rope_backward" + tag);
-  }
+  myelin::llama_op_check::check_rope<T, SimMem>(2, 7, 4, 2, 8);
+  myelin::llama_op_check::check_rope<T, SimMem>(1, 77, 2, 1, 64);
+  myelin::llama_op_check::check_rope<T, SimMem>(2, 5, 3, 3, 6);
 }
 
-// ---- SwiGLU ------------------------------------------------------------------------------------
 TYPED_TEST(SimKernels, Swiglu) {
   using T = TypeParam;
-  for (auto [N, I] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{3, 1000}}) {
-    const std::size_t NI = std::size_t(N) * I;
-    // Gates from -12 to 8: sig saturates at both ends without overflow.
-    const auto gu = representable<T>(rand_vec(2 * NI, -12.0f, 8.0f));
-    const auto dout = representable<T>(rand_vec(NI));
-    auto gud = to_d(gu), doutd = to_d(dout);
-    std::vector<double> out(NI), dgu(2 * NI, 0.0);
-    myelin::cpu::swiglu_forward(out.data(), gud.data(), N, I);
-    myelin::cpu::swiglu_backward(dgu.data(), doutd.data(), gud.data(), N, I);
-    const std::string tag = " N=" + std::to_string(N) + " I=" + std::to_string(I);
-    auto ggu = up<T>(gu), gdout = up<T>(dout);
-    auto gout = poisoned<T>(NI);
-    auto gdgu = poisoned<T>(2 * NI);
-    myelin::cuda::swiglu_forward(gout.get(), ggu.get(), N, I, kStream);
-    expect_close_t<T>(out, down(gout), "swiglu_forward" + tag);
-    myelin::cuda::swiglu_backward(gdgu.get(), gdout.get(), ggu.get(), N, I, kStream);
-    expect_close_t<T>(dgu, down(gdgu), "swiglu_backward" + tag);
-    if (I == 96) { // unaligned: scalar path
-      auto ugu = up<T>(gu, 1);
-      Dev<T> uout(NI + 1);
-      poison(uout);
-      myelin::cuda::swiglu_forward(uout.get() + 1, ugu.get() + 1, N, I, kStream);
-      expect_close_t<T>(out, down(uout.get() + 1, NI), "swiglu_forward unaligned" + tag);
-    }
-  }
+  for (auto [N, I] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{3, 1000}})
+    myelin::llama_op_check::check_swiglu<T, SimMem>(N, I);
+  // Not 16-byte aligned: the scalar path.
+  const int N = 4, I = 96;
+  const auto gu = representable<T>(rand_vec(std::size_t(N) * 2 * I));
+  auto a = up<T>(gu), u = up<T>(gu, 1);
+  auto aout = poisoned<T>(std::size_t(N) * I), uout = poisoned<T>(std::size_t(N) * I + 1);
+  myelin::cuda::swiglu_forward(aout.get(), a.get(), N, I, kStream);
+  myelin::cuda::swiglu_forward(uout.get() + 1, u.get() + 1, N, I, kStream);
+  expect_close_t<T>(to_d(down(aout)), down(uout.get() + 1, std::size_t(N) * I),
+                    "swiglu_forward unaligned");
 }
 
 // ---- attention (FMA kernels: hs 64, 128 specialised, others generic) ---------------------------
