@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -193,6 +194,46 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// ---- rows of C elements (the norms) -------------------------------------------------
+// Whether every row of C elements at the given pointers (null ones skipped)
+// can be read and written in 16-byte packs.
+template <typename T> bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
+  if (C % kPack<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
+
+// One warp: res = a + b over a row (rounded to T and stored), returning the
+// warp-wide sum of f(stored value). Lane l touches only the elements it will
+// read back later in the same pattern (no barrier needed).
+template <typename T, typename F>
+__device__ __forceinline__ float warp_residual_row(T* res, const T* a, const T* b, int C, bool vec,
+                                                   int lane, F f) {
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> x = load_vec<VN>(a + i);
+      const Vec<T, VN> y = load_vec<VN>(b + i);
+      Vec<T, VN> r;
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        r.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
+        acc += f(to_f32(r.v[k]));
+      }
+      store_vec(res + i, r);
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) {
+      const T r = from_f32<T>(to_f32(a[i]) + to_f32(b[i]));
+      res[i] = r;
+      acc += f(to_f32(r));
+    }
+  }
+  return warp_sum(acc);
 }
 
 // ---- elementwise driver ------------------------------------------------------------

@@ -109,30 +109,10 @@ __global__ void __launch_bounds__(kFwdThreads)
   const int row = blockIdx.x * (kFwdThreads / 32) + (threadIdx.x >> 5);
   if (row >= N) return;
   const std::size_t off = std::size_t(row) * C;
-  // Pass 1: r = a + b, rounded to T and stored; sum of the stored values. Each
-  // lane later re-reads only the elements it wrote itself.
-  float acc = 0.0f;
-  if (vec) {
-    constexpr int VN = kPack<T>;
-    for (int i = lane * VN; i < C; i += 32 * VN) {
-      const Vec<T, VN> x = load_vec<VN>(a + off + i);
-      const Vec<T, VN> y = load_vec<VN>(bb + off + i);
-      Vec<T, VN> r;
-#pragma unroll
-      for (int k = 0; k < VN; ++k) {
-        r.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
-        acc += to_f32(r.v[k]);
-      }
-      store_vec(res + off + i, r);
-    }
-  } else {
-    for (int i = lane; i < C; i += 32) {
-      const T r = from_f32<T>(to_f32(a[off + i]) + to_f32(bb[off + i]));
-      res[off + i] = r;
-      acc += to_f32(r);
-    }
-  }
-  const float m = warp_sum(acc) / float(C);
+  // Pass 1: r = a + b, rounded to T and stored; the sum of the stored values.
+  const float m =
+      warp_residual_row(res + off, a + off, bb + off, C, vec, lane, [](float v) { return v; }) /
+      float(C);
   const T* x = res + off;
   const float var =
       warp_row_sum(x, C, vec, lane, [m](float v) { return (v - m) * (v - m); }) / float(C);
@@ -227,13 +207,6 @@ __global__ void layernorm_partial_reduce(float* dweight, float* dbias, const flo
 }
 
 int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
-
-template <typename T> bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
-  if (C % kPack<T> != 0) return false;
-  for (const void* p : ptrs)
-    if (p && !aligned16(p)) return false;
-  return true;
-}
 
 } // namespace
 

@@ -20,7 +20,6 @@
 //             Kernel 2: one thread per column sums the G partials in order.
 //             Deterministic. bytes: 3*N*C*sizeof(T) (+N*C RMW of dinp) +
 //             2*G*C*4; FLOPs ~ 8*N*C.
-#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -110,31 +109,9 @@ __global__ void __launch_bounds__(kFwdThreads)
   if (row >= N) return;
   const std::size_t off = std::size_t(row) * C;
   // r = a + b, rounded to T and stored; the sum of squares of the stored values.
-  // Each lane later re-reads only the elements it wrote itself.
-  float acc = 0.0f;
-  if (vec) {
-    constexpr int VN = kPack<T>;
-    for (int i = lane * VN; i < C; i += 32 * VN) {
-      const Vec<T, VN> x = load_vec<VN>(a + off + i);
-      const Vec<T, VN> y = load_vec<VN>(b + off + i);
-      Vec<T, VN> s;
-#pragma unroll
-      for (int k = 0; k < VN; ++k) {
-        s.v[k] = from_f32<T>(to_f32(x.v[k]) + to_f32(y.v[k]));
-        const float v = to_f32(s.v[k]);
-        acc += v * v;
-      }
-      store_vec(res + off + i, s);
-    }
-  } else {
-    for (int i = lane; i < C; i += 32) {
-      const T s = from_f32<T>(to_f32(a[off + i]) + to_f32(b[off + i]));
-      res[off + i] = s;
-      const float v = to_f32(s);
-      acc += v * v;
-    }
-  }
-  const float r = 1.0f / sqrtf(warp_sum(acc) / float(C) + eps);
+  const float ss =
+      warp_residual_row(res + off, a + off, b + off, C, vec, lane, [](float v) { return v * v; });
+  const float r = 1.0f / sqrtf(ss / float(C) + eps);
   warp_row_scale(out + off, res + off, w, C, vec, lane, r);
   if (lane == 0 && rrms) rrms[row] = r;
 }
@@ -204,13 +181,6 @@ __global__ void rmsnorm_partial_reduce(float* dweight, const float* partial, int
 }
 
 int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
-
-template <typename T> bool rows_vectorisable(int C, std::initializer_list<const void*> ptrs) {
-  if (C % kPack<T> != 0) return false;
-  for (const void* p : ptrs)
-    if (p && !aligned16(p)) return false;
-  return true;
-}
 
 void check_shape(const char* what, int N, int C, float eps) {
   if (N <= 0 || C <= 0) throw std::invalid_argument(std::string(what) + ": bad shape");
