@@ -25,13 +25,18 @@ GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_
     tied_ = data_.pp().split(st.first || st.last ? 0 : 1, mesh_.pp_rank());
   }
   if (zero_) {
-    if (e_.grads().on_device)
-      throw std::runtime_error("--zero 1 is implemented for host-memory engines (cpu) only");
-    const std::size_t dp = mesh_.dp_size();
-    chunk_ = (S + dp - 1) / dp;
-    const std::size_t b = std::min(S, chunk_ * mesh_.dp_rank());
+    // Staging in the data communicator's memory (host, or the device for
+    // NCCL): the state padded with zeros to dp equal chunks, and this rank's chunk.
+    Communicator& dp = data_.dp();
+    const std::size_t n = std::size_t(mesh_.dp_size());
+    chunk_ = (S + n - 1) / n;
+    const std::size_t b = std::min(S, chunk_ * std::size_t(mesh_.dp_rank()));
     range_ = {b, std::min(S, b + chunk_)};
-    stage_.assign(chunk_ * dp, 0.0f);
+    stage_ = CommBuffer(dp, chunk_ * n * sizeof(float));
+    mine_ = CommBuffer(dp, chunk_ * sizeof(float));
+    const std::vector<float> zeros(chunk_ * n, 0.0f);
+    dp.copy_from_host(stage_.data(), zeros.data(), stage_.bytes());
+    dp.copy_from_host(mine_.data(), zeros.data(), mine_.bytes());
     e_.shard_optimizer(range_.first, range_.second);
   }
   e_.set_backward_hook(nullptr);
@@ -99,12 +104,12 @@ void GradSync::finish() {
   const ParamLayout& lay = e_.layout();
   const StageSpec& st = e_.stage();
   if (zero_) {
-    const std::size_t S = e_.state().size;
-    std::copy_n(grads(), S, stage_.begin());
-    std::fill(stage_.begin() + long(S), stage_.end(), 0.0f);
-    std::vector<float> mine(chunk_);
-    mesh_.dp().reduce_scatter(stage_.data(), mine.data(), chunk_, CommDType::kF32, ReduceOp::kAvg);
-    std::copy_n(mine.begin(), range_.second - range_.first, grads() + range_.first);
+    // The padding past the state stays zero: only [0, S) is ever written.
+    Communicator& dp = data_.dp();
+    dp.copy_buffer(stage_.data(), grads(), e_.state().size * sizeof(float));
+    dp.reduce_scatter(stage_.data(), mine_.data(), chunk_, CommDType::kF32, ReduceOp::kAvg);
+    dp.copy_buffer(grads() + range_.first, mine_.data(),
+                   (range_.second - range_.first) * sizeof(float));
     return;
   }
   if (pending_hi_ >= 0) {
@@ -135,12 +140,15 @@ double GradSync::global_norm() {
 
 void GradSync::after_update() {
   if (!zero_) return;
-  // The engine's parameters are in its state space, as the slices are.
+  // The engine's parameters (fp32 master copy) are in its state space, as the
+  // slices are. The last rank's chunk may end past the state: its tail in
+  // mine_ stays zero and lands in the staging's padding.
+  Communicator& dp = data_.dp();
   float* params = static_cast<float*>(e_.params().data);
-  std::vector<float> mine(chunk_, 0.0f);
-  std::copy(params + range_.first, params + range_.second, mine.begin());
-  mesh_.dp().all_gather(mine.data(), stage_.data(), chunk_, CommDType::kF32);
-  std::copy_n(stage_.begin(), e_.state().size, params);
+  dp.copy_buffer(mine_.data(), params + range_.first,
+                 (range_.second - range_.first) * sizeof(float));
+  dp.all_gather(mine_.data(), stage_.data(), chunk_, CommDType::kF32);
+  dp.copy_buffer(params, stage_.data(), e_.state().size * sizeof(float));
   e_.params_changed();
 }
 

@@ -1,6 +1,7 @@
 """Compares two myelin runs: per-step losses (--metrics-out JSON lines) to a
-relative tolerance, and optionally two llm.c model files to a tolerance
-relative to the largest parameter. Exit 1 with a message on mismatch."""
+relative tolerance, and optionally two saved models (llm.c fp32 files, or F32
+safetensors) to a tolerance relative to the largest parameter. Exit 1 with a
+message on mismatch."""
 import json
 import struct
 import sys
@@ -11,7 +12,27 @@ def losses(path):
         return [json.loads(line)["loss"] for line in f if line.strip()]
 
 
+def safetensors_params(path):
+    """(tensor names and shapes, every F32 value in name order)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+    shapes, values = [], []
+    for name in sorted(header):
+        t = header[name]
+        if t["dtype"] != "F32":
+            raise SystemExit(f"{path}: {name}: only F32 tensors are compared")
+        begin, end = t["data_offsets"]
+        shapes.append((name, tuple(t["shape"])))
+        values.extend(struct.unpack("<%df" % ((end - begin) // 4), data[begin:end]))
+    return shapes, values
+
+
 def params(path):
+    if path.endswith(".safetensors"):
+        return safetensors_params(path)
     with open(path, "rb") as f:
         header = struct.unpack("<256i", f.read(1024))
         raw = f.read()
