@@ -54,11 +54,12 @@ ATTN_NOTE = (
     "0.74 x the non-causal one at 1k (about 260 against 350). Assumed here: "
     "225 TFLOP/s forward and 175 TFLOP/s backward, causal, head dim 64, "
     "T = 1-2k. Myelin's tensor-core attention (WMMA, attention_tc.cu) at "
-    "125 TFLOP/s of executed FLOPs, the 100-150 TFLOP/s estimated for its design "
-    "in the GPU issue; its fp32 CUDA-core attention (attention.cu), which the "
-    "backend selects for grouped-query attention (kv heads != heads), at "
-    "15 TFLOP/s of executed FLOPs, about a quarter of the 67 TFLOP/s fp32 peak "
-    "(an estimate: its inner loops read operands from shared memory)."
+    "125 TFLOP/s of executed FLOPs, the 100-150 TFLOP/s that a desk review of "
+    "the CUDA backend estimated for its design; its fp32 CUDA-core attention "
+    "(attention.cu), which the backend selects for grouped-query attention "
+    "(kv heads != heads), at 15 TFLOP/s of executed FLOPs, about a quarter of "
+    "the 67 TFLOP/s fp32 peak (an estimate: its inner loops read operands from "
+    "shared memory)."
 )
 
 # ---- models: runtime/model/config.cpp (model_preset) ------------------------------
