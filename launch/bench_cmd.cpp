@@ -44,10 +44,14 @@ int bench_main(const Args& args) {
       "batch", po::value(&cpu.batch)->default_value(cpu.batch),
       "cpu kernels: B")("seq", po::value(&cpu.seq)->default_value(cpu.seq), "cpu kernels: T")(
       "channels", po::value(&cpu.channels)->default_value(cpu.channels), "cpu kernels: C")(
-      "heads", po::value(&cpu.heads)->default_value(cpu.heads),
-      "cpu kernels: NH")("vocab", po::value(&cpu.vocab)->default_value(cpu.vocab),
-                         "cpu kernels: V")("models", po::value(&models)->default_value(models),
-                                           "cuda kernels: GPT-2 shapes (124M,350M,774M,1.5B)")(
+      "heads", po::value(&cpu.heads)->default_value(cpu.heads), "cpu kernels: NH")(
+      "kv-heads", po::value(&cpu.kv_heads)->default_value(cpu.kv_heads),
+      "cpu kernels: key/value heads of the grouped-query attention (0: NH/2 if even, else NH)")(
+      "intermediate", po::value(&cpu.intermediate)->default_value(cpu.intermediate),
+      "cpu kernels: SwiGLU width I (0: 2C)")(
+      "vocab", po::value(&cpu.vocab)->default_value(cpu.vocab),
+      "cpu kernels: V")("models", po::value(&models)->default_value(models),
+                        "cuda kernels: presets (GPT-2 124M,350M,774M,1.5B; llama-135M,llama-1B)")(
       "cuda-batch", po::value(&cuda_batch)->default_value(cuda_batch), "cuda kernels: B")(
       "cuda-seq", po::value(&cuda_seq)->default_value(cuda_seq), "cuda kernels: T")(
       "dtype", po::value(&dtype)->default_value(dtype), "cuda kernels: bf16 | fp32")(

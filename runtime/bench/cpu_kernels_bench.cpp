@@ -65,11 +65,23 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
     if (key == "batch_size") return "--batch";
     if (key == "seq_len" || key == "max_seq_len") return "--seq";
     if (key == "padded_vocab") return "--vocab";
+    if (key == "intermediate_size") return "--intermediate";
+    if (key == "kv_heads") return "--kv-heads";
     return "--" + std::string(key);
   };
   const ModelConfig shape{o.seq, o.vocab, o.vocab, 1, o.heads, o.channels};
   shape.validate(flag);
   validate_micro_batch(shape, o.batch, o.seq, flag);
+  // The Llama-block ops: grouped-query attention with NKV kv heads, SwiGLU of
+  // width I, through the same check as a Llama model's.
+  require(o.kv_heads >= 0 && o.intermediate >= 0, o.kv_heads < 0 ? "--kv-heads" : "--intermediate",
+          "expected a positive number (0: the default)");
+  ModelConfig llama = shape;
+  llama.family = Family::kLlama;
+  llama.num_kv_heads = o.kv_heads > 0 ? o.kv_heads : (o.heads % 2 == 0 ? o.heads / 2 : o.heads);
+  llama.intermediate_size = o.intermediate > 0 ? o.intermediate : 2 * o.channels;
+  llama.validate(flag);
+  validate_micro_batch(llama, o.batch, o.seq, flag);
   require(o.repetitions > 0 && o.repetitions <= 1'000'000, "--reps", "expected 1..1000000");
   std::regex filter;
   try {
@@ -126,13 +138,14 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
   }
   auto params = random_vec(N * C, 26), m = random_vec(N * C, 27), v = random_vec(N * C, 28);
   for (auto& e : v) e = std::fabs(e);
-  // Llama-block ops at the same width: grouped-query attention with half as
-  // many kv heads as query heads (NKV = NH when NH is odd), RoPE on its q and k
-  // heads, SwiGLU with intermediate size I = 2C (its (gate | up) input is the
-  // N x 4C buffer h, its gradient dh), RMSNorm on x.
-  const int NKV = NH % 2 == 0 ? NH / 2 : NH, D = C / NH, I = 2 * C;
+  // Llama-block ops at the same width: grouped-query attention with NKV kv
+  // heads (--kv-heads; qkv holds (NH + 2 NKV) D <= 3C columns), RoPE on its q
+  // and k heads, SwiGLU of width I (--intermediate) on a (gate | up) buffer
+  // [N, 2I], RMSNorm on x.
+  const int NKV = llama.kv_heads(), D = C / NH, I = llama.hidden();
   std::vector<float> rope_cos(std::size_t(T) * D / 2), rope_sin(rope_cos.size());
   auto swiglu_out = random_vec(N * I, 29), swiglu_dout = random_vec(N * I, 30);
+  auto gate_up = random_vec(N * 2 * I, 31), dgate_up = random_vec(N * 2 * I, 32);
   cpu::rope_table(rope_cos.data(), rope_sin.data(), 0, T, D, cpu::RopeParams{});
   const double f = sizeof(float);
   const double NC = double(N) * C, hs = double(C) / NH;
@@ -207,9 +220,11 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
        }},
       // exp counted as 10 FLOPs (its polynomial), a division as 1.
       {"swiglu_fwd", f * 3 * NI, 17 * NI,
-       [&] { cpu::swiglu_forward(swiglu_out.data(), h.data(), int(N), I); }},
+       [&] { cpu::swiglu_forward(swiglu_out.data(), gate_up.data(), int(N), I); }},
       {"swiglu_bwd", f * 7 * NI, 23 * NI,
-       [&] { cpu::swiglu_backward(dh.data(), swiglu_dout.data(), h.data(), int(N), I); }},
+       [&] {
+         cpu::swiglu_backward(dgate_up.data(), swiglu_dout.data(), gate_up.data(), int(N), I);
+       }},
       {"gelu_fwd", f * 8 * NC, 4 * NC * 10,
        [&] { cpu::gelu_forward(dh.data(), h.data(), std::size_t(N) * 4 * C); }},
       {"gelu_bwd", f * 12 * NC, 4 * NC * 18,
@@ -231,9 +246,9 @@ int run_cpu_kernel_bench(const CpuBenchOptions& o) {
       {"grad_norm", f * NC, 2 * NC, [&] { (void)cpu::sum_squares(dx.data(), std::size_t(NC)); }},
   };
 
-  std::printf(
-      "cpu: %d threads | copy %.1f GB/s | sgemm %.1f GFLOP/s | shape B=%d T=%d C=%d NH=%d V=%d\n",
-      omp_get_max_threads(), peak_gbs, peak_gflops, B, T, C, NH, V);
+  std::printf("cpu: %d threads | copy %.1f GB/s | sgemm %.1f GFLOP/s | shape B=%d T=%d C=%d NH=%d "
+              "V=%d | llama NKV=%d I=%d\n",
+              omp_get_max_threads(), peak_gbs, peak_gflops, B, T, C, NH, V, NKV, I);
   std::printf("%-16s %10s %10s %10s %8s %8s\n", "kernel", "median_us", "GB/s", "GFLOP/s", "%limit",
               "bound");
   // JSON in the same layout as the CUDA benchmark's, so one plot script reads both.

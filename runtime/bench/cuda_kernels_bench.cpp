@@ -8,6 +8,10 @@
 //  * bytes and FLOPs come from each kernel's formula (see kernels/cuda/*.cu);
 //    the kernel is called memory-bound when FLOPs/bytes is below the machine
 //    balance (peak FLOP/s / peak B/s) and its share is achieved/peak of that limit;
+//  * GPT-2 presets time the GPT-2 block's kernels; Llama presets (llama-135M,
+//    llama-1B) the Llama block's: RMSNorm, RoPE, SwiGLU, grouped-query
+//    attention with the preset's kv heads, unbiased matmuls and the head at
+//    the preset's vocabulary;
 //  * library column: the same GEMMs through plain cuBLAS (cublasGemmEx) for the
 //    matmuls. Attention has no library column: cuDNN's fused attention needs the
 //    cudnn-frontend graph API, which this build does not ship.
@@ -28,6 +32,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/ops.h"
 #include "runtime/model/config.h"
 #include "runtime/util/error.h"
 
@@ -43,12 +48,13 @@ using cu::DeviceBuffer;
 struct ModelShape {
   std::string name;
   int L, C, NH;
+  ModelConfig cfg; // the whole preset (the Llama path reads kv heads, I, V, rope)
 };
 
 bool model_shape(const std::string& n, ModelShape& m) {
   ModelConfig c;
   if (!model_preset(n, c)) return false;
-  m = {n, c.num_layers, c.channels, c.num_heads};
+  m = {n, c.num_layers, c.channels, c.num_heads, c};
   return true;
 }
 
@@ -106,6 +112,7 @@ template <typename T> class Bench {
   std::vector<Row> rows;
 
   void run_model(const ModelShape& m) {
+    if (m.cfg.llama()) return run_llama(m);
     const int B = o_.batch, Tn = o_.seq, C = m.C, NH = m.NH, V = 50257, Vp = 50304;
     const std::size_t N = std::size_t(B) * Tn, NC = N * C;
     const double s = sizeof(T);
@@ -127,41 +134,18 @@ template <typename T> class Bench {
     fill(mean, -0.1f, 0.1f);
     fill(rstd, 0.5f, 2.0f);
 
-    std::vector<int> tok(N), tgt(N);
-    std::uint64_t st = 88172645463325252ull;
-    for (std::size_t i = 0; i < N; ++i) {
-      st ^= st << 13;
-      st ^= st >> 7;
-      st ^= st << 17;
-      tok[i] = int(st % std::uint64_t(V));
-      tgt[i] = int((st >> 20) % std::uint64_t(V));
-    }
-    cu::EncoderBuckets bk;
-    cu::build_encoder_buckets(tok.data(), int(N), bk);
-    DeviceBuffer<int> dtok(N), dtgt(N), btok(bk.tokens.size()), boff(bk.offsets.size()),
-        bpos(bk.positions.size());
-    auto h2d = [&](DeviceBuffer<int>& d, const std::vector<int>& h) {
-      MYELIN_CUDA_CHECK(
-          cudaMemcpy(d.get(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice));
-    };
-    h2d(dtok, tok);
-    h2d(dtgt, tgt);
-    h2d(btok, bk.tokens);
-    h2d(boff, bk.offsets);
-    h2d(bpos, bk.positions);
-    MYELIN_CUDA_CHECK(cudaStreamSynchronize(s_));
+    const Tokens tk(*this, N, V);
 
     const std::string bt = "B" + std::to_string(B) + " T" + std::to_string(Tn);
     const std::string sc = bt + " C" + std::to_string(C);
 
     // ---- embedding, layernorm, residual, gelu --------------------------------------------
     add(m, "encoder_fwd", sc, 3 * NC * s + 4.0 * N, double(NC),
-        [&] { cu::encoder_forward(out.get(), dtok.get(), w.get(), x.get(), B, Tn, C, s_); });
-    add(m, "encoder_bwd", sc, 2 * NC * s + (double(Tn) + bk.num_buckets()) * C * 8.0, 2.0 * NC,
-        [&] {
-          cu::encoder_backward(dw.get(), dwpe.get(), x.get(), btok.get(), boff.get(), bpos.get(),
-                               bk.num_buckets(), B, Tn, C, s_);
-        });
+        [&] { cu::encoder_forward(out.get(), tk.tok.get(), w.get(), x.get(), B, Tn, C, s_); });
+    add(m, "encoder_bwd", sc, 2 * NC * s + (double(Tn) + tk.buckets) * C * 8.0, 2.0 * NC, [&] {
+      cu::encoder_backward(dw.get(), dwpe.get(), x.get(), tk.btok.get(), tk.boff.get(),
+                           tk.bpos.get(), tk.buckets, B, Tn, C, s_);
+    });
     add(m, "layernorm_fwd", sc, 2 * NC * s + 2.0 * C * s + 8.0 * N, 8.0 * NC, [&] {
       cu::layernorm_forward(out.get(), mean.get(), rstd.get(), x.get(), wln.get(), bln.get(),
                             int(N), C, s_);
@@ -184,53 +168,17 @@ template <typename T> class Bench {
         [&] { cu::gelu_backward(big2.get(), big.get(), big2.get(), 4 * NC, s_); });
 
     // ---- matmuls ---------------------------------------------------------------------------
-    struct MM {
-      const char* name;
-      int IC, OC;
-      bool bias;
-    };
-    const MM mms[] = {{"qkv", C, 3 * C, true},
-                      {"attproj", C, C, true},
-                      {"fc", C, 4 * C, true},
-                      {"fcproj", 4 * C, C, true},
-                      {"lm_head", C, Vp, false}};
     // Inputs/outputs sized per shape from the big buffers; lm_head uses its own.
     DeviceBuffer<T> logits(N * std::size_t(Vp));
     fill(logits, -4.0f, 4.0f);
-    for (const MM& mm : mms) {
-      const double n = double(N), ic = mm.IC, oc = mm.OC;
-      T* o = mm.OC == Vp ? logits.get() : big2.get();
-      T* in = big.get();
-      const std::string shp = bt + " " + std::to_string(mm.IC) + "->" + std::to_string(mm.OC);
-      const double fb = (n * ic + oc * ic + n * oc + (mm.bias ? oc : 0)) * s;
-      Row& r = add(m, std::string("matmul_fwd_") + mm.name, shp, fb, 2 * n * ic * oc, [&] {
-        cu::matmul_forward(mm_, o, static_cast<T*>(nullptr), in, w.get(),
-                           mm.bias ? bias.get() : nullptr, int(N), mm.IC, mm.OC, false, s_);
-      });
-      if (r.ms >= 0) {
-        r.lib = "cublasGemmEx";
-        r.lib_ms = timer_.time([&] { gemm_ex(o, w.get(), in, mm.OC, int(N), mm.IC); });
-      }
-      if (std::string(mm.name) == "fc") {
-        add(m, "matmul_fwd_fc_gelu", shp, fb + n * oc * s, 2 * n * ic * oc, [&] {
-          cu::matmul_forward(mm_, o, big3.get() /*pre-activation*/, in, w.get(), bias.get(), int(N),
-                             mm.IC, mm.OC, true, s_);
-        });
-      }
-      const double bb = (2 * n * oc + oc * ic + n * ic + n * ic) * s + 2 * oc * ic * 4.0 +
-                        (mm.bias ? n * oc * s : 0);
-      Row& rb = add(m, std::string("matmul_bwd_") + mm.name, shp, bb,
-                    4 * n * ic * oc + (mm.bias ? n * oc : 0), [&] {
-                      cu::matmul_backward(mm_, big3.get(), dw.get(), mm.bias ? db.get() : nullptr,
-                                          o, in, w.get(), static_cast<const T*>(nullptr), int(N),
-                                          mm.IC, mm.OC, 1.0f, b_scr.get(), s_);
-                    });
-      if (rb.ms >= 0) {
-        rb.lib = "cublasGemmEx x2";
-        rb.lib_ms = timer_.time(
-            [&] { gemm_ex_bwd(big3.get(), dw.get(), o, in, w.get(), int(N), mm.IC, mm.OC); });
-      }
-    }
+    matmuls(m,
+            {{"qkv", C, 3 * C, true},
+             {"attproj", C, C, true},
+             {"fc", C, 4 * C, true},
+             {"fcproj", 4 * C, C, true},
+             {"lm_head", C, Vp, false}},
+            {big.get(), big2.get(), big3.get(), logits.get(), w.get(), bias.get(), dw.get(),
+             db.get(), b_scr.get()});
 
     // ---- attention ---------------------------------------------------------------------------
     const int hs = C / NH;
@@ -267,33 +215,243 @@ template <typename T> class Bench {
     add(m, "classifier_fused", bt + " V" + std::to_string(V) + " Vp" + std::to_string(Vp),
         3 * nv * s + 8.0 * N, 5.0 * double(N) * V, [&] {
           // in place: the logits become dlogits; values stay bounded run to run
-          cu::classifier_forward_backward(mean.get(), logits.get(), dtgt.get(), int(N), V, Vp,
+          cu::classifier_forward_backward(mean.get(), logits.get(), tk.tgt.get(), int(N), V, Vp,
                                           1.0f / float(N), true, s_);
         });
 
     // ---- optimizer over the whole model -------------------------------------------------------
     const std::size_t P = std::size_t(Vp) * C + std::size_t(1024) * C +
                           std::size_t(m.L) * (12ull * C * C + 13ull * C) + 2ull * C;
-    if (std::regex_search("adamw", re_) || std::regex_search("global_norm", re_)) {
-      DeviceBuffer<float> master(P), g(P), mm1(P), vv(P);
-      DeviceBuffer<T> p(std::is_same<T, float>::value ? 0 : P);
-      fill(master);
-      fill(g);
-      fill(mm1, -0.1f, 0.1f);
-      fill(vv, 0.001f, 0.1f);
-      const double pb = std::is_same<T, float>::value ? 28.0 : 30.0;
-      const std::string psh = "params " + std::to_string(P);
-      cu::AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 0};
-      add(m, "adamw", psh, pb * double(P), 15.0 * double(P), [&] {
-        if constexpr (std::is_same<T, float>::value)
-          cu::adamw_update<float>(master.get(), nullptr, g.get(), mm1.get(), vv.get(), P, a, s_);
-        else
-          cu::adamw_update<T>(p.get(), master.get(), g.get(), mm1.get(), vv.get(), P, a, s_);
+    optimizer(m, P);
+  }
+
+  struct MM {
+    const char* name;
+    int IC, OC;
+    bool bias;
+  };
+  struct MMBuffers {
+    T *in, *out, *dinp, *logits, *w, *bias;
+    float *dw, *db, *bias_scratch;
+  };
+  // Forward and backward of each matmul (the "fc" one also with the GeLU
+  // epilogue when `gelu_fc`), each beside plain cuBLAS. An OC equal to the
+  // padded vocabulary writes to the logits buffer.
+  void matmuls(const ModelShape& m, const std::vector<MM>& mms, const MMBuffers& b,
+               bool gelu_fc = true) {
+    const int B = o_.batch, Tn = o_.seq, Vp = m.cfg.padded_vocab_size;
+    const std::size_t N = std::size_t(B) * Tn;
+    const double s = sizeof(T);
+    const std::string bt = "B" + std::to_string(B) + " T" + std::to_string(Tn);
+    for (const MM& mm : mms) {
+      const double n = double(N), ic = mm.IC, oc = mm.OC;
+      T* o = mm.OC == Vp ? b.logits : b.out;
+      T* in = b.in;
+      const std::string shp = bt + " " + std::to_string(mm.IC) + "->" + std::to_string(mm.OC);
+      const double fb = (n * ic + oc * ic + n * oc + (mm.bias ? oc : 0)) * s;
+      Row& r = add(m, std::string("matmul_fwd_") + mm.name, shp, fb, 2 * n * ic * oc, [&] {
+        cu::matmul_forward(mm_, o, static_cast<T*>(nullptr), in, b.w, mm.bias ? b.bias : nullptr,
+                           int(N), mm.IC, mm.OC, false, s_);
       });
-      DeviceBuffer<double> nout(1), nscr(cu::kSumSquaresBlocks);
-      add(m, "global_norm", psh, 4.0 * double(P), 2.0 * double(P),
-          [&] { cu::sum_squares<float>(nout.get(), g.get(), P, nscr.get(), s_); });
+      if (r.ms >= 0) {
+        r.lib = "cublasGemmEx";
+        r.lib_ms = timer_.time([&] { gemm_ex(o, b.w, in, mm.OC, int(N), mm.IC); });
+      }
+      if (gelu_fc && std::string(mm.name) == "fc") {
+        add(m, "matmul_fwd_fc_gelu", shp, fb + n * oc * s, 2 * n * ic * oc, [&] {
+          cu::matmul_forward(mm_, o, b.dinp /*pre-activation*/, in, b.w, b.bias, int(N), mm.IC,
+                             mm.OC, true, s_);
+        });
+      }
+      const double bb = (2 * n * oc + oc * ic + n * ic + n * ic) * s + 2 * oc * ic * 4.0 +
+                        (mm.bias ? n * oc * s : 0);
+      Row& rb = add(m, std::string("matmul_bwd_") + mm.name, shp, bb,
+                    4 * n * ic * oc + (mm.bias ? n * oc : 0), [&] {
+                      cu::matmul_backward(mm_, b.dinp, b.dw, mm.bias ? b.db : nullptr, o, in, b.w,
+                                          static_cast<const T*>(nullptr), int(N), mm.IC, mm.OC,
+                                          1.0f, b.bias_scratch, s_);
+                    });
+      if (rb.ms >= 0) {
+        rb.lib = "cublasGemmEx x2";
+        rb.lib_ms =
+            timer_.time([&] { gemm_ex_bwd(b.dinp, b.dw, o, in, b.w, int(N), mm.IC, mm.OC); });
+      }
     }
+  }
+
+  // The Llama block's kernels at a Llama preset: bytes and FLOPs from the
+  // headers of kernels/cuda/rmsnorm.cu, rope.cu, swiglu.cu and attention.cu.
+  void run_llama(const ModelShape& m) {
+    const ModelConfig& c = m.cfg;
+    const int B = o_.batch, Tn = o_.seq, C = c.channels, NH = c.num_heads, NKV = c.kv_heads(),
+              D = c.head_dim(), Q = c.qkv_width(), I = c.hidden(), V = c.vocab_size,
+              Vp = c.padded_vocab_size;
+    const float eps = c.norm_eps;
+    const std::size_t N = std::size_t(B) * Tn, NC = N * C, NI = N * std::size_t(I);
+    const double s = sizeof(T);
+    std::uint32_t seed = 1;
+    auto fill = [&](auto& buf, float lo = -1.0f, float hi = 1.0f) {
+      cu::fill_uniform(buf.get(), buf.size(), seed++, lo, hi, s_);
+    };
+    // Matmul operands: the widest activation is max(2I, Q, C) columns.
+    const std::size_t wide = N * std::size_t(std::max({2 * I, Q, C}));
+    const std::size_t wsize =
+        std::max({std::size_t(Vp) * C, std::size_t(2) * I * C, std::size_t(Q) * C});
+    DeviceBuffer<T> x(NC), y(NC), out(NC), dx(NC), qkv(N * Q), dqkv(N * Q), a(wide), b(wide),
+        d(wide), w(wsize), wn(C), gate_up(2 * NI), dgate_up(2 * NI), act(NI), dact(NI),
+        logits(N * std::size_t(Vp));
+    DeviceBuffer<float> dw(wsize), dwn(C), rrms(N), lse(N * NH), dsc(N * NH),
+        n_scr(cu::rmsnorm_backward_scratch(int(N), C)), rope_c(std::size_t(Tn) * D / 2),
+        rope_s(std::size_t(Tn) * D / 2);
+    for (auto* buf : {&x, &y, &out, &dx, &dqkv, &a, &b, &d, &w, &gate_up, &dgate_up, &act, &dact})
+      fill(*buf);
+    fill(wn, 0.5f, 1.5f);
+    fill(qkv, -2.0f, 2.0f);
+    fill(logits, -4.0f, 4.0f);
+    for (auto* buf : {&dw, &dwn}) fill(*buf);
+    fill(rrms, 0.5f, 2.0f);
+    {
+      std::vector<float> hc(rope_c.size()), hs(rope_s.size());
+      cpu::rope_table(hc.data(), hs.data(), 0, Tn, D, c.rope);
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(rope_c.get(), hc.data(), hc.size() * sizeof(float), cudaMemcpyHostToDevice));
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(rope_s.get(), hs.data(), hs.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    const Tokens tk(*this, N, V);
+    const std::string bt = "B" + std::to_string(B) + " T" + std::to_string(Tn);
+    const std::string sc = bt + " C" + std::to_string(C);
+
+    // ---- embedding (no position table), RMSNorm ----------------------------------------------
+    add(m, "encoder_fwd", sc, 2 * NC * s + 4.0 * N, 0.0, [&] {
+      cu::encoder_forward(out.get(), tk.tok.get(), w.get(), static_cast<const T*>(nullptr), B, Tn,
+                          C, s_);
+    });
+    add(m, "encoder_bwd", sc, NC * s + double(tk.buckets) * C * 8.0, double(NC), [&] {
+      cu::encoder_backward(dw.get(), static_cast<float*>(nullptr), x.get(), tk.btok.get(),
+                           tk.boff.get(), tk.bpos.get(), tk.buckets, B, Tn, C, s_);
+    });
+    add(m, "rmsnorm_fwd", sc, 2 * NC * s + C * s + 4.0 * N, 4.0 * NC,
+        [&] { cu::rmsnorm_forward(out.get(), rrms.get(), x.get(), wn.get(), int(N), C, eps, s_); });
+    add(m, "residual_rmsnorm_fwd", sc, 4 * NC * s + C * s + 4.0 * N, 5.0 * NC, [&] {
+      cu::residual_rmsnorm_forward(dx.get(), out.get(), rrms.get(), x.get(), y.get(), wn.get(),
+                                   int(N), C, eps, s_);
+    });
+    add(m, "rmsnorm_bwd", sc,
+        4 * NC * s + C * s + 4.0 * N + 2.0 * double(cu::rmsnorm_backward_scratch(int(N), C)) * 4,
+        8.0 * NC, [&] {
+          cu::rmsnorm_backward(dx.get(), dwn.get(), y.get(), x.get(), wn.get(), rrms.get(), int(N),
+                               C, n_scr.get(), s_);
+        });
+
+    // ---- RoPE on the q and k heads of qkv, in place (a rotation: values stay bounded) -------
+    const int H = NH + NKV;
+    const double rope_bytes = 2.0 * double(N) * H * D * s + double(Tn) * D * 4.0;
+    const std::string rsh = bt + " H" + std::to_string(H) + " D" + std::to_string(D);
+    add(m, "rope_fwd", rsh, rope_bytes, 3.0 * double(N) * H * D, [&] {
+      cu::rope_forward(qkv.get(), qkv.get(), rope_c.get(), rope_s.get(), B, Tn, H, D, Q, s_);
+    });
+    add(m, "rope_bwd", rsh, rope_bytes, 3.0 * double(N) * H * D, [&] {
+      cu::rope_backward(dqkv.get(), dqkv.get(), rope_c.get(), rope_s.get(), B, Tn, H, D, Q, s_);
+    });
+
+    // ---- SwiGLU on (gate | up) [N, 2I] ---------------------------------------------------------
+    const std::string ish = bt + " I" + std::to_string(I);
+    add(m, "swiglu_fwd", ish, 3.0 * double(NI) * s, 6.0 * double(NI),
+        [&] { cu::swiglu_forward(act.get(), gate_up.get(), int(N), I, s_); });
+    add(m, "swiglu_bwd", ish, 5.0 * double(NI) * s, 12.0 * double(NI),
+        [&] { cu::swiglu_backward(dgate_up.get(), dact.get(), gate_up.get(), int(N), I, s_); });
+
+    // ---- matmuls (no biases) -------------------------------------------------------------------
+    matmuls(m,
+            {{"qkv", C, Q, false},
+             {"attproj", NH * D, C, false},
+             {"fc", C, 2 * I, false},
+             {"fcproj", I, C, false},
+             {"lm_head", C, Vp, false}},
+            {a.get(), b.get(), d.get(), logits.get(), w.get(), nullptr, dw.get(), nullptr, nullptr},
+            false);
+
+    // ---- grouped-query attention ---------------------------------------------------------------
+    const double causal = double(B) * NH * (double(Tn) * (Tn + 1) / 2.0) * D;
+    const double q_el = double(N) * Q, o_el = double(N) * NH * D;
+    const std::string ash =
+        sc + " NH" + std::to_string(NH) + " NKV" + std::to_string(NKV) + " D" + std::to_string(D);
+    add(m, "gqa_attention_fwd", ash, (q_el + o_el) * s + 4.0 * N * NH, 4 * causal,
+        [&] { cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, NH, NKV, D, s_); });
+    if (std::regex_search("gqa_attention_bwd", re_)) // lse and out consistent with qkv
+      cu::attention_forward(out.get(), lse.get(), qkv.get(), B, Tn, NH, NKV, D, s_);
+    add(m, "gqa_attention_bwd", ash, (2 * q_el + 2 * o_el) * s + 8.0 * N * NH, 10 * causal, [&] {
+      cu::attention_backward(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(), B, Tn,
+                             NH, NKV, D, s_);
+    });
+
+    // ---- classifier, optimizer ------------------------------------------------------------------
+    const double nv = double(N) * Vp;
+    add(m, "classifier_fused", bt + " V" + std::to_string(V) + " Vp" + std::to_string(Vp),
+        3 * nv * s + 8.0 * N, 5.0 * double(N) * V, [&] {
+          cu::classifier_forward_backward(rrms.get(), logits.get(), tk.tgt.get(), int(N), V, Vp,
+                                          1.0f / float(N), true, s_);
+        });
+    optimizer(m, c.param_count().value_or(0));
+  }
+
+  // Tokens and targets (xorshift, fixed seed) on the device, and the encoder
+  // backward's buckets.
+  struct Tokens {
+    DeviceBuffer<int> tok, tgt, btok, boff, bpos;
+    int buckets = 0;
+    Tokens(Bench& b, std::size_t N, int V) {
+      std::vector<int> t(N), g(N);
+      std::uint64_t st = 88172645463325252ull;
+      for (std::size_t i = 0; i < N; ++i) {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        t[i] = int(st % std::uint64_t(V));
+        g[i] = int((st >> 20) % std::uint64_t(V));
+      }
+      cu::EncoderBuckets bk;
+      cu::build_encoder_buckets(t.data(), int(N), bk);
+      buckets = bk.num_buckets();
+      for (auto [d, h] : {std::pair{&tok, &t},
+                          {&tgt, &g},
+                          {&btok, &bk.tokens},
+                          {&boff, &bk.offsets},
+                          {&bpos, &bk.positions}}) {
+        d->allocate(h->size());
+        MYELIN_CUDA_CHECK(
+            cudaMemcpy(d->get(), h->data(), h->size() * sizeof(int), cudaMemcpyHostToDevice));
+      }
+      MYELIN_CUDA_CHECK(cudaStreamSynchronize(b.s_));
+    }
+  };
+
+  // AdamW and the gradient norm over P parameters (fp32 master, moments, grads).
+  void optimizer(const ModelShape& m, std::size_t P) {
+    if (!std::regex_search("adamw", re_) && !std::regex_search("global_norm", re_)) return;
+    std::uint32_t seed = 101;
+    auto fill = [&](auto& buf, float lo = -1.0f, float hi = 1.0f) {
+      cu::fill_uniform(buf.get(), buf.size(), seed++, lo, hi, s_);
+    };
+    DeviceBuffer<float> master(P), g(P), mm1(P), vv(P);
+    DeviceBuffer<T> p(std::is_same<T, float>::value ? 0 : P);
+    fill(master);
+    fill(g);
+    fill(mm1, -0.1f, 0.1f);
+    fill(vv, 0.001f, 0.1f);
+    const double pb = std::is_same<T, float>::value ? 28.0 : 30.0;
+    const std::string psh = "params " + std::to_string(P);
+    cu::AdamWArgs a{1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 0};
+    add(m, "adamw", psh, pb * double(P), 15.0 * double(P), [&] {
+      if constexpr (std::is_same<T, float>::value)
+        cu::adamw_update<float>(master.get(), nullptr, g.get(), mm1.get(), vv.get(), P, a, s_);
+      else
+        cu::adamw_update<T>(p.get(), master.get(), g.get(), mm1.get(), vv.get(), P, a, s_);
+    });
+    DeviceBuffer<double> nout(1), nscr(cu::kSumSquaresBlocks);
+    add(m, "global_norm", psh, 4.0 * double(P), 2.0 * double(P),
+        [&] { cu::sum_squares<float>(nout.get(), g.get(), P, nscr.get(), s_); });
   }
 
  private:

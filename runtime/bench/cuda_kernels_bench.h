@@ -1,6 +1,6 @@
 // `myelin bench --device cuda`: times every CUDA kernel of the GPT-2 step at
-// GPT-2 model shapes and reports achieved bandwidth / FLOP rate against the
-// machine's measured limits (D2D copy bandwidth, large cuBLAS bf16 GEMM).
+// GPT-2 model shapes (the Llama step's at Llama presets) and reports achieved bandwidth / FLOP rate
+// against the machine's measured limits (D2D copy bandwidth, large cuBLAS bf16 GEMM).
 #pragma once
 
 #include <string>
@@ -12,7 +12,7 @@ struct CudaBenchOptions {
   std::string output;        // file for machine-readable results; empty: none
   std::string format = "";   // json | csv; empty: from the output file's extension
   int repetitions = 20;      // timed runs per kernel (median reported)
-  std::string models = "124M,350M,1.5B"; // any of 124M, 350M, 774M, 1.5B
+  std::string models = "124M,350M,1.5B"; // presets: 124M, 350M, 774M, 1.5B, llama-135M, llama-1B
   int batch = 8;                         // B
   int seq = 1024;                        // T
   std::string dtype = "bf16";            // bf16 | fp32 (storage of activations/params)
