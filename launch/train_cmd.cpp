@@ -36,15 +36,15 @@ int print_memory_plan(const TrainOptions& o) {
             << o.dtype << " | micro-batch " << o.batch_size << "x" << o.seq_len << " | recompute "
             << o.recompute << "\n";
   for (std::size_t i = 0; i < stages.size(); ++i) {
-    const auto plan =
-        plan_memory(cfg, stages[i], o.batch_size, o.seq_len, o.device, o.dtype, o.recompute, slots);
+    const auto plan = plan_memory(cfg, stages[i], o.batch_size, o.seq_len, o.device, o.dtype,
+                                  o.recompute, slots, o.zero == 1 ? o.dp : 1);
     if (stages.size() > 1)
       std::cout << "stage " << i << " (layers " << stages[i].layer_begin << ".."
                 << stages[i].layer_end - 1 << "): ";
     std::cout << plan.describe() << "\n";
   }
-  std::cout << "(not counted: the CUDA context, about 0.5 GiB per process; ZeRO-1 would shard "
-               "the AdamW state)\n";
+  std::cout << "(per process; not counted: the CUDA context, about 0.5 GiB"
+            << (o.zero == 1 && o.dp > 1 ? "; AdamW is the largest ZeRO-1 shard" : "") << ")\n";
   return 0;
 }
 } // namespace

@@ -241,6 +241,26 @@ TEST_P(CpuEngine, AllocationFollowsTheMemoryPlan) {
   }
 }
 
+// Under ZeRO-1 the engine pads its parameters and gradients to dp shards and,
+// once sharded, keeps the moments of its shard only: the plan of the largest
+// shard (rank 0's).
+TEST_P(CpuEngine, ZeroShardFollowsTheMemoryPlan) {
+  const auto c = cfg();
+  const StageSpec st = StageSpec::whole(c);
+  for (int dp : {2, 3}) {
+    auto e = make_engine(c, st, 2, 8, EngineOptions{"cpu", "fp32", 0, 1, 2, dp});
+    const std::size_t S = e->state().size;
+    const std::size_t chunk = (S + dp - 1) / dp;
+    e->shard_optimizer(0, chunk);
+    const MemoryPlan plan = plan_memory(c, st, 2, 8, "cpu", "fp32", 1, 2, dp);
+    const MemoryUse u = e->memory_use();
+    EXPECT_EQ(u.params, plan.params) << dp;
+    EXPECT_EQ(u.grads, plan.grads) << dp;
+    EXPECT_EQ(u.optimizer, plan.optimizer) << dp;
+    EXPECT_EQ(u.grads, chunk * dp * sizeof(float)) << dp;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, CpuEngine, ::testing::Values(gpt2_cfg(), llama_cfg()),
                          [](const auto& info) { return info.param.llama() ? "llama" : "gpt2"; });
 

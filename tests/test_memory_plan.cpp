@@ -107,6 +107,27 @@ TEST(MemoryPlan, PipelineStagesHoldTheirShareOfTheOptimizerState) {
   EXPECT_EQ(sum, whole.optimizer + lay.sizes[kWte] * 8);
 }
 
+// ZeRO-1 over dp ranks keeps the AdamW moments of one shard (the largest,
+// ceil(S / dp) elements); parameters and gradients grow by the padding to dp
+// shards (fewer than dp elements), which lets the collectives run in place.
+TEST(MemoryPlan, ZeroShardsTheOptimizerState) {
+  const auto xl = preset("1.5B");
+  const StageSpec st{12, 24, false, false};
+  const auto plain = plan_memory(xl, st, 8, 1024, "cuda", "bf16", 2, 4);
+  const std::size_t S = plain.grads / sizeof(float);
+  for (int dp : {2, 3, 8}) {
+    const auto z = plan_memory(xl, st, 8, 1024, "cuda", "bf16", 2, 4, dp);
+    const std::size_t chunk = (S + dp - 1) / dp;
+    EXPECT_EQ(z.optimizer, 2 * chunk * sizeof(float)) << dp;
+    // The whole stage's gradient is still reduced: padded to dp chunks.
+    EXPECT_EQ(z.grads, chunk * dp * sizeof(float)) << dp;
+    EXPECT_LT(z.grads - plain.grads, dp * sizeof(float)) << dp;
+    EXPECT_EQ(z.params - plain.params, z.grads - plain.grads) << dp;
+    EXPECT_EQ(z.activations, plain.activations) << dp;
+  }
+  EXPECT_EQ(plan_memory(xl, st, 8, 1024, "cuda", "bf16", 2, 4, 1).optimizer, plain.optimizer);
+}
+
 // The Llama presets plan too, with their own widths (GQA qkv, SwiGLU).
 TEST(MemoryPlan, LlamaPresets) {
   const auto small = preset("llama-135M"), big = preset("llama-1B");

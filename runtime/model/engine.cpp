@@ -101,7 +101,7 @@ std::unique_ptr<Engine> make_engine(const ModelConfig& cfg, const StageSpec& sta
     if (opt.recompute < 0 || opt.recompute > 2)
       throw std::invalid_argument("--recompute: expected 0, 1 or 2, got " +
                                   std::to_string(opt.recompute));
-    return make_cpu_engine(cfg, stage, max_B, max_T, opt.slots, opt.recompute);
+    return make_cpu_engine(cfg, stage, max_B, max_T, opt);
   }
   if (opt.device == "cuda") {
 #ifdef MYELIN_HAVE_CUDA

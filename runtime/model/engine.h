@@ -80,6 +80,7 @@ struct BufferView {
   std::size_t count = 0; // elements
   DType dtype = DType::kF32;
   bool on_device = false;
+  std::size_t capacity = 0; // elements allocated from data (>= count: ZeRO padding)
 };
 
 struct AdamWConfig {
@@ -189,6 +190,11 @@ struct EngineOptions {
   // 2: also recompute the LayerNorm outputs (see runtime/model/memory_plan.h).
   int recompute = 0;
   int slots = 1;
+  // ZeRO-1 over this many data-parallel ranks: the fp32 parameter (master) and
+  // gradient buffers hold the state padded to a multiple of it (the padding
+  // is never read as state), so the reduce-scatter of the gradient and the
+  // all-gather of the parameters run in place, without staging copies.
+  int zero_dp = 1;
 };
 
 // Both engines check every token and target id of a micro-batch with this
@@ -203,6 +209,8 @@ std::unique_ptr<Engine> make_engine(const ModelConfig& cfg, const StageSpec& sta
                                     int max_T, const EngineOptions& opt);
 
 // Implemented in cpu_engine.cpp / cuda_engine.cpp.
+std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
+                                        int max_T, const EngineOptions& opt);
 std::unique_ptr<Engine> make_cpu_engine(const ModelConfig& cfg, const StageSpec& stage, int max_B,
                                         int max_T, int slots, int recompute = 0);
 #ifdef MYELIN_HAVE_CUDA

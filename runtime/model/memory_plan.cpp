@@ -20,7 +20,7 @@ std::size_t SharedSizes::bytes(std::size_t t) const {
 
 MemoryPlan plan_memory(const ModelConfig& cfg, const StageSpec& st, int max_B, int max_T,
                        const std::string& device, const std::string& dtype, int recompute,
-                       int slots) {
+                       int slots, int zero_dp) {
   if (device != "cpu" && device != "cuda")
     throw std::invalid_argument("--device: expected cpu or cuda, got '" + device + "'");
   const bool cuda = device == "cuda";
@@ -101,9 +101,10 @@ MemoryPlan plan_memory(const ModelConfig& cfg, const StageSpec& st, int max_B, i
   // space, engine.h).
   const ParamLayout lay(cfg);
   const std::size_t S = StateIndex(st, lay, cfg.num_layers).size;
-  p.params = S * sizeof(float) + (p.t_bytes == 2 ? S * 2 : 0);
-  p.grads = S * sizeof(float);
-  p.optimizer = 2 * S * sizeof(float);
+  const std::size_t padded = zero_padded_state(S, zero_dp);
+  p.params = padded * sizeof(float) + (p.t_bytes == 2 ? S * 2 : 0);
+  p.grads = padded * sizeof(float);
+  p.optimizer = 2 * (zero_dp > 1 ? padded / std::size_t(zero_dp) : S) * sizeof(float);
   p.activations = std::size_t(slots) * s.bytes(p.t_bytes);
   p.scratch = h.bytes(p.t_bytes);
   if (cuda) p.workspace = std::size_t(64) << 20;

@@ -60,6 +60,13 @@ struct SharedSizes {
   std::size_t bytes(std::size_t t_bytes) const;
 };
 
+// Elements of the fp32 parameter and gradient buffers for a state of S
+// elements under ZeRO-1 over zero_dp ranks: S rounded up to a multiple of zero_dp.
+inline std::size_t zero_padded_state(std::size_t S, int zero_dp) {
+  const std::size_t n = zero_dp > 1 ? std::size_t(zero_dp) : 1;
+  return (S + n - 1) / n * n;
+}
+
 struct MemoryPlan {
   SlotSizes slot;
   SharedSizes shared;
@@ -83,9 +90,12 @@ struct MemoryPlan {
 };
 
 // device: "cpu" or "cuda"; dtype: "fp32" or "bf16" (cuda only); recompute
-// 0..2; throws std::invalid_argument otherwise.
+// 0..2; throws std::invalid_argument otherwise. zero_dp > 1: ZeRO-1 over that
+// many data-parallel ranks: the AdamW moments of the largest shard (ceil(S /
+// zero_dp) of the stage's S state elements), and the fp32 parameters and
+// gradients padded to zero_dp such shards (EngineOptions::zero_dp).
 MemoryPlan plan_memory(const ModelConfig& cfg, const StageSpec& stage, int max_B, int max_T,
                        const std::string& device, const std::string& dtype, int recompute,
-                       int slots);
+                       int slots, int zero_dp = 1);
 
 } // namespace myelin

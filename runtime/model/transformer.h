@@ -56,10 +56,13 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     cfg_.validate();
     validate_micro_batch(cfg_, maxB, maxT, key_names("engine micro-batch "));
     if (opt.slots < 1) throw std::invalid_argument("engine: slots must be >= 1");
-    plan_ = plan_memory(cfg_, st_, maxB, maxT, opt.device, opt.dtype, opt.recompute, opt.slots);
-    master_.allocate(state_.size);
+    if (opt.zero_dp < 1) throw std::invalid_argument("engine: zero_dp must be >= 1");
+    plan_ = plan_memory(cfg_, st_, maxB, maxT, opt.device, opt.dtype, opt.recompute, opt.slots,
+                        opt.zero_dp);
+    const std::size_t padded = zero_padded_state(state_.size, opt.zero_dp);
+    master_.allocate(padded);
     if constexpr (kLowp) lowp_.allocate(state_.size);
-    grads_.allocate(state_.size);
+    grads_.allocate(padded);
     m_.allocate(state_.size);
     v_.allocate(state_.size);
     opt_end_ = state_.size;
@@ -171,13 +174,13 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     upload(m, m_);
     upload(v, v_);
   }
-  BufferView params() override { return view(master_.get(), state_.size); }
+  BufferView params() override { return view(master_.get(), state_.size, master_.size()); }
   void params_changed() override {
     if constexpr (kLowp) be_.convert(lowp_.get(), master_.get(), state_.size);
     be_.sync();
   }
   const StateIndex& state() const override { return state_; }
-  BufferView grads() override { return view(grads_.get(), state_.size); }
+  BufferView grads() override { return view(grads_.get(), state_.size, grads_.size()); }
   void get_grads(std::span<float> out) const override { download(grads_, out); }
 
   // ---- forward / backward ------------------------------------------------------------------
@@ -528,7 +531,9 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   }
   float* GB(int k, int l) const { return lay_.sizes[k] ? G(k, l) : nullptr; }
 
-  BufferView view(float* p, std::size_t n) const { return {p, n, DType::kF32, be_.on_device()}; }
+  BufferView view(float* p, std::size_t n, std::size_t cap = 0) const {
+    return {p, n, DType::kF32, be_.on_device(), std::max(n, cap)};
+  }
   void download(const Buf<float>& src, std::span<float> dst) const {
     if (dst.size() != src.size()) throw std::invalid_argument("engine: buffer size mismatch");
     const_cast<Be&>(be_).download(dst.data(), src.get(), src.size());

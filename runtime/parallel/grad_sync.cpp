@@ -25,18 +25,15 @@ GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_
     tied_ = data_.pp().split(st.first || st.last ? 0 : 1, mesh_.pp_rank());
   }
   if (zero_) {
-    // Staging in the data communicator's memory (host, or the device for
-    // NCCL): the state padded with zeros to dp equal chunks, and this rank's chunk.
-    Communicator& dp = data_.dp();
+    // The engine's parameter and gradient buffers hold dp whole chunks
+    // (EngineOptions::zero_dp): the collectives run in place on them.
     const std::size_t n = std::size_t(mesh_.dp_size());
     chunk_ = (S + n - 1) / n;
+    if (e_.grads().capacity < chunk_ * n || e_.params().capacity < chunk_ * n)
+      throw std::logic_error("--zero 1: the engine was not built with zero_dp = " +
+                             std::to_string(n) + " (its state is not padded to dp chunks)");
     const std::size_t b = std::min(S, chunk_ * std::size_t(mesh_.dp_rank()));
     range_ = {b, std::min(S, b + chunk_)};
-    stage_ = CommBuffer(dp, chunk_ * n * sizeof(float));
-    mine_ = CommBuffer(dp, chunk_ * sizeof(float));
-    const std::vector<float> zeros(chunk_ * n, 0.0f);
-    dp.copy_from_host(stage_.data(), zeros.data(), stage_.bytes());
-    dp.copy_from_host(mine_.data(), zeros.data(), mine_.bytes());
     e_.shard_optimizer(range_.first, range_.second);
   }
   e_.set_backward_hook(nullptr);
@@ -104,12 +101,13 @@ void GradSync::finish() {
   const ParamLayout& lay = e_.layout();
   const StageSpec& st = e_.stage();
   if (zero_) {
-    // The padding past the state stays zero: only [0, S) is ever written.
-    Communicator& dp = data_.dp();
-    dp.copy_buffer(stage_.data(), grads(), e_.state().size * sizeof(float));
-    dp.reduce_scatter(stage_.data(), mine_.data(), chunk_, CommDType::kF32, ReduceOp::kAvg);
-    dp.copy_buffer(grads() + range_.first, mine_.data(),
-                   (range_.second - range_.first) * sizeof(float));
+    // In place: this rank's chunk of the gradient becomes the average; the
+    // other chunks (and the padding past the state) are left undefined and
+    // never read: the update, the norm and the next zero_grad use the state
+    // range only, and only this rank's slice.
+    float* g = grads();
+    data_.dp().reduce_scatter(g, g + chunk_ * std::size_t(mesh_.dp_rank()), chunk_, CommDType::kF32,
+                              ReduceOp::kAvg);
     return;
   }
   if (pending_hi_ >= 0) {
@@ -140,15 +138,12 @@ double GradSync::global_norm() {
 
 void GradSync::after_update() {
   if (!zero_) return;
-  // The engine's parameters (fp32 master copy) are in its state space, as the
-  // slices are. The last rank's chunk may end past the state: its tail in
-  // mine_ stays zero and lands in the staging's padding.
-  Communicator& dp = data_.dp();
+  // In place on the engine's fp32 parameters (its state space, as the slices
+  // are): every rank's updated chunk reaches every rank. The last chunk's
+  // padding past the state carries nothing the model reads.
   float* params = static_cast<float*>(e_.params().data);
-  dp.copy_buffer(mine_.data(), params + range_.first,
-                 (range_.second - range_.first) * sizeof(float));
-  dp.all_gather(mine_.data(), stage_.data(), chunk_, CommDType::kF32);
-  dp.copy_buffer(params, stage_.data(), e_.state().size * sizeof(float));
+  data_.dp().all_gather(params + chunk_ * std::size_t(mesh_.dp_rank()), params, chunk_,
+                        CommDType::kF32);
   e_.params_changed();
 }
 

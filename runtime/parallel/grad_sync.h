@@ -10,8 +10,10 @@
 // With ZeRO-1: the gradient is reduce-scattered (average) so each rank holds
 // its 1/dp slice, AdamW runs on that slice only (its moments are the only
 // ones this rank keeps), and the parameters are all-gathered afterwards.
-// The same code serves host engines (MPI, host staging) and device engines
-// (NCCL, staging and copies in device memory, ordered on the engine's stream).
+// The collectives run in place on the engine's buffers, padded to dp equal
+// chunks (EngineOptions::zero_dp): the same code serves host engines (MPI)
+// and device engines (NCCL on device memory, ordered after the engine's
+// stream by the communicator's input stream).
 // Everything here is in the engine's state space (the parameters its stage
 // owns, StateIndex in engine.h): ZeRO slices a stage's state, not the model.
 // A tied embedding's gradient is summed between the first and the last stage
@@ -71,7 +73,6 @@ class GradSync {
   std::vector<CommHandle> inflight_;
   std::pair<std::size_t, std::size_t> range_;
   std::size_t chunk_ = 0;
-  CommBuffer stage_, mine_;            // ZeRO staging (dp * chunk) and this rank's chunk
   std::unique_ptr<Communicator> tied_; // first and last stage (a tied embedding over a pipeline)
 };
 

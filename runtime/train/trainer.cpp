@@ -117,6 +117,7 @@ Trainer::Trainer(const TrainOptions& opt, Mesh* mesh, Mesh* data_mesh)
   eo.recompute = opt_.recompute;
   eo.device_index = opt_.device_index;
   eo.slots = slots;
+  eo.zero_dp = opt_.zero == 1 ? mesh_->dp_size() : 1;
   engine_ = make_engine(cfg_, stages[mesh_->pp_rank()], opt_.batch_size, opt_.seq_len, eo);
   engine_->set_params(init);
   // Device communicators (NCCL) wait on the engine's stream before they read
