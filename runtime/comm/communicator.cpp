@@ -195,10 +195,6 @@ void Communicator::copy_to_host(void* host_dst, const void* src, std::size_t byt
   if (bytes > 0) std::memcpy(host_dst, src, bytes);
 }
 
-void Communicator::copy_buffer(void* dst, const void* src, std::size_t bytes) {
-  if (bytes > 0 && dst != src) std::memmove(dst, src, bytes);
-}
-
 std::string CommPending::description() const {
   std::string s = op;
   s += "(";

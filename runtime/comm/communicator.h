@@ -239,11 +239,6 @@ class Communicator {
   virtual void free_buffer(void* p) noexcept;
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes);
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes);
-  // dst = src, both in this communicator's memory space. Host: done on return.
-  // Device: queued on the input stream (set_input_stream), so it follows the
-  // work queued there so far and operations issued afterwards see its result;
-  // the caller reads dst on the device (that stream) or after a wait.
-  virtual void copy_buffer(void* dst, const void* src, std::size_t bytes);
 
  protected:
   explicit Communicator(std::string name) : name_(std::move(name)) {}

@@ -534,13 +534,6 @@ void NcclComm::copy_from_host(void* dst, const void* host_src, std::size_t bytes
   cuda_check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to device");
 }
 
-void NcclComm::copy_buffer(void* dst, const void* src, std::size_t bytes) {
-  if (bytes == 0 || dst == src) return;
-  DeviceGuard g(device_);
-  cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, input_stream_),
-             "cudaMemcpyAsync on the device for " + name());
-}
-
 void NcclComm::copy_to_host(void* host_dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   DeviceGuard g(device_);

@@ -70,7 +70,6 @@ class NcclComm final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   MemorySpace memory() const override { return MemorySpace::kDevice; }
-  void copy_buffer(void* dst, const void* src, std::size_t bytes) override;
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   ncclComm_t native() const;
