@@ -41,7 +41,8 @@
 #   09 train        200     50     GPT-2 124M B=64 T=1024 bf16, 40 steps at
 #                                  --recompute 0 and 1: tok/s, MFU (llm.c's FLOP
 #                                  count and Myelin's) via gpu_compare_llmc.sh
-#   10 bench         90     30     myelin bench --device cuda --models 124M -B 64
+#   10 bench         90     45     myelin bench --device cuda: 124M at B 64 x T 1024,
+#                                  llama-1B at B 8 x T 2048
 #   11 sdpa          90     30     PyTorch SDPA peer (flash, cuDNN, efficient), same shape
 #   12 llmc         150     40     llm.c train_gpt2cu side by side (needs .deps/llm.c)
 # The whole run also has a budget, SESSION_BUDGET (540 s): a step gets
@@ -237,6 +238,9 @@ step_bench() {
   "$BUILD/myelin" bench --device cuda --models 124M --cuda-batch 64 --cuda-seq 1024 \
     --output "$LOGS/bench_124M_B64.json"
   local rc=$?
+  # The Llama kernels (RMSNorm, rotary, SwiGLU, grouped-query attention) at Llama 3.2 1B's shape.
+  "$BUILD/myelin" bench --device cuda --models llama-1B --cuda-batch 8 --cuda-seq 2048 \
+    --output "$LOGS/bench_llama1B_B8.json" || rc=1
   grep -m1 '^limits:' "$STEPLOG" | cut -c1-200 > "$FIG"
   return "$rc"
 }
