@@ -82,6 +82,12 @@ void ModelConfig::validate(const FieldNamer& name) const {
   in_range(max_seq_len, 1, kMaxSeqLen, name, "max_seq_len");
   in_range(vocab_size, 1, kMaxVocab, name, "vocab");
   in_range(padded_vocab_size, vocab_size, kMaxVocab, name, "padded_vocab");
+  // 0 stands for the default (as many kv heads as heads; 4 x channels).
+  require(num_kv_heads >= 0, name("kv_heads"),
+          "expected 0 (as many as heads) or a positive count, got " + std::to_string(num_kv_heads));
+  require(intermediate_size >= 0, name("intermediate_size"),
+          "expected 0 (4 x channels) or a positive width, got " +
+              std::to_string(intermediate_size));
   if (!llama()) {
     require(family == Family::kGpt2, name("family"), "expected gpt2 or llama");
     require(num_kv_heads == 0 || num_kv_heads == num_heads, name("kv_heads"),

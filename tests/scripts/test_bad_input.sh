@@ -131,4 +131,17 @@ expect2 "--save" train "${ok[@]}" "${data[@]}" --save data
 "$MYELIN" train --preset 124M --device cuda -b 64 -t 1024 --memory-plan > plan.txt
 grep -q "124.476M params | bf16 | micro-batch 64x1024" plan.txt || fail "memory plan header: $(cat plan.txt)"
 grep -q "total 27.56" plan.txt || fail "memory plan total: $(cat plan.txt)"
+# The Llama family's shape flags, validated with the rest of the shape.
+L=(train --family llama --layers 1 --channels 16 --heads 4 --memory-plan)
+expect2 "--kv-heads: 3 does not divide heads (4)" "${L[@]}" --kv-heads 3
+expect2 "--kv-heads: expected 0 (as many as heads) or a positive count, got -1" "${L[@]}" --kv-heads -1
+expect2 "--intermediate-size: expected 0 (4 x channels) or a positive width, got -5" "${L[@]}" \
+  --intermediate-size -5
+expect2 "--rope-theta: expected a positive number" "${L[@]}" --rope-theta 0
+expect2 "--norm-eps: expected a number in (0, 1]" "${L[@]}" --norm-eps inf
+expect2 "must be even for rotary embeddings" train --family llama --layers 1 --channels 12 \
+  --heads 4 --memory-plan
+expect2 "--kv-heads: GPT-2 has as many key/value heads as heads" train --layers 1 --channels 16 \
+  --heads 4 --kv-heads 2 --memory-plan
+expect2 "--family: expected gpt2 or llama" train --family mistral --memory-plan
 echo "bad input: $n cases exit 2 with a one-line message"
