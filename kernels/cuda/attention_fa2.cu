@@ -65,7 +65,9 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = 16 * kWarps; // query rows per forward / dQ block, keys per dK/dV block
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int D> __host__ __device__ constexpr int ld() { return D + 8; } // shared row stride (bf16), 16-byte rows
+template <int D> __host__ __device__ constexpr int ld() {
+  return D + 8;
+} // shared row stride (bf16), 16-byte rows
 // Inner tile sizes: keys per forward / dQ step, query rows per dK/dV step.
 template <int D> __host__ __device__ constexpr int fwd_keys() { return 64; }
 template <int D> __host__ __device__ constexpr int dq_keys() { return D == 128 ? 32 : 64; }
@@ -123,8 +125,7 @@ __device__ __forceinline__ void frag_a(std::uint32_t (&f)[4], const bf16* tile, 
 // B fragments of two n8 tiles for B[k][n] = tile[n][k]: n = rows row..row+15,
 // k = columns col..col+15. f[0], f[1] = (b0, b1) of rows row..+7; f[2], f[3] of +8..+15.
 template <int D>
-__device__ __forceinline__ void frag_bt(std::uint32_t (&f)[4], const bf16* tile, int row,
-                                        int col) {
+__device__ __forceinline__ void frag_bt(std::uint32_t (&f)[4], const bf16* tile, int row, int col) {
   const int lane = int(threadIdx.x) & 31;
   ptx::ldmatrix_x4(f, tile + (row + (lane & 7) + ((lane >> 4) << 3)) * ld<D>() + col +
                           ((lane >> 3) & 1) * 8);
@@ -132,8 +133,7 @@ __device__ __forceinline__ void frag_bt(std::uint32_t (&f)[4], const bf16* tile,
 // B fragments of two n8 tiles for B[k][n] = tile[k][n]: k = rows row..row+15,
 // n = columns col..col+15 (ldmatrix .trans). f[0], f[1] for columns col..+7; f[2], f[3] +8..+15.
 template <int D>
-__device__ __forceinline__ void frag_bn(std::uint32_t (&f)[4], const bf16* tile, int row,
-                                        int col) {
+__device__ __forceinline__ void frag_bn(std::uint32_t (&f)[4], const bf16* tile, int row, int col) {
   const int lane = int(threadIdx.x) & 31;
   ptx::ldmatrix_x4_trans(f, tile + (row + (lane & 7) + ((lane >> 3) & 1) * 8) * ld<D>() + col +
                                 (lane >> 4) * 8);
@@ -303,8 +303,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     l[r] = quad_sum(l[r]);
     inv[r] = 1.0f / l[r];
     const int t = row0 + g + 8 * r;
-    if (tq == 0 && t < T)
-      lse[std::size_t(bh) * T + t] = (m[r] + log2f(l[r])) * (1.0f / kLog2e);
+    if (tq == 0 && t < T) lse[std::size_t(bh) * T + t] = (m[r] + log2f(l[r])) * (1.0f / kLog2e);
   }
   const std::size_t os = std::size_t(NH) * D;
   store_rows<D>(out + std::size_t(b) * T * os + std::size_t(h) * D, os, row0, T, o, inv[0], inv[1],
@@ -350,8 +349,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc = 0.0f;
     if (t < T) {
       for (int c = 2 * lane; c < D; c += 64) {
-        const __nv_bfloat162 x = *reinterpret_cast<const __nv_bfloat162*>(gdO + std::size_t(t) * os + c);
-        const __nv_bfloat162 y = *reinterpret_cast<const __nv_bfloat162*>(gO + std::size_t(t) * os + c);
+        const __nv_bfloat162 x =
+            *reinterpret_cast<const __nv_bfloat162*>(gdO + std::size_t(t) * os + c);
+        const __nv_bfloat162 y =
+            *reinterpret_cast<const __nv_bfloat162*>(gO + std::size_t(t) * os + c);
         acc += __bfloat162float(x.x) * __bfloat162float(y.x) +
                __bfloat162float(x.y) * __bfloat162float(y.y);
       }
@@ -427,7 +428,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float p = masked ? 0.0f : exp2f(s[n][e] * scale_log2 - lse2[r]);
         s[n][e] = p * (dp[n][e] - drow[r]);
       }
-    // dQ += dS K.
+      // dQ += dS K.
 #pragma unroll
     for (int kk = 0; kk < NN / 2; ++kk) {
       if (k0 + 16 * kk > row0 + 15) continue;
@@ -459,10 +460,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ __align__(16) bf16 smem[];
   bf16* sK = smem;
   bf16* sV = sK + kRows * LD;
-  bf16* sQ = sV + kRows * LD;  // [2][BQ][LD]
-  bf16* sdO = sQ + 2 * BQ * LD; // [2][BQ][LD]
+  bf16* sQ = sV + kRows * LD;                              // [2][BQ][LD]
+  bf16* sdO = sQ + 2 * BQ * LD;                            // [2][BQ][LD]
   float* sL = reinterpret_cast<float*>(sdO + 2 * BQ * LD); // [2][BQ] lse * log2e
-  float* sDr = sL + 2 * BQ;                                 // [2][BQ] Drow
+  float* sDr = sL + 2 * BQ;                                // [2][BQ] Drow
 
   const int k0 = int(blockIdx.x) * kRows; // low key tiles (most work) first
   const int bk = int(blockIdx.y), b = bk / NKV, hk = bk % NKV, G = NH / NKV;
@@ -546,7 +547,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         s[n][e] = p;
         dp[n][e] = p * (dp[n][e] - tDr[qc]);
       }
-    // dV += P^T dO, dK += dS^T Q (k = queries).
+      // dV += P^T dO, dK += dS^T Q (k = queries).
 #pragma unroll
     for (int kk = 0; kk < NN / 2; ++kk) {
       if (q0 + 16 * kk + 15 < key0) continue;
@@ -594,9 +595,9 @@ void check_tc(const char* what, int B, int T, int NH, int NKV, int D,
   if (B <= 0 || T <= 0 || NH <= 0 || NKV <= 0)
     throw std::invalid_argument(w + ": B, T, NH and NKV must be positive");
   if (!attention_tc_supported(NH, NKV, D))
-    throw std::invalid_argument(w + ": needs NKV dividing NH and head size 64 or 128 (NH=" +
-                                std::to_string(NH) + ", NKV=" + std::to_string(NKV) +
-                                ", D=" + std::to_string(D) + ")");
+    throw std::invalid_argument(
+        w + ": needs NKV dividing NH and head size 64 or 128 (NH=" + std::to_string(NH) +
+        ", NKV=" + std::to_string(NKV) + ", D=" + std::to_string(D) + ")");
   if (std::int64_t(B) * NH > 65535) throw std::invalid_argument(w + ": B*NH must be <= 65535");
   // Element offsets are size_t; T * row width and the tile count must fit in int.
   if (std::int64_t(T) * (NH + 2 * std::int64_t(NKV)) * D > std::int64_t(INT32_MAX))
@@ -611,8 +612,8 @@ void fwd_launch(bf16* out, float* lse, const bf16* qkv, int B, int T, int NH, in
   constexpr std::size_t smem = fwd_smem<D>();
   set_smem(fa2_fwd_kernel<D>, smem);
   const dim3 grid(unsigned((T + kRows - 1) / kRows), unsigned(B * NH));
-  fa2_fwd_kernel<D><<<grid, kThreads, smem, s>>>(out, lse, qkv, T, NH, NKV,
-                                                 kLog2e / sqrtf(float(D)));
+  fa2_fwd_kernel<D>
+      <<<grid, kThreads, smem, s>>>(out, lse, qkv, T, NH, NKV, kLog2e / sqrtf(float(D)));
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

@@ -19,11 +19,11 @@ namespace myelin::kernel_check {
 
 struct GqaShape {
   int B, Tn, NH, NKV, D;
-  std::size_t row() const { return std::size_t(NH + 2 * NKV) * D; }       // qkv row
-  std::size_t qkv_elems() const { return std::size_t(B) * Tn * row(); }    // qkv, dqkv
-  std::size_t out_elems() const { return std::size_t(B) * Tn * NH * D; }   // out, dout
-  std::size_t lse_elems() const { return std::size_t(B) * NH * Tn; }       // lse, scratch
-  std::size_t q_col(int h) const { return std::size_t(h) * D; }            // column of q head h
+  std::size_t row() const { return std::size_t(NH + 2 * NKV) * D; }      // qkv row
+  std::size_t qkv_elems() const { return std::size_t(B) * Tn * row(); }  // qkv, dqkv
+  std::size_t out_elems() const { return std::size_t(B) * Tn * NH * D; } // out, dout
+  std::size_t lse_elems() const { return std::size_t(B) * NH * Tn; }     // lse, scratch
+  std::size_t q_col(int h) const { return std::size_t(h) * D; }          // column of q head h
   std::size_t k_col(int h) const { return std::size_t(NH + h / (NH / NKV)) * D; }
   std::size_t v_col(int h) const { return std::size_t(NH + NKV + h / (NH / NKV)) * D; }
 };

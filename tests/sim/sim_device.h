@@ -57,9 +57,10 @@ struct WarpExchange {
   const void* ptr[32];
   unsigned ldm[32];
   int layout[32];
-  float a[256], b[256], c[256]; // wmma operands, 16x16 row-major (mma.sync: A 16x16, B 16x8, C 16x8)
-  std::uint32_t frag[32][4];    // ldmatrix: each lane's result registers
-  bool gathered;                // ldmatrix: frag filled by the first lane to resume
+  float a[256], b[256],
+      c[256];                // wmma operands, 16x16 row-major (mma.sync: A 16x16, B 16x8, C 16x8)
+  std::uint32_t frag[32][4]; // ldmatrix: each lane's result registers
+  bool gathered;             // ldmatrix: frag filled by the first lane to resume
 };
 WarpExchange& warp_exchange();
 void warp_arrive(Op op, unsigned mask, const Loc& loc);

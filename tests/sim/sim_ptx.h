@@ -52,8 +52,7 @@ void ldmatrix(std::uint32_t* r, const void* row, const sim::detail::Loc& loc) {
       if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0)
         fail(loc, "ldmatrix: row address %p of lane %d is not 16-byte aligned", p, k);
       if (!sim::detail::in_block_shared(p, 16))
-        fail(loc, "ldmatrix: row address %p of lane %d is not in the block's shared memory", p,
-             k);
+        fail(loc, "ldmatrix: row address %p of lane %d is not in the block's shared memory", p, k);
     }
     for (int l = 0; l < 32; ++l) {
       const int g = l / 4, t = l % 4;

@@ -491,7 +491,8 @@ void fiber_entry() {
   std::size_t in_flight = f.async_open.size();
   for (const auto& grp : f.async_groups) in_flight += grp.size();
   if (in_flight > 0) {
-    const Loc& at = f.async_open.empty() ? f.async_groups.back().back().loc : f.async_open.back().loc;
+    const Loc& at =
+        f.async_open.empty() ? f.async_groups.back().back().loc : f.async_open.back().loc;
     block_fail(b, format("%s: %s: exited with %zu cp.async copies never waited for "
                          "(cp.async.wait_group / cp.async.wait_all missing)",
                          where(at).c_str(), thread_name().c_str(), in_flight));

@@ -444,15 +444,15 @@ void check_tc_attention(const GqaShape& s, bool with_fma) {
 // T = 1, 7, 77, 130, 200, 257 (partial 128-row and 64/32-row tiles, several
 // tiles), D = 64 and 128, grouped queries (NKV = NH/2, 1) and plain multi-head.
 TEST(SimKernelsTc, AttentionD64) {
-  for (GqaShape s : {GqaShape{1, 1, 4, 2, 64}, GqaShape{2, 7, 4, 1, 64}, GqaShape{1, 77, 4, 2, 64},
-                     GqaShape{1, 130, 2, 1, 64}, GqaShape{1, 200, 4, 2, 64},
-                     GqaShape{1, 257, 4, 1, 64}})
+  for (GqaShape s :
+       {GqaShape{1, 1, 4, 2, 64}, GqaShape{2, 7, 4, 1, 64}, GqaShape{1, 77, 4, 2, 64},
+        GqaShape{1, 130, 2, 1, 64}, GqaShape{1, 200, 4, 2, 64}, GqaShape{1, 257, 4, 1, 64}})
     check_tc_attention(s, false);
 }
 TEST(SimKernelsTc, AttentionD128) {
-  for (GqaShape s : {GqaShape{1, 1, 4, 1, 128}, GqaShape{1, 7, 4, 2, 128},
-                     GqaShape{1, 77, 4, 1, 128}, GqaShape{1, 130, 4, 2, 128},
-                     GqaShape{1, 200, 2, 1, 128}, GqaShape{1, 257, 4, 2, 128}})
+  for (GqaShape s :
+       {GqaShape{1, 1, 4, 1, 128}, GqaShape{1, 7, 4, 2, 128}, GqaShape{1, 77, 4, 1, 128},
+        GqaShape{1, 130, 4, 2, 128}, GqaShape{1, 200, 2, 1, 128}, GqaShape{1, 257, 4, 2, 128}})
     check_tc_attention(s, false);
 }
 TEST(SimKernelsTc, AttentionMatchesFmaKernels) {
