@@ -15,14 +15,15 @@
 // are multiplied by scale*log2(e) once and exponentiated with exp2f.
 // Launch: 256 threads (8 warps), warp w owns 16 rows of the block's tile.
 //  * forward, grid (ceil(T/128), B*NH), heaviest query tile first: block = 128
-//    query rows; Q fragments in registers; 64-key K/V tiles double-buffered;
+//    query rows; Q fragments in registers; 64-key K/V tiles double-buffered,
+//    K and V in separate commit groups (S = QK^T runs while V is landing);
 //    O (16 x D per warp) in registers; output staged through shared memory for
 //    16-byte stores. Shared: Q 128 rows + 2 x (K, V) 64 rows, row stride D+8
 //    (bf16): D 64: 55,296 B; D 128: 104,448 B.
 //  * backward dQ, grid (ceil(T/128), B*NH), heaviest first: writes Drow of its
 //    128 rows; per key tile (64 keys at D 64, 32 at D 128) S = QK^T,
 //    P = exp2(S' - lse'), dP = dO V^T, dS = P (dP - Drow), dQ += dS K; Q and dO
-//    fragments in registers. Shared: Q, dO 128 rows + 2 x (K, V):
+//    fragments in registers; K/V pipelined as in the forward. Shared: Q, dO 128 rows + 2 x (K, V):
 //    D 64: 73,728 B + 512; D 128: 104,448 B + 512.
 //  * backward dK/dV, grid (ceil(T/128), B*NKV), after dQ on the stream (reads
 //    Drow): block = 128 keys of one kv head; loops over the group's NH/NKV query
@@ -32,7 +33,7 @@
 //    (K, V fragments re-read from shared memory). Shared: K, V 128 rows +
 //    2 x (Q, dO): D 64: 73,728 B + 1,024; D 128: 104,448 B + 512.
 // Registers per thread (ptxas -v, sm_90, CUDA 13, no spills; D 64 / 128):
-// forward 128 / 200, dQ 183 / 220, dK/dV 205 / 240; __launch_bounds__(256, 1).
+// forward 128 / 200, dQ 180 / 221, dK/dV 205 / 240; __launch_bounds__(256, 1).
 // Resident per thread: forward Q fragments (D/4 words) and O (D/2 floats); dQ
 // Q and dO fragments (D/4 words each) and dQ (D/2); dK/dV dK and dV (D/2 each).
 // 16-key (or 16-query) blocks wholly on the masked side of the diagonal are
@@ -202,8 +203,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int row0 = q0 + 16 * warp; // this warp's first query row
   const int last = min(q0 + kRows - 1, T - 1) / BC;
 
+  // Commit groups: (Q, K 0), (V 0), then per step j < last (K j+1), (V j+1): the
+  // scores of step j need only K j, so V j may still be landing meanwhile.
   load_tile<kRows, D>(sQ, gQ, rs, q0, T);
   load_tile<BC, D>(sK, gK, rs, 0, T);
+  ptx::cp_async_commit();
   load_tile<BC, D>(sV, gV, rs, 0, T);
   ptx::cp_async_commit();
 
@@ -214,15 +218,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   for (int j = 0; j <= last; ++j) {
-    if (j < last) { // prefetch the next K/V tile into the other buffer
+    ptx::cp_async_wait_group<1>(); // K j (and Q) landed; V j may be in flight
+    __syncthreads();               // ... for every thread; and K j-1 is no longer read
+    if (j < last) {                // prefetch K j+1 into the other buffer
       load_tile<BC, D>(sK + ((j + 1) & 1) * BC * LD, gK, rs, (j + 1) * BC, T);
-      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
       ptx::cp_async_commit();
-      ptx::cp_async_wait_group<1>();
-    } else {
-      ptx::cp_async_wait_group<0>();
     }
-    __syncthreads();
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) frag_a<D>(qf[kk], sQ, 16 * warp, 16 * kk);
@@ -282,6 +283,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       o[n][2] *= alpha[1];
       o[n][3] *= alpha[1];
     }
+    // V j landed (only K j+1 may remain in flight) for every thread; V j-1 is
+    // no longer read: prefetch V j+1.
+    if (j < last)
+      ptx::cp_async_wait_group<1>();
+    else
+      ptx::cp_async_wait_group<0>();
+    __syncthreads();
+    if (j < last) {
+      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
+      ptx::cp_async_commit();
+    }
     // O += P V: P's A fragments come straight from the S accumulators.
 #pragma unroll
     for (int kk = 0; kk < NN / 2; ++kk) {
@@ -298,7 +310,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         ptx::mma_bf16_16816(o[2 * dp + 1], pa, vf[2], vf[3]);
       }
     }
-    __syncthreads(); // the buffer just read is the next prefetch's target
   }
 
   float inv[2];
@@ -341,9 +352,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int row0 = q0 + 16 * warp;
   const int last = min(q0 + kRows - 1, T - 1) / BC;
 
+  // Commit groups as in the forward: (Q, dO, K 0), (V 0), then (K j+1), (V j+1).
   load_tile<kRows, D>(sQ, base + std::size_t(h) * D, rs, q0, T);
   load_tile<kRows, D>(sdO, gdO, os, q0, T);
   load_tile<BC, D>(sK, gK, rs, 0, T);
+  ptx::cp_async_commit();
   load_tile<BC, D>(sV, gV, rs, 0, T);
   ptx::cp_async_commit();
 
@@ -383,15 +396,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int n = 0; n < ND; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 
   for (int j = 0; j <= last; ++j) {
-    if (j < last) {
-      load_tile<BC, D>(sK + ((j + 1) & 1) * BC * LD, gK, rs, (j + 1) * BC, T);
-      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
-      ptx::cp_async_commit();
-      ptx::cp_async_wait_group<1>();
-    } else {
-      ptx::cp_async_wait_group<0>();
-    }
+    ptx::cp_async_wait_group<1>(); // K j (with Q, dO) landed; V j may be in flight
     __syncthreads();
+    if (j < last) { // K j-1 is no longer read
+      load_tile<BC, D>(sK + ((j + 1) & 1) * BC * LD, gK, rs, (j + 1) * BC, T);
+      ptx::cp_async_commit();
+    }
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) {
@@ -409,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
 #pragma unroll
-    for (int np = 0; np < NN / 2; ++np) {
+    for (int np = 0; np < NN / 2; ++np) { // S = Q K^T
       if (k0 + 16 * np > row0 + 15) continue;
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) {
@@ -417,6 +427,23 @@ __global__ void __launch_bounds__(kThreads, 1)
         frag_bt<D>(f, tK, 16 * np, 16 * kk);
         ptx::mma_bf16_16816(s[2 * np], qf[kk], f[0], f[1]);
         ptx::mma_bf16_16816(s[2 * np + 1], qf[kk], f[2], f[3]);
+      }
+    }
+    if (j < last) // V j landed (only K j+1 may remain in flight)
+      ptx::cp_async_wait_group<1>();
+    else
+      ptx::cp_async_wait_group<0>();
+    __syncthreads();
+    if (j < last) { // V j-1 is no longer read
+      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
+      ptx::cp_async_commit();
+    }
+#pragma unroll
+    for (int np = 0; np < NN / 2; ++np) { // dP = dO V^T
+      if (k0 + 16 * np > row0 + 15) continue;
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        std::uint32_t f[4];
         frag_bt<D>(f, tV, 16 * np, 16 * kk);
         ptx::mma_bf16_16816(dp[2 * np], df[kk], f[0], f[1]);
         ptx::mma_bf16_16816(dp[2 * np + 1], df[kk], f[2], f[3]);
@@ -448,7 +475,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         ptx::mma_bf16_16816(dq[2 * d + 1], da, kf[2], kf[3]);
       }
     }
-    __syncthreads();
   }
 
   store_rows<D>(dqkv + std::size_t(b) * T * rs + std::size_t(h) * D, rs, row0, T, dq, scale, scale,
