@@ -27,13 +27,14 @@
 //    D 64: 73,728 B + 512; D 128: 104,448 B + 512.
 //  * backward dK/dV, grid (ceil(T/128), B*NKV), after dQ on the stream (reads
 //    Drow): block = 128 keys of one kv head; loops over the group's NH/NKV query
-//    heads and their query tiles (64 rows at D 64, 32 at D 128; Q, dO, lse, Drow
-//    double-buffered) in a fixed order: S^T = K Q^T, P^T, dP^T = V dO^T,
+//    heads and their query tiles (64 rows at D 64, 32 at D 128; Q, dO, lse and
+//    Drow by cp.async, double-buffered) in a fixed order: S^T = K Q^T, P^T,
+//    dP^T = V dO^T,
 //    dS^T = P^T (dP^T - Drow), dV += P^T dO, dK += dS^T Q, all in registers
 //    (K, V fragments re-read from shared memory). Shared: K, V 128 rows +
 //    2 x (Q, dO): D 64: 73,728 B + 1,024; D 128: 104,448 B + 512.
 // Registers per thread (ptxas -v, sm_90, CUDA 13, no spills; D 64 / 128):
-// forward 128 / 200, dQ 180 / 221, dK/dV 205 / 240; __launch_bounds__(256, 1).
+// forward 128 / 200, dQ 180 / 221, dK/dV 204 / 242; __launch_bounds__(256, 1).
 // Resident per thread: forward Q fragments (D/4 words) and O (D/2 floats); dQ
 // Q and dO fragments (D/4 words each) and dQ (D/2); dK/dV dK and dV (D/2 each).
 // 16-key (or 16-query) blocks wholly on the masked side of the diagonal are
@@ -492,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   bf16* sV = sK + kRows * LD;
   bf16* sQ = sV + kRows * LD;                              // [2][BQ][LD]
   bf16* sdO = sQ + 2 * BQ * LD;                            // [2][BQ][LD]
-  float* sL = reinterpret_cast<float*>(sdO + 2 * BQ * LD); // [2][BQ] lse * log2e
+  float* sL = reinterpret_cast<float*>(sdO + 2 * BQ * LD); // [2][BQ] lse
   float* sDr = sL + 2 * BQ;                                // [2][BQ] Drow
 
   const int k0 = int(blockIdx.x) * kRows; // low key tiles (most work) first
@@ -510,11 +511,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     load_tile<BQ, D>(sQ + buf * BQ * LD, base + std::size_t(h) * D, rs, r0, T);
     load_tile<BQ, D>(sdO + buf * BQ * LD, dout + std::size_t(b) * T * os + std::size_t(h) * D, os,
                      r0, T);
+    // lse and Drow rows: 4-byte copies, zeros past T (those queries are masked).
     const std::size_t row = (std::size_t(b) * NH + h) * T;
     for (int r = int(threadIdx.x); r < BQ; r += kThreads) {
       const int t = r0 + r;
-      sL[buf * BQ + r] = t < T ? lse[row + t] * kLog2e : INFINITY; // P = 0 on padding rows
-      sDr[buf * BQ + r] = t < T ? Drow[row + t] : 0.0f;
+      const std::size_t at = row + std::size_t(t < T ? t : 0);
+      ptx::cp_async_ca4(sL + buf * BQ + r, lse + at, t < T ? 4u : 0u);
+      ptx::cp_async_ca4(sDr + buf * BQ + r, Drow + at, t < T ? 4u : 0u);
     }
   };
   load_tile<kRows, D>(sK, base + std::size_t(NH + hk) * D, rs, k0, T);
@@ -572,8 +575,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int qc = 8 * n + 2 * tq + (e & 1);
-        const bool masked = q0 + qc < key0 + g + 8 * (e >> 1);
-        const float p = masked ? 0.0f : exp2f(s[n][e] * scale_log2 - tL[qc]);
+        const bool masked = q0 + qc < key0 + g + 8 * (e >> 1) || q0 + qc >= T;
+        const float p = masked ? 0.0f : exp2f(s[n][e] * scale_log2 - tL[qc] * kLog2e);
         s[n][e] = p;
         dp[n][e] = p * (dp[n][e] - tDr[qc]);
       }

@@ -10,9 +10,9 @@
 //    addresses (16-byte aligned) of rows 0..7 of the 8x8 b16 matrix i; r[i] of
 //    lane l = row g, columns 2t, 2t+1 of matrix i (.trans: rows 2t, 2t+1 of
 //    column g). A warp collective.
-//  * cp_async_{cg,ca}16(dst, src, src_bytes): 16-byte global -> shared copy,
-//    bytes past src_bytes (0 or 16 here) zero-filled; both addresses 16-byte
-//    aligned. It lands only after cp_async_commit() and a cp_async_wait_group<N>()
+//  * cp_async_{cg,ca}16(dst, src, src_bytes), cp_async_ca4: 16- (4-) byte
+//    global -> shared copy, bytes past src_bytes zero-filled; both addresses
+//    aligned to the copy size. It lands only after cp_async_commit() and a cp_async_wait_group<N>()
 //    that leaves at most N newer groups pending, or cp_async_wait_all();
 //    a __syncthreads() after the wait makes other threads' copies visible.
 // The CPU simulation replaces this header with tests/sim/sim_ptx.h.
@@ -72,6 +72,11 @@ __device__ __forceinline__ void cp_async_cg16(void* dst, const void* src, unsign
 }
 __device__ __forceinline__ void cp_async_ca16(void* dst, const void* src, unsigned src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_ca4(void* dst, const void* src, unsigned src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
                "r"(src_bytes)
                : "memory");
 }

@@ -19,7 +19,7 @@
 //    lane l holds row g, columns 2t and 2t+1 of matrix i (with .trans: rows 2t,
 //    2t+1 of column g). The data are read once for the whole warp, when all 32
 //    lanes have arrived.
-//  * cp.async.{ca,cg}.shared.global [dst], [src], 16, src_size: see
+//  * cp.async.{ca,cg}.shared.global [dst], [src], 16 (or .ca 4), src_size: see
 //    sim::detail::async_copy: the copy lands only at cp.async.wait_group /
 //    wait_all, and its destination reads as NaN until then.
 // mma.sync and ldmatrix are warp collectives of all 32 lanes (checked).
@@ -140,6 +140,10 @@ inline void cp_async_cg16(void* dst, const void* src, unsigned src_bytes,
 inline void cp_async_ca16(void* dst, const void* src, unsigned src_bytes,
                           const sim::detail::Loc& loc = sim::detail::Loc::current()) {
   sim::detail::async_copy(dst, src, 16, src_bytes, loc);
+}
+inline void cp_async_ca4(void* dst, const void* src, unsigned src_bytes,
+                         const sim::detail::Loc& loc = sim::detail::Loc::current()) {
+  sim::detail::async_copy(dst, src, 4, src_bytes, loc);
 }
 inline void cp_async_commit() { sim::detail::async_commit(); }
 template <int N>
