@@ -29,9 +29,8 @@
 //    Drow): block = 128 keys of one kv head; loops over the group's NH/NKV query
 //    heads and their query tiles (64 rows at D 64, 32 at D 128; Q, dO, lse and
 //    Drow by cp.async, double-buffered) in a fixed order: S^T = K Q^T, P^T,
-//    dP^T = V dO^T,
-//    dS^T = P^T (dP^T - Drow), dV += P^T dO, dK += dS^T Q, all in registers
-//    (K, V fragments re-read from shared memory). Shared: K, V 128 rows +
+//    dP^T = V dO^T, dS^T = P^T (dP^T - Drow), dV += P^T dO, dK += dS^T Q, all
+//    in registers (K, V fragments re-read from shared memory). Shared: K, V 128 rows +
 //    2 x (Q, dO): D 64: 73,728 B + 1,024; D 128: 104,448 B + 512.
 // Registers per thread (ptxas -v, sm_90, CUDA 13, no spills; D 64 / 128):
 // forward 128 / 200, dQ 180 / 221, dK/dV 204 / 242; __launch_bounds__(256, 1).
