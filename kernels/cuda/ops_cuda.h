@@ -167,17 +167,20 @@ void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int NH, 
 template <typename T>
 void attention_backward(T* dqkv, float* scratch, const T* dout, const T* qkv, const T* out,
                         const float* lse, int B, int Tn, int NH, int NKV, int D, cudaStream_t s);
-// Tensor-core versions (bf16 WMMA, fp32 accumulators; kernels/cuda/attention_tc.cu):
-// bf16 storage only, head size C/NH = 64 or 128 only, pointers 16-byte aligned.
-// Same semantics, lse definition and scratch use (B*NH*T floats) as
-// attention_forward / attention_backward above, so the backward of either
-// may consume the forward of the other. Unsupported shapes throw std::invalid_argument.
-bool attention_tc_supported(int C, int NH); // C % NH == 0 and C/NH is 64 or 128
+// Tensor-core versions, FlashAttention-2 style (mma.sync bf16, fp32 accumulators;
+// kernels/cuda/attention_fa2.cu), with grouped-query attention: qkv [B,T,(NH+2*NKV)*D]
+// = (q: NH*D | k: NKV*D | v: NKV*D), query head h reads kv head h/(NH/NKV),
+// out [B,T,NH*D], dqkv like qkv (dK/dV of a kv head summed over its query heads).
+// bf16 storage only, head size D = 64 or 128, NKV dividing NH, pointers 16-byte
+// aligned. lse [B,NH,T] and scratch (B*NH*T floats) as in attention_forward /
+// attention_backward above, so the backward of either may consume the forward
+// of the other. Deterministic. Unsupported shapes throw std::invalid_argument.
+bool attention_tc_supported(int NH, int NKV, int D);
 void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int Tn,
-                          int C, int NH, cudaStream_t s);
+                          int NH, int NKV, int D, cudaStream_t s);
 void attention_backward_tc(__nv_bfloat16* dqkv, float* scratch, const __nv_bfloat16* dout,
                            const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* lse,
-                           int B, int Tn, int C, int NH, cudaStream_t s);
+                           int B, int Tn, int NH, int NKV, int D, cudaStream_t s);
 
 // ---- GeLU (tanh approximation); in place allowed (out == inp, dinp == dout) ----------------
 template <typename T> void gelu_forward(T* out, const T* inp, std::size_t n, cudaStream_t s);

@@ -197,15 +197,17 @@ template <typename T> class Bench {
     });
     // Tensor-core versions (bf16 only, hs 64/128): same bytes and FLOP accounting.
     if constexpr (std::is_same<T, cu::bf16>::value) {
-      if (cu::attention_tc_supported(C, NH)) {
-        add(m, "attention_tc_fwd", ash, 4 * NC * s + 4.0 * N * NH, 4 * causal,
-            [&] { cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, C, NH, s_); });
+      const int D = C / NH; // multi-head: NKV = NH
+      if (C % NH == 0 && cu::attention_tc_supported(NH, NH, D)) {
+        add(m, "attention_tc_fwd", ash, 4 * NC * s + 4.0 * N * NH, 4 * causal, [&] {
+          cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, NH, NH, D, s_);
+        });
         if (std::regex_search("attention_tc_bwd", re_)) {
-          cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, C, NH, s_);
+          cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, NH, NH, D, s_);
         }
         add(m, "attention_tc_bwd", ash, 8 * NC * s + 8.0 * N * NH, 10 * causal, [&] {
           cu::attention_backward_tc(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(),
-                                    B, Tn, C, NH, s_);
+                                    B, Tn, NH, NH, D, s_);
         });
       }
     }

@@ -96,7 +96,7 @@ template <typename TT> class CudaBackend {
       const std::string want = attn ? attn : "";
       if (!want.empty() && want != "fma" && want != "tc")
         throw InputError("MYELIN_CUDA_ATTN: expected fma or tc, got '" + want + "'");
-      attn_tc_ = want != "fma" && cfg.kv_heads() == NH && cuda::attention_tc_supported(C, NH);
+      attn_tc_ = want != "fma" && cuda::attention_tc_supported(NH, cfg.kv_heads(), D);
     }
     cudaDeviceProp prop{};
     MYELIN_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device_index));
@@ -259,7 +259,7 @@ template <typename TT> class CudaBackend {
   // state: the row logsumexp [B, NH, T]; scratch: B*NH*T floats.
   void attention_forward(T* out, float* lse, const T* qkv, int B, int Tn, int NH, int NKV, int D) {
     if constexpr (!std::is_same_v<T, float>) {
-      if (attn_tc_) return cuda::attention_forward_tc(out, lse, qkv, B, Tn, NH * D, NH, st());
+      if (attn_tc_) return cuda::attention_forward_tc(out, lse, qkv, B, Tn, NH, NKV, D, st());
     }
     cuda::attention_forward<T>(out, lse, qkv, B, Tn, NH, NKV, D, st());
   }
@@ -267,7 +267,7 @@ template <typename TT> class CudaBackend {
                           const float* lse, int B, int Tn, int NH, int NKV, int D) {
     if constexpr (!std::is_same_v<T, float>) {
       if (attn_tc_)
-        return cuda::attention_backward_tc(dqkv, scratch, dout, qkv, out, lse, B, Tn, NH * D, NH,
+        return cuda::attention_backward_tc(dqkv, scratch, dout, qkv, out, lse, B, Tn, NH, NKV, D,
                                            st());
     }
     cuda::attention_backward<T>(dqkv, scratch, dout, qkv, out, lse, B, Tn, NH, NKV, D, st());

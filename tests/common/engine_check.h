@@ -308,7 +308,8 @@ inline AttnLosses expect_tc_attention_trains_like_fma(int steps, bool clip) {
   c.channels = 128;
   c.num_heads = 2;
   AttnLosses l;
-  EXPECT_TRUE(myelin::cuda::attention_tc_supported(c.channels, c.num_heads));
+  EXPECT_TRUE(
+      myelin::cuda::attention_tc_supported(c.num_heads, c.num_heads, c.channels / c.num_heads));
   const auto params = perturbed_init(c);
   auto f32 = cuda_engine(c, "fp32");
   std::unique_ptr<myelin::Engine> fma;

@@ -35,6 +35,7 @@
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "tests/common/engine_check.h"
+#include "tests/common/gqa_check.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
 #include "tests/gpu/gpu_test.h"
@@ -371,85 +372,89 @@ TYPED_TEST(CudaOps, Attention) {
   }
 }
 
-// Tensor-core attention (bf16 only) against the double references, and
-// interchangeability with the FMA kernels. The backward is checked with the
-// usual bf16 tolerance against ref_flash_backward (same O, same bf16 operands);
-// against the exact CPU reference it is checked at 5e-2: rounding dS to bf16
-// (|dS| reaches ~10 here while dQ, dK cancel to ~0.1) and Drow from a bf16 O
-// put single elements of dQ, dK up to ~1.4x past the 2e-2 bf16 tolerance.
+// Tensor-core attention (attention_fa2.cu, bf16 only, grouped-query) against
+// the double references, and interchangeability with the FMA kernels. The
+// backward is checked with the usual bf16 tolerance against the flash reference
+// (same O, P and dS rounded to bf16 as MMA operands); against the exact CPU
+// reference at 5e-2: rounding dS to bf16 (|dS| reaches ~10 here while dQ, dK
+// cancel to ~0.1) and Drow from a bf16 O put single elements of dQ, dK up to
+// ~1.4x past the 2e-2 bf16 tolerance.
+void check_tc_attention(const GqaShape& s, bool with_fma) {
+  using T = bf16;
+  namespace cu = myelin::cuda;
+  const GqaCase a(s);
+  const auto& tag = a.tag;
+  auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
+  auto gout = poisoned<T>(s.out_elems());
+  auto glse = poisoned<float>(s.lse_elems());
+  cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
+                           stream0());
+  const auto out_g = down(gout);
+  expect_close_t<T>(a.out, out_g, "attention_forward_tc" + tag);
+  const auto lse_g = down(glse);
+  for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
+  // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
+  expect_close(a.lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
+
+  auto gdqkv = poisoned<T>(s.qkv_elems());
+  auto scratch = poisoned<float>(s.lse_elems());
+  cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
+  const auto d1 = down(gdqkv);
+  expect_close_t<T>(a.flash_backward(s, out_g), d1, "attention_backward_tc" + tag);
+  expect_close(a.dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
+  // Deterministic: a second run (over the first one's output) is bit-identical.
+  cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
+  const auto d2 = down(gdqkv);
+  EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
+      << "attention_backward_tc not deterministic" << tag;
+
+  if (!with_fma) return;
+  // Interchangeable with the FMA kernels (grouped-query too), both ways.
+  auto fout = poisoned<T>(s.out_elems());
+  auto flse = poisoned<float>(s.lse_elems());
+  cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
+                           stream0());
+  const auto fout_g = down(fout);
+  expect_close(a.lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
+  auto gdqkv2 = poisoned<T>(s.qkv_elems());
+  cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
+                            flse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
+  expect_close_t<T>(a.flash_backward(s, fout_g), down(gdqkv2),
+                    "attention_backward_tc after FMA forward" + tag);
+  auto gdqkv3 = poisoned<T>(s.qkv_elems());
+  cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
+  expect_close(a.dqkv, down(gdqkv3), 5e-2, 5e-2, "attention_backward (FMA) after TC forward" + tag);
+}
+
 TEST(CudaOpsTc, Attention) {
   REQUIRE_GPU();
   using T = bf16;
   namespace cu = myelin::cuda;
-  EXPECT_TRUE(cu::attention_tc_supported(128, 2));
-  EXPECT_TRUE(cu::attention_tc_supported(256, 2));
-  EXPECT_FALSE(cu::attention_tc_supported(96, 1));
-  EXPECT_FALSE(cu::attention_tc_supported(130, 2));
+  EXPECT_TRUE(cu::attention_tc_supported(2, 2, 64));
+  EXPECT_TRUE(cu::attention_tc_supported(4, 1, 128));
+  EXPECT_FALSE(cu::attention_tc_supported(4, 3, 64));
+  EXPECT_FALSE(cu::attention_tc_supported(2, 2, 96));
   {
-    auto q = poisoned<T>(3 * 4 * 96), o = poisoned<T>(4 * 96), g = poisoned<T>(3 * 4 * 96);
-    auto l = poisoned<float>(4), sc = poisoned<float>(4);
-    EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 4, 96, 1, stream0()),
+    auto q = poisoned<T>(4 * 4 * 96), o = poisoned<T>(4 * 2 * 96), g = poisoned<T>(4 * 4 * 96);
+    auto l = poisoned<float>(8), sc = poisoned<float>(8);
+    EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 4, 2, 1, 96, stream0()),
                  std::invalid_argument);
     EXPECT_THROW(cu::attention_backward_tc(g.get(), sc.get(), o.get(), q.get(), o.get(), l.get(), 1,
-                                           4, 96, 1, stream0()),
+                                           4, 2, 1, 96, stream0()),
                  std::invalid_argument);
   }
-  for (AttnShape s : {AttnShape{2, 7, 128, 2}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
-                      AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1}, AttnShape{1, 200, 256, 2},
-                      AttnShape{2, 64, 128, 1}, AttnShape{1, 257, 512, 4}}) {
-    const AttnCase<T> a(s);
-    const auto &out = a.out, &dqkv = a.dqkv, &qkvd = a.qkvd, &doutd = a.doutd;
-    const auto& tag = a.tag;
-    const int C = s.C;
-    const std::size_t NC = std::size_t(s.B) * s.Tn * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const auto lse = ref_lse(qkvd, s.B, s.Tn, C, s.NH);
-    auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
-    auto gout = poisoned<T>(NC);
-    auto glse = poisoned<float>(NL);
-    cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, stream0());
-    const auto out_g = down(gout);
-    expect_close_t<T>(out, out_g, "attention_forward_tc" + tag);
-    const auto lse_g = down(glse);
-    for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
-    // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
-    expect_close(lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
-
-    // Backward from the tensor-core forward.
-    auto gdqkv = poisoned<T>(3 * NC);
-    auto scratch = poisoned<float>(NL);
-    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
-    const auto d1 = down(gdqkv);
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, true), d1,
-                      "attention_backward_tc" + tag);
-    expect_close(dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
-    // Deterministic: a second run (over the first one's output) is bit-identical.
-    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, C, s.NH, stream0());
-    const auto d2 = down(gdqkv);
-    EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
-        << "attention_backward_tc not deterministic" << tag;
-
-    // Interchangeable with the FMA kernels: the tensor-core backward fed the FMA
-    // forward, and the FMA backward fed the tensor-core forward.
-    auto fout = poisoned<T>(NC);
-    auto flse = poisoned<float>(NL);
-    cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH,
-                             stream0());
-    const auto fout_g = down(fout);
-    expect_close(lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
-    auto gdqkv2 = poisoned<T>(3 * NC);
-    cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
-                              flse.get(), s.B, s.Tn, C, s.NH, stream0());
-    const auto d3 = down(gdqkv2);
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, fout_g, lse, s.B, s.Tn, C, s.NH, true), d3,
-                      "attention_backward_tc after FMA forward" + tag);
-    expect_close(dqkv, d3, 5e-2, 5e-2, "attention_backward_tc after FMA forward vs exact" + tag);
-    auto gdqkv3 = poisoned<T>(3 * NC);
-    cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH, stream0());
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, false),
-                      down(gdqkv3), "attention_backward (FMA) after TC forward" + tag);
+  // T = 1, 7, 77, 130, 200, 257, 1024; D = 64, 128; NKV = NH, NH/2, 1.
+  for (int D : {64, 128}) {
+    for (GqaShape s : {GqaShape{1, 1, 4, 2, D}, GqaShape{2, 7, 4, 1, D}, GqaShape{1, 77, 4, 2, D},
+                       GqaShape{2, 130, 4, 1, D}, GqaShape{1, 200, 4, 2, D},
+                       GqaShape{1, 257, 8, 2, D}, GqaShape{1, 1024, 2, 1, D}})
+      check_tc_attention(s, false);
+    for (GqaShape s :
+         {GqaShape{2, 77, 2, 2, D}, GqaShape{1, 257, 4, 4, D}, GqaShape{1, 130, 8, 2, D}})
+      check_tc_attention(s, true);
   }
 }
 

@@ -12,7 +12,8 @@ The rewrites are few and mechanical; everything else is compiled as written:
   * comments are blanked (line numbers are kept; the output starts with
     #line 1 "INPUT", so compiler messages and simulator reports name the .cu);
   * #include "kernels/cuda/common.cuh" -> the generated sim_common.cuh,
-    #include <mma.h> -> sim_wmma.h (mock of nvcuda::wmma);
+    #include <mma.h> -> sim_wmma.h (mock of nvcuda::wmma),
+    #include "kernels/cuda/ptx.cuh" -> sim_ptx.h (mma.sync, ldmatrix, cp.async);
   * #ifdef __CUDACC__ / #if defined(__CUDACC__) -> #if 1, #ifndef __CUDACC__ -> #if 0
     (the device part of common.cuh is compiled and tested too);
   * name<<<grid, block[, smem[, stream]]>>>(args) ->
@@ -129,6 +130,7 @@ def rewrite(src, is_common, allow_cublaslt=False):
     # ---- includes ----
     s, n_common = re.subn(r'#include\s+"kernels/cuda/common\.cuh"', '#include "sim_common.cuh"', s)
     s, n_mma = re.subn(r"#include\s+<mma\.h>", '#include "sim_wmma.h"', s)
+    s = re.sub(r'#include\s+"kernels/cuda/ptx\.cuh"', '#include "sim_ptx.h"', s)
 
     # ---- __CUDACC__ conditionals ----
     s, n_cc1 = re.subn(r"#\s*ifdef\s+__CUDACC__\b", "#if 1", s)

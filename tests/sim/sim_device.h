@@ -44,6 +44,8 @@ enum class Op : std::uint8_t {
   kWmmaLoad,
   kWmmaStore,
   kWmmaMma,
+  kMma,      // mma.sync (sim_ptx.h)
+  kLdmatrix, // ldmatrix.sync (sim_ptx.h)
 };
 const char* op_name(Op op);
 
@@ -55,7 +57,10 @@ struct WarpExchange {
   const void* ptr[32];
   unsigned ldm[32];
   int layout[32];
-  float a[256], b[256], c[256]; // wmma operands, 16x16 row-major
+  float a[256], b[256],
+      c[256];                // wmma operands, 16x16 row-major (mma.sync: A 16x16, B 16x8, C 16x8)
+  std::uint32_t frag[32][4]; // ldmatrix: each lane's result registers
+  bool gathered;             // ldmatrix: frag filled by the first lane to resume
 };
 WarpExchange& warp_exchange();
 void warp_arrive(Op op, unsigned mask, const Loc& loc);
@@ -75,6 +80,20 @@ T& static_shared(Tag, const Loc& loc = Loc::current()) {
   return *static_cast<T*>(static_shared(&key, sizeof(T), a, loc));
 }
 void launch_bounds(long long max_threads, const Loc& loc = Loc::current());
+// True if [p, p + bytes) lies in the current block's shared memory.
+bool in_block_shared(const void* p, std::size_t bytes);
+
+// Asynchronous copies (cp.async, sim_ptx.h) of the current thread. async_copy
+// checks the operands, fills the destination with poison (0xFF bytes) at once
+// and queues the copy; it lands (src_bytes copied, the rest of `bytes` zeroed)
+// only when a wait covers its group: async_wait(n) lands every committed group
+// but the n most recent; async_wait_all() commits and lands everything. A thread
+// that exits with copies in flight fails the launch.
+void async_copy(void* dst, const void* src, std::size_t bytes, std::size_t src_bytes,
+                const Loc& loc);
+void async_commit();
+void async_wait(int n, const Loc& loc);
+void async_wait_all();
 
 template <typename T> std::uint64_t to_bits(T v) {
   static_assert(std::is_trivially_copyable_v<T> &&

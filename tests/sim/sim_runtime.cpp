@@ -341,8 +341,18 @@ std::uint64_t splitmix(std::uint64_t& x) {
 // ---- the scheduler ------------------------------------------------------------------------------
 enum class State : std::uint8_t { kRunnable, kBlockWait, kWarpWait, kDone };
 
+// A cp.async copy issued by a thread, not landed yet.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  std::size_t bytes, src_bytes;
+  Loc loc;
+};
+
 struct Fiber {
   ThreadCtx ctx;
+  std::vector<AsyncCopy> async_open;                // issued since the last commit
+  std::vector<std::vector<AsyncCopy>> async_groups; // committed groups, oldest first
   Context cx;
   Stack stack;
   State state = State::kDone;
@@ -478,6 +488,15 @@ void fiber_entry() {
   // The thread returned from the kernel.
   Fiber& f = *t_fiber;
   Warp& wp = b.warps[std::size_t(f.ctx.warp)];
+  std::size_t in_flight = f.async_open.size();
+  for (const auto& grp : f.async_groups) in_flight += grp.size();
+  if (in_flight > 0) {
+    const Loc& at =
+        f.async_open.empty() ? f.async_groups.back().back().loc : f.async_open.back().loc;
+    block_fail(b, format("%s: %s: exited with %zu cp.async copies never waited for "
+                         "(cp.async.wait_group / cp.async.wait_all missing)",
+                         where(at).c_str(), thread_name().c_str(), in_flight));
+  }
   f.state = State::kDone;
   --b.runnable;
   ++b.done;
@@ -566,6 +585,8 @@ void Worker::run_block(Launch& L, unsigned long long linear) {
     f.ctx.warp = t / 32;
     f.state = State::kRunnable;
     f.ready_pass = 0;
+    f.async_open.clear();
+    f.async_groups.clear();
 #if MYELIN_SIM_ASAN
     ASAN_UNPOISON_MEMORY_REGION(f.stack.base, kStackBytes); // frames of an abandoned fiber
     f.fake_stack = nullptr;
@@ -770,6 +791,10 @@ const char* op_name(Op op) {
     return "wmma::store_matrix_sync()";
   case Op::kWmmaMma:
     return "wmma::mma_sync()";
+  case Op::kMma:
+    return "mma.sync.m16n8k16";
+  case Op::kLdmatrix:
+    return "ldmatrix.sync";
   }
   return "?";
 }
@@ -929,6 +954,66 @@ void launch_bounds(long long max_threads, const Loc& loc) {
   if (n > max_threads)
     fail(loc, "launched with %lld threads per block, more than its __launch_bounds__(%lld)", n,
          max_threads);
+}
+
+bool in_block_shared(const void* p, std::size_t bytes) {
+  if (!t_fiber) return false;
+  Block& b = cur_block();
+  if (b.dyn.base && b.dyn.contains(p, bytes)) return true;
+  for (const Block::Static& s : b.statics)
+    if (s.mem.contains(p, bytes)) return true;
+  return false;
+}
+
+void async_copy(void* dst, const void* src, std::size_t bytes, std::size_t src_bytes,
+                const Loc& loc) {
+  if (!t_fiber) fail(loc, "cp.async");
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    fail(loc, "cp.async of %zu bytes (4, 8 or 16 only)", bytes);
+  if (src_bytes > bytes) fail(loc, "cp.async: src-size %zu > cp-size %zu", src_bytes, bytes);
+  if (reinterpret_cast<std::uintptr_t>(dst) % bytes != 0 ||
+      reinterpret_cast<std::uintptr_t>(src) % bytes != 0)
+    fail(loc, "cp.async: destination %p or source %p not %zu-byte aligned", dst, src, bytes);
+  if (!in_block_shared(dst, bytes))
+    fail(loc, "cp.async: destination %p (%zu bytes) is not in the block's shared memory", dst,
+         bytes);
+  if (src_bytes > 0 && !in_known_memory(src, src_bytes))
+    fail(loc, "cp.async: source %p (%zu bytes) is not in a device allocation", src, src_bytes);
+  // Until the copy lands the destination holds nothing valid: poison it, so a
+  // read before the wait gives NaN rather than stale data.
+  std::memset(dst, kPoison, bytes);
+  t_fiber->async_open.push_back({dst, src, bytes, src_bytes, loc});
+}
+
+void async_commit() {
+  Fiber& f = *t_fiber;
+  f.async_groups.push_back(std::move(f.async_open));
+  f.async_open.clear();
+}
+
+namespace {
+void land(const std::vector<AsyncCopy>& grp) {
+  for (const AsyncCopy& c : grp) {
+    if (c.src_bytes > 0) std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(static_cast<char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+  }
+}
+} // namespace
+
+void async_wait(int n, const Loc& loc) {
+  if (!t_fiber) fail(loc, "cp.async.wait_group");
+  if (n < 0) fail(loc, "cp.async.wait_group %d", n);
+  Fiber& f = *t_fiber;
+  const std::size_t keep = std::size_t(n);
+  if (f.async_groups.size() <= keep) return;
+  const std::size_t drop = f.async_groups.size() - keep;
+  for (std::size_t k = 0; k < drop; ++k) land(f.async_groups[k]);
+  f.async_groups.erase(f.async_groups.begin(), f.async_groups.begin() + std::ptrdiff_t(drop));
+}
+
+void async_wait_all() {
+  async_commit();
+  async_wait(0, Loc::current());
 }
 
 bool in_known_memory(const void* p, std::size_t bytes) {

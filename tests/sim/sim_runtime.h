@@ -41,12 +41,18 @@
 //    227 KiB, __launch_bounds__ honoured; errors come back through
 //    cudaGetLastError as on a GPU (so MYELIN_CUDA_CHECK_LAUNCH throws).
 //
+//  * inline PTX of kernels/cuda/ptx.cuh (sim_ptx.h): mma.sync m16n8k16 bf16 and
+//    ldmatrix as warp collectives with the PTX ISA's fragment layouts; cp.async
+//    copies that poison their destination when issued and land only at the
+//    cp.async.wait_group / wait_all covering them (a thread exiting with
+//    copies in flight fails the launch).
+//
 // What is NOT simulated: timing and performance of any kind; the memory model
-// beyond barriers (no caches, no weak ordering, no async copies or TMA); warps
-// are 32 fibers synchronised at each collective, not lockstep SIMT; atomics,
-// cooperative groups, textures, inline PTX are not supported (the generator or
-// the compiler rejects them); device math uses the host libm (expf etc. differ
-// from the GPU's by an ulp or two); wmma numerics are exact products with fp32
+// beyond barriers (no caches, no weak ordering, no TMA or cuda::memcpy_async);
+// warps are 32 fibers synchronised at each collective, not lockstep SIMT;
+// atomics, cooperative groups, textures, inline PTX other than ptx.cuh's are
+// not supported (the generator or the compiler rejects them); device math uses the host libm (expf
+// etc. differ from the GPU's by an ulp or two); wmma numerics are exact products with fp32
 // accumulation in a fixed order (sim_wmma.h); kernels run synchronously at the
 // launch, streams and events are no-ops. cuBLASLt is emulated on the host
 // (sim_cublaslt.cpp, engine simulation only), not run.

@@ -15,6 +15,7 @@ GOOD = """\
 // comment with __shared__ and <<< in it
 #include "kernels/cuda/common.cuh"
 #include <mma.h>
+#include "kernels/cuda/ptx.cuh"
 namespace myelin::cuda {
 template <typename T>
 __global__ void __launch_bounds__(256, 2)
@@ -59,6 +60,8 @@ class Rewrites(unittest.TestCase):
         self.assertEqual(code.count("\n"), GOOD.count("\n"), "line numbers kept")
         self.assertIn('#include "sim_common.cuh"', out)
         self.assertIn('#include "sim_wmma.h"', out)
+        self.assertIn('#include "sim_ptx.h"', out)
+        self.assertNotIn("ptx.cuh", out)
         self.assertIn("float* const smem = static_cast<float*>(::sim::detail::dynamic_shared(16));",
                       out)
         self.assertIn("auto& part = ::sim::detail::static_shared<float[2][256/32], 0>([] {});", out)

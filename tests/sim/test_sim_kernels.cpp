@@ -40,6 +40,7 @@
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/ops.h"
 #include "sim_runtime.h"
+#include "tests/common/gqa_check.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
 
@@ -420,91 +421,108 @@ TYPED_TEST(SimKernels, Attention) {
       std::invalid_argument); // 3 kv heads do not divide 4 query heads
 }
 
-// As in tests/gpu: the backward against ref_flash_backward (same O, bf16
-// operands) at the bf16 tolerance, against the exact reference at 5e-2.
-TEST(SimKernelsTc, Attention) {
+// ---- attention on tensor cores (attention_fa2.cu: mma.sync, ldmatrix, cp.async; GQA) ---------
+// As in tests/gpu: forward against the double reference at the bf16 tolerance
+// (lse at 1e-4); backward against the flash reference (same O, P and dS rounded
+// to bf16) at the bf16 tolerance and against the exact reference at 5e-2;
+// both under the swapped thread order, bit-identical.
+TEST(SimKernelsTc, AttentionArguments) {
   using T = bf16;
   namespace cu = myelin::cuda;
-  EXPECT_TRUE(cu::attention_tc_supported(128, 2));
-  EXPECT_TRUE(cu::attention_tc_supported(256, 2));
-  EXPECT_FALSE(cu::attention_tc_supported(96, 1));
-  EXPECT_FALSE(cu::attention_tc_supported(130, 2));
-  {
-    auto q = poisoned<T>(3 * 4 * 96), o = poisoned<T>(4 * 96), g = poisoned<T>(3 * 4 * 96);
-    auto l = poisoned<float>(4), sc = poisoned<float>(4);
-    EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 4, 96, 1, kStream),
-                 std::invalid_argument);
-    EXPECT_THROW(cu::attention_backward_tc(g.get(), sc.get(), o.get(), q.get(), o.get(), l.get(), 1,
-                                           4, 96, 1, kStream),
-                 std::invalid_argument);
-    EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get() + 1, 1, 2, 128, 2, kStream),
-                 std::invalid_argument); // not 16-byte aligned
-  }
-  using S = AttnShape;
-  for (S s : {S{2, 7, 128, 2}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 1, 64, 1}, S{1, 130, 64, 1},
-              S{1, 200, 256, 2}, S{2, 64, 128, 1}, S{1, 257, 512, 4}}) {
-    const int N = s.B * s.Tn, C = s.C;
-    const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const AttnCase<T> a(s);
-    const auto &qkv = a.qkv, &dout = a.dout;
-    const auto &qkvd = a.qkvd, &doutd = a.doutd, &out = a.out, &dqkv = a.dqkv;
-    const auto& tag = a.tag;
-    const auto lse = ref_lse(qkvd, s.B, s.Tn, C, s.NH);
+  EXPECT_TRUE(cu::attention_tc_supported(2, 2, 64));
+  EXPECT_TRUE(cu::attention_tc_supported(4, 1, 128));
+  EXPECT_FALSE(cu::attention_tc_supported(4, 3, 64)); // NKV does not divide NH
+  EXPECT_FALSE(cu::attention_tc_supported(2, 2, 96));
+  EXPECT_FALSE(cu::attention_tc_supported(0, 1, 64));
+  auto q = poisoned<T>(4 * 4 * 96), o = poisoned<T>(4 * 2 * 96), g = poisoned<T>(4 * 4 * 96);
+  auto l = poisoned<float>(8), sc = poisoned<float>(8);
+  EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 4, 2, 1, 96, kStream),
+               std::invalid_argument);
+  EXPECT_THROW(cu::attention_backward_tc(g.get(), sc.get(), o.get(), q.get(), o.get(), l.get(), 1,
+                                         4, 2, 1, 96, kStream),
+               std::invalid_argument);
+  EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get() + 1, 1, 2, 2, 1, 64, kStream),
+               std::invalid_argument); // not 16-byte aligned
+  EXPECT_THROW(cu::attention_forward_tc(o.get(), l.get(), q.get(), 1, 0, 2, 1, 64, kStream),
+               std::invalid_argument);
+}
 
-    auto gqkv = up<T>(qkv), gdout = up<T>(dout);
-    auto gout = poisoned<T>(NC);
-    auto glse = poisoned<float>(NL);
-    auto fwd = [&] {
-      poison(gout);
-      poison(glse);
-      cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, C, s.NH, kStream);
-    };
-    fwd();
-    const auto out_g = down(gout);
-    expect_close_t<T>(out, out_g, "attention_forward_tc" + tag);
-    const auto lse_g = down(glse);
-    for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
-    // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
-    expect_close(lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
-    expect_schedule_independent(
-        out_g, fwd, [&] { return down(gout); }, "attention_forward_tc" + tag);
-
-    auto gdqkv = poisoned<T>(3 * NC);
-    auto scratch = poisoned<float>(NL);
-    auto bwd = [&] {
-      poison(gdqkv);
-      poison(scratch);
-      cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                                glse.get(), s.B, s.Tn, C, s.NH, kStream);
-    };
-    bwd();
-    const auto d1 = down(gdqkv);
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, true), d1,
-                      "attention_backward_tc" + tag);
-    expect_close(dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
-    expect_schedule_independent(
-        d1, bwd, [&] { return down(gdqkv); }, "attention_backward_tc" + tag);
-
-    // Interchangeable with the FMA kernels, both ways.
-    auto fout = poisoned<T>(NC);
-    auto flse = poisoned<float>(NL);
-    cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH,
+void check_tc_attention(const GqaShape& s, bool with_fma) {
+  using T = bf16;
+  namespace cu = myelin::cuda;
+  const GqaCase a(s);
+  const auto& tag = a.tag;
+  auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
+  auto gout = poisoned<T>(s.out_elems());
+  auto glse = poisoned<float>(s.lse_elems());
+  auto fwd = [&] {
+    poison(gout);
+    poison(glse);
+    cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
                              kStream);
-    const auto fout_g = down(fout);
-    expect_close(lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
-    auto gdqkv2 = poisoned<T>(3 * NC);
-    cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
-                              flse.get(), s.B, s.Tn, C, s.NH, kStream);
-    const auto d3 = down(gdqkv2);
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, fout_g, lse, s.B, s.Tn, C, s.NH, true), d3,
-                      "attention_backward_tc after FMA forward" + tag);
-    expect_close(dqkv, d3, 5e-2, 5e-2, "attention_backward_tc after FMA forward vs exact" + tag);
-    auto gdqkv3 = poisoned<T>(3 * NC);
-    cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, s.NH, s.NH, C / s.NH, kStream);
-    expect_close_t<T>(ref_flash_backward(qkvd, doutd, out_g, lse, s.B, s.Tn, C, s.NH, false),
-                      down(gdqkv3), "attention_backward (FMA) after TC forward" + tag);
-  }
+  };
+  fwd();
+  const auto out_g = down(gout);
+  expect_close_t<T>(a.out, out_g, "attention_forward_tc" + tag);
+  const auto lse_g = down(glse);
+  for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
+  // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
+  expect_close(a.lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
+  expect_schedule_independent(
+      out_g, fwd, [&] { return down(gout); }, "attention_forward_tc" + tag);
+
+  auto gdqkv = poisoned<T>(s.qkv_elems());
+  auto scratch = poisoned<float>(s.lse_elems());
+  auto bwd = [&] {
+    poison(gdqkv);
+    poison(scratch);
+    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                              glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
+  };
+  bwd();
+  const auto d1 = down(gdqkv);
+  expect_close_t<T>(a.flash_backward(s, out_g), d1, "attention_backward_tc" + tag);
+  expect_close(a.dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
+  expect_schedule_independent(
+      d1, bwd, [&] { return down(gdqkv); }, "attention_backward_tc" + tag);
+
+  if (!with_fma) return;
+  // Interchangeable with the FMA kernels (attention.cu, grouped-query too), both ways.
+  auto fout = poisoned<T>(s.out_elems());
+  auto flse = poisoned<float>(s.lse_elems());
+  cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
+                           kStream);
+  const auto fout_g = down(fout);
+  expect_close(a.lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
+  auto gdqkv2 = poisoned<T>(s.qkv_elems());
+  cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
+                            flse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
+  expect_close_t<T>(a.flash_backward(s, fout_g), down(gdqkv2),
+                    "attention_backward_tc after FMA forward" + tag);
+  auto gdqkv3 = poisoned<T>(s.qkv_elems());
+  cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
+                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
+  expect_close(a.dqkv, down(gdqkv3), 5e-2, 5e-2, "attention_backward (FMA) after TC forward" + tag);
+}
+
+// T = 1, 7, 77, 130, 200, 257 (partial 128-row and 64/32-row tiles, several
+// tiles), D = 64 and 128, grouped queries (NKV = NH/2, 1) and plain multi-head.
+TEST(SimKernelsTc, AttentionD64) {
+  for (GqaShape s :
+       {GqaShape{1, 1, 4, 2, 64}, GqaShape{2, 7, 4, 1, 64}, GqaShape{1, 77, 4, 2, 64},
+        GqaShape{1, 130, 2, 1, 64}, GqaShape{1, 200, 4, 2, 64}, GqaShape{1, 257, 4, 1, 64}})
+    check_tc_attention(s, false);
+}
+TEST(SimKernelsTc, AttentionD128) {
+  for (GqaShape s :
+       {GqaShape{1, 1, 4, 1, 128}, GqaShape{1, 7, 4, 2, 128}, GqaShape{1, 77, 4, 1, 128},
+        GqaShape{1, 130, 4, 2, 128}, GqaShape{1, 200, 2, 1, 128}, GqaShape{1, 257, 4, 2, 128}})
+    check_tc_attention(s, false);
+}
+TEST(SimKernelsTc, AttentionMatchesFmaKernels) {
+  for (GqaShape s :
+       {GqaShape{2, 77, 2, 2, 64}, GqaShape{1, 130, 2, 2, 128}, GqaShape{1, 70, 4, 2, 64}})
+    check_tc_attention(s, true);
 }
 
 // ---- gelu, residual ----------------------------------------------------------------------------
