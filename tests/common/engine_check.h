@@ -303,13 +303,15 @@ inline void expect_recompute_bit_identical(int steps, bool clip,
 struct AttnLosses {
   std::vector<float> f32, fma, tc;
 };
-inline AttnLosses expect_tc_attention_trains_like_fma(int steps, bool clip) {
-  auto c = tiny_config();
+// `base` gives the family (tiny_llama_config(): one kv head for both query heads).
+inline AttnLosses expect_tc_attention_trains_like_fma(int steps, bool clip,
+                                                      myelin::ModelConfig base = tiny_config()) {
+  auto c = base;
   c.channels = 128;
   c.num_heads = 2;
+  if (c.llama()) c.num_kv_heads = 1;
   AttnLosses l;
-  EXPECT_TRUE(
-      myelin::cuda::attention_tc_supported(c.num_heads, c.num_heads, c.channels / c.num_heads));
+  EXPECT_TRUE(myelin::cuda::attention_tc_supported(c.num_heads, c.kv_heads(), c.head_dim()));
   const auto params = perturbed_init(c);
   auto f32 = cuda_engine(c, "fp32");
   std::unique_ptr<myelin::Engine> fma;

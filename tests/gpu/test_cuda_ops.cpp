@@ -662,6 +662,12 @@ TEST(CudaEngine, LlamaRecomputeIsBitIdentical) {
   expect_recompute_bit_identical(4, /*clip=*/true, tiny_llama_config());
 }
 
+TEST(CudaEngine, LlamaTensorCoreAttentionTrainsLikeFma) {
+  REQUIRE_GPU();
+  const auto l = expect_tc_attention_trains_like_fma(10, /*clip=*/true, tiny_llama_config());
+  EXPECT_LT(l.tc.back(), l.tc.front());
+}
+
 TEST(CudaEngine, LlamaPipelineStagesMatchWholeModel) {
   REQUIRE_GPU();
   const auto c = tiny_llama_config();

@@ -120,6 +120,11 @@ TEST_F(SimEngine, LlamaRecomputeIsBitIdentical) {
   expect_recompute_bit_identical(kSteps, /*clip=*/false, tiny_llama_config());
 }
 
+// Grouped-query attention on the tensor cores (bf16, head size 64, one kv head).
+TEST_F(SimEngine, LlamaTensorCoreAttentionTrainsLikeFma) {
+  expect_tc_attention_trains_like_fma(kSteps, /*clip=*/false, tiny_llama_config());
+}
+
 TEST_F(SimEngine, LlamaPipelineStagesMatchWholeModel) {
   const auto c = tiny_llama_config();
   expect_pipeline_stages_match_whole_model(
