@@ -129,8 +129,10 @@ TYPED_TEST(CudaOps, Encoder) {
 TYPED_TEST(CudaOps, LayerNorm) {
   REQUIRE_GPU();
   using T = TypeParam;
+  // C = 4096: the backward's largest C; N = 4100: more 8-row tiles than
+  // backward blocks.
   for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 1600}, std::pair{5, 2000},
-                      std::pair{600, 40}}) {
+                      std::pair{600, 40}, std::pair{9, 4096}, std::pair{4100, 8}}) {
     const std::size_t NC = std::size_t(N) * C;
     const auto x = representable<T>(rand_vec(NC, -2.0f, 3.0f));
     const auto w = representable<T>(rand_vec(C, 0.5f, 1.5f));
@@ -174,6 +176,18 @@ TYPED_TEST(CudaOps, LayerNorm) {
     expect_close_t<T>(rdinp, down(gdinp), "layernorm_backward dinp" + tag);
     expect_close_t<T>(rdw, down(gdw), "layernorm_backward dweight" + tag);
     expect_close_t<T>(rdb, down(gdb), "layernorm_backward dbias" + tag);
+    {
+      // Deterministic: a second run from the same inputs gives the same bits.
+      const auto dinp1 = down(gdinp), dw1 = down(gdw), db1 = down(gdb);
+      auto gdinp2 = up<T>(dinp0);
+      auto gdw2 = up<float>(dw0), gdb2 = up<float>(db0);
+      myelin::cuda::layernorm_backward(gdinp2.get(), gdw2.get(), gdb2.get(), gdout.get(), gx.get(),
+                                       gw.get(), gm.get(), gr.get(), N, C, scratch.get(),
+                                       stream0());
+      EXPECT_EQ(dinp1, down(gdinp2)) << "layernorm_backward dinp not deterministic" << tag;
+      EXPECT_EQ(dw1, down(gdw2)) << "layernorm_backward dweight not deterministic" << tag;
+      EXPECT_EQ(db1, down(gdb2)) << "layernorm_backward dbias not deterministic" << tag;
+    }
 
     // Fused residual + layernorm: residual = x + y, LN(residual).
     const auto y = representable<T>(rand_vec(NC));
@@ -328,7 +342,7 @@ struct GpuMem {
 TYPED_TEST(CudaOps, RmsNorm) {
   REQUIRE_GPU();
   for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 2048}, std::pair{5, 8192},
-                      std::pair{600, 40}})
+                      std::pair{600, 40}, std::pair{4100, 8}})
     myelin::llama_op_check::check_rmsnorm<TypeParam, GpuMem>(N, C, 1e-5f);
 }
 
