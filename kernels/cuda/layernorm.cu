@@ -11,13 +11,25 @@
 //             bytes: 4*N*C*sizeof(T); FLOPs ~ 9*N*C.
 //   backward: dinp += (g - mean(g) - xhat*mean(g*xhat)) * rstd with g = dout*w;
 //             dweight += sum_n dout*xhat, dbias += sum_n dout.
-//             Kernel 1: G = min(N, 512) blocks of 256 threads; a block walks rows
-//             blockIdx.x, +G, ...; each thread owns columns tid + 256k (C <= 4096)
-//             and keeps its dweight/dbias partials in registers; the two row sums
-//             use a fixed-order block reduction. Partials [G, 2C] go to scratch.
-//             Kernel 2: one thread per column sums the G partials in order.
-//             Deterministic. bytes: 3*N*C*sizeof(T) (+N*C RMW of dinp) +
-//             2*G*C*8; FLOPs ~ 12*N*C.
+//             Kernel 1: G = min(ceil(N/8), 512) blocks of 256 threads (8 warps);
+//             block b takes tiles of 8 rows b, b+G, ... In a tile, warp w
+//             reduces row 8*tile+w (16-byte packs: sum g, sum g*xhat, butterfly
+//             shuffles) and puts the row's four statistics in shared memory
+//             (double-buffered: one barrier per tile). Then the threads switch
+//             to columns: S row slots (S = 1..8, the largest power of two with
+//             S * packs <= 256) of one thread per 16-byte pack; slot s walks
+//             the tile's rows s, s+S, ... in order, writes dinp and keeps its
+//             dweight/dbias partials in registers (C/256 floats each, C <= 4096).
+//             Partials [G*S, 2C] go to scratch. Scalar path (1-element packs)
+//             when C is not a multiple of the pack or a row is not 16-byte
+//             aligned.
+//             Kernel 2: one thread per column sums the G*S partials in order.
+//             No float atomics; every sum has a fixed order: bit-deterministic.
+//             Registers (ptxas, sm_90): 64-80 per thread, no spills.
+//             bytes: 4*N*C*sizeof(T) from DRAM (dout and inp once: the column
+//             pass re-reads the tile from L1/L2; dinp read and written) +
+//             2*C*sizeof(T)*tiles from cache + 2*G*S*2C*4 partials;
+//             FLOPs ~ 17*N*C. Launch: <<<G, 256>>> then <<<ceil(2C/256), 256>>>.
 #include <stdexcept>
 
 #include "kernels/cuda/common.cuh"
@@ -30,8 +42,9 @@ namespace {
 constexpr float kEps = 1e-5f;
 constexpr int kFwdThreads = 256;
 constexpr int kBwdThreads = 256;
-constexpr int kBwdMaxPer = 16; // C <= 256 * 16
+constexpr int kBwdMaxC = 4096;
 constexpr int kBwdMaxBlocks = 512;
+constexpr int kTileRows = kBwdThreads / 32; // rows per tile: one per warp
 
 // Sum over the row of f(x) for x in row (fp32), by one warp.
 template <typename T, typename F>
@@ -124,71 +137,103 @@ __global__ void __launch_bounds__(kFwdThreads)
   }
 }
 
-template <typename T>
+// Row slots of the column pass: the largest power of two S <= 8 with S*P <= 256.
+int col_slots(int packs) {
+  int s = 1;
+  while (s < kTileRows && 2 * s * packs <= kBwdThreads) s *= 2;
+  return s;
+}
+
+// VN: elements per pack (kPack<T>, or 1 on the scalar path); NPK: packs per
+// thread at the largest C, so that the register partials are C_max/256 floats.
+template <typename T, int VN, int NPK>
 __global__ void __launch_bounds__(kBwdThreads)
     layernorm_backward_kernel(T* dinp, float* partial, const T* dout, const T* inp, const T* w,
-                              const float* mean, const float* rstd, int N, int C) {
-  __shared__ float sh[2][kBwdThreads / 32];
-  __shared__ float tot[2];
+                              const float* mean, const float* rstd, int N, int C, int S) {
+  __shared__ float stats[2][kTileRows][4]; // mean, rstd, mean(g), mean(g*xhat)
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  float dw[kBwdMaxPer], db[kBwdMaxPer], xh[kBwdMaxPer], g[kBwdMaxPer];
-#pragma unroll
-  for (int k = 0; k < kBwdMaxPer; ++k) dw[k] = db[k] = xh[k] = g[k] = 0.0f;
+  const int P = C / VN; // packs per row
+  const int Pw = P < kBwdThreads ? P : kBwdThreads;
+  const int slot = tid / Pw, p0 = tid % Pw; // column pass: row slot and first pack
+  const bool active = slot < S;
   const float invC = 1.0f / float(C);
+  float dw[NPK * VN], db[NPK * VN];
+#pragma unroll
+  for (int k = 0; k < NPK * VN; ++k) dw[k] = db[k] = 0.0f;
 
-  for (int row = blockIdx.x; row < N; row += gridDim.x) {
-    const std::size_t off = std::size_t(row) * C;
-    const float m = mean[row], r = rstd[row];
-    float s1 = 0.0f, s2 = 0.0f;
+  const int tiles = (N + kTileRows - 1) / kTileRows;
+  int buf = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, buf ^= 1) {
+    // Row pass: warp `warp` reduces its row.
+    const int row = tile * kTileRows + warp;
+    if (row < N) {
+      const std::size_t off = std::size_t(row) * C;
+      const float m = mean[row], r = rstd[row];
+      float s1 = 0.0f, s2 = 0.0f;
+      for (int p = lane; p < P; p += 32) {
+        const Vec<T, VN> dv = load_vec<VN>(dout + off + std::size_t(p) * VN);
+        const Vec<T, VN> xv = load_vec<VN>(inp + off + std::size_t(p) * VN);
+        const Vec<T, VN> wv = load_vec<VN>(w + std::size_t(p) * VN);
 #pragma unroll
-    for (int k = 0; k < kBwdMaxPer; ++k) {
-      const int c = tid + k * kBwdThreads;
-      if (c < C) {
-        const float x = (to_f32(inp[off + c]) - m) * r;
-        const float d = to_f32(dout[off + c]);
-        const float gn = d * to_f32(w[c]);
-        xh[k] = x;
-        g[k] = gn;
-        s1 += gn;
-        s2 += gn * x;
-        dw[k] += d * x;
-        db[k] += d;
+        for (int k = 0; k < VN; ++k) {
+          const float g = to_f32(dv.v[k]) * to_f32(wv.v[k]);
+          s1 += g;
+          s2 += g * ((to_f32(xv.v[k]) - m) * r);
+        }
+      }
+      s1 = warp_sum(s1);
+      s2 = warp_sum(s2);
+      if (lane == 0) {
+        stats[buf][warp][0] = m;
+        stats[buf][warp][1] = r;
+        stats[buf][warp][2] = s1 * invC;
+        stats[buf][warp][3] = s2 * invC;
       }
     }
-    s1 = warp_sum(s1);
-    s2 = warp_sum(s2);
-    if (lane == 0) {
-      sh[0][warp] = s1;
-      sh[1][warp] = s2;
-    }
     __syncthreads();
-    if (tid == 0) {
-      float a = 0.0f, b = 0.0f;
-      for (int i = 0; i < kBwdThreads / 32; ++i) {
-        a += sh[0][i];
-        b += sh[1][i];
-      }
-      tot[0] = a;
-      tot[1] = b;
-    }
-    __syncthreads();
-    const float mg = tot[0] * invC, mgx = tot[1] * invC;
+    // Column pass: slot `slot` takes rows slot, slot+S, ... of the tile.
+    if (active) {
+      for (int rr = slot; rr < kTileRows; rr += S) {
+        const int row2 = tile * kTileRows + rr;
+        if (row2 >= N) break;
+        const std::size_t off = std::size_t(row2) * C;
+        const float m = stats[buf][rr][0], r = stats[buf][rr][1];
+        const float mg = stats[buf][rr][2], mgx = stats[buf][rr][3];
 #pragma unroll
-    for (int k = 0; k < kBwdMaxPer; ++k) {
-      const int c = tid + k * kBwdThreads;
-      if (c < C) {
-        const float d = (g[k] - mg - xh[k] * mgx) * r;
-        dinp[off + c] = from_f32<T>(to_f32(dinp[off + c]) + d);
+        for (int j = 0; j < NPK; ++j) {
+          const int p = p0 + j * kBwdThreads;
+          if (p < P) {
+            const std::size_t c = std::size_t(p) * VN;
+            const Vec<T, VN> dv = load_vec<VN>(dout + off + c);
+            const Vec<T, VN> xv = load_vec<VN>(inp + off + c);
+            const Vec<T, VN> wv = load_vec<VN>(w + c);
+            Vec<T, VN> di = load_vec<VN>(dinp + off + c);
+#pragma unroll
+            for (int k = 0; k < VN; ++k) {
+              const float d = to_f32(dv.v[k]);
+              const float xh = (to_f32(xv.v[k]) - m) * r;
+              const float g = d * to_f32(wv.v[k]);
+              di.v[k] = from_f32<T>(to_f32(di.v[k]) + (g - mg - xh * mgx) * r);
+              dw[j * VN + k] += d * xh;
+              db[j * VN + k] += d;
+            }
+            store_vec(dinp + off + c, di);
+          }
+        }
       }
     }
   }
-  float* pw = partial + std::size_t(blockIdx.x) * 2 * C;
+  if (!active) return;
+  float* pw = partial + (std::size_t(blockIdx.x) * S + slot) * 2 * C;
 #pragma unroll
-  for (int k = 0; k < kBwdMaxPer; ++k) {
-    const int c = tid + k * kBwdThreads;
-    if (c < C) {
-      pw[c] = dw[k];
-      pw[C + c] = db[k];
+  for (int j = 0; j < NPK; ++j) {
+    const int p = p0 + j * kBwdThreads;
+    if (p < P) {
+#pragma unroll
+      for (int k = 0; k < VN; ++k) {
+        pw[p * VN + k] = dw[j * VN + k];
+        pw[C + p * VN + k] = db[j * VN + k];
+      }
     }
   }
 }
@@ -206,12 +251,18 @@ __global__ void layernorm_partial_reduce(float* dweight, float* dbias, const flo
   }
 }
 
-int bwd_blocks(int N) { return N < kBwdMaxBlocks ? N : kBwdMaxBlocks; }
+int bwd_blocks(int N) {
+  const int tiles = (N + kTileRows - 1) / kTileRows;
+  return tiles < kBwdMaxBlocks ? tiles : kBwdMaxBlocks;
+}
 
 } // namespace
 
 std::size_t layernorm_backward_scratch(int N, int C) {
-  return std::size_t(bwd_blocks(N)) * 2 * std::size_t(C);
+  if (N <= 0 || C <= 0) return 0;
+  // The most row slots any path takes: packs of 8 elements (bf16) give the fewest packs.
+  const int S = col_slots(C / 8 > 0 ? C / 8 : 1);
+  return std::size_t(bwd_blocks(N)) * std::size_t(S) * 2 * std::size_t(C);
 }
 
 template <typename T>
@@ -253,16 +304,23 @@ void layernorm_backward(T* dinp, float* dweight, float* dbias, const T* dout, co
                         const T* weight, const float* mean, const float* rstd, int N, int C,
                         float* scratch, cudaStream_t s) {
   if (N <= 0 || C <= 0) throw std::invalid_argument("layernorm_backward: bad shape");
-  if (C > kBwdThreads * kBwdMaxPer)
-    throw std::invalid_argument("layernorm_backward: C must be <= 4096");
-  if (!dinp || !dweight || !dbias || !scratch)
-    throw std::invalid_argument("layernorm_backward: null output or scratch");
+  if (C > kBwdMaxC) throw std::invalid_argument("layernorm_backward: C must be <= 4096");
+  if (!dinp || !dweight || !dbias || !scratch || !mean || !rstd)
+    throw std::invalid_argument("layernorm_backward: null output, statistics or scratch");
   const int G = bwd_blocks(N);
-  layernorm_backward_kernel<T>
-      <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean, rstd, N, C);
+  constexpr int VN = kPack<T>;
+  constexpr int kVecNpk = kBwdMaxC / kBwdThreads / VN, kScalarNpk = kBwdMaxC / kBwdThreads;
+  const bool vec = rows_vectorisable<T>(C, {dinp, dout, inp, weight});
+  const int S = col_slots(vec ? C / VN : C);
+  if (vec)
+    layernorm_backward_kernel<T, VN, kVecNpk>
+        <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean, rstd, N, C, S);
+  else
+    layernorm_backward_kernel<T, 1, kScalarNpk>
+        <<<G, kBwdThreads, 0, s>>>(dinp, scratch, dout, inp, weight, mean, rstd, N, C, S);
   MYELIN_CUDA_CHECK_LAUNCH();
-  layernorm_partial_reduce<<<unsigned((2 * C + 255) / 256), 256, 0, s>>>(dweight, dbias, scratch, G,
-                                                                         C);
+  layernorm_partial_reduce<<<unsigned((2 * C + 255) / 256), 256, 0, s>>>(dweight, dbias, scratch,
+                                                                         G * S, C);
   MYELIN_CUDA_CHECK_LAUNCH();
 }
 

@@ -11,10 +11,16 @@
 //   Epilogues: BIAS, GELU(_AUX)_BIAS in the forward, DGELU in the backward
 //   (needs the GeLU input's leading dimension to be a multiple of 8); when an
 //   epilogue is not available the same result comes from separate kernels.
-//   The bias gradient is a hand-written deterministic column reduction (the
-//   BGRADB epilogue overwrites instead of accumulating): grid (ceil(OC/32), R),
-//   block 32x8, R = clamp(N/128, 1, 64) row chunks, then R partials summed in
-//   order. bytes: N*OC*sizeof(T) + 2*R*OC*4.
+//   The bias gradient comes from the BGRADB epilogue of the dweight matmul
+//   (op(B) = dout [N,OC], summed over k = N: no extra pass over dout). BGRADB
+//   overwrites its vector, so it writes the OC floats into scratch and a
+//   one-pass kernel adds them to dbias (gradient accumulation over
+//   micro-batches): bytes 3*OC*4, <<<ceil(OC/256), 256>>>. It is used with
+//   scale == 1 only (the documentation does not say whether alpha scales the
+//   bias gradient) and where cuBLASLt offers an algorithm. Otherwise a
+//   hand-written deterministic column reduction: grid (ceil(OC/32), R), block
+//   32x8, R = clamp(N/128, 1, 64) row chunks, then R partials summed in order.
+//   bytes: N*OC*sizeof(T) + 2*R*OC*4.
 // Algorithms come from cublasLtMatmulAlgoGetHeuristic with the real pointer
 // alignments and are cached per (shape, types, epilogue, alignment).
 #include <array>
@@ -296,14 +302,26 @@ void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, 
       if (pre_gelu) gelu_backward(dinp, pre_gelu, dinp, std::size_t(N) * IC, s);
     }
   }
+  if (dbias && !scratch) throw std::invalid_argument("matmul_backward: dbias needs scratch");
+  bool dbias_done = false;
   if (dweight) {
     GemmArgs g{CUBLAS_OP_N, CUBLAS_OP_T, IC,   OC, N,  scale,   1.0f,       inp,
                dt,          IC,          dout, dt, OC, dweight, CUDA_R_32F, IC};
-    if (!lt_matmul(ctx.impl(), g, s))
+    if (dbias && scale == 1.0f) {
+      // Bias gradient (fp32, the type of D) into scratch, then added below.
+      g.epi = CUBLASLT_EPILOGUE_BGRADB;
+      g.bias = scratch;
+      dbias_done = lt_matmul(ctx.impl(), g, s);
+      g.epi = CUBLASLT_EPILOGUE_DEFAULT;
+      g.bias = nullptr;
+    }
+    if (!dbias_done && !lt_matmul(ctx.impl(), g, s))
       throw std::runtime_error("matmul_backward (dweight): cuBLASLt found no algorithm");
   }
-  if (dbias) {
-    if (!scratch) throw std::invalid_argument("matmul_backward: dbias needs scratch");
+  if (dbias_done) {
+    dbias_reduce_kernel<<<unsigned((OC + 255) / 256), 256, 0, s>>>(dbias, scratch, 1, OC, 1.0f);
+    MYELIN_CUDA_CHECK_LAUNCH();
+  } else if (dbias) {
     const int R = dbias_chunks(N);
     const int chunk = (N + R - 1) / R;
     dbias_partial_kernel<T><<<dim3(unsigned((OC + 31) / 32), unsigned(R)), dim3(32, 8), 0, s>>>(

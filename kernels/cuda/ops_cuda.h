@@ -132,7 +132,7 @@ class MatmulContext {
 // cuBLASLt documents its GELU epilogue as the tanh approximation without an
 // accuracy figure; the GPU test allows the documented error of the hardware
 // tanh (tanh.approx.f32, PTX ISA) on top of the storage type's tolerance (the
-// engine uses the separate gelu kernels unless MYELIN_CUDA_GELU_FUSION=1).
+// engine fuses by default in bf16 with --recompute 0 only: see cuda_backend.h).
 template <typename T>
 void matmul_forward(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, const T* weight,
                     const T* bias, int N, int IC, int OC, bool gelu, cudaStream_t s);
@@ -140,7 +140,9 @@ void matmul_forward(MatmulContext& ctx, T* out, T* pre_gelu, const T* inp, const
 //                 times gelu'(pre_gelu) elementwise if pre_gelu is non-null;
 // dweight[OC,IC] += scale * dout^T @ inp         (fp32; skipped if null);
 // dbias[OC]     += scale * sum_n dout[n,:]       (fp32; skipped if null;
-//                 scratch: matmul_dbias_scratch(N, OC) floats).
+//                 scratch: matmul_dbias_scratch(N, OC) floats; from the BGRADB
+//                 epilogue of the dweight matmul when scale == 1 and cuBLASLt
+//                 offers it, else a separate deterministic reduction).
 std::size_t matmul_dbias_scratch(int N, int OC);
 template <typename T>
 void matmul_backward(MatmulContext& ctx, T* dinp, float* dweight, float* dbias, const T* dout,

@@ -265,8 +265,10 @@ template <typename T> class Bench {
                              mm.OC, true, s_);
         });
       }
+      // The bias gradient comes from the BGRADB epilogue (no extra pass over
+      // dout): its vector written to scratch, read back and added to dbias.
       const double bb = (2 * n * oc + oc * ic + n * ic + n * ic) * s + 2 * oc * ic * 4.0 +
-                        (mm.bias ? n * oc * s : 0);
+                        (mm.bias ? 4 * oc * 4.0 : 0);
       Row& rb = add(m, std::string("matmul_bwd_") + mm.name, shp, bb,
                     4 * n * ic * oc + (mm.bias ? n * oc : 0), [&] {
                       cu::matmul_backward(mm_, b.dinp, b.dw, mm.bias ? b.db : nullptr, o, in, b.w,
@@ -277,6 +279,16 @@ template <typename T> class Bench {
         rb.lib = "cublasGemmEx x2";
         rb.lib_ms =
             timer_.time([&] { gemm_ex_bwd(b.dinp, b.dw, o, in, b.w, int(N), mm.IC, mm.OC); });
+      }
+      if (gelu_fc && std::string(mm.name) == "fcproj") {
+        // With the DGELU epilogue (the engine's default in bf16): dinp times
+        // gelu'(pre-activation), the pre-activation [N, IC] read once more.
+        add(m, "matmul_bwd_fcproj_dgelu", shp, bb + n * ic * s,
+            4 * n * ic * oc + (mm.bias ? n * oc : 0), [&] {
+              cu::matmul_backward(mm_, b.dinp, b.dw, mm.bias ? b.db : nullptr, o, in, b.w,
+                                  static_cast<const T*>(in), int(N), mm.IC, mm.OC, 1.0f,
+                                  b.bias_scratch, s_);
+            });
       }
     }
   }

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numbers>
 #include <random>
 #include <string>
@@ -129,8 +130,10 @@ TYPED_TEST(CudaOps, Encoder) {
 TYPED_TEST(CudaOps, LayerNorm) {
   REQUIRE_GPU();
   using T = TypeParam;
+  // C = 4096: the backward's largest C; N = 4100: more 8-row tiles than
+  // backward blocks.
   for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 1600}, std::pair{5, 2000},
-                      std::pair{600, 40}}) {
+                      std::pair{600, 40}, std::pair{9, 4096}, std::pair{4100, 8}}) {
     const std::size_t NC = std::size_t(N) * C;
     const auto x = representable<T>(rand_vec(NC, -2.0f, 3.0f));
     const auto w = representable<T>(rand_vec(C, 0.5f, 1.5f));
@@ -174,6 +177,18 @@ TYPED_TEST(CudaOps, LayerNorm) {
     expect_close_t<T>(rdinp, down(gdinp), "layernorm_backward dinp" + tag);
     expect_close_t<T>(rdw, down(gdw), "layernorm_backward dweight" + tag);
     expect_close_t<T>(rdb, down(gdb), "layernorm_backward dbias" + tag);
+    {
+      // Deterministic: a second run from the same inputs gives the same bits.
+      const auto dinp1 = down(gdinp), dw1 = down(gdw), db1 = down(gdb);
+      auto gdinp2 = up<T>(dinp0);
+      auto gdw2 = up<float>(dw0), gdb2 = up<float>(db0);
+      myelin::cuda::layernorm_backward(gdinp2.get(), gdw2.get(), gdb2.get(), gdout.get(), gx.get(),
+                                       gw.get(), gm.get(), gr.get(), N, C, scratch.get(),
+                                       stream0());
+      EXPECT_EQ(dinp1, down(gdinp2)) << "layernorm_backward dinp not deterministic" << tag;
+      EXPECT_EQ(dw1, down(gdw2)) << "layernorm_backward dweight not deterministic" << tag;
+      EXPECT_EQ(db1, down(gdb2)) << "layernorm_backward dbias not deterministic" << tag;
+    }
 
     // Fused residual + layernorm: residual = x + y, LN(residual).
     const auto y = representable<T>(rand_vec(NC));
@@ -237,6 +252,7 @@ TYPED_TEST(CudaOps, Matmul) {
                                  s.bias ? gb.get() : nullptr, s.N, s.IC, s.OC, false, stream0());
     expect_close_t<T>(out, down(gout), "matmul_forward" + tag);
 
+    const auto rdw_once = rdw, rdb_once = rdb;
     auto gdinp = poisoned<T>(NI);
     auto gdw = up<float>(dw0), gdb = up<float>(db0);
     DeviceBuffer<float> scratch(myelin::cuda::matmul_dbias_scratch(s.N, s.OC));
@@ -246,6 +262,19 @@ TYPED_TEST(CudaOps, Matmul) {
     expect_close_t<T>(dinp, down(gdinp), "matmul_backward dinp" + tag);
     expect_close_t<T>(rdw, down(gdw), "matmul_backward dweight" + tag);
     if (s.bias) expect_close_t<T>(rdb, down(gdb), "matmul_backward dbias" + tag);
+    // A second call accumulates (gradient accumulation over micro-batches):
+    // scale 1 takes the BGRADB epilogue where cuBLASLt offers it, scale 0.5
+    // the separate reduction; both must add to dweight and dbias.
+    for (float sc : {1.0f, 0.5f}) {
+      myelin::cuda::matmul_backward(ctx, gdinp.get(), gdw.get(), s.bias ? gdb.get() : nullptr,
+                                    gdout.get(), gx.get(), gw.get(), static_cast<const T*>(nullptr),
+                                    s.N, s.IC, s.OC, sc, scratch.get(), stream0());
+      for (std::size_t i = 0; i < rdw.size(); ++i) rdw[i] += sc * (rdw_once[i] - double(dw0[i]));
+      for (std::size_t i = 0; i < rdb.size(); ++i) rdb[i] += sc * (rdb_once[i] - double(db0[i]));
+      const std::string t2 = tag + " second call, scale " + std::to_string(sc);
+      expect_close_t<T>(rdw, down(gdw), "matmul_backward dweight accumulates" + t2);
+      if (s.bias) expect_close_t<T>(rdb, down(gdb), "matmul_backward dbias accumulates" + t2);
+    }
 
     // GeLU epilogue (cuBLASLt where the shape allows it): out = gelu(x W^T + b),
     // pre_gelu = x W^T + b; backward through it with the DGELU epilogue.
@@ -314,7 +343,7 @@ struct GpuMem {
 TYPED_TEST(CudaOps, RmsNorm) {
   REQUIRE_GPU();
   for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 2048}, std::pair{5, 8192},
-                      std::pair{600, 40}})
+                      std::pair{600, 40}, std::pair{4100, 8}})
     myelin::llama_op_check::check_rmsnorm<TypeParam, GpuMem>(N, C, 1e-5f);
 }
 
@@ -620,10 +649,43 @@ TEST(CudaEngine, Bf16TrainsCloseToFp32) {
 }
 
 // --recompute 1 and 2 give the same bits as storing every activation: losses,
-// gradient norms, the last gradients and parameters after 4 steps, fp32 and bf16.
+// gradient norms, the last gradients and parameters after 4 steps, fp32 and
+// bf16; without GeLU fusion, which --recompute 0 uses by default in bf16.
 TEST(CudaEngine, RecomputeIsBitIdentical) {
   REQUIRE_GPU();
+  EnvScope env("MYELIN_CUDA_GELU_FUSION", "0");
   expect_recompute_bit_identical(4, /*clip=*/true);
+}
+
+// GeLU in the cuBLASLt epilogues (the bf16 default; MYELIN_CUDA_GELU_FUSION=1
+// in fp32) trains like the separate kernels (=0) over 10 steps. Tolerance on
+// the losses: bf16 1e-2 relative (as for the other bf16 comparisons); fp32
+// 1e-3, an estimate with margin rather than a bound: the fused GeLU may differ
+// by 0.5 |x| 2^-11 (tanh.approx.f32, see the Matmul test), at most about
+// 2.4e-4 of each activation.
+TEST(CudaEngine, GeluFusionMatchesUnfused) {
+  REQUIRE_GPU();
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    const bool f32 = std::string(dtype) == "fp32";
+    std::unique_ptr<myelin::Engine> plain, fused;
+    {
+      EnvScope env("MYELIN_CUDA_GELU_FUSION", "0");
+      plain = cuda_engine(c, dtype);
+    }
+    {
+      EnvScope env("MYELIN_CUDA_GELU_FUSION", f32 ? "1" : ""); // bf16: the default
+      fused = cuda_engine(c, dtype);
+    }
+    plain->set_params(params);
+    fused->set_params(params);
+    const auto lp = train_losses(*plain, c, 10, nullptr, /*clip=*/true);
+    const auto lf = train_losses(*fused, c, 10, nullptr, /*clip=*/true);
+    const double rl = f32 ? 1e-3 : 1e-2;
+    for (std::size_t i = 0; i < lp.size(); ++i)
+      EXPECT_NEAR(lf[i], lp[i], rl * std::fabs(lp[i])) << dtype << " loss at step " << i + 1;
+  }
 }
 
 // bf16 with head size 64 runs attention on tensor cores by default; it trains

@@ -13,6 +13,11 @@
 //     GELU, GELU_BIAS          D = gelu(x [+ bias])
 //     GELU_AUX, GELU_AUX_BIAS  also aux[row + col*ld] = x [+ bias] (the GeLU input, type of D)
 //     DGELU                    D = x * gelu'(aux[row + col*ld])
+//     BGRADB                   D = x; bias[col] = sum over the k dimension of
+//                              op(B)[p, col] ("bias gradient of B": n elements,
+//                              type of D, overwritten, neither alpha nor beta
+//                              applied: the documentation names none; matmul.cu
+//                              uses it with alpha = 1 only)
 //   gelu is the tanh approximation 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))).
 //   The aux leading dimension must be a multiple of 8 and at least m.
 // Numerics: products and sums in double (exact products, one rounding at the
@@ -123,6 +128,7 @@ bool supported_epilogue(cublasLtEpilogue_t e) {
   case CUBLASLT_EPILOGUE_GELU_BIAS:
   case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
   case CUBLASLT_EPILOGUE_DGELU:
+  case CUBLASLT_EPILOGUE_BGRADB:
     return true;
   default:
     return false;
@@ -132,6 +138,8 @@ bool has_bias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_BIAS ||
          e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 }
+// Epilogues that write a bias gradient through BIAS_POINTER.
+bool is_bgrad(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BGRADB; }
 bool has_aux(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
          e == CUBLASLT_EPILOGUE_DGELU;
@@ -194,7 +202,7 @@ cublasStatus_t check_problem(const Desc& d, const Layout& a, const Layout& b, co
   for (const Layout* l : {&a, &b, &c, &dl})
     if (l->ld < std::int64_t(l->rows) || l->ld < 1)
       return fail(CUBLAS_STATUS_INVALID_VALUE, "leading dimension smaller than the rows");
-  if (has_bias(d.epi) && !d.bias)
+  if ((has_bias(d.epi) || is_bgrad(d.epi)) && !d.bias)
     return fail(CUBLAS_STATUS_INVALID_VALUE, "bias epilogue without BIAS_POINTER");
   if (has_aux(d.epi)) {
     if (!d.aux) return fail(CUBLAS_STATUS_INVALID_VALUE, "aux epilogue without AUX_POINTER");
@@ -386,6 +394,7 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(
   };
   if (be != 0.0f) ranges.push_back({C, span(m, n, lc.ld), type_size(dt), "C"});
   if (has_bias(d.epi)) ranges.push_back({d.bias, m, type_size(dt), "bias"});
+  if (is_bgrad(d.epi)) ranges.push_back({d.bias, n, type_size(dt), "bias gradient"});
   if (has_aux(d.epi)) ranges.push_back({d.aux, span(m, n, d.aux_ld), type_size(dt), "aux"});
   for (const Range& r : ranges) {
     if (!in_device_memory(r.p, r.elems * r.elem_size)) {
@@ -418,6 +427,18 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(
       res[i + j * m] = float(x);
     }
   }
+  // BGRADB: the column sums of op(B) (k x n), in double, rounded once.
+  std::vector<float> bgrad;
+  if (is_bgrad(d.epi)) {
+    bgrad.resize(n);
+    for (std::uint64_t j = 0; j < n; ++j) {
+      double acc = 0.0;
+      for (std::uint64_t p = 0; p < k; ++p)
+        acc += bn ? load(B, lb.type, p + j * std::uint64_t(lb.ld))
+                  : load(B, lb.type, j + p * std::uint64_t(lb.ld));
+      bgrad[j] = float(acc);
+    }
+  }
   // Epilogue and stores after all reads (C and D may be the same matrix).
   for (std::uint64_t j = 0; j < n; ++j) {
     for (std::uint64_t i = 0; i < m; ++i) {
@@ -432,6 +453,8 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(
       store(D, dt, i + j * std::uint64_t(ld.ld), x);
     }
   }
+  for (std::uint64_t j = 0; j < bgrad.size(); ++j)
+    store(const_cast<void*>(d.bias), dt, j, bgrad[j]);
   std::lock_guard<std::mutex> lk(g_count_m);
   ++g_epilogue_calls[int(d.epi)];
   return CUBLAS_STATUS_SUCCESS;

@@ -3,8 +3,8 @@
 // thread by thread in the simulator (gen_sim.py, sim_runtime), matmul.cu calls
 // a host emulation of cuBLASLt (sim_cublaslt.cpp) and the runtime API is host
 // memory (sim_cuda_api.cpp). The tests mirror TEST(CudaEngine, ...) of
-// tests/gpu/test_cuda_ops.cpp with the same shapes and tolerances, plus a test
-// of the cuBLASLt GELU epilogue path (MYELIN_CUDA_GELU_FUSION=1). The simulation
+// tests/gpu/test_cuda_ops.cpp with the same shapes and tolerances, plus tests
+// of the cuBLASLt GELU and BGRADB epilogue paths (counted). The simulation
 // runs every CUDA thread, so the runs are shorter: 3 training steps instead of
 // 10, and gradient clipping (grad_sum_squares: 1024 x 256 threads per
 // parameter tensor, by far the most expensive call here) only in the tests
@@ -81,7 +81,10 @@ TEST_F(SimEngine, Bf16TrainsCloseToFp32) {
 
 // --recompute 1 and 2 give the same bits as storing every activation: losses,
 // the last step's gradients and the parameters, in fp32 and bf16.
+// Without GeLU fusion, which --recompute 0 uses by default in bf16 (see
+// GeluFusionMatchesUnfused).
 TEST_F(SimEngine, RecomputeIsBitIdentical) {
+  EnvScope env("MYELIN_CUDA_GELU_FUSION", "0");
   expect_recompute_bit_identical(kSteps, /*clip=*/false);
 }
 
@@ -131,33 +134,96 @@ TEST_F(SimEngine, LlamaPipelineStagesMatchWholeModel) {
       [&c](myelin::StageSpec st) { return cuda_engine(c, "fp32", 0, st); }, c);
 }
 
-// MYELIN_CUDA_GELU_FUSION=1: the MLP's GeLU runs in the cuBLASLt GELU_AUX_BIAS
-// epilogue (forward) and DGELU epilogue (backward) instead of separate kernels.
-// fp32: the same numbers up to fp32 rounding (the same tolerances as against
-// the CPU engine); bf16: the epilogue takes GeLU of the unrounded pre-activation,
-// the kernel of the bf16-rounded one, so only the bf16 tolerance applies.
+// The bias gradients come from the cuBLASLt BGRADB epilogue of the weight
+// gradient matmuls (qkv, attproj, fc, fcproj biases of every layer, each
+// micro-batch), accumulated over the two micro-batches of a step: the
+// gradients of one step match the CPU engine's (a BGRADB vector written over
+// dbias instead of added would keep only the last micro-batch).
+TEST_F(SimEngine, BiasGradientsFromEpilogue) {
+  const auto c = tiny_config();
+  const auto params = perturbed_init(c);
+  auto cpu = myelin::make_cpu_engine(c, myelin::StageSpec::whole(c), 2, 16, 2);
+  auto gpu = cuda_engine(c, "fp32");
+  cpu->set_params(params);
+  gpu->set_params(params);
+  std::vector<int> tok, tgt;
+  make_batch(c, 2, 16, 1, tok, tgt);
+  const long bgrad0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_BGRADB);
+  for (myelin::Engine* e : {cpu.get(), gpu.get()}) {
+    e->zero_grad();
+    for (int mb = 0; mb < 2; ++mb) {
+      std::vector<int> t2(tok);
+      for (auto& v : t2) v = (v + mb) % c.vocab_size;
+      e->forward(mb, t2.data(), tgt.data(), 2, 16);
+    }
+    for (int mb = 1; mb >= 0; --mb) e->backward(mb, 0.5f);
+  }
+  // 4 biases x 2 layers x 2 micro-batches.
+  EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_BGRADB) - bgrad0, 16);
+  const auto gc = cpu->flat_grads(), gg = gpu->flat_grads();
+  const myelin::ParamLayout lay(c);
+  for (int k : {myelin::kQkvb, myelin::kAttprojb, myelin::kFcb, myelin::kFcprojb}) {
+    const std::size_t off = lay.offsets[k], n = lay.sizes[k];
+    ASSERT_GT(n, 0u);
+    const std::vector<float> bc(gc.begin() + std::ptrdiff_t(off),
+                                gc.begin() + std::ptrdiff_t(off + n));
+    const std::vector<float> bg(gg.begin() + std::ptrdiff_t(off),
+                                gg.begin() + std::ptrdiff_t(off + n));
+    double ss = 0.0;
+    for (float x : bc) ss += double(x) * x;
+    EXPECT_GT(ss, 0.0) << "bias tensor " << k << " has no gradient";
+    expect_close(to_d(bc), bg, 1e-4, 1e-4, "bias gradient " + std::to_string(k));
+  }
+  expect_close(to_d(gc), gg, 1e-4, 1e-4, "all gradients");
+}
+
+// GeLU fusion: the MLP's GeLU runs in the cuBLASLt GELU_AUX_BIAS epilogue
+// (forward) and DGELU epilogue (backward) instead of separate kernels, by
+// default in bf16 with --recompute 0; MYELIN_CUDA_GELU_FUSION=0 turns it off,
+// =1 on also in fp32 (not with --recompute >= 1). The epilogue counts show
+// which path ran. fp32: the same numbers up to fp32 rounding (the same
+// tolerances as against the CPU engine; the simulated epilogue's tanh is the
+// C library's); bf16: the epilogue takes GeLU of the unrounded
+// pre-activation, the kernel of the bf16-rounded one, so only the bf16
+// tolerance applies.
 TEST_F(SimEngine, GeluFusionMatchesUnfused) {
   const auto c = tiny_config();
   const auto params = perturbed_init(c);
+  auto fwd = [] { return sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS); };
+  auto bwd = [] { return sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU); };
   for (const char* dtype : {"fp32", "bf16"}) {
     const bool f32 = std::string(dtype) == "fp32";
-    auto plain = cuda_engine(c, dtype);
-    std::unique_ptr<myelin::Engine> fused;
+    std::unique_ptr<myelin::Engine> plain, fused, deflt, recompute;
+    {
+      EnvScope env("MYELIN_CUDA_GELU_FUSION", "0");
+      plain = cuda_engine(c, dtype);
+    }
     {
       EnvScope env("MYELIN_CUDA_GELU_FUSION", "1");
       fused = cuda_engine(c, dtype);
+      recompute = cuda_engine(c, dtype, 1); // ignored with recompute
     }
-    plain->set_params(params);
-    fused->set_params(params);
-    const long fwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
-    const long bwd0 = sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU);
-    const auto lp = train_losses(*plain, c, kSteps, nullptr, /*clip=*/false);
-    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS), fwd0) << dtype;
-    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU), bwd0) << dtype;
-    const auto lf = train_losses(*fused, c, kSteps, nullptr, /*clip=*/false);
-    // Every forward and backward of every layer's MLP: 2 micro-batches x 2 layers per step.
-    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_GELU_AUX_BIAS) - fwd0, 4 * kSteps) << dtype;
-    EXPECT_EQ(sim::cublaslt_matmuls(CUBLASLT_EPILOGUE_DGELU) - bwd0, 4 * kSteps) << dtype;
+    {
+      EnvScope env("MYELIN_CUDA_GELU_FUSION", ""); // unset: the default
+      deflt = cuda_engine(c, dtype);
+    }
+    for (auto* e : {plain.get(), fused.get(), deflt.get(), recompute.get()}) e->set_params(params);
+    // Every forward and backward of every layer's MLP: 2 micro-batches x 2
+    // layers per step. The default and the recompute engine train one step:
+    // enough to show which path they take.
+    auto run = [&](myelin::Engine& e, int steps, long expect, const char* what) {
+      const long f0 = fwd(), b0 = bwd();
+      const auto l = train_losses(e, c, steps, nullptr, /*clip=*/false);
+      EXPECT_EQ(fwd() - f0, expect * steps) << dtype << " " << what;
+      EXPECT_EQ(bwd() - b0, expect * steps) << dtype << " " << what;
+      return l;
+    };
+    const auto lp = run(*plain, kSteps, 0, "MYELIN_CUDA_GELU_FUSION=0");
+    const auto lf = run(*fused, kSteps, 4, "MYELIN_CUDA_GELU_FUSION=1");
+    const auto ld = run(*deflt, 1, f32 ? 0 : 4, "default");
+    const auto lr = run(*recompute, 1, 0, "MYELIN_CUDA_GELU_FUSION=1, recompute 1");
+    EXPECT_EQ(lr[0], lp[0]) << dtype << ": recompute 1 is the unfused path";
+    EXPECT_EQ(ld[0], f32 ? lp[0] : lf[0]) << dtype << ": the default";
     const double rl = f32 ? 1e-5 : 1e-2;
     for (std::size_t i = 0; i < lp.size(); ++i)
       EXPECT_NEAR(lf[i], lp[i], rl * std::fabs(lp[i])) << dtype << " loss at step " << i + 1;

@@ -31,6 +31,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <optional>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -119,6 +121,16 @@ void expect_schedule_independent(const std::vector<float>& first, Run run, Read 
 
 constexpr cudaStream_t kStream = nullptr;
 
+// Restores the shared generator on scope exit, so that checks added to a test
+// leave the random inputs of the tests after it unchanged.
+struct KeepRng {
+  std::mt19937_64 saved = rng();
+  KeepRng() = default;
+  KeepRng(const KeepRng&) = delete;
+  KeepRng& operator=(const KeepRng&) = delete;
+  ~KeepRng() { rng() = saved; }
+};
+
 template <typename T> class SimKernels : public ::testing::Test {};
 using StorageTypes = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(SimKernels, StorageTypes);
@@ -182,8 +194,14 @@ TYPED_TEST(SimKernels, Encoder) {
 // ---- layernorm ---------------------------------------------------------------------------------
 TYPED_TEST(SimKernels, LayerNorm) {
   using T = TypeParam;
-  for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{64, 1600}, std::pair{5, 2000},
-                      std::pair{600, 40}}) {
+  // C = 4096: the backward's largest C (several packs per thread); N = 4100:
+  // more 8-row tiles than backward blocks (a block takes two tiles).
+  const std::pair<int, int> shapes[] = {{7, 13},   {33, 96},  {64, 1600}, {5, 2000},
+                                        {600, 40}, {9, 4096}, {4100, 8}};
+  std::optional<KeepRng> keep;
+  for (std::size_t si = 0; si < std::size(shapes); ++si) {
+    if (si == 5) keep.emplace(); // the shapes added last draw from a restored generator
+    const auto [N, C] = shapes[si];
     const std::size_t NC = std::size_t(N) * C;
     const auto x = representable<T>(rand_vec(NC, -2.0f, 3.0f));
     const auto w = representable<T>(rand_vec(std::size_t(C), 0.5f, 1.5f));
@@ -303,6 +321,32 @@ TYPED_TEST(SimKernels, LayerNorm) {
                                                uw.get() + 1, ubias.get() + 1, N, C, kStream);
       expect_close_t<T>(res, down(ures.get() + 1, NC), "residual_layernorm unaligned res" + tag);
       expect_close_t<T>(out2, down(uout2.get() + 1, NC), "residual_layernorm unaligned" + tag);
+      // Backward on the scalar path: the same results, also bit-identical
+      // under the other order of threads.
+      auto udout = up<T>(dout, 1), udinp = up<T>(dinp0, 1);
+      auto udw = up<float>(dw0), udb = up<float>(db0);
+      auto ubwd = [&] {
+        myelin::cuda::layernorm_backward(udinp.get() + 1, udw.get(), udb.get(), udout.get() + 1,
+                                         ux.get() + 1, uw.get() + 1, gm.get(), gr.get(), N, C,
+                                         scratch.get(), kStream);
+      };
+      ubwd();
+      const auto udinp_g = down(udinp.get() + 1, NC), udw_g = down(udw), udb_g = down(udb);
+      expect_close_t<T>(rdinp, udinp_g, "layernorm_backward unaligned dinp" + tag);
+      expect_close_t<T>(rdw, udw_g, "layernorm_backward unaligned dweight" + tag);
+      expect_close_t<T>(rdb, udb_g, "layernorm_backward unaligned dbias" + tag);
+      auto udinp2 = up<T>(dinp0, 1);
+      auto udw2 = up<float>(dw0), udb2 = up<float>(db0);
+      expect_schedule_independent(
+          udinp_g,
+          [&] {
+            myelin::cuda::layernorm_backward(udinp2.get() + 1, udw2.get(), udb2.get(),
+                                             udout.get() + 1, ux.get() + 1, uw.get() + 1, gm.get(),
+                                             gr.get(), N, C, scratch.get(), kStream);
+          },
+          [&] { return down(udinp2.get() + 1, NC); }, "layernorm_backward unaligned" + tag);
+      expect_same_bits(udw_g, down(udw2), "layernorm_backward unaligned dweight" + tag);
+      expect_same_bits(udb_g, down(udb2), "layernorm_backward unaligned dbias" + tag);
     }
   }
 }
@@ -322,7 +366,7 @@ struct SimMem {
 
 TYPED_TEST(SimKernels, RmsNorm) {
   using T = TypeParam;
-  // C = 5000 takes the backward's 32-columns-per-thread instantiation.
+  // C = 5000: several packs per thread in the backward.
   for (auto [N, C] : {std::pair{7, 13}, std::pair{33, 96}, std::pair{5, 5000}, std::pair{600, 40}})
     myelin::llama_op_check::check_rmsnorm<T, SimMem>(N, C, 1e-5f);
   // Rows that are not 16-byte aligned take the scalar path.
@@ -337,6 +381,38 @@ TYPED_TEST(SimKernels, RmsNorm) {
                                 kStream);
   expect_close_t<T>(to_d(down(aout)), down(uout.get() + 1, std::size_t(N) * C),
                     "rmsnorm_forward unaligned");
+  // C = 8192: the backward's largest C; N = 4100: more 8-row tiles than
+  // backward blocks. Then the backward on the scalar path (unaligned rows)
+  // against the aligned 16-byte path: the same gradients to the storage
+  // tolerance, and bit-identical under the other order of threads.
+  {
+    const KeepRng keep; // these checks were added last: draw from a restored generator
+    for (auto [N2, C2] : {std::pair{3, 8192}, std::pair{4100, 8}})
+      myelin::llama_op_check::check_rmsnorm<T, SimMem>(N2, C2, 1e-5f);
+    const std::size_t NC = std::size_t(N) * C;
+    const auto dout = representable<T>(rand_vec(NC));
+    const auto dinp0 = representable<T>(rand_vec(NC));
+    const auto dw0 = rand_vec(std::size_t(C));
+    Dev<float> scratch(myelin::cuda::rmsnorm_backward_scratch(N, C));
+    auto run = [&](std::size_t off) {
+      auto gdout = up<T>(dout, off), gdinp = up<T>(dinp0, off), gx = up<T>(x, off),
+           gw = up<T>(w, off);
+      auto gdw = up<float>(dw0);
+      poison(scratch);
+      myelin::cuda::rmsnorm_backward(gdinp.get() + off, gdw.get(), gdout.get() + off,
+                                     gx.get() + off, gw.get() + off, rr.get(), N, C, scratch.get(),
+                                     kStream);
+      auto out = down(gdinp.get() + off, NC);
+      const auto dw = down(gdw);
+      out.insert(out.end(), dw.begin(), dw.end());
+      return out;
+    };
+    const auto aligned = run(0), unaligned = run(1);
+    expect_close_t<T>(to_d(aligned), unaligned, "rmsnorm_backward unaligned");
+    std::vector<float> again;
+    expect_schedule_independent(
+        unaligned, [&] { again = run(1); }, [&] { return again; }, "rmsnorm_backward unaligned");
+  }
   EXPECT_THROW(myelin::cuda::rmsnorm_backward<T>(nullptr, nullptr, nullptr, nullptr, nullptr,
                                                  nullptr, 4, 9000, nullptr, kStream),
                std::invalid_argument); // C > 8192
