@@ -20,7 +20,7 @@
 //   fcprojw [C, I]             down_proj
 //   ln1w, ln2w [C]             input_layernorm, post_attention_layernorm
 //
-// One size check for every path that builds a model (`myelin train` flags, an
+// One size check for every path that builds a model (`myelin train` flags, a
 // model file's header, a Hugging Face config.json, a pool job, `--memory-plan`,
 // `myelin bench`):
 // ModelConfig::validate and validate_micro_batch throw InputError naming the
