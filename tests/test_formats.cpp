@@ -1,4 +1,4 @@
-// File formats: llm.c model files (v3 fp32, v5 bf16), token shards, the
+// File formats: model files (llm.c's v3 fp32, v5 bf16; the Llama header), token shards, the
 // training-state file and checkpoint folders; every malformed input is an
 // InputError naming the file.
 #include <gtest/gtest.h>
@@ -104,6 +104,84 @@ TEST(ModelFile, WrappingShapeInTheHeaderIsRefused) {
   h[6] = 64; // in range; the padded vocabulary is not
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(h.data()), 1024);
   expect_input_error([&] { load_model_config(path); }, "bad model header: padded_vocab");
+}
+
+namespace {
+// GQA, untied head, Llama 3 rope scaling: every header field non-default.
+ModelConfig tiny_llama() {
+  ModelConfig c{16, 67, 80, 2, 4, 8};
+  c.family = Family::kLlama;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 20;
+  c.tied_head = false;
+  c.norm_eps = 3e-6f;
+  c.rope.theta = 123456.5;
+  c.rope.llama3 = true;
+  c.rope.factor = 16.0;
+  c.rope.low_freq_factor = 0.5;
+  c.rope.high_freq_factor = 3.0;
+  c.rope.original_max_position = 4;
+  return c;
+}
+
+std::vector<float> ramp(std::size_t n) {
+  std::vector<float> p(n);
+  for (std::size_t i = 0; i < n; ++i) p[i] = float(int(i % 97) - 48) / 64.0f;
+  return p;
+}
+} // namespace
+
+TEST(ModelFile, LlamaHeaderRoundTripsEveryField) {
+  const auto dir = tmpdir("llamafile");
+  const ModelConfig c = tiny_llama();
+  const auto p = ramp(ParamLayout(c).total);
+  for (const int version : {3, 5}) {
+    save_model(dir + "/m.bin", c, p, version);
+    EXPECT_EQ(fs::file_size(dir + "/m.bin"), 1024 + p.size() * (version == 3 ? 4 : 2));
+    const ModelFile m = load_model(dir + "/m.bin");
+    EXPECT_EQ(m.version, version);
+    const ModelConfig& r = m.config;
+    EXPECT_TRUE(r.llama());
+    EXPECT_EQ(r.describe(), c.describe());
+    EXPECT_EQ(r.num_kv_heads, 2);
+    EXPECT_EQ(r.intermediate_size, 20);
+    EXPECT_FALSE(r.tied_head);
+    EXPECT_EQ(r.norm_eps, 3e-6f);
+    EXPECT_EQ(r.rope.theta, 123456.5);
+    EXPECT_TRUE(r.rope.llama3);
+    EXPECT_EQ(r.rope.factor, 16.0);
+    EXPECT_EQ(r.rope.low_freq_factor, 0.5);
+    EXPECT_EQ(r.rope.high_freq_factor, 3.0);
+    EXPECT_EQ(r.rope.original_max_position, 4.0);
+    EXPECT_EQ(load_model_config(dir + "/m.bin").describe(), c.describe());
+    EXPECT_EQ(m.params, p); // multiples of 1/64 below 1: exact in bf16 too
+  }
+}
+
+TEST(ModelFile, LlamaHeaderIsValidated) {
+  const auto dir = tmpdir("llamabad");
+  const auto path = dir + "/m.bin";
+  const ModelConfig c = tiny_llama();
+  const auto fresh = [&] { save_model(path, c, ramp(ParamLayout(c).total), 3); };
+  const auto refused = [&](int index, int value, const std::string& needle) {
+    fresh();
+    patch_int(path, index, value);
+    expect_input_error([&] { load_model(path); }, needle);
+    expect_input_error([&] { load_model_config(path); }, needle);
+  };
+  refused(8, 3, "m.bin: bad model header: kv_heads: 3 does not divide heads");
+  refused(8, 0, "m.bin: bad model header: kv_heads: expected a positive count");
+  refused(9, -5, "m.bin: bad model header: intermediate_size");
+  refused(9, 21, "truncated model file"); // a consistent header needs more parameters
+  refused(10, 2, "m.bin: bad model header: tied_head: expected 0 or 1");
+  refused(11, 7, "m.bin: bad model header: rope_scaling: expected 0 or 1");
+  refused(12, 0, "m.bin: bad model header: norm_eps");
+  refused(14, -1, "m.bin: bad model header: rope_theta"); // a negative or NaN double
+  refused(20, 0, "m.bin: bad model header: rope_scaling.high_freq_factor");
+  refused(100, 1, "m.bin: bad model header: reserved word 100 is 1, expected 0");
+  refused(6, 12, "m.bin: bad model header: heads: the head size channels / heads = 3 must be even");
+  // A GPT-2 file's magic on a Llama file reads the GPT-2 header: its size disagrees.
+  refused(0, kModelMagic, "unexpected trailing bytes");
 }
 
 TEST(Shard, RoundTripAndValidation) {

@@ -184,7 +184,8 @@ TEST(PoolClose, AnswersWhileARoundIsScoredAndRecordsTheVerdict) {
 }
 
 // A job's init_checkpoint may be Hugging Face safetensors (a file or its
-// folder): round 0's model holds exactly its parameters.
+// folder), GPT-2 or Llama: round 0's model holds exactly its parameters and
+// its whole config, also for a coordinator that reopens the job.
 TEST(PoolJob, InitCheckpointTakesSafetensors) {
   const std::string dir =
       (fs::temp_directory_path() / ("myelin_pool_hf_" + std::to_string(getpid()))).string();
@@ -194,26 +195,50 @@ TEST(PoolJob, InitCheckpointTakesSafetensors) {
   std::vector<std::uint16_t> toks(4000);
   for (std::size_t i = 0; i < toks.size(); ++i) toks[i] = std::uint16_t((i * 7) % 200);
   write_shard(dir + "/data/train_00000.bin", toks);
-  const ModelConfig cfg{32, 200, 256, 1, 2, 32};
-  std::vector<float> params = gpt2_init(cfg, 9);
-  std::fill(params.begin() + 200 * 32, params.begin() + 256 * 32, 0.0f); // padding rows
-  save_any_model(dir + "/hf/model.safetensors", cfg, params, false);
-  PoolState state(dir + "/st", 30, true);
+  ModelConfig gpt2{32, 200, 256, 1, 2, 32};
+  ModelConfig llama = gpt2;
+  llama.family = Family::kLlama;
+  llama.num_kv_heads = 1;
+  llama.intermediate_size = 48;
+  llama.tied_head = false;
+  llama.rope.llama3 = true;
+  llama.rope.original_max_position = 16;
   int n = 0;
-  for (const std::string& ck : {dir + "/hf/model.safetensors", dir + "/hf"}) {
-    const json job = {{"name", "hf" + std::to_string(n++)},
-                      {"init_checkpoint", ck},
-                      {"train_data", dir + "/data/train_*.bin"},
-                      {"batch_size", 4},
-                      {"seq_len", 32},
-                      {"rounds", 1},
-                      {"min_contributors", 1},
-                      {"max_contributors", 1}};
-    const std::int64_t id = state.submit_job(job);
-    const ModelFile m = load_model(state.model_file(id, 0));
-    EXPECT_EQ(m.config.describe(), cfg.describe());
-    ASSERT_EQ(m.params.size(), params.size());
-    EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
+  for (const ModelConfig& cfg : {gpt2, llama}) {
+    std::vector<float> params(ParamLayout(cfg).total);
+    for (std::size_t i = 0; i < params.size(); ++i) params[i] = float(int(i % 89) - 44) / 128.0f;
+    const ParamLayout lay(cfg);
+    for (const int k : {int(kWte), int(kLmHead)}) // padding rows are not stored
+      if (lay.sizes[k] > 0)
+        std::fill(params.begin() + long(lay.offsets[k] + 200 * 32),
+                  params.begin() + long(lay.offsets[k] + lay.sizes[k]), 0.0f);
+    fs::remove_all(dir + "/hf");
+    fs::create_directories(dir + "/hf");
+    save_any_model(dir + "/hf/model.safetensors", cfg, params, false);
+    std::vector<std::int64_t> ids;
+    {
+      PoolState state(dir + "/st", 30, true);
+      for (const std::string& ck : {dir + "/hf/model.safetensors", dir + "/hf"}) {
+        const json job = {{"name", "hf" + std::to_string(n++)},
+                          {"init_checkpoint", ck},
+                          {"train_data", dir + "/data/train_*.bin"},
+                          {"batch_size", 4},
+                          {"seq_len", 32},
+                          {"rounds", 1},
+                          {"min_contributors", 1},
+                          {"max_contributors", 1}};
+        const std::int64_t id = state.submit_job(job);
+        ids.push_back(id);
+        const ModelFile m = load_model(state.model_file(id, 0));
+        EXPECT_EQ(m.config.describe(), cfg.describe());
+        EXPECT_EQ(m.config.rope.llama3, cfg.rope.llama3);
+        ASSERT_EQ(m.params.size(), params.size());
+        EXPECT_EQ(std::memcmp(m.params.data(), params.data(), params.size() * 4), 0);
+      }
+    }
+    // Reopened: the job's shape comes from round 0's model file.
+    PoolState reopened(dir + "/st", 30, true);
+    for (const std::int64_t id : ids) EXPECT_EQ(reopened.job_config(id).describe(), cfg.describe());
   }
   fs::remove_all(dir);
 }

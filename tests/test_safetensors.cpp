@@ -1,6 +1,6 @@
 // Hugging Face formats: safetensors files (validation of every header field,
 // F32/BF16/F16 conversion, shards), config.json (GPT-2 and Llama fields), and
-// GPT-2's names mapped to the flat parameter buffer. The files are built here
+// GPT-2's and Llama's names mapped to the flat parameter buffer. The files are built here
 // byte by byte, independently of the writer under test.
 #include <gtest/gtest.h>
 
@@ -11,7 +11,6 @@
 #include <functional>
 
 #include "runtime/io/hf_config.h"
-#include "runtime/io/hf_gpt2.h"
 #include "runtime/io/model_any.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/model/init.h"
@@ -308,7 +307,7 @@ TEST(HfGpt2, ConvertsBf16AndF16) {
   const ModelConfig c = tiny();
   std::vector<float> p = params_of(c, 4);
   for (const char* dt : {"BF16", "F16"}) {
-    const ModelFile m = load_hf_gpt2(gpt2_dir(std::string("dt") + dt, c, hf_tensors(c, p, dt)));
+    const ModelFile m = load_any_model(gpt2_dir(std::string("dt") + dt, c, hf_tensors(c, p, dt)));
     std::vector<float> want = p;
     for (float& x : want)
       x = std::string(dt) == "BF16" ? bf16_to_float(float_to_bf16(x))
@@ -349,7 +348,7 @@ TEST(HfGpt2, RefusesMismatchedTensors) {
   const auto base = hf_tensors(c, p, "F32");
   const auto load_with = [&](const std::string& name, std::vector<Raw> ts,
                              const std::string& config = "") {
-    return [=] { load_hf_gpt2(gpt2_dir(name, c, ts, config)); };
+    return [=] { load_any_model(gpt2_dir(name, c, ts, config)); };
   };
   auto missing = base;
   missing.erase(missing.begin() + 5);
@@ -382,7 +381,7 @@ TEST(HfGpt2, RefusesMismatchedTensors) {
   expect_input_error(load_with("noconfig", base, "{}"), "config.json: model_type: required");
   const std::string dir = gpt2_dir("gone", c, base);
   fs::remove(dir + "/config.json");
-  expect_input_error([&] { load_hf_gpt2(dir + "/model.safetensors"); },
+  expect_input_error([&] { load_any_model(dir + "/model.safetensors"); },
                      "config.json: no such file");
 }
 
@@ -430,9 +429,9 @@ TEST(HfConfig, Gpt2FieldsAreValidatedByName) {
   const std::string dir = tmpdir("cfg");
   const std::string p = dir + "/config.json";
   write_bytes(p, gpt2_json(tiny(), ",\"n_ctx\":16,\"activation_function\":\"gelu_new\""));
-  const HfConfig h = read_hf_config(p);
-  EXPECT_EQ(require_gpt2(h, p).describe(), tiny().describe());
-  EXPECT_EQ(h.gpt2->padded_vocab_size, 128);
+  const ModelConfig h = read_hf_config(p);
+  EXPECT_EQ(h.describe(), tiny().describe());
+  EXPECT_EQ(h.padded_vocab_size, 128);
   write_bytes(
       p,
       R"({"model_type":"gpt2","n_embd":8,"n_head":3,"n_layer":2,"n_positions":16,"vocab_size":67})");
@@ -465,41 +464,350 @@ TEST(HfConfig, Gpt2FieldsAreValidatedByName) {
   write_bytes(p, R"({"model_type":"bert"})");
   expect_input_error([&] { read_hf_config(p); }, "config.json: model_type: expected gpt2 or llama");
   // The shape written by save reads back.
-  write_gpt2_config(p, tiny());
-  EXPECT_EQ(require_gpt2(read_hf_config(p), p).describe(), tiny().describe());
+  write_hf_config(p, tiny());
+  EXPECT_EQ(read_hf_config(p).describe(), tiny().describe());
 }
 
-TEST(HfConfig, LlamaFieldsParseButDoNotTrain) {
+TEST(HfConfig, LlamaFieldsFillModelConfig) {
   const std::string dir = tmpdir("llama");
   const std::string p = dir + "/config.json";
-  write_bytes(p, R"({"model_type":"llama","hidden_size":2048,"intermediate_size":8192,
-    "num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":16,
+  const std::string llama32 = R"({"model_type":"llama","hidden_size":2048,"intermediate_size":8192,
+    "num_attention_heads":32,"num_key_value_heads":8,"num_hidden_layers":16,"head_dim":64,
     "rms_norm_eps":1e-05,"rope_theta":500000.0,"max_position_embeddings":131072,
-    "vocab_size":128256,"tie_word_embeddings":true,
-    "rope_scaling":{"factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
-                    "original_max_position_embeddings":8192,"rope_type":"llama3"}})");
-  const HfConfig h = read_hf_config(p);
-  ASSERT_TRUE(h.llama);
-  const LlamaConfig& l = *h.llama;
-  EXPECT_EQ(l.hidden_size, 2048);
-  EXPECT_EQ(l.intermediate_size, 8192);
-  EXPECT_EQ(l.num_attention_heads, 32);
-  EXPECT_EQ(l.num_key_value_heads, 8);
-  EXPECT_EQ(l.num_hidden_layers, 16);
-  EXPECT_EQ(l.max_position_embeddings, 131072);
-  EXPECT_EQ(l.vocab_size, 128256);
-  EXPECT_DOUBLE_EQ(l.rms_norm_eps, 1e-5);
-  EXPECT_DOUBLE_EQ(l.rope_theta, 500000.0);
-  EXPECT_TRUE(l.tie_word_embeddings);
-  ASSERT_TRUE(l.rope_scaling);
-  EXPECT_EQ(l.rope_scaling->rope_type, "llama3");
-  EXPECT_DOUBLE_EQ(l.rope_scaling->factor, 32.0);
-  EXPECT_DOUBLE_EQ(l.rope_scaling->low_freq_factor, 1.0);
-  EXPECT_DOUBLE_EQ(l.rope_scaling->high_freq_factor, 4.0);
-  EXPECT_EQ(l.rope_scaling->original_max_position_embeddings, 8192);
-  expect_input_error([&] { require_gpt2(h, p); },
-                     "config.json: model_type: llama is not supported yet");
-  write_bytes(p, R"({"model_type":"llama","hidden_size":64,"intermediate_size":128,
-    "num_attention_heads":4,"num_key_value_heads":3,"num_hidden_layers":2,"vocab_size":100})");
-  expect_input_error([&] { read_hf_config(p); }, "config.json: num_key_value_heads: must divide");
+    "vocab_size":128256,"tie_word_embeddings":true,"hidden_act":"silu","attention_bias":false,
+    "mlp_bias":false,"rope_scaling":{"factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+                    "original_max_position_embeddings":8192,"rope_type":"llama3"}})";
+  write_bytes(p, llama32);
+  const ModelConfig c = read_hf_config(p);
+  ModelConfig preset;
+  ASSERT_TRUE(model_preset("llama-1B", preset));
+  EXPECT_EQ(c.describe(), preset.describe());
+  EXPECT_TRUE(c.llama());
+  EXPECT_EQ(c.num_kv_heads, 8);
+  EXPECT_EQ(c.intermediate_size, 8192);
+  EXPECT_TRUE(c.tied_head);
+  EXPECT_EQ(c.norm_eps, 1e-5f);
+  EXPECT_EQ(c.rope.theta, 500000.0);
+  EXPECT_TRUE(c.rope.llama3);
+  EXPECT_EQ(c.rope.factor, 32.0);
+  EXPECT_EQ(c.rope.low_freq_factor, 1.0);
+  EXPECT_EQ(c.rope.high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope.original_max_position, 8192.0);
+  // Written and read back: every field the same.
+  write_hf_config(p, c);
+  const ModelConfig again = read_hf_config(p);
+  EXPECT_EQ(again.describe(), c.describe());
+  EXPECT_EQ(again.norm_eps, c.norm_eps);
+  EXPECT_EQ(again.rope.theta, c.rope.theta);
+  EXPECT_EQ(again.rope.llama3, c.rope.llama3);
+  EXPECT_EQ(again.rope.factor, c.rope.factor);
+  EXPECT_EQ(again.rope.original_max_position, c.rope.original_max_position);
+  EXPECT_EQ(again.tied_head, c.tied_head);
+  // Defaults: kv heads = heads, untied head, eps 1e-6, theta 10000, no scaling.
+  const std::string small = R"({"model_type":"llama","hidden_size":64,"intermediate_size":96,
+    "num_attention_heads":4,"num_hidden_layers":2,"max_position_embeddings":32,"vocab_size":100)";
+  write_bytes(p, small + "}");
+  const ModelConfig d = read_hf_config(p);
+  EXPECT_EQ(d.kv_heads(), 4);
+  EXPECT_FALSE(d.tied_head);
+  EXPECT_EQ(d.norm_eps, 1e-6f);
+  EXPECT_EQ(d.rope.theta, 10000.0);
+  EXPECT_FALSE(d.rope.llama3);
+  EXPECT_EQ(d.padded_vocab_size, 128);
+  const auto refused = [&](const std::string& extra, const std::string& needle) {
+    write_bytes(p, small + extra + "}");
+    expect_input_error([&] { read_hf_config(p); }, needle);
+  };
+  refused(R"(,"num_key_value_heads":3)", "config.json: num_key_value_heads: 3 does not divide");
+  refused(R"(,"num_key_value_heads":8)", "config.json: num_key_value_heads: expected 1..4");
+  refused(R"(,"attention_bias":true)", "config.json: attention_bias: expected false");
+  refused(R"(,"mlp_bias":true)", "config.json: mlp_bias: expected false");
+  refused(R"(,"hidden_act":"gelu")", "config.json: hidden_act: expected silu");
+  refused(R"(,"head_dim":32)", "config.json: head_dim: expected hidden_size / num_attention_heads");
+  refused(R"(,"rope_scaling":{"rope_type":"yarn","factor":4.0})",
+          "config.json: rope_scaling.rope_type: expected llama3");
+  refused(R"(,"rope_scaling":{"type":"linear","factor":4.0})",
+          "config.json: rope_scaling.type: expected llama3");
+  refused(R"(,"rope_scaling":{"rope_type":"llama3","factor":4.0})",
+          "config.json: rope_scaling.original_max_position_embeddings: required");
+  refused(R"(,"rope_scaling":{"rope_type":"llama3","factor":4.0,"low_freq_factor":4.0,)"
+          R"("high_freq_factor":1.0,"original_max_position_embeddings":16})",
+          "config.json: rope_scaling.high_freq_factor: expected high_freq_factor");
+  refused(R"(,"rms_norm_eps":0)", "config.json: rms_norm_eps: expected a number in (0");
+  refused(R"(,"rope_theta":-1)", "config.json: rope_theta: expected a number in (0");
+  refused(R"(,"tie_word_embeddings":"yes")", "config.json: tie_word_embeddings: expected true");
+  write_bytes(p, R"({"model_type":"llama","hidden_size":64,"intermediate_size":96,
+    "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":100})");
+  expect_input_error([&] { read_hf_config(p); }, "config.json: max_position_embeddings: required");
+  write_bytes(p, R"({"model_type":"llama","hidden_size":66,"intermediate_size":96,
+    "num_attention_heads":4,"num_hidden_layers":2,"max_position_embeddings":32,"vocab_size":100})");
+  expect_input_error([&] { read_hf_config(p); },
+                     "config.json: hidden_size: 66 is not a multiple of heads");
+}
+
+namespace {
+// A Llama-family model with GQA (NKV 1 < NH 2), an untied head and Llama 3
+// rope scaling.
+ModelConfig tiny_llama(bool tied = false) {
+  ModelConfig c{16, 67, default_padded_vocab(67), 2, 2, 8};
+  c.family = Family::kLlama;
+  c.num_kv_heads = 1;
+  c.intermediate_size = 12;
+  c.tied_head = tied;
+  c.norm_eps = 1e-5f;
+  c.rope.theta = 500000.0;
+  c.rope.llama3 = true;
+  c.rope.factor = 8.0;
+  c.rope.original_max_position = 8;
+  return c;
+}
+
+std::string llama_json(const ModelConfig& c, const std::string& extra = "") {
+  return "{\"model_type\":\"llama\",\"hidden_size\":" + std::to_string(c.channels) +
+         ",\"intermediate_size\":" + std::to_string(c.hidden()) +
+         ",\"num_attention_heads\":" + std::to_string(c.num_heads) +
+         ",\"num_key_value_heads\":" + std::to_string(c.kv_heads()) +
+         ",\"num_hidden_layers\":" + std::to_string(c.num_layers) +
+         ",\"max_position_embeddings\":" + std::to_string(c.max_seq_len) +
+         ",\"vocab_size\":" + std::to_string(c.vocab_size) + ",\"rms_norm_eps\":1e-05" +
+         ",\"rope_theta\":500000.0,\"tie_word_embeddings\":" + (c.tied_head ? "true" : "false") +
+         ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0," +
+         "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8}" + extra + "}";
+}
+
+// Random Llama parameters (every tensor random so a misplaced block shows),
+// zero padding rows.
+std::vector<float> llama_params(const ModelConfig& c, std::uint64_t seed) {
+  const ParamLayout lay(c);
+  std::vector<float> p(lay.total);
+  std::uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (float& v : p) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    v = float(int(x % 2001) - 1000) / 997.0f;
+  }
+  const std::size_t used = std::size_t(c.vocab_size) * c.channels;
+  for (int k : {int(kWte), int(kLmHead)})
+    for (std::size_t i = used; i < lay.sizes[k]; ++i) p[lay.offsets[k] + i] = 0;
+  return p;
+}
+
+// The LlamaForCausalLM tensors of `p`, written out here from config.h's
+// layout comment (qkvw rows q | k | v, fcw rows gate | up), not through the
+// mapping under test.
+std::vector<Raw> llama_tensors(const ModelConfig& c, const std::vector<float>& p,
+                               const std::string& dtype) {
+  const ParamLayout lay(c);
+  const std::size_t C = c.channels, D = c.head_dim(), NH = c.num_heads, NKV = c.kv_heads(),
+                    I = c.hidden(), V = c.vocab_size;
+  const auto enc = [&](const float* s, std::size_t n) {
+    std::vector<float> v(s, s + n);
+    if (dtype == "F32") return f32_bytes(v);
+    std::vector<std::uint16_t> h(n);
+    for (std::size_t i = 0; i < n; ++i)
+      h[i] = dtype == "BF16" ? float_to_bf16(v[i]) : float_to_half(v[i]);
+    return u16_bytes(h);
+  };
+  std::vector<Raw> ts;
+  const auto add = [&](const std::string& n, std::vector<std::size_t> shape, const float* s) {
+    std::size_t e = 1;
+    for (auto d : shape) e *= d;
+    ts.push_back({n, dtype, std::move(shape), enc(s, e)});
+  };
+  const float* P = p.data();
+  add("model.embed_tokens.weight", {V, C}, P + lay.offsets[kWte]);
+  for (std::size_t l = 0; l < std::size_t(c.num_layers); ++l) {
+    const std::string h = "model.layers." + std::to_string(l) + ".";
+    const float* qkv = P + lay.offsets[kQkvw] + l * (NH + 2 * NKV) * D * C;
+    const float* fc = P + lay.offsets[kFcw] + l * 2 * I * C;
+    add(h + "input_layernorm.weight", {C}, P + lay.offsets[kLn1w] + l * C);
+    add(h + "self_attn.q_proj.weight", {NH * D, C}, qkv);
+    add(h + "self_attn.k_proj.weight", {NKV * D, C}, qkv + NH * D * C);
+    add(h + "self_attn.v_proj.weight", {NKV * D, C}, qkv + (NH + NKV) * D * C);
+    add(h + "self_attn.o_proj.weight", {C, C}, P + lay.offsets[kAttprojw] + l * C * C);
+    add(h + "post_attention_layernorm.weight", {C}, P + lay.offsets[kLn2w] + l * C);
+    add(h + "mlp.gate_proj.weight", {I, C}, fc);
+    add(h + "mlp.up_proj.weight", {I, C}, fc + I * C);
+    add(h + "mlp.down_proj.weight", {C, I}, P + lay.offsets[kFcprojw] + l * C * I);
+  }
+  add("model.norm.weight", {C}, P + lay.offsets[kLnfw]);
+  if (!c.tied_head) add("lm_head.weight", {V, C}, P + lay.offsets[kLmHead]);
+  return ts;
+}
+
+std::string llama_dir(const std::string& name, const ModelConfig& c, const std::vector<Raw>& ts,
+                      const std::string& config = "") {
+  const std::string dir = tmpdir(name);
+  write_bytes(dir + "/model.safetensors", build_st(ts));
+  write_bytes(dir + "/config.json", config.empty() ? llama_json(c) : config);
+  return dir;
+}
+
+std::size_t index_of(const std::vector<Raw>& ts, const std::string& name) {
+  for (std::size_t i = 0; i < ts.size(); ++i)
+    if (ts[i].name == name) return i;
+  ADD_FAILURE() << "no tensor " << name;
+  return 0;
+}
+} // namespace
+
+TEST(HfLlama, LoadsTheSameBufferAsTheModelFile) {
+  for (const bool tied : {false, true}) {
+    const ModelConfig c = tiny_llama(tied);
+    const std::vector<float> p = llama_params(c, 3);
+    const std::string dir = llama_dir(tied ? "ltied" : "luntied", c, llama_tensors(c, p, "F32"));
+    const ModelFile st = load_any_model(dir + "/model.safetensors");
+    EXPECT_EQ(st.config.describe(), c.describe());
+    EXPECT_TRUE(st.config.rope.llama3);
+    EXPECT_EQ(st.config.rope.factor, 8.0);
+    EXPECT_TRUE(same_bits(st.params, p)) << tied;
+    EXPECT_EQ(load_any_model_config(dir).describe(), c.describe());
+    // Myelin's own model file holds the same, header included.
+    save_any_model(dir + "/m.bin", st.config, st.params, false);
+    const ModelFile bin = load_any_model(dir + "/m.bin");
+    EXPECT_EQ(bin.config.describe(), c.describe());
+    EXPECT_EQ(bin.config.rope.original_max_position, 8.0);
+    EXPECT_EQ(bin.config.norm_eps, 1e-5f);
+    EXPECT_TRUE(same_bits(bin.params, p));
+  }
+  // A tied head stored anyway, and the rotary buffers old checkpoints keep.
+  const ModelConfig c = tiny_llama(true);
+  const std::vector<float> p = llama_params(c, 4);
+  auto ts = llama_tensors(c, p, "F32");
+  ts.push_back({"lm_head.weight", "F32", {67, 8}, ts[0].bytes});
+  ts.push_back({"model.layers.1.self_attn.rotary_emb.inv_freq", "F32", {2}, f32_bytes({1, 0.5f})});
+  EXPECT_TRUE(same_bits(load_any_model(llama_dir("lextra", c, ts)).params, p));
+}
+
+TEST(HfLlama, ConvertsBf16AndF16) {
+  const ModelConfig c = tiny_llama();
+  const std::vector<float> p = llama_params(c, 5);
+  for (const char* dt : {"BF16", "F16"}) {
+    const ModelFile m =
+        load_any_model(llama_dir(std::string("ldt") + dt, c, llama_tensors(c, p, dt)));
+    std::vector<float> want = p;
+    for (float& x : want)
+      x = std::string(dt) == "BF16" ? bf16_to_float(float_to_bf16(x))
+                                    : half_to_float(float_to_half(x));
+    EXPECT_TRUE(same_bits(m.params, want)) << dt;
+  }
+}
+
+TEST(HfLlama, SaveLoadRoundTripIsExact) {
+  const ModelConfig c = tiny_llama();
+  const std::vector<float> p = llama_params(c, 6);
+  const std::string dir = tmpdir("lsave");
+  save_any_model(dir + "/out.safetensors", c, p, false);
+  const ModelFile m = load_any_model(dir + "/out.safetensors");
+  EXPECT_EQ(m.config.describe(), c.describe());
+  EXPECT_TRUE(m.config.rope.llama3);
+  EXPECT_TRUE(same_bits(m.params, p));
+  // The names, shapes and bytes are the independent builder's.
+  const SafetensorsFile f(dir + "/out.safetensors");
+  const auto want = llama_tensors(c, p, "F32");
+  ASSERT_EQ(f.tensors().size(), want.size());
+  for (const StTensor& t : f.tensors()) {
+    const Raw& r = want[index_of(want, t.name)];
+    EXPECT_EQ(t.shape, r.shape) << r.name;
+    const auto b = f.bytes(t);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(b.data()), b.size()), r.bytes) << r.name;
+  }
+  save_any_model(dir + "/bf.safetensors", c, p, true);
+  std::vector<float> want16 = p;
+  for (float& x : want16) x = bf16_to_float(float_to_bf16(x));
+  EXPECT_TRUE(same_bits(load_any_model(dir + "/bf.safetensors").params, want16));
+}
+
+TEST(HfLlama, RefusesMismatchedTensors) {
+  const ModelConfig c = tiny_llama();
+  const std::vector<float> p = llama_params(c, 7);
+  const auto base = llama_tensors(c, p, "F32");
+  const auto load_with = [&](const std::string& name, std::vector<Raw> ts,
+                             const std::string& config = "") {
+    return [=] { load_any_model(llama_dir(name, c, ts, config)); };
+  };
+  const std::size_t k1 = index_of(base, "model.layers.1.self_attn.k_proj.weight");
+  auto missing = base;
+  missing.erase(missing.begin() + long(k1));
+  expect_input_error(load_with("lmissing", missing),
+                     "tensor model.layers.1.self_attn.k_proj.weight is missing (expected [4, 8]");
+  auto renamed = base;
+  renamed[index_of(base, "model.norm.weight")].name = "model.final_norm.weight";
+  expect_input_error(load_with("lrenamed", renamed), "tensor model.norm.weight is missing");
+  auto extra = base;
+  extra.push_back(
+      {"model.layers.0.self_attn.q_proj.bias", "F32", {8}, f32_bytes(std::vector<float>(8))});
+  expect_input_error(
+      load_with("lextra2", extra),
+      "tensor model.layers.0.self_attn.q_proj.bias: not a tensor of this Llama model");
+  auto shaped = base;
+  shaped[k1].shape = {8, 4};
+  expect_input_error(
+      load_with("lshape", shaped),
+      "tensor model.layers.1.self_attn.k_proj.weight: shape [8, 4], expected [4, 8]");
+  auto typed = base;
+  typed[1].dtype = "I32";
+  expect_input_error(load_with("ldtype", typed),
+                     "tensor model.layers.0.input_layernorm.weight: dtype I32 is not supported");
+  auto nan = base;
+  nan[1].bytes = f32_bytes(std::vector<float>(8, NAN));
+  expect_input_error(load_with("lnan", nan), "non-finite weight nan");
+  auto nohead = base;
+  nohead.pop_back();
+  expect_input_error(load_with("lnohead", nohead), "tensor lm_head.weight is missing");
+  // A tied config with a head that is not the embedding.
+  const ModelConfig tied = tiny_llama(true);
+  expect_input_error(load_with("ltiedhead", base, llama_json(tied)),
+                     "tensor lm_head.weight: differs from model.embed_tokens.weight");
+  // config.json disagreeing with the tensors: kv heads, intermediate size.
+  ModelConfig mha = c;
+  mha.num_kv_heads = 2;
+  expect_input_error(
+      load_with("lkv", base, llama_json(mha)),
+      "tensor model.layers.0.self_attn.k_proj.weight: shape [4, 8], expected [8, 8]");
+  ModelConfig wider = c;
+  wider.intermediate_size = 16;
+  expect_input_error(load_with("lwide", base, llama_json(wider)),
+                     "tensor model.layers.0.mlp.gate_proj.weight: shape [12, 8], expected [16, 8]");
+  // GPT-2 names under a Llama config, and Llama names under a GPT-2 config.
+  const ModelConfig g = tiny();
+  expect_input_error(load_with("lgpt2", hf_tensors(g, params_of(g, 1), "F32")),
+                     "tensor model.embed_tokens.weight is missing");
+  expect_input_error(load_with("gllama", base, gpt2_json(g)), "tensor wte.weight is missing");
+  // Offsets out of the file, overlapping, and a truncated file.
+  const std::string dir = llama_dir("lbytes", c, base);
+  const std::string file = dir + "/model.safetensors";
+  std::string bytes = build_st(base);
+  write_bytes(file, bytes.substr(0, bytes.size() - 4));
+  expect_input_error([&] { load_any_model(dir); }, "tensor lm_head.weight: data_offsets: end");
+  std::string header = bytes.substr(8, bytes.find("}}", 8) + 2 - 8);
+  std::string data = bytes.substr(8 + header.size());
+  const std::string emb = "\"data_offsets\":[0,2144]";
+  ASSERT_NE(header.find(emb), std::string::npos);
+  std::string over = header;
+  const std::string ln = "\"data_offsets\":[2144,2176]";
+  ASSERT_NE(over.find(ln), std::string::npos);
+  over.replace(over.find(ln), ln.size(), "\"data_offsets\":[2140,2172]");
+  write_bytes(file, st_bytes(over, data));
+  expect_input_error([&] { load_any_model(dir); },
+                     "tensor model.layers.0.input_layernorm.weight: data_offsets overlap tensor "
+                     "model.embed_tokens.weight");
+}
+
+TEST(HfLlama, ShardedCheckpoint) {
+  const ModelConfig c = tiny_llama();
+  const std::vector<float> p = llama_params(c, 8);
+  const auto ts = llama_tensors(c, p, "BF16");
+  const std::string dir = tmpdir("lshards");
+  const std::vector<Raw> a(ts.begin(), ts.begin() + 7), b(ts.begin() + 7, ts.end());
+  write_bytes(dir + "/model-00001-of-00002.safetensors", build_st(a));
+  write_bytes(dir + "/model-00002-of-00002.safetensors", build_st(b));
+  write_bytes(dir + "/config.json", llama_json(c));
+  std::string j = "{\"weight_map\":{";
+  for (std::size_t i = 0; i < ts.size(); ++i)
+    j += std::string(i ? "," : "") + "\"" + ts[i].name + "\":\"model-0000" + (i < 7 ? "1" : "2") +
+         "-of-00002.safetensors\"";
+  write_bytes(dir + "/model.safetensors.index.json", j + "}}");
+  std::vector<float> want = p;
+  for (float& x : want) x = bf16_to_float(float_to_bf16(x));
+  EXPECT_TRUE(same_bits(load_any_model(dir).params, want));
 }

@@ -1,6 +1,7 @@
 // Checkpoint folders. A checkpoint of step N is the folder <dir>/step_<N> (N
 // zero-padded to 8 digits, at most kMaxTrainStep) holding
-//   model.bin      the whole model, llm.c format (runtime/io/model_file.h)
+//   model.bin      the whole model, Myelin's model file (runtime/io/model_file.h:
+//                  llm.c's format for GPT-2, its Llama header for Llama)
 //   state_<r>.bin  one per rank r of the job (runtime/io/train_state.h)
 //   manifest.txt   key=value lines, written last: format=2, step, ranks, dp, pp,
 //                  zero, model (ModelConfig::describe()) and, for each file

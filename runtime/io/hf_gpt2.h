@@ -1,19 +1,18 @@
-// GPT-2 weights under Hugging Face's GPT2LMHeadModel names, in safetensors,
-// mapped to and from the model's flat parameter buffer (llm.c's order,
-// runtime/model/config.h ParamLayout).
+// GPT-2 weights under Hugging Face's GPT2LMHeadModel names, mapped to and from
+// the model's flat parameter buffer (llm.c's order, runtime/model/config.h
+// ParamLayout) through the shared tensor table (runtime/io/hf_tensors.h).
 //
-// Contract: load_hf_gpt2 reads config.json beside the weights
-// (runtime/io/hf_config.h) and requires exactly the tensors of that shape,
-// with or without the "transformer." prefix: wte, wpe, h.{l}.ln_1, attn.c_attn,
-// attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj (weight and bias), ln_f. Conv1D
-// weights, stored [in, out], are transposed to the model's [out, in]; wte's V
-// rows fill the first V of Vp rows, the padding rows are zero. lm_head.weight,
-// when present, must equal wte (GPT-2's head is tied). The attention mask
-// buffers (h.{l}.attn.bias, h.{l}.attn.masked_bias) are ignored. A tensor
-// missing, of another shape, of a non-float dtype, unknown, or holding a
-// non-finite value is an InputError naming the file and the tensor.
-// save_hf_gpt2 writes the same names (with "transformer.", without the tied
-// lm_head) in F32 or BF16, and config.json beside them, each atomically.
+// Contract: load_hf_gpt2 requires exactly the tensors of the config's shape,
+// with or without the "transformer." prefix: wte, wpe, h.{l}.ln_1,
+// attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj (weight and bias),
+// ln_f. Conv1D weights, stored [in, out], are transposed to the model's
+// [out, in]; wte's V rows fill the first V of Vp rows, the padding rows are
+// zero. lm_head.weight, when present, must equal wte (GPT-2's head is tied).
+// The attention mask buffers (h.{l}.attn.bias, h.{l}.attn.masked_bias) are
+// ignored. A tensor missing, of another shape, of a non-float dtype, unknown,
+// or holding a non-finite value is an InputError naming the file and the
+// tensor. save_hf_gpt2 writes the same names (with "transformer.", without the
+// tied lm_head) in F32 or BF16, and config.json beside them.
 #pragma once
 
 #include <string>
@@ -24,10 +23,8 @@
 
 namespace myelin {
 
-// `path`: a .safetensors file, a model.safetensors.index.json, or a folder.
-ModelFile load_hf_gpt2(const std::string& path);
-// config.json of the checkpoint at `path`, validated (no tensor is read).
-ModelConfig load_hf_gpt2_config(const std::string& path);
+// `cfg`: the GPT-2 config read from the checkpoint's config.json.
+ModelFile load_hf_gpt2(const SafetensorsCheckpoint& ck, const ModelConfig& cfg);
 // Writes `path` (a .safetensors file) and config.json in its folder.
 void save_hf_gpt2(const std::string& path, const ModelConfig& cfg, const std::vector<float>& params,
                   StDtype dtype);

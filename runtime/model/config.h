@@ -20,8 +20,9 @@
 //   fcprojw [C, I]             down_proj
 //   ln1w, ln2w [C]             input_layernorm, post_attention_layernorm
 //
-// One size check for every path that builds a model (`myelin train` flags, an
-// llm.c model file's header, a pool job, `--memory-plan`, `myelin bench`):
+// One size check for every path that builds a model (`myelin train` flags, a
+// model file's header, a Hugging Face config.json, a pool job, `--memory-plan`,
+// `myelin bench`):
 // ModelConfig::validate and validate_micro_batch throw InputError naming the
 // field as its source spells it. The bounds (inclusive):
 //   channels C          1..65536

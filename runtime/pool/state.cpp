@@ -154,6 +154,10 @@ PoolState::JobRt& PoolState::job_rt(std::int64_t job) {
   auto rt = std::make_unique<JobRt>();
   rt->spec = parse_job(json::parse(st.text(0)));
   rt->cfg = rt->spec.shape;
+  // A job started from init_checkpoint stores no shape in its spec: round 0's
+  // model file holds it (every field, Llama's included).
+  if (!rt->spec.init_checkpoint.empty())
+    rt->spec.shape = rt->cfg = load_model_config(model_path(job, 0));
   rt->n = std::size_t(st.i64(1));
   if (st.is_null(2)) { // a job from before the key existed: give it one
     rt->replay_secret = random_secret();
@@ -1188,6 +1192,11 @@ std::string PoolState::shard_file(std::int64_t job, std::size_t index) {
   std::lock_guard lk(mu_);
   job_rt(job).shard_seen[index] = {size, mtime, true};
   return path;
+}
+
+ModelConfig PoolState::job_config(std::int64_t job) {
+  std::lock_guard lk(mu_);
+  return job_rt(job).cfg;
 }
 
 std::size_t PoolState::param_count(std::int64_t job) {

@@ -94,6 +94,9 @@ class PoolState {
   // logged and refused with 409, a missing file with 410.
   std::string shard_file(std::int64_t job, std::size_t index);
   std::size_t param_count(std::int64_t job);
+  // The job's model configuration (for an init_checkpoint job: round 0's model
+  // file's, every field).
+  ModelConfig job_config(std::int64_t job);
 
   // Closes every round that is ready: enough uploads and nobody still
   // training, or its deadline passed (whatever the other contributors do: a

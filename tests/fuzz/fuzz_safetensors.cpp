@@ -1,11 +1,13 @@
 // libFuzzer harness for safetensors files (runtime/io/safetensors.h) and the
-// GPT-2 mapping on top of them (runtime/io/hf_gpt2.h). Feeds the input as a
-// whole model.safetensors, with a fixed config.json beside it (L1 NH1 C4 V3
-// maxT2). Checked: an accepted file's tensors cover its data section exactly,
-// in order, each with elements x dtype size bytes; float dtypes convert, the
-// others are refused as bad input; a GPT-2 model that loads has
-// ParamLayout(config).total finite parameters, and saving it as F32
-// safetensors and loading that again gives back bit-identical parameters.
+// GPT-2 and Llama mappings on top of them (runtime/io/hf_gpt2.h, hf_llama.h,
+// through model_any.h). Feeds the input as a whole model.safetensors, once
+// beside a fixed GPT-2 config.json (L1 NH1 C4 V3 maxT2) and once beside a fixed
+// Llama one (L1 NH2 NKV1 C4 I4 V3 maxT2, untied head). Checked: an accepted
+// file's tensors cover its data section exactly, in order, each with elements
+// x dtype size bytes; float dtypes convert, the others are refused as bad
+// input; a model that loads has ParamLayout(config).total finite parameters,
+// and saving it as F32 safetensors and loading that again gives back
+// bit-identical parameters.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,12 +16,28 @@
 #include <memory>
 #include <vector>
 
-#include "runtime/io/hf_gpt2.h"
+#include "runtime/io/model_any.h"
 #include "runtime/io/safetensors.h"
 #include "tests/fuzz/fuzz_support.h"
 
 using myelin::fuzz::check;
 using myelin::fuzz::expect_input_error;
+
+namespace {
+// Loads `path` through model_any (config.json beside it picks the family);
+// an accepted model round-trips through F32 safetensors bit for bit.
+void check_model(const std::string& path) {
+  myelin::ModelFile m;
+  if (!expect_input_error([&] { m = myelin::load_any_model(path); })) return;
+  check(m.params.size() == myelin::ParamLayout(m.config).total, "parameter count");
+  for (float p : m.params) check(std::isfinite(p), "a non-finite weight was accepted");
+  myelin::save_any_model(path, m.config, m.params, false);
+  const myelin::ModelFile again = myelin::load_any_model(path);
+  check(again.config.describe() == m.config.describe(), "shape changed on a save/load round trip");
+  check(myelin::fuzz::same_bits(again.params, m.params),
+        "parameters changed on a save/load round trip");
+}
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const myelin::fuzz::ScratchFile file("fuzz_safetensors", "model.safetensors");
@@ -49,14 +67,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   check(8 + at <= size, "tensors past the end of the input");
   f.reset();
-  myelin::ModelFile m;
-  if (!expect_input_error([&] { m = myelin::load_hf_gpt2(path); })) return 0;
-  check(m.params.size() == myelin::ParamLayout(m.config).total, "parameter count");
-  for (float p : m.params) check(std::isfinite(p), "a non-finite weight was accepted");
-  myelin::save_hf_gpt2(path, m.config, m.params, myelin::StDtype::F32);
-  const myelin::ModelFile again = myelin::load_hf_gpt2(path);
-  check(again.config.describe() == m.config.describe(), "shape changed on a save/load round trip");
-  check(myelin::fuzz::same_bits(again.params, m.params),
-        "parameters changed on a save/load round trip");
+  static const myelin::fuzz::ScratchFile llama("fuzz_safetensors_llama", "model.safetensors");
+  static const bool llama_config_written = [] {
+    const std::string d = std::filesystem::path(llama.path()).parent_path().string();
+    std::ofstream(d + "/config.json")
+        << R"({"model_type":"llama","hidden_size":4,"intermediate_size":4,)"
+           R"("num_attention_heads":2,"num_key_value_heads":1,"num_hidden_layers":1,)"
+           R"("max_position_embeddings":2,"vocab_size":3,"tie_word_embeddings":false})";
+    return true;
+  }();
+  (void)llama_config_written;
+  check_model(llama.write(data, size));
+  check_model(file.write(data, size));
   return 0;
 }

@@ -253,10 +253,10 @@ def forward_backward(cfg, P, inputs, targets, grad_scale):
     return loss, G
 
 
-def adamw(P, G, M, Vm, t, lr, b1, b2, eps, wd):
+def adamw(P, G, M, Vm, t, lr, b1, b2, eps, wd, names=PARAM_NAMES):
     c1 = 1.0 - b1 ** t
     c2 = 1.0 - b2 ** t
-    for name in PARAM_NAMES:
+    for name in names:
         g = G[name]
         M[name] = b1 * M[name] + (1.0 - b1) * g
         Vm[name] = b2 * Vm[name] + (1.0 - b2) * g * g
@@ -326,25 +326,22 @@ def cmd_make(a):
     write_shard(a.shard, rng.integers(0, a.V, size=a.ntok))
 
 
-def cmd_gradcheck(a):
-    """Checks the hand-written backward against central differences (float64)."""
-    cfg, P = read_model(a.model)
-    tokens = read_shard(a.train_data)
-    inp, tgt = SequentialLoader(tokens, a.batch_size, a.seq_len).next()
-    _, G = forward_backward(cfg, P, inp, tgt, 1.0)
+def fd_check(P, G, names, loss_of, samples, extra=None, h=1e-5):
+    """Worst relative error between G and central differences of loss_of(P)
+    over `samples` random entries per tensor (plus extra[name] indices)."""
     rng = np.random.default_rng(1)
-    h, worst = 1e-5, 0.0
-    for name in PARAM_NAMES:
+    worst = 0.0
+    for name in names:
         flat = P[name].reshape(-1)
-        idx = rng.choice(flat.size, size=min(a.samples, flat.size), replace=False)
-        if name == "wte":   # include rows that appear in the batch
-            idx = np.concatenate([idx, inp.reshape(-1)[:4] * cfg["C"]])
+        idx = rng.choice(flat.size, size=min(samples, flat.size), replace=False)
+        if extra and name in extra:
+            idx = np.concatenate([idx, extra[name]])
         for i in idx:
             old = flat[i]
             flat[i] = old + h
-            lp, _ = forward_backward(cfg, P, inp, tgt, 1.0)
+            lp = loss_of(P)
             flat[i] = old - h
-            lm, _ = forward_backward(cfg, P, inp, tgt, 1.0)
+            lm = loss_of(P)
             flat[i] = old
             num = (lp - lm) / (2 * h)
             ana = G[name].reshape(-1)[i]
@@ -352,6 +349,17 @@ def cmd_gradcheck(a):
             # gradient of zero, where only the absolute error means anything.
             err = abs(num - ana) / max(abs(num) + abs(ana), 1e-4)
             worst = max(worst, err)
+    return worst
+
+
+def cmd_gradcheck(a):
+    """Checks the hand-written backward against central differences (float64)."""
+    cfg, P = read_model(a.model)
+    tokens = read_shard(a.train_data)
+    inp, tgt = SequentialLoader(tokens, a.batch_size, a.seq_len).next()
+    _, G = forward_backward(cfg, P, inp, tgt, 1.0)
+    worst = fd_check(P, G, PARAM_NAMES, lambda Q: forward_backward(cfg, Q, inp, tgt, 1.0)[0],
+                     a.samples, {"wte": inp.reshape(-1)[:4] * cfg["C"]})  # rows in the batch
     print(f"gradcheck: worst relative error {worst:.2e}")
     return 0 if worst < 1e-5 else 1
 

@@ -5,6 +5,10 @@ source "$(dirname "$0")/common.sh" "$@"
 "$MYELIN" data synthetic --out data --examples 2000 >/dev/null
 "$MYELIN" train --train-data 'data/addition_train_*.bin' --layers 1 --channels 16 --heads 2 \
   --max-seq-len 16 --seq-len 16 --batch-size 2 --steps 1 --quiet --save model.bin
+# A Llama-family model file (Myelin's Llama header, runtime/io/model_file.h).
+"$MYELIN" train --train-data 'data/addition_train_*.bin' --layers 1 --channels 16 --heads 2 \
+  --family llama --kv-heads 1 --intermediate-size 24 --untied-head \
+  --max-seq-len 16 --seq-len 16 --batch-size 2 --steps 1 --quiet --save llama.bin
 ok=(--layers 1 --channels 16 --heads 2 --max-seq-len 16 --seq-len 16 --batch-size 2 --steps 1 --quiet)
 data=(--train-data 'data/addition_train_*.bin')
 # The default shape (L4 C128 NH4 V256) at T 16; each case sets what it tests
@@ -21,6 +25,13 @@ m = open('model.bin', 'rb').read()
 open('model_trunc.bin', 'wb').write(m[:-10])
 open('model_v4.bin', 'wb').write(m[:4] + struct.pack('<i', 4) + m[8:])
 open('notes.txt', 'w').write('hello')
+m = open('llama.bin', 'rb').read()
+word = lambda i, v: m[:4 * i] + struct.pack('<i', v) + m[4 * i + 4:]
+open('llama_kv.bin', 'wb').write(word(8, 3))        # 3 kv heads for 2 heads
+open('llama_tied.bin', 'wb').write(word(10, 2))     # tied flag neither 0 nor 1
+open('llama_eps.bin', 'wb').write(word(12, 0))      # RMSNorm eps 0
+open('llama_res.bin', 'wb').write(word(200, 5))     # a reserved word set
+open('llama_trunc.bin', 'wb').write(m[:-4])
 # The wrapping shape in a 1024-byte model file: maxT 1, V 256, L 5,
 # NH 1, C 2^29, Vp 2147483580 (the parameter count wrapped to 0 before).
 open('huge.bin', 'wb').write(hdr(20240326, 3, 1, 256, 5, 1, 536870912, 2147483580))
@@ -33,6 +44,11 @@ open('trunc32.bin', 'wb').write(hdr(20240801, 7, 100) + b'\0' * 200)
 open('small.bin', 'wb').write(hdr(20240520, 1, 200) + struct.pack('<200H', *[i % 8 for i in range(200)]))
 PY
 expect2 "nothere_*.bin" train "${ok[@]}" --train-data 'nothere_*.bin'
+expect2 "llama_kv.bin: bad model header: kv_heads: expected 1..2, got 3" train --model llama_kv.bin "${data[@]}" --steps 1 --quiet
+expect2 "llama_tied.bin: bad model header: tied_head: expected 0 or 1" train --model llama_tied.bin "${data[@]}" --steps 1 --quiet
+expect2 "llama_eps.bin: bad model header: norm_eps" train --model llama_eps.bin "${data[@]}" --steps 1 --quiet
+expect2 "llama_res.bin: bad model header: reserved word 200" train --model llama_res.bin "${data[@]}" --steps 1 --quiet
+expect2 "llama_trunc.bin: truncated model file" train --model llama_trunc.bin "${data[@]}" --steps 1 --quiet
 expect2 "badmagic.bin: not a token shard" train "${ok[@]}" --train-data badmagic.bin
 expect2 "badversion.bin: unsupported token shard version 7" train "${ok[@]}" --train-data badversion.bin
 expect2 "truncated.bin" train "${ok[@]}" --train-data truncated.bin
