@@ -38,28 +38,42 @@ MACHINES = [
 GEMM_EFF = 0.65  # cuBLASLt bf16 GEMMs at these shapes: ~650 TFLOP/s of 989
 MEM_EFF = 0.85  # memory-bound kernels: 85% of the data-sheet bandwidth
 LAUNCH_GAP_S = 1.5e-6  # idle time between two dependent kernels on one stream
-HOST_S = 1.0e-3  # per step: 4 host syncs + loading the next batch + relaunch
-# Attention rates, FLOP/s, over the FLOPs each scenario counts (see ATTN_NOTE).
-TC_ATTN = 125e12  # Myelin's WMMA kernels, executed FLOPs: issue estimate 100-150
-FMA_ATTN = 15e12  # Myelin's fp32 CUDA-core kernels, executed FLOPs: estimate
-FA2_FWD = 225e12  # FlashAttention-2 forward, useful FLOPs, causal, T ~ 1k-2k
-FA2_BWD = 175e12  # FlashAttention-2 backward, useful FLOPs, causal
+HOST_S = 1.0e-3  # per step, an estimate: host syncs + uploads + loading the next batch
+# Attention rates, FLOP/s of executed FLOPs (see ATTN_NOTE). FlashAttention-2's
+# backward executes its useful FLOPs (5 GEMMs), so its published rate is also its
+# rate of executed FLOPs; Myelin's attention_fa2.cu executes 7 (14K, see below).
+FA2_FWD = 225e12  # FlashAttention-2 forward, causal, head dim 64, T ~ 1k-2k
+FA2_BWD = 175e12  # FlashAttention-2 backward, causal
+PESSIMISTIC = 0.5  # the pessimistic scenario: half of FlashAttention-2's rates
+SCENARIOS = [
+    # label, forward rate, backward rate (executed FLOPs)
+    ("attention_fa2 at FlashAttention-2's rate", FA2_FWD, FA2_BWD),
+    ("attention_fa2 pessimistic (half that rate)", PESSIMISTIC * FA2_FWD,
+     PESSIMISTIC * FA2_BWD),
+]
 
 ATTN_NOTE = (
-    "FlashAttention-2 rates: the FlashAttention-3 paper (Shah et al., 2024) "
+    "FlashAttention-2's published rates: the FlashAttention-3 paper (Shah et al., 2024) "
     "charts FlashAttention-2 on an H100 80GB SXM5 in bf16, counting useful FLOPs "
     "(backward = 2.5 x forward); at head dim 64 and sequence length 1k without "
     "the causal mask, about 306 TFLOP/s forward and 238 TFLOP/s backward "
     "(cuDNN: about 373 and 348); at head dim 128 its causal forward runs at "
-    "0.74 x the non-causal one at 1k (about 260 against 350). Assumed here: "
-    "225 TFLOP/s forward and 175 TFLOP/s backward, causal, head dim 64, "
-    "T = 1-2k. Myelin's tensor-core attention (WMMA, attention_tc.cu) at "
-    "125 TFLOP/s of executed FLOPs, the 100-150 TFLOP/s that a desk review of "
-    "the CUDA backend estimated for its design; its fp32 CUDA-core attention "
-    "(attention.cu), which the backend selects for grouped-query attention "
-    "(kv heads != heads), at 15 TFLOP/s of executed FLOPs, about a quarter of "
-    "the 67 TFLOP/s fp32 peak (an estimate: its inner loops read operands from "
-    "shared memory)."
+    "0.74 x the non-causal one at 1k (about 260 against 350). Assumed here for "
+    "FlashAttention-2: 225 TFLOP/s forward and 175 TFLOP/s backward, causal, head "
+    "dim 64, T = 1-2k. Myelin's attention (attention_fa2.cu: mma.sync m16n8k16, "
+    "ldmatrix, cp.async, 128-row tiles, grouped-query attention included) follows "
+    "FlashAttention-2's design but has never run on a GPU, so its rate is unknown; "
+    "two scenarios bracket it. (1) At FlashAttention-2's rate: attention_fa2.cu's "
+    "executed FLOPs at 225 TFLOP/s forward and 175 TFLOP/s backward. Its backward "
+    "is a dQ kernel and a dK/dV kernel that both recompute S and dP (14K executed; "
+    "FlashAttention-2 executes its 10K useful FLOPs and adds dQ with atomics "
+    "instead), so at the same tensor-core throughput its backward takes 1.4 x "
+    "FlashAttention-2's time (125 TFLOP/s of useful FLOPs). (2) Pessimistic: half "
+    f"those rates ({PESSIMISTIC * FA2_FWD / 1e12:.1f} and "
+    f"{PESSIMISTIC * FA2_BWD / 1e12:.1f} TFLOP/s of executed FLOPs), about what a "
+    "desk review estimated for the WMMA kernels that attention_fa2.cu replaced, "
+    "for a first version with one 8-warp block per SM (launch bounds; 128-242 "
+    "registers per thread) and untuned tile sizes. Neither is a measurement."
 )
 
 # ---- models: runtime/model/config.cpp (model_preset) ------------------------------
@@ -125,7 +139,7 @@ class Call:
         self.unit = unit  # "tensor" (bf16 tensor cores) or "fp32" (CUDA cores)
         self.group = group  # "gemm", "attention" or "memory"
         self.launches = launches  # kernel launches per call
-        self.attn = attn  # attention: (useful FLOPs, "fwd" | "bwd", "tc" | "fma")
+        self.attn = attn  # attention: "fwd" or "bwd"
 
     def floor(self, m):
         _, bw, tc, fp32 = m
@@ -133,21 +147,36 @@ class Call:
         t_mem, t_fl = self.bytes / bw, self.flops / peak
         return max(t_mem, t_fl), ("FLOPs" if t_fl > t_mem else "bytes")
 
-    def predict(self, m, fa2):
+    def predict(self, m, scenario):
         _, bw, tc, _ = m
         t_mem = self.bytes / (MEM_EFF * bw)
         if self.group == "gemm":
             t = max(t_mem, self.flops / (GEMM_EFF * tc))
         elif self.group == "attention":
-            useful, kind, impl = self.attn
-            if fa2:
-                t = useful / (FA2_FWD if kind == "fwd" else FA2_BWD)
-            else:
-                t = self.flops / (TC_ATTN if impl == "tc" else FMA_ATTN)
-            t = max(t, t_mem)
+            _, fwd, bwd = scenario
+            t = max(t_mem, self.flops / (fwd if self.attn == "fwd" else bwd))
         else:
             t = max(t_mem, self.floor(m)[0])
         return t + self.launches * LAUNCH_GAP_S
+
+
+def gelu_fused(m, recompute):
+    """cuda_backend.h: GeLU in the cuBLASLt epilogues, bf16 default, --recompute 0."""
+    return not m.llama and recompute == 0
+
+
+def attention_tc(m):
+    """ops_cuda.h attention_tc_supported: kv heads dividing heads, D = 64 or 128."""
+    return m.NH % m.NKV == 0 and m.D in (64, 128)
+
+
+def norm_slots(C):
+    """layernorm.cu / rmsnorm.cu col_slots: row slots S of the backward's column
+    pass, the largest power of two <= 8 with S * (C / 8 bf16 packs) <= 256."""
+    packs, s = max(C // 8, 1), 1
+    while s < 8 and 2 * s * packs <= 256:
+        s *= 2
+    return s
 
 
 def step_calls(m, recompute=0):
@@ -157,61 +186,67 @@ def step_calls(m, recompute=0):
     s = BF16
     NC = N * C
     calls = []
+    fused = gelu_fused(m, recompute)
 
     def add(*a, **k):
         calls.append(Call(*a, **k))
 
-    # matmul.cu: forward (N*IC + OC*IC + N*OC)*s (+ bias); backward as two cuBLASLt
-    # GEMMs (dinp reads dout and W and writes dinp; dweight reads dout and inp and
-    # read-modify-writes the fp32 gradient), then the two-kernel bias gradient
-    # (N*OC*s + 2*R*OC*4, R = clamp(N/128, 1, 64)). FLOPs 2*N*IC*OC per GEMM.
-    R = min(max(N // 128, 1), 64)
+    # matmul.cu: forward (N*IC + OC*IC + N*OC)*s (+ bias; + N*OC*s for the
+    # GELU_AUX_BIAS epilogue's pre-activation); backward as two cuBLASLt GEMMs: dinp
+    # reads dout and W and writes dinp (DGELU epilogue: also reads the
+    # pre-activation); dweight reads dout and inp and read-modify-writes the fp32
+    # gradient, with the BGRADB epilogue writing the bias gradient (OC floats) into
+    # scratch, then one kernel adds it to dbias (3*OC*4 bytes). FLOPs 2*N*IC*OC per
+    # GEMM; the epilogues' element-wise work (GeLU, gelu', the bias sum over N) runs
+    # on the GEMM's tiles and is not counted.
+    def mm_fwd(tag, IC, OC, bias, n=L, gelu=False):
+        name = f"matmul_forward {tag}{' + GELU_AUX_BIAS epilogue' if gelu else ''} ({IC}->{OC})"
+        add(name, n, (N * IC + OC * IC + N * OC * (2 if gelu else 1) + (OC if bias else 0)) * s,
+            2 * N * IC * OC, "tensor", "gemm")
 
-    def mm_fwd(tag, IC, OC, bias, n=L):
-        add(f"matmul_forward {tag} ({IC}->{OC})", n,
-            (N * IC + OC * IC + N * OC + (OC if bias else 0)) * s, 2 * N * IC * OC, "tensor",
+    def mm_bwd(tag, IC, OC, bias, n=L, dgelu=False):
+        add(f"matmul_backward {tag} dinp{' + DGELU epilogue' if dgelu else ''}", n,
+            (N * OC + OC * IC + N * IC * (2 if dgelu else 1)) * s, 2 * N * IC * OC, "tensor",
             "gemm")
-
-    def mm_bwd(tag, IC, OC, bias, n=L):
-        add(f"matmul_backward {tag} dinp", n, (N * OC + OC * IC + N * IC) * s, 2 * N * IC * OC,
-            "tensor", "gemm")
-        add(f"matmul_backward {tag} dweight", n, (N * OC + N * IC) * s + 2 * F32 * OC * IC,
+        add(f"matmul_backward {tag} dweight{' + BGRADB epilogue' if bias else ''}", n,
+            (N * OC + N * IC) * s + 2 * F32 * OC * IC + (F32 * OC if bias else 0),
             2 * N * IC * OC, "tensor", "gemm")
         if bias:
-            add(f"matmul_backward {tag} dbias (2 kernels)", n, N * OC * s + 2 * R * OC * F32,
-                N * OC, "fp32", "memory", launches=2)
+            add(f"matmul_backward {tag} dbias add", n, 3 * F32 * OC, OC, "fp32", "memory")
 
-    # attention.cu / attention_tc.cu: K = B*NH*D*T(T+1)/2 multiply-adds per causal
-    # triangle GEMM; forward 4K FLOPs; backward 10K useful, 14K executed. Forward
-    # reads qkv, writes out and lse; backward reads qkv, out, dout, lse, writes dqkv
-    # and Drow. The backend picks the WMMA kernels for bf16, D = 64 or 128 and
-    # NKV = NH; the fp32 CUDA-core ones otherwise.
+    # attention_fa2.cu (chosen for bf16, D = 64 or 128, any kv heads dividing the
+    # heads): K = B*NH*D*T(T+1)/2 multiply-adds per causal triangle GEMM; forward
+    # 4K FLOPs, one launch; backward 10K useful, 14K executed, two launches (dQ, which
+    # also writes Drow, then dK/dV, which reads it). Forward reads qkv, writes out
+    # and lse; backward reads qkv, out, dout, lse, writes dqkv and Drow and reads
+    # Drow again.
+    if not attention_tc(m):
+        raise SystemExit(f"{m.name}: attention would take the fp32 kernels (D={D}, "
+                         f"NH={NH}, NKV={NKV}); this script models attention_fa2.cu only")
     K = B * NH * D * T * (T + 1) / 2
-    impl = "tc" if (NKV == NH and D in (64, 128)) else "fma"
-    unit = "tensor" if impl == "tc" else "fp32"
-    aname = "attention_forward_tc" if impl == "tc" else "attention_forward (fp32 FMA, GQA)"
-    bname = ("attention_backward_tc (dQ + dK/dV)" if impl == "tc" else
-             "attention_backward (fp32 FMA, GQA)")
     lse = F32 * N * NH
     attn_fwd_bytes = N * Q * s + N * NH * D * s + lse
-    attn_bwd_bytes = N * Q * s + 2 * N * NH * D * s + lse + N * Q * s + lse
+    attn_bwd_bytes = N * Q * s + 2 * N * NH * D * s + lse + N * Q * s + 2 * lse
 
-    # norms: layernorm.cu / rmsnorm.cu. Backward kernel 1 runs G = min(N, 512) blocks
-    # whose fp32 partials ([G, 2C] LayerNorm, [G, C] RMSNorm) are written and read.
-    G = min(N, 512)
+    # norms: layernorm.cu / rmsnorm.cu. Backward: kernel 1, G = min(ceil(N/8), 512)
+    # blocks of 8 warps (warp per row, 8-row tiles), writes G*S partial rows ([G*S,
+    # 2C] LayerNorm, [G*S, C] RMSNorm, fp32) that kernel 2 reads and adds to the
+    # weight (and bias) gradients.
+    G = min((N + 7) // 8, 512)
+    S = norm_slots(C)
     if m.llama:
         norm = "rmsnorm"
         norm_fwd = (2 * NC * s + C * s + F32 * N, 4 * NC)
         res_norm_fwd = (4 * NC * s + C * s + F32 * N, 5 * NC)
         norm_apply = (2 * NC * s + C * s + F32 * N, 2 * NC)
-        norm_bwd = (4 * NC * s + C * s + F32 * N + 2 * G * C * F32 + 2 * F32 * C, 8 * NC)
+        norm_bwd = (4 * NC * s + C * s + F32 * N + 2 * G * S * C * F32 + 2 * F32 * C, 12 * NC)
     else:
         norm = "layernorm"
         norm_fwd = (2 * NC * s + 2 * C * s + 2 * F32 * N, 8 * NC)
         res_norm_fwd = (4 * NC * s + 2 * C * s + 2 * F32 * N, 9 * NC)
         norm_apply = (2 * NC * s + 2 * C * s + 2 * F32 * N, 4 * NC)
-        norm_bwd = (4 * NC * s + 2 * C * s + 2 * F32 * N + 2 * G * 2 * C * F32 + 4 * F32 * C,
-                    12 * NC)
+        norm_bwd = (4 * NC * s + C * s + 2 * F32 * N + 2 * G * S * 2 * C * F32
+                    + 4 * F32 * C, 17 * NC)
     bias = not m.llama
     # rope.cu: 2*B*T*H*D*s + the cos/sin table (T*D/2 each, fp32); FLOPs 3*B*T*H*D.
     H = NH + NKV
@@ -228,13 +263,14 @@ def step_calls(m, recompute=0):
     mm_fwd("qkv", C, Q, bias)
     if m.llama:
         add("rope_forward (q, k)", L, *rope, "fp32", "memory")
-    add(aname, L, attn_fwd_bytes, 4 * K, unit, "attention", attn=(4 * K, "fwd", impl))
+    add("attention_forward_tc (attention_fa2.cu)", L, attn_fwd_bytes, 4 * K, "tensor",
+        "attention", attn="fwd")
     mm_fwd("attproj", NH * D, C, bias)
     add(f"residual_{norm}_forward", 2 * L, *res_norm_fwd, "fp32", "memory")
-    mm_fwd("fc", C, F, bias)
+    mm_fwd("fc", C, F, bias, gelu=fused)
     if m.llama:
         add("swiglu_forward", L, 3 * nI * s, 6 * nI, "fp32", "memory")
-    else:
+    elif not fused:
         add("gelu_forward", L, 2 * nI * s, 10 * nI, "fp32", "memory")
     mm_fwd("fcproj", I, C, bias)
     mm_fwd("logits", C, Vp, False, n=1)
@@ -244,23 +280,23 @@ def step_calls(m, recompute=0):
     # ---- backward ----
     mm_bwd("logits", C, Vp, False, n=1)
     add("memset dres", 1, NC * s, 0, "fp32", "memory")
-    add(f"{norm}_backward", 2 * L + 1, *norm_bwd, "fp32", "memory", launches=2)
+    add(f"{norm}_backward (2 kernels)", 2 * L + 1, *norm_bwd, "fp32", "memory", launches=2)
     if recompute >= 1:
         if m.llama:
             add("swiglu_forward (recompute)", L, 3 * nI * s, 6 * nI, "fp32", "memory")
         else:
             add("gelu_forward (recompute)", L, 2 * nI * s, 10 * nI, "fp32", "memory")
-    mm_bwd("fcproj", I, C, bias)
+    mm_bwd("fcproj", I, C, bias, dgelu=fused)
     if m.llama:
         add("swiglu_backward", L, 5 * nI * s, 12 * nI, "fp32", "memory")
-    else:
+    elif not fused:
         add("gelu_backward", L, 3 * nI * s, 18 * nI, "fp32", "memory")
     if recompute >= 2:
         add(f"{norm}_apply (recompute ln1, ln2)", 2 * L, *norm_apply, "fp32", "memory")
     mm_bwd("fc", C, F, bias)
     mm_bwd("attproj", NH * D, C, bias)
-    add(bname, L, attn_bwd_bytes, 14 * K, unit, "attention", launches=3,
-        attn=(10 * K, "bwd", impl))
+    add("attention_backward_tc (dQ + Drow, dK/dV)", L, attn_bwd_bytes, 14 * K, "tensor",
+        "attention", launches=2, attn="bwd")
     if m.llama:
         add("rope_backward (dq, dk)", L, *rope, "fp32", "memory")
     mm_bwd("qkv", C, Q, bias)
@@ -291,10 +327,17 @@ def report(m, recompute, out):
     calls = step_calls(m, recompute)
     w = out.write
     w(f"### {m.name}: {m.describe()}, B={m.B}, T={m.T}, recompute {recompute}\n\n")
+    if m.llama:
+        mlp = "SwiGLU by its own kernels"
+    elif gelu_fused(m, recompute):
+        mlp = "GeLU in the cuBLASLt GELU_AUX_BIAS / DGELU epilogues"
+    else:
+        mlp = "GeLU by its own kernels (no epilogue fusion with --recompute >= 1)"
     w(f"Tokens per step N = {fmt_int(m.N)}; parameters P = {fmt_int(m.P)} "
-      f"({len(m.tensors)} tensors); attention on the "
-      f"{'tensor-core (WMMA)' if calls and any(c.attn and c.attn[2] == 'tc' for c in calls) else 'fp32 CUDA-core'}"
-      f" kernels.\n\n")
+      f"({len(m.tensors)} tensors); attention on the tensor cores (attention_fa2.cu"
+      f"{', grouped-query' if m.NKV != m.NH else ''}); {mlp}"
+      f"{'; bias gradients by the BGRADB epilogue + one add kernel' if not m.llama else ''}."
+      f"\n\n")
     w("| # | kernel | part | calls | MB/call | GFLOP/call | unit |")
     for name, *_ in MACHINES:
         w(f" {name} floor us/call | bound |")
@@ -346,20 +389,18 @@ def report(m, recompute, out):
     w("| machine | attention | GEMMs ms | attention ms | memory-bound ms | launch gaps ms | "
       "host ms | step ms | tok/s | MFU (llm.c count) |\n")
     w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-    impl = "Myelin tensor-core (WMMA)" if any(
-        c.attn and c.attn[2] == "tc" for c in calls) else "Myelin fp32 CUDA-core"
     for mach in MACHINES:
-        for fa2 in (False, True):
+        for sc in SCENARIOS:
             part = {"gemm": 0.0, "attention": 0.0, "memory": 0.0}
             gaps = 0.0
             for c in calls:
-                t = c.predict(mach, fa2)
+                t = c.predict(mach, sc)
                 gap = c.launches * LAUNCH_GAP_S
                 part[c.group] += c.calls * (t - gap)
                 gaps += c.calls * gap
             step = sum(part.values()) + gaps + HOST_S
             tok = m.N / step
-            w(f"| {mach[0]} | {'FlashAttention-2 grade' if fa2 else impl} | "
+            w(f"| {mach[0]} | {sc[0]} | "
               f"{part['gemm'] * 1e3:.1f} | {part['attention'] * 1e3:.1f} | "
               f"{part['memory'] * 1e3:.1f} | {gaps * 1e3:.1f} | {HOST_S * 1e3:.1f} | "
               f"{step * 1e3:.1f} | {tok / 1e3:.0f}k | {100 * tok * llmc / 989e12:.0f}% |\n")
@@ -381,17 +422,23 @@ def header(out):
       "attention's K/V tiles) are not counted. FLOPs: 2*M*N*K per GEMM; attention as its "
       "kernel headers count them (K = B*NH*D*T(T+1)/2 multiply-adds per causal triangle: "
       "forward 4K, backward 14K executed, 10K useful); element-wise FLOPs from the kernel "
-      "headers. The encoder backward counts at most min(V, N) distinct tokens.\n\n")
+      "headers; the element-wise work of the cuBLASLt epilogues (bias, GeLU, gelu', the "
+      "bias gradient's sum over tokens) runs on the GEMM's output tiles and is not counted, "
+      "their extra bytes are (the pre-activation written by GELU_AUX_BIAS and read by "
+      "DGELU; BGRADB's scratch vector). The encoder backward counts at most min(V, N) "
+      "distinct tokens.\n\n")
     w("Floor of a call = max(bytes / bandwidth, FLOPs / peak), peak by the unit column "
       "(tensor: bf16 tensor cores; fp32: CUDA cores). Step ms = calls x floor; the step "
       "floor adds the calls as if they ran back to back.\n\n")
     w(f"Prediction (assumptions, not measurements): GEMMs at {GEMM_EFF:.0%} of the tensor "
       "peak, as cuBLASLt bf16 typically reaches at these shapes; memory-bound kernels at "
       f"{MEM_EFF:.0%} of the bandwidth; {LAUNCH_GAP_S * 1e6:.1f} us of idle time per kernel "
-      f"launch; {HOST_S * 1e3:.1f} ms a step in which the GPU waits for the host (four "
-      "synchronisations: the loss, the end of the backward, the gradient norm, AdamW; "
-      "pageable uploads of tokens, token index and targets, each of which may wait for the "
-      "stream; loading the next batch). Attention: " + ATTN_NOTE + "\n\n")
+      f"launch; an estimate of {HOST_S * 1e3:.1f} ms a step in which the GPU waits for the "
+      "host (as the engine stands here, four synchronisations: the loss, the end of the "
+      "backward, the gradient norm, AdamW; a change under way reduces them to one per step, "
+      "which this estimate does not assume; pageable uploads of tokens, token index and "
+      "targets, each of which may wait for the stream; loading the next batch), "
+"unmeasured. Attention: " + ATTN_NOTE + "\n\n")
 
 
 def main(argv):

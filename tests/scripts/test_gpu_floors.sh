@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/gpu_floors.py (predicted GPU floors, no GPU needed): its tables are
 # internally consistent (check_gpu_floors.py) for the default sections and
-# other shapes, a tampered row is caught, and bad options exit 2.
+# other shapes, tampered or stale rows are caught, and bad options exit 2.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CHECK=$ROOT/tests/scripts/check_gpu_floors.py
 source "$(dirname "$0")/common.sh" "$@"
@@ -24,6 +24,14 @@ cmp -s default.md bad1.md && fail "tamper did not apply"
 ! python3 "$CHECK" < bad1.md 2>/dev/null || fail "checker missed a wrong floor"
 grep -v 'rope_backward' default.md > bad2.md
 ! python3 "$CHECK" < bad2.md 2>/dev/null || fail "checker missed a missing row"
+# ... and on rows that no longer describe the engine: GPT-2's fc matmul without
+# the GeLU epilogue at recompute 0, attention off the tensor-core kernels.
+sed 's/fc + GELU_AUX_BIAS epilogue/fc/' default.md > bad3.md
+cmp -s default.md bad3.md && fail "GeLU tamper did not apply"
+! python3 "$CHECK" < bad3.md 2>/dev/null || fail "checker missed the unfused GeLU"
+sed 's/attention_backward_tc/attention_backward/' default.md > bad4.md
+cmp -s default.md bad4.md && fail "attention tamper did not apply"
+! python3 "$CHECK" < bad4.md 2>/dev/null || fail "checker missed the attention kernel"
 # docs/perf.md holds the default output as it is now (model headings one level
 # down): regenerate it there when the kernels or the script change.
 python3 - "$ROOT/docs/perf.md" default.md <<'PY' || fail "docs/perf.md does not hold the current output of scripts/gpu_floors.py"
