@@ -22,7 +22,8 @@
 //   writes out + lse; backward reads qkv, O, dO, lse, writes dqkv.
 // Specialised for hs = 64 and 128 (accumulators in registers); other hs <= 256
 // use the generic instantiation (HS = 0, runtime hs, slower).
-// Fp32 CUDA-core math (FMA); a tensor-core (mma) version is the next step.
+// Fp32 CUDA-core math (FMA): fp32 storage, head sizes other than 64 and 128, and
+// MYELIN_CUDA_ATTN=fma; bf16 at head size 64 or 128 runs attention_fa2.cu.
 #include <cmath>
 #include <stdexcept>
 

@@ -399,6 +399,22 @@ template <typename T> class Bench {
       cu::attention_backward(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(), lse.get(), B, Tn,
                              NH, NKV, D, s_);
     });
+    // The tensor-core kernels (attention_fa2.cu), which the engine runs in bf16
+    // at head size 64 or 128: the same bytes and FLOP accounting.
+    if constexpr (std::is_same<T, cu::bf16>::value) {
+      if (cu::attention_tc_supported(NH, NKV, D)) {
+        add(m, "gqa_attention_fwd_tc", ash, (q_el + o_el) * s + 4.0 * N * NH, 4 * causal, [&] {
+          cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, NH, NKV, D, s_);
+        });
+        if (std::regex_search("gqa_attention_bwd_tc", re_))
+          cu::attention_forward_tc(out.get(), lse.get(), qkv.get(), B, Tn, NH, NKV, D, s_);
+        add(m, "gqa_attention_bwd_tc", ash, (2 * q_el + 2 * o_el) * s + 8.0 * N * NH, 10 * causal,
+            [&] {
+              cu::attention_backward_tc(dqkv.get(), dsc.get(), y.get(), qkv.get(), out.get(),
+                                        lse.get(), B, Tn, NH, NKV, D, s_);
+            });
+      }
+    }
 
     // ---- classifier, optimizer ------------------------------------------------------------------
     const double nv = double(N) * Vp;

@@ -21,7 +21,7 @@
 // without fusion. MYELIN_CUDA_GELU_FUSION=0 turns it off (1 on, also fp32).
 // Other environment switches (off by default): MYELIN_CUDA_ATTN=fma runs
 // attention on the CUDA-core kernels even where the tensor-core ones apply
-// (bf16, head size 64 or 128, as many kv heads as heads; the default there);
+// (bf16, head size 64 or 128, any kv-head count; the default there);
 // MYELIN_CUDA_SR=<seed> writes bf16 parameters with stochastic rounding.
 #pragma once
 
