@@ -127,7 +127,7 @@ TYPED_TEST(CudaOps, Encoder) {
 }
 
 // The token grouping built on the device equals the host's.
-TEST(CudaEncoder, DeviceBucketsMatchHost) {
+TEST(CudaOpsBuckets, DeviceBucketsMatchHost) {
   REQUIRE_GPU();
   myelin::bucket_check::expect_device_buckets_match_host([](const std::vector<int>& tok) {
     const int N = int(tok.size());
