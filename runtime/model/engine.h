@@ -177,7 +177,8 @@ class Engine {
   // there too (float arithmetic, as scale_grads(max_norm / norm) would).
   // end_step() waits for the device once and returns the two sums (the sum of
   // squares is 0 without a clip_grad_norm call). Other calls keep their own
-  // waits (eval_loss, get_*, last_logits).
+  // waits (eval_loss, get_*, last_logits). begin_step() drops a step that an
+  // exception left open (its sums restart from zero).
   struct StepSums {
     double loss_sum = 0.0;         // sum of the micro-batches' mean losses
     double grad_sum_squares = 0.0; // before clipping
