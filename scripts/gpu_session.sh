@@ -74,7 +74,7 @@ WANT=${SESSION_STEPS:-all}
 START=$(date +%s)
 STEPS=(info:30 configure:120 build:300 kernels:120 engine:120 memcheck:120 racecheck:120
   nccl:90 train:200 bench:90 sdpa:90 llmc:150)
-SAN_FILTER='CudaOps/*.Encoder:CudaOps/*.LayerNorm:CudaOps/*.Attention:CudaOpsTc.*:CudaOps/*.GeluResidual:CudaOps/*.Classifier:CudaOps/*.AdamW:CudaOps/*.SumSquaresAndScale'
+SAN_FILTER='CudaOps/*.Encoder:CudaOpsBuckets.*:CudaOps/*.LayerNorm:CudaOps/*.Attention:CudaOpsTc.*:CudaOps/*.GeluResidual:CudaOps/*.Classifier:CudaOps/*.AdamW:CudaOps/*.SumSquaresAndScale'
 export ROOT OUT LOGS BUILD JOBS LLMC_DIR SAN_FILTER
 
 HAVE_GPU=0

@@ -12,6 +12,7 @@
 #include "runtime/model/init.h"
 #include "runtime/model/memory_plan.h"
 #include "runtime/util/rng.h"
+#include "tests/common/step_check.h"
 
 using namespace myelin;
 
@@ -210,6 +211,15 @@ TEST_P(CpuEngine, RecomputeIsBitIdenticalAndSmaller) {
 // A token or target id outside the vocabulary never reaches wte or the logits
 // (vocabulary 50, padded 64: ids 50..63 are padding rows, not tokens); the CPU
 // engine refuses it as the CUDA engine does (check_token_ids).
+// The trainer's one-sync step (begin_step .. end_step: the loss summed, the
+// norm computed and the gradient clipped in engine memory) gives the same bits
+// as the plain step that reads each value, with clipping on and off.
+TEST_P(CpuEngine, OneSyncStepMatchesPlainStep) {
+  const auto c = cfg();
+  step_check::expect_one_sync_steps_match_plain(
+      [&] { return make_cpu_engine(c, StageSpec::whole(c), 2, 16, 2); }, c, 3, [](int, bool) {});
+}
+
 TEST_P(CpuEngine, TokenIdsOutsideTheVocabularyAreRefused) {
   const ModelConfig c = cfg();
   auto e = make_cpu_engine(c, StageSpec::whole(c), 1, 4, 1, 0);

@@ -6,6 +6,13 @@
 //     depends only on n: the result is bit-identical across runs and GPUs.
 //     bytes: n*sizeof(T); FLOPs: 2n (double).
 //   scale_inplace: x *= s. bytes 2n*sizeof(T); grid-stride, 16-byte packs.
+//   clip_by_norm: x *= max/norm when norm = sqrt(*sumsq) > max, the norm read
+//     on the device (no host round trip). bytes 2n*4; grid-stride, 16-byte packs.
+//   sum_in_order: *out (+)= sum of k doubles in index order; one thread.
+//   accumulate_mean_loss: *acc += float(sum losses / N); one block of 256
+//     threads, per-thread double sums over a fixed stride, fixed tree. bytes 4N.
+#include <stdexcept>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 
@@ -58,7 +65,55 @@ template <typename T> struct Scale {
   }
 };
 
+// One thread: the same additions, in the same order, as a host loop.
+__global__ void sum_in_order_kernel(double* out, const double* parts, int k, bool accumulate) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double s = accumulate ? *out : 0.0;
+  for (int i = 0; i < k; ++i) s += parts[i];
+  *out = s;
+}
+
+struct ClipByNorm {
+  float* x;
+  const double* sumsq;
+  float max_norm;
+  template <int W> __device__ void apply(std::size_t i) const {
+    const float norm = float(sqrt(*sumsq));
+    if (!(max_norm > 0.0f && norm > max_norm)) return;
+    const float s = max_norm / norm;
+    Vec<float, W> v = load_vec<W>(x + i);
+#pragma unroll
+    for (int k = 0; k < W; ++k) v.v[k] *= s;
+    store_vec(x + i, v);
+  }
+};
+
+__global__ void __launch_bounds__(kThreads)
+    mean_loss_kernel(double* acc, const float* losses, int n) {
+  __shared__ double sh[kThreads];
+  double s = 0.0;
+  for (int i = int(threadIdx.x); i < n; i += kThreads) s += double(losses[i]);
+  const double total = block_tree_sum<kThreads>(s, sh);
+  if (threadIdx.x == 0) *acc += double(float(total / n));
+}
+
 } // namespace
+
+void sum_in_order(double* out, const double* parts, int k, bool accumulate, cudaStream_t s) {
+  sum_in_order_kernel<<<1, 32, 0, s>>>(out, parts, k, accumulate);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+void clip_by_norm(float* x, std::size_t n, const double* sumsq, float max_norm, cudaStream_t s) {
+  if (n == 0 || !(max_norm > 0.0f)) return;
+  launch_elementwise<float>(n, aligned16(x), ClipByNorm{x, sumsq, max_norm}, s);
+}
+
+void accumulate_mean_loss(double* acc, const float* losses, int N, cudaStream_t s) {
+  if (N <= 0) throw std::invalid_argument("accumulate_mean_loss: N must be positive");
+  mean_loss_kernel<<<1, kThreads, 0, s>>>(acc, losses, N);
+  MYELIN_CUDA_CHECK_LAUNCH();
+}
 
 template <typename T>
 void sum_squares(double* out, const T* x, std::size_t n, double* scratch, cudaStream_t s) {

@@ -34,9 +34,10 @@ template <typename T>
 void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int Tn, int C,
                      cudaStream_t s);
 
-// Deterministic encoder backward needs the positions grouped by token. The host
-// builds the groups from the host copy of the tokens (build_encoder_buckets) and
-// uploads the three arrays; positions inside a bucket are in increasing order.
+// Deterministic encoder backward needs the positions grouped by token;
+// positions inside a bucket are in increasing order. Built on the host from the
+// host copy of the tokens (build_encoder_buckets), or on the device
+// (build_encoder_buckets_device).
 struct EncoderBuckets {
   std::vector<int> tokens;    // [num_buckets] distinct token ids
   std::vector<int> offsets;   // [num_buckets + 1] into positions
@@ -45,8 +46,22 @@ struct EncoderBuckets {
 };
 void build_encoder_buckets(const int* tokens, int N, EncoderBuckets& out);
 
+// The same grouping on the device, from device tokens [N], with no host
+// synchronisation: a bitonic sort of the keys (token << 32 | position) (unique,
+// so the order is fully determined), then one block that marks and numbers the
+// bucket starts. Writes bucket_tokens [N] and bucket_offsets [N + 1] with the
+// first num_buckets (+ 1) entries as build_encoder_buckets gives them and every
+// offset past them equal to N (empty buckets, which encoder_backward skips), so
+// encoder_backward can be called with num_buckets = N without reading the count
+// back; bucket_positions [N]. scratch: encoder_buckets_scratch(N) keys.
+std::size_t encoder_buckets_scratch(int N);
+void build_encoder_buckets_device(int* bucket_tokens, int* bucket_offsets, int* bucket_positions,
+                                  const int* tokens, int N, unsigned long long* scratch,
+                                  cudaStream_t s);
+
 // dwte[tok] += sum of dout rows of that token; dwpe[t] += sum_b dout[b,t].
-// Either gradient may be null. Bucket arrays are device copies of EncoderBuckets.
+// Either gradient may be null. Bucket arrays are device copies of EncoderBuckets
+// (or build_encoder_buckets_device's); buckets with an empty range are skipped.
 template <typename T>
 void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* bucket_tokens,
                       const int* bucket_offsets, const int* bucket_positions, int num_buckets,
@@ -242,5 +257,15 @@ template <typename T>
 void sum_squares(double* out, const T* x, std::size_t n, double* scratch, cudaStream_t s);
 // x *= scale
 template <typename T> void scale_inplace(T* x, std::size_t n, float scale, cudaStream_t s);
+// *out (+)= parts[0] + parts[1] + ... + parts[k-1], added one by one in this
+// order (as a host loop would): one thread.
+void sum_in_order(double* out, const double* parts, int k, bool accumulate, cudaStream_t s);
+// Gradient clipping without reading the norm back: norm = float(sqrt(*sumsq));
+// when max_norm > 0 and norm > max_norm, x *= max_norm / norm (float), else x
+// is left alone; the same arithmetic as the host's.
+void clip_by_norm(float* x, std::size_t n, const double* sumsq, float max_norm, cudaStream_t s);
+// *acc += (float)(sum of losses[0..N) / N), the sum in double over a fixed
+// tree (one block): a micro-batch's mean loss added to a step's sum on the device.
+void accumulate_mean_loss(double* acc, const float* losses, int N, cudaStream_t s);
 
 } // namespace myelin::cuda

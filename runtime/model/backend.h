@@ -22,9 +22,10 @@
 //
 // Ops (shapes as in kernels/ops.h; N = B*T rows):
 //   encoder_forward(out, tokens, wte, wpe|null, B, T, C)
-//   index_tokens(index, host_tokens, N) -> int   groups a micro-batch's tokens
-//       for encoder_backward (called once the forward is queued, so host work
-//       overlaps the device's); returns a count the backward passes back
+//   index_tokens(index, tokens, host_tokens, N) -> int   groups a micro-batch's
+//       tokens (backend copy `tokens`, host copy `host_tokens`) for
+//       encoder_backward, without waiting for the device (CUDA: on the
+//       device); returns a count the backward passes back
 //   encoder_backward(dwte, dwpe|null, dout, tokens, index, count, B, T, C, Vp)
 //   layernorm_forward / rmsnorm_forward(out, stats.., inp, w, [b], N, C, [eps])
 //   residual_layernorm_forward / residual_rmsnorm_forward(res, out, stats..,
@@ -50,6 +51,12 @@
 //       with write_dlogits, logits become (softmax - onehot) / N in place
 //   adamw(lowp|null, master, grads, m, v, n, args), sum_squares(ranges),
 //   scale(x, n, s), convert<D, S>(dst, src, n)
+// Step scalars, kept in backend memory so that a training step reads the host
+// only once (ModelEngine::end_step):
+//   sum_squares_into(out, ranges)   *out = sum_squares(ranges), same value
+//   clip_by_norm(x, n, sumsq, max)  norm = float(sqrt(*sumsq)); x *= max / norm
+//       when max > 0 and norm > max (float arithmetic, as the host would)
+//   accumulate_mean_loss(acc, losses, N)   *acc += float(sum losses / N)
 #pragma once
 
 #include <concepts>

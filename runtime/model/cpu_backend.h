@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <span>
 #include <stdexcept>
@@ -67,7 +68,7 @@ class CpuBackend {
                        int C) {
     cpu::encoder_forward(out, tokens, wte, wpe, B, Tn, C);
   }
-  int index_tokens(int*, const int*, int) { return 0; } // the CPU backward reads the tokens
+  int index_tokens(int*, const int*, const int*, int) { return 0; } // the backward reads tokens
   void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* tokens, const int*, int,
                         int B, int Tn, int C, int Vp) {
     cpu::encoder_backward(dwte, dwpe, dout, tokens, B, Tn, C, Vp);
@@ -178,6 +179,20 @@ class CpuBackend {
     return sum;
   }
   void scale(float* x, std::size_t n, float s) { cpu::scale_inplace(x, n, s); }
+
+  // ---- step scalars -------------------------------------------------------------------------
+  void sum_squares_into(double* out, std::span<const FloatRange> ranges) {
+    *out = sum_squares(ranges);
+  }
+  void clip_by_norm(float* x, std::size_t n, const double* sumsq, float max_norm) {
+    const float norm = float(std::sqrt(*sumsq));
+    if (max_norm > 0.0f && norm > max_norm) scale(x, n, max_norm / norm);
+  }
+  void accumulate_mean_loss(double* acc, const float* losses, int N) {
+    double sum = 0.0;
+    for (int i = 0; i < N; ++i) sum += losses[i];
+    *acc += double(float(sum / N));
+  }
 };
 
 static_assert(ModelBackend<CpuBackend>);

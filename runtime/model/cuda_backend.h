@@ -23,8 +23,15 @@
 // attention on the CUDA-core kernels even where the tensor-core ones apply
 // (bf16, head size 64 or 128, any kv-head count; the default there);
 // MYELIN_CUDA_SR=<seed> writes bf16 parameters with stochastic rounding.
+//
+// Host synchronisation: uploads of up to one micro-batch of ints (tokens,
+// targets) are staged through a ring of page-locked buffers and never block;
+// the embedding backward's token grouping is built on the device; the step
+// scalars (loss sum, gradient norm, clipping) stay on the device. Only
+// download() and sync() wait for the device.
 #pragma once
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <span>
@@ -64,6 +71,37 @@ inline bool env_flag(const char* name) {
   const char* v = std::getenv(name);
   return v && *v && std::strcmp(v, "0") != 0;
 }
+
+// Page-locked host memory (RAII).
+class PinnedBytes {
+ public:
+  PinnedBytes() = default;
+  PinnedBytes(const PinnedBytes&) = delete;
+  PinnedBytes& operator=(const PinnedBytes&) = delete;
+  ~PinnedBytes() {
+    if (p_) cudaFreeHost(p_);
+  }
+  void allocate(std::size_t bytes) {
+    if (p_) cudaFreeHost(p_);
+    p_ = nullptr;
+    MYELIN_CUDA_CHECK(cudaMallocHost(&p_, bytes));
+    bytes_ = bytes;
+  }
+  void* get() const { return p_; }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+// One page-locked staging buffer of the upload ring and the event after the
+// copy that last read it.
+struct Staging {
+  PinnedBytes host;
+  cuda::Event done;
+  bool used = false;
+};
 } // namespace cuda_backend_detail
 
 template <typename TT> class CudaBackend {
@@ -136,6 +174,9 @@ template <typename TT> class CudaBackend {
         cuda::matmul_dbias_scratch(N, std::max(cfg.fc_width(), cfg.qkv_width())));
     sum_scratch_.allocate(cuda::kSumSquaresBlocks);
     sum_out_.allocate(kNumParamTensors);
+    bucket_keys_.allocate(cuda::encoder_buckets_scratch(N));
+    for (auto& s : staging_) s.host.allocate(std::size_t(N) * sizeof(int));
+    download_.allocate(std::size_t(N) * sizeof(int));
   }
   ~CudaBackend() {
     cudaSetDevice(guard_.index);
@@ -149,22 +190,52 @@ template <typename TT> class CudaBackend {
   void sync() { stream_.sync(); }
   std::size_t scratch_bytes() const {
     return norm_scratch_.bytes() + bias_scratch_.bytes() + sum_scratch_.bytes() + sum_out_.bytes() +
-           (std::size_t(32) << 20); // cuBLASLt workspace
+           bucket_keys_.bytes() + (std::size_t(32) << 20); // cuBLASLt workspace
   }
 
   // ---- memory -----------------------------------------------------------------------------
   template <class U> void zero(U* p, std::size_t n) {
     if (n) MYELIN_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(U), st()));
   }
-  // From pageable host memory: the copy is staged before the call returns.
+  // Up to a micro-batch of ints: copied into the next page-locked staging
+  // buffer of a ring, whence the device copies it asynchronously (a buffer is
+  // reused once its previous copy has completed: the host waits only if it
+  // runs a whole ring ahead of the device). Larger: from pageable memory,
+  // staged by the driver before the call returns (it may block).
   template <class U> void upload(U* dst, const U* host, std::size_t n) {
-    if (n)
-      MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, host, n * sizeof(U), cudaMemcpyHostToDevice, st()));
+    if (!n) return;
+    const std::size_t bytes = n * sizeof(U);
+    if (bytes > download_.bytes()) {
+      MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, st()));
+      return;
+    }
+    cuda_backend_detail::Staging& s = staging_[next_staging_];
+    next_staging_ = (next_staging_ + 1) % staging_.size();
+    if (s.used) {
+      const cudaError_t q = cudaEventQuery(s.done.get());
+      if (q == cudaErrorNotReady)
+        MYELIN_CUDA_CHECK(cudaEventSynchronize(s.done.get()));
+      else
+        MYELIN_CUDA_CHECK(q);
+    }
+    std::memcpy(s.host.get(), host, bytes);
+    MYELIN_CUDA_CHECK(cudaMemcpyAsync(dst, s.host.get(), bytes, cudaMemcpyHostToDevice, st()));
+    s.done.record(st());
+    s.used = true;
   }
+  // Waits for the device (one synchronisation); small copies land in a
+  // page-locked buffer first.
   template <class U> void download(U* host, const U* src, std::size_t n) {
-    if (n)
-      MYELIN_CUDA_CHECK(cudaMemcpyAsync(host, src, n * sizeof(U), cudaMemcpyDeviceToHost, st()));
+    if (!n) return;
+    const std::size_t bytes = n * sizeof(U);
+    if (bytes > download_.bytes()) {
+      MYELIN_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, st()));
+      stream_.sync();
+      return;
+    }
+    MYELIN_CUDA_CHECK(cudaMemcpyAsync(download_.get(), src, bytes, cudaMemcpyDeviceToHost, st()));
     stream_.sync();
+    std::memcpy(host, download_.get(), bytes);
   }
   template <class D, class S> void convert(D* dst, const S* src, std::size_t n) {
     if (n) cuda::convert<D, S>(dst, src, n, st());
@@ -175,13 +246,13 @@ template <typename TT> class CudaBackend {
                        int C) {
     cuda::encoder_forward<T>(out, tokens, wte, wpe, B, Tn, C, st());
   }
-  // index (3N + 1 ints): distinct ids [N], offsets [N + 1], positions [N].
-  int index_tokens(int* index, const int* host_tokens, int N) {
-    cuda::build_encoder_buckets(host_tokens, N, buckets_);
-    upload(index, buckets_.tokens.data(), buckets_.tokens.size());
-    upload(index + N, buckets_.offsets.data(), buckets_.offsets.size());
-    upload(index + 2 * std::size_t(N) + 1, buckets_.positions.data(), buckets_.positions.size());
-    return buckets_.num_buckets();
+  // index (3N + 1 ints): distinct ids [N], offsets [N + 1], positions [N],
+  // built on the device; the backward visits N buckets, the empty ones past
+  // the last distinct id cost nothing but their launch.
+  int index_tokens(int* index, const int* tokens, const int*, int N) {
+    cuda::build_encoder_buckets_device(index, index + N, index + 2 * std::size_t(N) + 1, tokens, N,
+                                       bucket_keys_.get(), st());
+    return N;
   }
   void encoder_backward(float* dwte, float* dwpe, const T* dout, const int*, const int* index,
                         int count, int B, int Tn, int C, int) {
@@ -324,6 +395,25 @@ template <typename TT> class CudaBackend {
   }
   void scale(float* x, std::size_t n, float s) { cuda::scale_inplace<float>(x, n, s, st()); }
 
+  // ---- step scalars, on the device ----------------------------------------------------------
+  // The same partial sums as sum_squares, added in the same order on the device.
+  void sum_squares_into(double* out, std::span<const FloatRange> ranges) {
+    if (ranges.empty()) return zero(out, 1);
+    for (std::size_t i = 0; i < ranges.size(); i += sum_out_.size()) {
+      const std::size_t k = std::min(sum_out_.size(), ranges.size() - i);
+      for (std::size_t j = 0; j < k; ++j)
+        cuda::sum_squares<float>(sum_out_.get() + j, ranges[i + j].data, ranges[i + j].count,
+                                 sum_scratch_.get(), st());
+      cuda::sum_in_order(out, sum_out_.get(), int(k), i > 0, st());
+    }
+  }
+  void clip_by_norm(float* x, std::size_t n, const double* sumsq, float max_norm) {
+    cuda::clip_by_norm(x, n, sumsq, max_norm, st());
+  }
+  void accumulate_mean_loss(double* acc, const float* losses, int N) {
+    cuda::accumulate_mean_loss(acc, losses, N, st());
+  }
+
  private:
   cudaStream_t st() const { return stream_.get(); }
 
@@ -334,9 +424,12 @@ template <typename TT> class CudaBackend {
   double peak_ = 0.0;
   bool gelu_fusion_ = false, attn_tc_ = false;
   std::uint32_t sr_seed_ = 0;
-  cuda::EncoderBuckets buckets_; // host staging of index_tokens
   cuda::DeviceBuffer<float> norm_scratch_, bias_scratch_;
   cuda::DeviceBuffer<double> sum_scratch_, sum_out_;
+  cuda::DeviceBuffer<unsigned long long> bucket_keys_;  // index_tokens' sort keys
+  std::array<cuda_backend_detail::Staging, 4> staging_; // upload ring (tokens, targets)
+  std::size_t next_staging_ = 0;
+  cuda_backend_detail::PinnedBytes download_; // small downloads land here
 };
 
 static_assert(ModelBackend<CudaBackend<float>>);

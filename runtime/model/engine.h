@@ -165,6 +165,28 @@ class Engine {
   // AdamW on state range [begin, end) (ZeRO shards pass their slice). step t >= 1.
   virtual void adamw(const AdamWConfig& cfg, float lr, int t, std::size_t begin,
                      std::size_t end) = 0;
+  // ---- a training step with one host synchronisation ------------------------
+  // begin_step() ... end_step() bracket one optimizer step. In between: the
+  // last stage's forward() (with targets) adds its micro-batch's mean loss to
+  // a sum kept in engine memory and returns 0 instead of reading it back; the
+  // first stage's backward() and every adamw() return without waiting for the
+  // device (a backward hook still sees its layer complete; a later stage's
+  // backward still waits, its input_grad leaves through a communicator);
+  // clip_grad_norm() computes the gradient's sum of squares over state range
+  // [begin, end) (as grad_sum_squares) in engine memory and, when max_norm > 0
+  // and the norm exceeds it, scales the whole gradient by max_norm / norm
+  // there too (float arithmetic, as scale_grads(max_norm / norm) would).
+  // end_step() waits for the device once and returns the two sums (the sum of
+  // squares is 0 without a clip_grad_norm call). Other calls keep their own
+  // waits (eval_loss, get_*, last_logits). begin_step() drops a step that an
+  // exception left open (its sums restart from zero).
+  struct StepSums {
+    double loss_sum = 0.0;         // sum of the micro-batches' mean losses
+    double grad_sum_squares = 0.0; // before clipping
+  };
+  virtual void begin_step() = 0;
+  virtual void clip_grad_norm(float max_norm, std::size_t begin, std::size_t end) = 0;
+  virtual StepSums end_step() = 0;
   // Called during backward() right after the gradients of layer l (global
   // index) are complete for this micro-batch, so a data-parallel runtime can
   // start reducing them while earlier layers still compute. Empty = none.

@@ -110,6 +110,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
                         {&ln_rc_, h.ln},
                         {&row_logits_, h.row_logits}})
       b->allocate(n);
+    step_sums_.allocate(2);
     attn_scratch_.allocate(h.attn);
     row_logits_f32_.allocate(h.row_logits);
     rope_cos_.allocate(h.rope);
@@ -230,7 +231,9 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     } else {
       be_.convert(s.in_grad.get(), dres, NC);
     }
-    be_.sync(); // gradients and input_grad are complete when backward returns
+    // Gradients and input_grad are complete when backward returns, except
+    // inside a one-sync step on the first stage (end_step waits).
+    if (!(in_step_ && st_.first)) be_.sync();
   }
 
   // ---- activation exchange (fp32 buffers in engine memory) ---------------------------------
@@ -285,11 +288,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   void zero_grad() override { be_.zero(grads_.get(), state_.size); }
 
   double grad_sum_squares(std::size_t begin, std::size_t end) override {
-    std::vector<FloatRange> ranges;
-    for (const auto& p : state_.pieces(begin, end))
-      if (p.tensor != kWte || st_.first) // a tied wte counts on the first stage only
-        ranges.push_back({grads_.get() + p.state, p.count});
-    return be_.sum_squares(ranges);
+    return be_.sum_squares(grad_ranges(begin, end));
   }
 
   void scale_grads(float s) override { be_.scale(grads_.get(), state_.size, s); }
@@ -306,7 +305,25 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
       be_.adamw(kLowp ? P_state() + p.state : nullptr, master_.get() + p.state,
                 grads_.get() + p.state, m_.get() + o, v_.get() + o, p.count, args);
     }
-    be_.sync(); // params() is consistent when adamw returns
+    if (!in_step_) be_.sync(); // params() is consistent when adamw returns (or at end_step)
+  }
+
+  // ---- a training step with one host synchronisation ---------------------------------------
+  void begin_step() override { // a step an exception left open is dropped
+    in_step_ = true;
+    be_.zero(step_sums_.get(), 2);
+  }
+  void clip_grad_norm(float max_norm, std::size_t begin, std::size_t end) override {
+    if (!in_step_) throw std::logic_error("clip_grad_norm outside begin_step/end_step");
+    be_.sum_squares_into(step_sums_.get() + 1, grad_ranges(begin, end));
+    be_.clip_by_norm(grads_.get(), state_.size, step_sums_.get() + 1, max_norm);
+  }
+  StepSums end_step() override {
+    if (!in_step_) throw std::logic_error("end_step without begin_step");
+    in_step_ = false;
+    double sums[2];
+    be_.download(sums, step_sums_.get(), 2); // the step's one wait for the device
+    return {sums[0], sums[1]};
   }
 
   Be& backend() { return be_; }
@@ -375,7 +392,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
       x = a.res3;
     }
     if (st_.first) // the embedding backward's token grouping, while the device computes
-      s.token_count = be_.index_tokens(s.token_index.get(), tokens, N);
+      s.token_count = be_.index_tokens(s.token_index.get(), s.tokens.get(), tokens, N);
     if (!st_.last) {
       be_.convert(s.out_act.get(), x, NC);
       be_.sync(); // output_act is ready when forward returns
@@ -392,6 +409,10 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     be_.upload(s.targets.get(), targets, std::size_t(N));
     be_.classifier(s.losses.get(), s.logits.get(), s.targets.get(), N, V, Vp, want_grad);
     s.have_dlogits = want_grad;
+    if (in_step_ && want_grad) { // the loss stays in engine memory until end_step
+      be_.accumulate_mean_loss(step_sums_.get(), s.losses.get(), N);
+      return 0.0f;
+    }
     s.losses_host.resize(std::size_t(N));
     be_.download(s.losses_host.data(), s.losses.get(), std::size_t(N));
     double sum = 0.0;
@@ -501,6 +522,13 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
                              rstd, N, cfg_.channels);
   }
 
+  std::vector<FloatRange> grad_ranges(std::size_t begin, std::size_t end) const {
+    std::vector<FloatRange> ranges;
+    for (const auto& p : state_.pieces(begin, end))
+      if (p.tensor != kWte || st_.first) // a tied wte counts on the first stage only
+        ranges.push_back({grads_.get() + p.state, p.count});
+    return ranges;
+  }
   int nlayers() const { return st_.layer_end - st_.layer_begin; }
   int head() const { return cfg_.tied_head ? kWte : kLmHead; }
   // The residual stream leaving the stage's last layer (the stage input if none).
@@ -559,6 +587,8 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   std::vector<Slot> slots_;
   Buf<T> dres_, dln_, proj_, datty_, dqkv_, dfch_, dact_, act_rc_, ln_rc_, row_logits_;
   Buf<float> attn_scratch_, row_logits_f32_, rope_cos_, rope_sin_;
+  Buf<double> step_sums_; // a one-sync step's loss sum and gradient sum of squares
+  bool in_step_ = false;  // between begin_step and end_step
 };
 
 } // namespace myelin

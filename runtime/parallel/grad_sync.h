@@ -46,6 +46,10 @@ class GradSync {
   void finish();
   // Global gradient norm over the whole model (all stages, all slices).
   double global_norm();
+  // Whether this rank's gradient alone gives the global norm (no pipeline, no
+  // ZeRO slices): then the engine can clip on its own, without a collective
+  // (Engine::clip_grad_norm), and the step needs one host synchronisation.
+  bool norm_is_local() const { return !zero_ && mesh_.pp_size() == 1; }
   // State range [begin, end) this rank updates: its whole state, or its ZeRO slice.
   std::pair<std::size_t, std::size_t> update_range() const { return range_; }
   // After AdamW: ZeRO all-gathers the parameters; otherwise nothing.

@@ -28,7 +28,8 @@ enum class PipeSchedule { kGPipe, k1F1B };
 int pipeline_slots(PipeSchedule s, int stages, int K);
 
 struct PipeTiming {
-  double busy_s = 0;  // forward + backward compute on this stage
+  double busy_s = 0;  // forward + backward compute on this stage (queueing time when a
+                      // device engine does not wait: Engine::begin_step)
   double total_s = 0; // wall time of the whole schedule
 };
 

@@ -343,15 +343,25 @@ ExactMatch Trainer::evaluate_task(int show) {
 
 StepMetrics Trainer::step() {
   const double t0 = now_s();
+  // Without a pipeline or ZeRO the norm needs no collective: the engine keeps
+  // the loss and the norm in its memory, clips there, and the step waits for
+  // the device once, at the end (Engine::begin_step / end_step).
+  const bool one_sync = sync_->norm_is_local();
+  if (one_sync) engine_->begin_step();
   engine_->zero_grad();
   const int K = opt_.grad_accum, B = opt_.batch_size, T = opt_.seq_len;
-  const double loss_sum = run_pipeline(
+  double loss_sum = run_pipeline(
       *engine_, data_mesh_->pp(), sched_, K, B, T,
       [&](int, int* in, int* tg) { train_->next(in, tg); }, [&] { sync_->arm(); }, &last_timing_);
   sync_->finish();
-  const float loss = replica_mean(*mesh_, engine_->stage().last, loss_sum / K);
-  const float norm = float(std::sqrt(sync_->global_norm()));
-  if (opt_.grad_clip > 0 && norm > opt_.grad_clip) engine_->scale_grads(opt_.grad_clip / norm);
+  const auto range = sync_->update_range();
+  float norm = 0.0f;
+  if (one_sync) {
+    engine_->clip_grad_norm(opt_.grad_clip, range.first, range.second);
+  } else {
+    norm = float(std::sqrt(sync_->global_norm()));
+    if (opt_.grad_clip > 0 && norm > opt_.grad_clip) engine_->scale_grads(opt_.grad_clip / norm);
+  }
   LrSchedule sched{opt_.lr_schedule, opt_.lr, opt_.warmup_steps, opt_.steps, opt_.final_lr_frac};
   // After an optimizer restart (a pool round) the rate ramps up again.
   const int since_restart = step_ - adam_base_;
@@ -360,9 +370,14 @@ StepMetrics Trainer::step() {
                          : 1.0f;
   const float lr = sched.at(step_) * ramp;
   AdamWConfig ac{opt_.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay};
-  const auto range = sync_->update_range();
   engine_->adamw(ac, lr, step_ - adam_base_ + 1, range.first, range.second);
   sync_->after_update();
+  if (one_sync) {
+    const Engine::StepSums sums = engine_->end_step();
+    loss_sum = sums.loss_sum;
+    norm = float(std::sqrt(sums.grad_sum_squares));
+  }
+  const float loss = replica_mean(*mesh_, engine_->stage().last, loss_sum / K);
   ++step_;
   StepMetrics m;
   m.step = step_;

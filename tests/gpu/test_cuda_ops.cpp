@@ -35,10 +35,12 @@
 #include "runtime/model/config.h"
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
+#include "tests/common/bucket_check.h"
 #include "tests/common/engine_check.h"
 #include "tests/common/gqa_check.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
+#include "tests/common/step_check.h"
 #include "tests/gpu/gpu_test.h"
 
 namespace {
@@ -124,6 +126,28 @@ TYPED_TEST(CudaOps, Encoder) {
     expect_close_t<T>(ref_dwte, down(g_dwte), "encoder_backward dwte");
     expect_close_t<T>(ref_dwpe, down(g_dwpe), "encoder_backward dwpe");
   }
+}
+
+// The token grouping built on the device equals the host's.
+TEST(CudaOpsBuckets, DeviceBucketsMatchHost) {
+  REQUIRE_GPU();
+  myelin::bucket_check::expect_device_buckets_match_host([](const std::vector<int>& tok) {
+    const int N = int(tok.size());
+    auto g_tok = up_int(tok);
+    auto btok = poisoned<int>(tok.size()), boff = poisoned<int>(tok.size() + 1),
+         bpos = poisoned<int>(tok.size());
+    DeviceBuffer<unsigned long long> keys(myelin::cuda::encoder_buckets_scratch(N));
+    myelin::cuda::build_encoder_buckets_device(btok.get(), boff.get(), bpos.get(), g_tok.get(), N,
+                                               keys.get(), stream0());
+    MYELIN_CUDA_CHECK(cudaDeviceSynchronize());
+    myelin::bucket_check::DeviceBuckets r;
+    for (auto [v, d] : {std::pair{&r.tokens, &btok}, {&r.offsets, &boff}, {&r.positions, &bpos}}) {
+      v->resize(d->size());
+      MYELIN_CUDA_CHECK(
+          cudaMemcpy(v->data(), d->get(), d->size() * sizeof(int), cudaMemcpyDeviceToHost));
+    }
+    return r;
+  });
 }
 
 // ---- layernorm ------------------------------------------------------------------------------
@@ -640,6 +664,19 @@ TEST(CudaEngine, MatchesCpuEngineFp32) {
   REQUIRE_GPU();
   auto gpu = cuda_engine(tiny_config(), "fp32");
   expect_fp32_matches_cpu_engine(*gpu, 10);
+}
+
+// The trainer's one-sync step (loss, norm and clipping kept on the device,
+// uploads through page-locked staging, the token grouping on the device, one
+// wait at end_step) gives the same bits as the plain step, fp32 and bf16.
+TEST(CudaEngine, OneSyncStepMatchesPlainStep) {
+  REQUIRE_GPU();
+  for (const char* dtype : {"fp32", "bf16"})
+    for (const auto& c : {tiny_config(), tiny_llama_config()}) {
+      SCOPED_TRACE(std::string(dtype) + (c.llama() ? " llama" : " gpt2"));
+      myelin::step_check::expect_one_sync_steps_match_plain([&] { return cuda_engine(c, dtype); },
+                                                            c, 5, [](int, bool) {});
+    }
 }
 
 TEST(CudaEngine, Bf16TrainsCloseToFp32) {

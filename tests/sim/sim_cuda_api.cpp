@@ -9,7 +9,10 @@
 // otherwise, as a GPU would fault); the device queries describe one simulated
 // sm_90 device named "Simulated GPU (CPU simulation, sm_90)", which is no card
 // the engine knows, so it reports no MFU peak. Streams and events are no-ops
-// (everything runs synchronously); nothing here links libcudart.
+// (everything runs synchronously; every event has completed), but host waits
+// and blocking copies are counted (sim::host_syncs); cudaMallocHost gives
+// plain host memory the simulation remembers as page-locked. Nothing here
+// links libcudart.
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -95,6 +98,14 @@ cudaError_t CUDARTAPI cudaMalloc(void** devPtr, size_t size) {
   return sim::cudaMalloc(devPtr, size);
 }
 cudaError_t CUDARTAPI cudaFree(void* devPtr) { return sim::cudaFree(devPtr); }
+cudaError_t CUDARTAPI cudaMallocHost(void** ptr, size_t size) {
+  return sim::cudaMallocHost(ptr, size);
+}
+cudaError_t CUDARTAPI cudaFreeHost(void* ptr) { return sim::cudaFreeHost(ptr); }
+cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t event) { return sim::cudaEventQuery(event); }
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t event) {
+  return sim::cudaEventSynchronize(event);
+}
 cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t count,
                                  enum cudaMemcpyKind kind) {
   const cudaError_t e = check_copy(dst, src, count, kind);

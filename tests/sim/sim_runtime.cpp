@@ -1143,13 +1143,65 @@ std::size_t device_bytes_in_use() {
   std::lock_guard<std::mutex> lk(d.m);
   return d.in_use;
 }
-cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
+namespace {
+// Host synchronisations (sim::host_syncs) and page-locked host allocations.
+std::atomic<std::uint64_t> g_host_syncs{0};
+struct PinnedMemory {
+  std::mutex m;
+  std::map<std::uintptr_t, std::size_t> live; // base -> bytes
+};
+PinnedMemory& pinned() {
+  static PinnedMemory p;
+  return p;
+}
+bool is_pinned(const void* p, std::size_t bytes) {
+  PinnedMemory& d = pinned();
+  std::lock_guard<std::mutex> lk(d.m);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto it = d.live.upper_bound(a);
+  if (it == d.live.begin()) return false;
+  --it;
+  return a + bytes <= it->first + it->second;
+}
+void copy_bytes(void* dst, const void* src, std::size_t bytes) {
   if (bytes) std::memmove(dst, src, bytes);
+}
+} // namespace
+std::uint64_t host_syncs() { return g_host_syncs.load(); }
+cudaError_t cudaMallocHost(void** p, std::size_t bytes) {
+  if (!p) return cudaErrorInvalidValue;
+  void* q = std::malloc(bytes ? bytes : 1);
+  if (!q) return cudaErrorMemoryAllocation;
+  PinnedMemory& d = pinned();
+  std::lock_guard<std::mutex> lk(d.m);
+  d.live[reinterpret_cast<std::uintptr_t>(q)] = bytes;
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+  if (!p) return cudaSuccess;
+  PinnedMemory& d = pinned();
+  std::lock_guard<std::mutex> lk(d.m);
+  auto it = d.live.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == d.live.end()) return cudaErrorInvalidValue;
+  d.live.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
+  ++g_host_syncs; // the host waits for the copy (and, on a GPU, for the device)
+  copy_bytes(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t) {
-  return sim::cudaMemcpy(dst, src, bytes, kind);
+  // A copy between the device and pageable host memory may block the host
+  // (a device-to-host one always does): counted as a synchronisation.
+  const bool from_host = kind == cudaMemcpyHostToDevice, to_host = kind == cudaMemcpyDeviceToHost;
+  if (bytes && ((from_host && !is_pinned(src, bytes)) || (to_host && !is_pinned(dst, bytes))))
+    ++g_host_syncs;
+  copy_bytes(dst, src, bytes);
+  return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
   if (bytes) std::memset(p, value, bytes);
@@ -1158,22 +1210,34 @@ cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
 cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t) {
   return sim::cudaMemset(p, value, bytes);
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  ++g_host_syncs;
+  return cudaSuccess;
+}
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   static char dummy;
   *s = reinterpret_cast<cudaStream_t>(&dummy);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++g_host_syncs;
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   static char dummy;
   *e = reinterpret_cast<cudaEvent_t>(&dummy);
   return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return sim::cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+// Everything ran when it was queued: every event has completed.
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  ++g_host_syncs;
+  return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   *ms = 0.0f; // no timing in a simulation
   return cudaSuccess;

@@ -106,6 +106,10 @@ template <typename T> cudaError_t cudaMalloc(T** p, std::size_t bytes) {
   return cudaMalloc(reinterpret_cast<void**>(p), bytes);
 }
 cudaError_t cudaFree(void* p);
+// Page-locked host memory (plain host memory here, remembered so that copies
+// from and to it count as asynchronous).
+cudaError_t cudaMallocHost(void** p, std::size_t bytes);
+cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t s = nullptr);
@@ -116,6 +120,8 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);
+cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
@@ -134,6 +140,12 @@ template <typename... P>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
   return detail::func_set_attribute(reinterpret_cast<const void*>(kernel), attr, value);
 }
+
+// Host synchronisations since the start of the process: cudaStreamSynchronize,
+// cudaDeviceSynchronize, cudaEventSynchronize, cudaMemcpy, and cudaMemcpyAsync
+// between the device and pageable (not cudaMallocHost) host memory, which may
+// block the host on a GPU. For the engine's one-sync-per-step test.
+std::uint64_t host_syncs();
 
 // Number of bytes of live device allocations (leak checks in the tests).
 std::size_t device_bytes_in_use();

@@ -42,6 +42,7 @@
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/ops.h"
 #include "sim_runtime.h"
+#include "tests/common/bucket_check.h"
 #include "tests/common/gqa_check.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
@@ -136,6 +137,57 @@ using StorageTypes = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(SimKernels, StorageTypes);
 
 // ---- encoder -----------------------------------------------------------------------------------
+// The token grouping built on the device equals the host's, whatever the order
+// of threads between barriers.
+TEST(SimKernelsEncoder, DeviceBucketsMatchHost) {
+  auto build = [](const std::vector<int>& tok) {
+    const int N = int(tok.size());
+    auto g_tok = up_int(tok);
+    auto btok = poisoned<int>(tok.size()), boff = poisoned<int>(tok.size() + 1),
+         bpos = poisoned<int>(tok.size());
+    Dev<unsigned long long> keys(myelin::cuda::encoder_buckets_scratch(N));
+    myelin::cuda::build_encoder_buckets_device(btok.get(), boff.get(), bpos.get(), g_tok.get(), N,
+                                               keys.get(), kStream);
+    myelin::bucket_check::DeviceBuckets r;
+    for (auto [v, d] : {std::pair{&r.tokens, &btok}, {&r.offsets, &boff}, {&r.positions, &bpos}}) {
+      v->resize(d->size());
+      sim::cudaMemcpy(v->data(), d->get(), d->size() * sizeof(int), cudaMemcpyDeviceToHost);
+    }
+    return r;
+  };
+  myelin::bucket_check::expect_device_buckets_match_host(build);
+  sim::ScheduleScope swap(sim::Schedule::kAlternateSwapped);
+  myelin::bucket_check::expect_device_buckets_match_host(build);
+}
+
+// The backward from the device grouping, called with num_buckets = N (the
+// count never leaves the device), gives the same bits as from the host's.
+TYPED_TEST(SimKernels, EncoderBackwardFromDeviceBuckets) {
+  using T = TypeParam;
+  const int B = 3, Tn = 33, C = 40, V = 60, N = B * Tn;
+  std::vector<int> tok(static_cast<std::size_t>(N));
+  std::uniform_int_distribution<int> ut(0, V - 1);
+  for (auto& t : tok) t = ut(rng()) % 4 == 0 ? 11 : ut(rng());
+  const auto dout = representable<T>(rand_vec(std::size_t(N) * C));
+  const auto dwte0 = rand_vec(std::size_t(V) * C);
+  auto g_dout = up<T>(dout), g_tok = up_int(tok);
+  myelin::cuda::EncoderBuckets bk;
+  myelin::cuda::build_encoder_buckets(tok.data(), N, bk);
+  auto b_tok = up_int(bk.tokens), b_off = up_int(bk.offsets), b_pos = up_int(bk.positions);
+  auto ref = up<float>(dwte0);
+  myelin::cuda::encoder_backward(ref.get(), static_cast<float*>(nullptr), g_dout.get(), b_tok.get(),
+                                 b_off.get(), b_pos.get(), bk.num_buckets(), B, Tn, C, kStream);
+  auto d_tok = poisoned<int>(tok.size()), d_off = poisoned<int>(tok.size() + 1),
+       d_pos = poisoned<int>(tok.size());
+  Dev<unsigned long long> keys(myelin::cuda::encoder_buckets_scratch(N));
+  myelin::cuda::build_encoder_buckets_device(d_tok.get(), d_off.get(), d_pos.get(), g_tok.get(), N,
+                                             keys.get(), kStream);
+  auto got = up<float>(dwte0);
+  myelin::cuda::encoder_backward(got.get(), static_cast<float*>(nullptr), g_dout.get(), d_tok.get(),
+                                 d_off.get(), d_pos.get(), N, B, Tn, C, kStream);
+  expect_same_bits(down(ref), down(got), "encoder_backward from device buckets");
+}
+
 TYPED_TEST(SimKernels, Encoder) {
   using T = TypeParam;
   struct S {
