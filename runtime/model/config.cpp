@@ -32,11 +32,16 @@ namespace {
 // not positive or a product overflows.
 std::optional<std::array<std::size_t, kNumParamTensors>> tensor_sizes(const ModelConfig& c) {
   if (c.max_seq_len <= 0 || c.padded_vocab_size <= 0 || c.num_layers <= 0 || c.channels <= 0 ||
-      c.num_heads <= 0 || c.kv_heads() <= 0 || c.hidden() <= 0)
+      c.num_heads <= 0 || c.num_kv_heads < 0 || c.intermediate_size < 0)
     return std::nullopt;
+  // In 64 bits: the int helpers (hidden(), qkv_width(), ...) may overflow on
+  // a shape that validate() has not yet refused.
   const std::size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, T = c.max_seq_len,
-                    Q = std::size_t(c.num_heads + 2 * c.kv_heads()) * c.head_dim(), I = c.hidden(),
-                    F = c.fc_width();
+                    NH = std::size_t(c.num_heads), D = C / NH,
+                    NKV = c.num_kv_heads > 0 ? std::size_t(c.num_kv_heads) : NH,
+                    Q = (NH + 2 * NKV) * D,
+                    I = c.intermediate_size > 0 ? std::size_t(c.intermediate_size) : 4 * C,
+                    F = c.llama() ? 2 * I : I;
   const bool g = !c.llama();
   const std::optional<std::size_t> z = 0;
   const std::optional<std::size_t> v[kNumParamTensors] = {
