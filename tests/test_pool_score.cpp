@@ -39,6 +39,18 @@ TEST(PoolScore, VerdictRejectsNoGainAndNoMoreThanOtherRows) {
   ScoreResult close{2.0, 1.79, 2.0, 1.78}; // own 0.21, other 0.22
   EXPECT_EQ(score_verdict(close, 0.01), "");
   EXPECT_NE(score_verdict(harmful, 0.01), "");
+  // A settled round (the model fits its own rows no better than others'): an
+  // honest upload like the round 9 one that was once rejected (own -0.0117,
+  // others +0.0384, noise 0.013) is judged against the round's median
+  // own-minus-other difference; one far below the median still fails.
+  ScoreResult settled{2.4, 2.4117, 2.4, 2.3616};
+  EXPECT_NE(score_verdict(settled, 0.013).find("no more than"), std::string::npos);
+  EXPECT_EQ(score_verdict(settled, 0.013, -0.005, true, -0.03), "");
+  ScoreResult far_below{2.4, 2.405, 2.4, 2.30}; // own -0.005, others +0.10
+  EXPECT_NE(score_verdict(far_below, 0.013, -0.005, true, -0.03).find("no more than"),
+            std::string::npos);
+  // A positive median difference does not raise the bar above 0.
+  EXPECT_EQ(score_verdict(honest, 0, 0, true, 0.5), "");
   // An upload's own standard error counts when the round has no estimate
   // (one or two uploads).
   ScoreResult close_own{2.0, 1.79, 2.0, 1.78, 0.01};

@@ -25,7 +25,7 @@ double score_noise(const std::vector<ScoreResult>& round) {
 }
 
 std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain,
-                          bool own_rows_first) {
+                          bool own_rows_first, double round_median_diff) {
   const double noise = std::max(round_noise, std::isfinite(s.noise) ? s.noise : 0.0);
   const double a = s.improvement_assigned(), o = s.improvement_other(), slack = 3 * noise;
   char b[240];
@@ -38,11 +38,13 @@ std::string score_verdict(const ScoreResult& s, double round_noise, double round
                   -a, noise, -round_median_gain);
     return b;
   }
-  if (own_rows_first && a + slack <= o) {
+  const double floor_diff =
+      std::isfinite(round_median_diff) ? std::min(0.0, round_median_diff) : 0.0;
+  if (own_rows_first && a - o + slack <= floor_diff) {
     std::snprintf(b, sizeof(b),
                   "score: lowers the loss of its own rows (%.3g) no more than other rows' (%.3g; "
-                  "round noise %.2g)",
-                  a, o, noise);
+                  "round noise %.2g, round median difference %+.3g)",
+                  a, o, noise, round_median_diff);
     return b;
   }
   return "";

@@ -14,10 +14,13 @@
 // error from the spread of its per-batch gains, which also works for rounds
 // of one or two uploads): an upload is rejected when its own rows' loss
 // does not fall (gain + 3 noise <= floor), or falls no more than the other
-// rows' (gain + 3 noise <= other gain). The floor is 0, or the round's median
-// own-row gain when that is negative: near convergence an honest update can
-// raise the loss of two scored batches a little, and then every honest upload
-// of the round does; judged against its peers it is not rejected for that. Three robust standard
+// rows' (gain - other gain + 3 noise <= floor'). The floor is 0, or the
+// round's median own-row gain when that is negative: near convergence an
+// honest update can raise the loss of two scored batches a little, and then
+// every honest upload of the round does; judged against its peers it is not
+// rejected for that. Likewise floor' is 0, or the round's median of (own gain
+// - other gain) when that is negative: once the model has settled, honest
+// updates no longer fit their own rows measurably better than others. Three robust standard
 // deviations keep an honest upload's chance of rejection near 0.1% per check; sign-flipped and
 // other harmful updates sit far outside. What the noise hides (zero, random,
 // lazy, other-data updates) is caught by the norm floor and by replays
@@ -56,12 +59,13 @@ struct ScoreResult {
 double score_noise(const std::vector<ScoreResult>& round);
 // "" when the upload passes, else the reason; the noise allowed is the
 // larger of round_noise and s.noise; round_median_gain is the round's median
-// improvement_assigned (0 when fewer than 3 uploads were scored). With
+// improvement_assigned and round_median_diff its median (improvement_assigned
+// - improvement_other) (each 0 when fewer than 3 uploads were scored). With
 // own_rows_first false only the loss on its own rows is judged, not whether
 // it falls more than on other rows: an upload with error feedback also
 // carries what earlier rounds' rows contributed.
 std::string score_verdict(const ScoreResult& s, double round_noise, double round_median_gain = 0,
-                          bool own_rows_first = true);
+                          bool own_rows_first = true, double round_median_diff = 0);
 
 // Whether the coordinator replays an upload: drawn with probability `prob`
 // from a hash of (job, round, contributor) keyed with the job's secret (a

@@ -851,12 +851,17 @@ void PoolState::compute_close(CloseWork& w) {
       scored.push_back(*row.score);
     }
     const double noise = score_noise(scored);
-    std::vector<double> gains;
-    for (const auto& x : scored) gains.push_back(x.improvement_assigned());
+    std::vector<double> gains, diffs;
+    for (const auto& x : scored) {
+      gains.push_back(x.improvement_assigned());
+      diffs.push_back(x.improvement_assigned() - x.improvement_other());
+    }
     median_gain = gains.size() >= 3 ? lower_median(gains) : 0.0;
+    const double median_diff = diffs.size() >= 3 ? lower_median(diffs) : 0.0;
     for (auto& row : w.rows)
       if (row.reason.empty() && row.score)
-        if (auto v = score_verdict(*row.score, noise, median_gain, !s.error_feedback); !v.empty())
+        if (auto v = score_verdict(*row.score, noise, median_gain, !s.error_feedback, median_diff);
+            !v.empty())
           row.reason = v, row.failures = 1;
   }
   w.score_s = unix_now() - t_score;
