@@ -25,7 +25,11 @@
 // other harmful updates sit far outside. What the noise hides (zero, random,
 // lazy, other-data updates) is caught by the norm floor and by replays
 // (replay_suspicious asks for one whenever the gain is not clearly above the
-// other rows').
+// other rows'). A verdict is not a rejection: the coordinator replays every
+// upload scoring finds against, and the replay decides (near convergence an
+// honest update applied alone can raise the loss of a few scored batches by
+// more than three noise estimates; its re-run clears it, while every
+// adversary of tests/scripts/test_pool_adversary.sh fails its replay).
 #pragma once
 
 #include <cstdint>

@@ -71,6 +71,9 @@ struct PoolState::CloseWork {
     Rating rating;
     std::vector<float> g;
     std::optional<ScoreResult> score;
+    // A score verdict against the upload: it is then always replayed, and the
+    // replay decides (scoring alone never rejects work its re-run reproduces).
+    std::string score_reason;
     std::optional<double> replay_diff;
     double weight = 0, failures = 0;
     bool benched = false;
@@ -860,18 +863,18 @@ void PoolState::compute_close(CloseWork& w) {
     const double median_diff = diffs.size() >= 3 ? lower_median(diffs) : 0.0;
     for (auto& row : w.rows)
       if (row.reason.empty() && row.score)
-        if (auto v = score_verdict(*row.score, noise, median_gain, !s.error_feedback, median_diff);
-            !v.empty())
-          row.reason = v, row.failures = 1;
+        row.score_reason =
+            score_verdict(*row.score, noise, median_gain, !s.error_feedback, median_diff);
   }
   w.score_s = unix_now() - t_score;
 
-  // Replays: drawn, or the upload looks suspicious.
+  // Replays: drawn, or the upload looks suspicious, or scoring found against it.
   const double t_replay = unix_now();
   std::vector<std::pair<CloseWork::Row*, double>> scales; // error feedback: size vs re-run
   for (auto& row : w.rows) {
     if (!row.reason.empty() || row.slot < 0) continue;
-    if (!replay_drawn(w.job, w.round, row.cid, s.replay_prob, rt.replay_secret) &&
+    if (row.score_reason.empty() &&
+        !replay_drawn(w.job, w.round, row.cid, s.replay_prob, rt.replay_secret) &&
         !replay_suspicious(row.rating.mean(), row.norm, ref.value,
                            row.score ? &*row.score : nullptr, median_gain))
       continue;
@@ -906,6 +909,7 @@ void PoolState::compute_close(CloseWork& w) {
                       "L2; tolerance %.3g)",
                       *row.replay_diff, s.replay_tolerance);
       row.reason = b;
+      if (!row.score_reason.empty()) row.reason += "; " + row.score_reason;
       row.failures = Rating::kReplayFailures;
     }
   }
