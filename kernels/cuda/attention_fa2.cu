@@ -170,6 +170,81 @@ __device__ __forceinline__ void store_rows(bf16* dst, std::size_t row_stride, in
   }
 }
 
+// acc[i][*] = 0 for every n8 tile i.
+template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+}
+// The A fragment (bf16) of k16 step i from the accumulators of n8 tiles 2i, 2i+1.
+template <int N>
+__device__ __forceinline__ void acc_to_a(std::uint32_t (&a)[4], const float (&acc)[N][4], int i) {
+  a[0] = pack_bf16(acc[2 * i][0], acc[2 * i][1]);
+  a[1] = pack_bf16(acc[2 * i][2], acc[2 * i][3]);
+  a[2] = pack_bf16(acc[2 * i + 1][0], acc[2 * i + 1][1]);
+  a[3] = pack_bf16(acc[2 * i + 1][2], acc[2 * i + 1][3]);
+}
+// acc[2i], acc[2i+1] += A B, B the two n8 tiles at (row, col) of tile read by
+// frag_bn (kTrans: B[k][n] = tile[k][n]) or frag_bt (B[k][n] = tile[n][k]).
+template <int D, bool kTrans, int N>
+__device__ __forceinline__ void mma_b(float (&acc)[N][4], int i, const std::uint32_t (&a)[4],
+                                      const bf16* tile, int row, int col) {
+  std::uint32_t f[4];
+  if constexpr (kTrans)
+    frag_bn<D>(f, tile, row, col);
+  else
+    frag_bt<D>(f, tile, row, col);
+  ptx::mma_bf16_16816(acc[2 * i], a, f[0], f[1]);
+  ptx::mma_bf16_16816(acc[2 * i + 1], a, f[2], f[3]);
+}
+
+// Query-row warps (forward, dQ): acc [16 x 8N] += A tile^T, A = the warp's
+// fragments (16 rows row0.. x D), tile = keys k0.. [8N][D+8]; 16-key blocks
+// wholly above the diagonal are skipped (warp-uniform).
+template <int D, int N>
+__device__ __forceinline__ void rows_mma_bt(float (&acc)[N][4], const std::uint32_t (&a)[D / 16][4],
+                                            const bf16* tile, int k0, int row0) {
+#pragma unroll
+  for (int np = 0; np < N / 2; ++np) {
+    if (k0 + 16 * np > row0 + 15) continue;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) mma_b<D, false>(acc, np, a[kk], tile, 16 * np, 16 * kk);
+  }
+}
+// Query-row warps: acc [16 x D] += bf16(p) tile, p [16 x 8N] in accumulator
+// layout, tile = keys k0.. [8N][D+8]; blocks where p is zero (causal) skipped.
+template <int D, int N>
+__device__ __forceinline__ void rows_mma_pn(float (&acc)[D / 8][4], const float (&p)[N][4],
+                                            const bf16* tile, int k0, int row0) {
+#pragma unroll
+  for (int kk = 0; kk < N / 2; ++kk) {
+    if (k0 + 16 * kk > row0 + 15) continue;
+    std::uint32_t pa[4];
+    acc_to_a(pa, p, kk);
+#pragma unroll
+    for (int d = 0; d < D / 16; ++d) mma_b<D, true>(acc, d, pa, tile, 16 * kk, 16 * d);
+  }
+}
+
+// K/V pipeline of the forward and dQ kernels at key step j of 0..last: waits
+// until at most one newer commit group is pending (none when drain and j ==
+// last), syncs the block, then prefetches step j+1 of src into the other half
+// of the double buffer buf [2][BC][D+8] as a new commit group.
+template <int BC, int D>
+__device__ __forceinline__ void pipe_step(bf16* buf, const bf16* src, std::size_t rs, int j,
+                                          int last, int T, bool drain) {
+  if (drain && j == last)
+    ptx::cp_async_wait_group<0>();
+  else
+    ptx::cp_async_wait_group<1>();
+  __syncthreads();
+  if (j < last) {
+    load_tile<BC, D>(buf + ((j + 1) & 1) * BC * ld<D>(), src, rs, (j + 1) * BC, T);
+    ptx::cp_async_commit();
+  }
+}
+
 __device__ __forceinline__ float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
@@ -213,17 +288,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   std::uint32_t qf[KD][4];
   float o[ND][4];
-#pragma unroll
-  for (int n = 0; n < ND; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  zero_acc(o);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
   for (int j = 0; j <= last; ++j) {
-    ptx::cp_async_wait_group<1>(); // K j (and Q) landed; V j may be in flight
-    __syncthreads();               // ... for every thread; and K j-1 is no longer read
-    if (j < last) {                // prefetch K j+1 into the other buffer
-      load_tile<BC, D>(sK + ((j + 1) & 1) * BC * LD, gK, rs, (j + 1) * BC, T);
-      ptx::cp_async_commit();
-    }
+    // K j (and Q) landed for every thread; V j may be in flight. K j-1 is no
+    // longer read: prefetch K j+1.
+    pipe_step<BC, D>(sK, gK, rs, j, last, T, false);
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) frag_a<D>(qf[kk], sQ, 16 * warp, 16 * kk);
@@ -234,19 +305,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // S = Q K^T for this warp's 16 rows, 16 keys at a time (skipped above the diagonal).
     float s[NN][4];
-#pragma unroll
-    for (int n = 0; n < NN; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int np = 0; np < NN / 2; ++np) {
-      if (k0 + 16 * np > row0 + 15) continue; // warp-uniform
-#pragma unroll
-      for (int kk = 0; kk < KD; ++kk) {
-        std::uint32_t kf[4];
-        frag_bt<D>(kf, tK, 16 * np, 16 * kk);
-        ptx::mma_bf16_16816(s[2 * np], qf[kk], kf[0], kf[1]);
-        ptx::mma_bf16_16816(s[2 * np + 1], qf[kk], kf[2], kf[3]);
-      }
-    }
+    zero_acc(s);
+    rows_mma_bt<D>(s, qf, tK, k0, row0);
     // Online softmax in base 2 (rows g and g+8 of the warp; 4 lanes share a row).
     const bool diag = k0 + BC - 1 > row0;
     float mx[2] = {m[0], m[1]};
@@ -285,31 +345,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     // V j landed (only K j+1 may remain in flight) for every thread; V j-1 is
     // no longer read: prefetch V j+1.
-    if (j < last)
-      ptx::cp_async_wait_group<1>();
-    else
-      ptx::cp_async_wait_group<0>();
-    __syncthreads();
-    if (j < last) {
-      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
-      ptx::cp_async_commit();
-    }
+    pipe_step<BC, D>(sV, gV, rs, j, last, T, true);
     // O += P V: P's A fragments come straight from the S accumulators.
-#pragma unroll
-    for (int kk = 0; kk < NN / 2; ++kk) {
-      if (k0 + 16 * kk > row0 + 15) continue; // P is zero there
-      const std::uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                                   pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                   pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        std::uint32_t vf[4];
-        frag_bn<D>(vf, tV, 16 * kk, 16 * dp);
-        ptx::mma_bf16_16816(o[2 * dp], pa, vf[0], vf[1]);
-        ptx::mma_bf16_16816(o[2 * dp + 1], pa, vf[2], vf[3]);
-      }
-    }
+    rows_mma_pn<D>(o, s, tV, k0, row0);
   }
 
   float inv[2];
@@ -392,16 +430,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   std::uint32_t qf[KD][4], df[KD][4];
   float dq[ND][4];
-#pragma unroll
-  for (int n = 0; n < ND; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+  zero_acc(dq);
 
   for (int j = 0; j <= last; ++j) {
-    ptx::cp_async_wait_group<1>(); // K j (with Q, dO) landed; V j may be in flight
-    __syncthreads();
-    if (j < last) { // K j-1 is no longer read
-      load_tile<BC, D>(sK + ((j + 1) & 1) * BC * LD, gK, rs, (j + 1) * BC, T);
-      ptx::cp_async_commit();
-    }
+    // K j (with Q, dO) landed; V j may be in flight. K j-1 is no longer read.
+    pipe_step<BC, D>(sK, gK, rs, j, last, T, false);
     if (j == 0) {
 #pragma unroll
       for (int kk = 0; kk < KD; ++kk) {
@@ -414,41 +447,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int k0 = j * BC;
 
     float s[NN][4], dp[NN][4];
-#pragma unroll
-    for (int n = 0; n < NN; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-    for (int np = 0; np < NN / 2; ++np) { // S = Q K^T
-      if (k0 + 16 * np > row0 + 15) continue;
-#pragma unroll
-      for (int kk = 0; kk < KD; ++kk) {
-        std::uint32_t f[4];
-        frag_bt<D>(f, tK, 16 * np, 16 * kk);
-        ptx::mma_bf16_16816(s[2 * np], qf[kk], f[0], f[1]);
-        ptx::mma_bf16_16816(s[2 * np + 1], qf[kk], f[2], f[3]);
-      }
-    }
-    if (j < last) // V j landed (only K j+1 may remain in flight)
-      ptx::cp_async_wait_group<1>();
-    else
-      ptx::cp_async_wait_group<0>();
-    __syncthreads();
-    if (j < last) { // V j-1 is no longer read
-      load_tile<BC, D>(sV + ((j + 1) & 1) * BC * LD, gV, rs, (j + 1) * BC, T);
-      ptx::cp_async_commit();
-    }
-#pragma unroll
-    for (int np = 0; np < NN / 2; ++np) { // dP = dO V^T
-      if (k0 + 16 * np > row0 + 15) continue;
-#pragma unroll
-      for (int kk = 0; kk < KD; ++kk) {
-        std::uint32_t f[4];
-        frag_bt<D>(f, tV, 16 * np, 16 * kk);
-        ptx::mma_bf16_16816(dp[2 * np], df[kk], f[0], f[1]);
-        ptx::mma_bf16_16816(dp[2 * np + 1], df[kk], f[2], f[3]);
-      }
-    }
+    zero_acc(s);
+    zero_acc(dp);
+    rows_mma_bt<D>(s, qf, tK, k0, row0); // S = Q K^T
+    // V j landed (only K j+1 may remain in flight); V j-1 is no longer read.
+    pipe_step<BC, D>(sV, gV, rs, j, last, T, true);
+    rows_mma_bt<D>(dp, df, tV, k0, row0); // dP = dO V^T
     // dS = P (dP - Drow), P = exp2(S scale log2e - lse log2e), causal mask.
 #pragma unroll
     for (int n = 0; n < NN; ++n)
@@ -459,22 +463,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float p = masked ? 0.0f : exp2f(s[n][e] * scale_log2 - lse2[r]);
         s[n][e] = p * (dp[n][e] - drow[r]);
       }
-      // dQ += dS K.
-#pragma unroll
-    for (int kk = 0; kk < NN / 2; ++kk) {
-      if (k0 + 16 * kk > row0 + 15) continue;
-      const std::uint32_t da[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                                   pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                   pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int d = 0; d < D / 16; ++d) {
-        std::uint32_t kf[4];
-        frag_bn<D>(kf, tK, 16 * kk, 16 * d);
-        ptx::mma_bf16_16816(dq[2 * d], da, kf[0], kf[1]);
-        ptx::mma_bf16_16816(dq[2 * d + 1], da, kf[2], kf[3]);
-      }
-    }
+    // dQ += dS K.
+    rows_mma_pn<D>(dq, s, tK, k0, row0);
   }
 
   store_rows<D>(dqkv + std::size_t(b) * T * rs + std::size_t(h) * D, rs, row0, T, dq, scale, scale,
@@ -525,10 +515,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   ptx::cp_async_commit();
 
   float dk[ND][4], dv[ND][4];
-#pragma unroll
-  for (int n = 0; n < ND; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.0f;
+  zero_acc(dk);
+  zero_acc(dv);
 
   for (int i = 0; i < steps; ++i) {
     if (i + 1 < steps) {
@@ -547,10 +535,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     // S^T = K Q^T and dP^T = V dO^T: 16 keys x BQ queries per warp.
     float s[NN][4], dp[NN][4];
-#pragma unroll
-    for (int n = 0; n < NN; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
+    zero_acc(s);
+    zero_acc(dp);
 #pragma unroll
     for (int kk = 0; kk < KD; ++kk) {
       std::uint32_t ka[4], va[4];
@@ -559,13 +545,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int np = 0; np < NN / 2; ++np) {
         if (q0 + 16 * np + 15 < key0) continue; // all these queries precede all our keys
-        std::uint32_t f[4];
-        frag_bt<D>(f, tQ, 16 * np, 16 * kk);
-        ptx::mma_bf16_16816(s[2 * np], ka, f[0], f[1]);
-        ptx::mma_bf16_16816(s[2 * np + 1], ka, f[2], f[3]);
-        frag_bt<D>(f, tdO, 16 * np, 16 * kk);
-        ptx::mma_bf16_16816(dp[2 * np], va, f[0], f[1]);
-        ptx::mma_bf16_16816(dp[2 * np + 1], va, f[2], f[3]);
+        mma_b<D, false>(s, np, ka, tQ, 16 * np, 16 * kk);
+        mma_b<D, false>(dp, np, va, tdO, 16 * np, 16 * kk);
       }
     }
     // P^T and dS^T (element (key, query); causal: query >= key).
@@ -583,23 +564,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int kk = 0; kk < NN / 2; ++kk) {
       if (q0 + 16 * kk + 15 < key0) continue;
-      const std::uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                                   pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                   pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                   pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const std::uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]),
-                                   pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                                   pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                                   pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+      std::uint32_t pa[4], da[4];
+      acc_to_a(pa, s, kk);
+      acc_to_a(da, dp, kk);
 #pragma unroll
       for (int d = 0; d < D / 16; ++d) {
-        std::uint32_t f[4];
-        frag_bn<D>(f, tdO, 16 * kk, 16 * d);
-        ptx::mma_bf16_16816(dv[2 * d], pa, f[0], f[1]);
-        ptx::mma_bf16_16816(dv[2 * d + 1], pa, f[2], f[3]);
-        frag_bn<D>(f, tQ, 16 * kk, 16 * d);
-        ptx::mma_bf16_16816(dk[2 * d], da, f[0], f[1]);
-        ptx::mma_bf16_16816(dk[2 * d + 1], da, f[2], f[3]);
+        mma_b<D, true>(dv, d, pa, tdO, 16 * kk, 16 * d);
+        mma_b<D, true>(dk, d, da, tQ, 16 * kk, 16 * d);
       }
     }
     __syncthreads();
