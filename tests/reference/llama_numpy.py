@@ -2,8 +2,8 @@
 """Independent float64 NumPy reference for training a Llama-family model as
 Hugging Face's LlamaForCausalLM computes it: forward, a hand-written backward
 and AdamW. Myelin's Llama reference test runs both on the same files. Token
-shards, the sequential loader, AdamW and the finite-difference check are
-gpt2_numpy.py's.
+shards, the sequential loader, AdamW, the training loop and the
+finite-difference check are reference_common.py's.
 
 Sub-commands
   make       write a random model (Myelin's Llama model file, fp32) and a shard
@@ -35,7 +35,6 @@ qkvw [L,(NH+2NKV)D,C], attprojw [L,C,C], ln2w [L,C], fcw [L,2I,C],
 fcprojw [L,C,I], lnfw [C], lm_head [Vp,C] (untied only), fp32.
 """
 import argparse
-import json
 import math
 import os
 import struct
@@ -44,8 +43,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_numpy import (SequentialLoader, adamw, f32, fd_check, linear_bwd,  # noqa: E402
-                        max_rel_loss_diff, read_shard, write_shard)
+from gpt2_numpy import linear_bwd  # noqa: E402
+from reference_common import compare_losses, gradcheck, save_run, train, write_shard  # noqa: E402
 
 MAGIC = 20261201
 DOUBLES = ("theta", "factor", "low", "high", "orig")
@@ -259,57 +258,18 @@ def cmd_make(a):
 
 def cmd_train(a):
     cfg, P = read_model(a.model)
-    tokens = read_shard(a.train_data)
-    if tokens.size and tokens.max() >= cfg["V"]:
-        sys.exit(f"{a.train_data}: token {tokens.max()} >= vocab {cfg['V']}")
-    loader = SequentialLoader(tokens, a.batch_size, a.seq_len)
-    lr, b1, b2, eps, wd = (f32(x) for x in (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay))
-    ns = names(cfg)
-    M = {n: np.zeros_like(P[n]) for n in ns}
-    Vm = {n: np.zeros_like(P[n]) for n in ns}
-    losses = []
-    for step in range(a.steps):
-        G = {n: np.zeros_like(P[n]) for n in ns}
-        loss = 0.0
-        for _ in range(a.grad_accum):
-            inp, tgt = loader.next()
-            l, g = forward_backward(cfg, P, inp, tgt, 1.0 / a.grad_accum)
-            loss += l / a.grad_accum
-            for n in ns:
-                G[n] += g[n]
-        adamw(P, G, M, Vm, step + 1, lr, b1, b2, eps, wd, ns)
-        losses.append(loss)
-    with open(a.losses_out, "w") as f:
-        for i, l in enumerate(losses):
-            f.write(json.dumps({"step": i + 1, "loss": l}) + "\n")
-    write_model(a.save, cfg, P)
-    np.savez(a.save + ".f64.npz", **P)
+    save_run(a, train(cfg, P, names(cfg), forward_backward, a), write_model, cfg, P)
 
 
 def cmd_gradcheck(a):
     cfg, P = read_model(a.model)
-    inp, tgt = SequentialLoader(read_shard(a.train_data), a.batch_size, a.seq_len).next()
-    _, G = forward_backward(cfg, P, inp, tgt, 1.0)
-    worst = fd_check(P, G, names(cfg), lambda Q: forward_backward(cfg, Q, inp, tgt, 1.0)[0],
-                     a.samples, {"wte": inp.reshape(-1)[:4] * cfg["C"]})
-    print(f"gradcheck: worst relative error {worst:.2e}")
-    return 0 if worst < 1e-5 else 1
+    return gradcheck(cfg, P, names(cfg), forward_backward, a)
 
 
 def cmd_compare(a):
-    ref = [json.loads(l)["loss"] for l in open(a.ref_losses) if l.strip()]
-    got = [json.loads(l)["loss"] for l in open(a.metrics) if l.strip()]
-    if len(ref) != len(got):
-        print(f"FAIL: {len(got)} steps in {a.metrics}, reference has {len(ref)}")
+    ok = compare_losses(a)
+    if ok is None:
         return 1
-    for i, (r, g) in enumerate(zip(ref, got)):
-        print(f"{i + 1:4d} {r:16.10f} {g:16.10f} {abs(r - g) / abs(r):10.2e}")
-    ok = True
-    d = max_rel_loss_diff(ref, got)
-    print(f"max relative loss difference: {d:.3e} (tolerance {a.loss_rtol:g})")
-    if not d <= a.loss_rtol:
-        ok = False
-        print("FAIL: losses differ")
     cfg_m, Pm = read_model(a.model)
     cfg_r, _ = read_model(a.ref_model)
     if cfg_m != cfg_r:
