@@ -67,6 +67,23 @@ def f32(x):
     return float(np.float32(x))
 
 
+def cross_entropy(logits, targets, V, grad_scale):
+    """The mean over B*T of -log softmax(logits[..., :V])[target] (the padded
+    columns past V never enter) and the gradient of grad_scale times it with
+    respect to logits (zero in the padded columns)."""
+    B, T = targets.shape
+    z = logits[..., :V] - logits[..., :V].max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    loss = -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
+    dlogits = np.zeros_like(logits)
+    dlogits[..., :V] = np.exp(logp)
+    np.put_along_axis(dlogits[..., :V], targets[..., None],
+                      np.take_along_axis(dlogits[..., :V], targets[..., None], axis=-1) - 1.0,
+                      axis=-1)
+    dlogits *= grad_scale / (B * T)
+    return loss, dlogits
+
+
 def train(cfg, P, names, forward_backward, a, verbose=False):
     """Runs a.steps AdamW steps of a.grad_accum micro-batches (a.batch_size x
     a.seq_len, read from a.train_data) on P in place; returns the step losses
@@ -166,3 +183,50 @@ def compare_losses(a):
         print("FAIL: losses differ")
         return False
     return True
+
+
+def verdict(ok, worst, a):
+    """Prints PASS when ok and the worst relative parameter difference is
+    within a.param_rtol, else FAIL; returns the exit status."""
+    if not worst <= a.param_rtol:
+        ok = False
+        print("FAIL: final parameters differ")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def add_commands(sub, batch_size, seq_len, lr, models_required):
+    """Adds the train, gradcheck and compare sub-commands (the reference's
+    defaults for train's batch size, sequence length and learning rate; with
+    models_required, compare needs --ref-model, --model and --init); returns
+    the three parsers."""
+    t = sub.add_parser("train", help="train from a model file, print per-step losses")
+    t.add_argument("--model", required=True)
+    t.add_argument("--train-data", required=True)
+    for k, v in (("--batch-size", batch_size), ("--seq-len", seq_len), ("--grad-accum", 1),
+                 ("--steps", 10)):
+        t.add_argument(k, type=int, default=v)
+    for k, v in (("--lr", lr), ("--beta1", 0.9), ("--beta2", 0.95), ("--eps", 1e-8),
+                 ("--weight-decay", 0.0)):
+        t.add_argument(k, type=float, default=v)
+    t.add_argument("--losses-out", help="write one JSON object {step, loss} per line")
+    t.add_argument("--save", help="write the final model and FILE.f64.npz")
+    t.add_argument("--quiet", action="store_true")
+
+    g = sub.add_parser("gradcheck", help="check the backward against finite differences")
+    g.add_argument("--model", required=True)
+    g.add_argument("--train-data", required=True)
+    g.add_argument("--batch-size", type=int, default=2)
+    g.add_argument("--seq-len", type=int, default=8)
+    g.add_argument("--samples", type=int, default=6, help="entries checked per tensor")
+
+    c = sub.add_parser("compare", help="compare Myelin's run with the reference's")
+    c.add_argument("--ref-losses", required=True)
+    c.add_argument("--metrics", required=True, help="myelin's --metrics-out file")
+    c.add_argument("--ref-model", required=models_required, help="the reference's --save file")
+    c.add_argument("--model", required=models_required, help="myelin's --save file")
+    c.add_argument("--init", required=models_required,
+                   help="the initial model: rows without gradient must not change")
+    c.add_argument("--loss-rtol", type=float, default=1e-5)
+    c.add_argument("--param-rtol", type=float, default=1e-5)
+    return t, g, c

@@ -5,10 +5,10 @@
 # Sets MYELIN, WORK, REF (tests/reference/REFERENCE.py), PY and status=0;
 # exits 77 (skipped) when /usr/bin/python3 has no NumPy, 1 when MYELIN is not
 # an executable; leaves the shell in a fresh WORK.
-# Then, per case: reference_case NAME B T K STEPS [--ref-train ARGS...]
-#   [--compare ARGS...] trains Myelin's CPU trainer and the reference from
-# init.bin on train.bin with the same flags and compares losses and final
-# parameters (1e-5 relative); a disagreement sets status=1.
+# Then, per case: reference_case NAME B T K STEPS [COMPARE-ARGS...] trains
+# Myelin's CPU trainer and the reference from init.bin on train.bin with the
+# same flags and compares losses and final parameters (1e-5 relative, plus
+# COMPARE-ARGS); a disagreement sets status=1.
 set -euo pipefail
 
 REF_NAME=${1:?usage: source reference_common.sh REFERENCE.py <path-to-myelin> <work-dir>}
@@ -34,25 +34,17 @@ status=0
 reference_case() {
   local name=$1 B=$2 T=$3 K=$4 steps=$5
   shift 5
-  local ref_extra=() cmp_extra=() into=
-  for arg in "$@"; do
-    case $arg in
-      --ref-train) into='ref' ;;
-      --compare) into='cmp' ;;
-      *) if [[ $into == ref ]]; then ref_extra+=("$arg"); else cmp_extra+=("$arg"); fi ;;
-    esac
-  done
   echo "== case $name: batch $B x seq $T x accum $K, $steps steps"
   "$MYELIN" train --model init.bin --train-data train.bin --batch-size "$B" --seq-len "$T" \
     --grad-accum "$K" --steps "$steps" --lr 1e-3 --lr-schedule constant --warmup-steps 0 \
     --grad-clip 0 --weight-decay 0 --metrics-out "$name.myelin.jsonl" --quiet \
     --save "$name.myelin.bin"
   "$PY" "$REF" train --model init.bin --train-data train.bin --batch-size "$B" --seq-len "$T" \
-    --grad-accum "$K" --steps "$steps" --lr 1e-3 --weight-decay 0 ${ref_extra[@]+"${ref_extra[@]}"} \
+    --grad-accum "$K" --steps "$steps" --lr 1e-3 --weight-decay 0 --quiet \
     --losses-out "$name.ref.jsonl" --save "$name.ref.bin"
   if ! "$PY" "$REF" compare --ref-losses "$name.ref.jsonl" --metrics "$name.myelin.jsonl" \
     --ref-model "$name.ref.bin" --model "$name.myelin.bin" --init init.bin \
-    ${cmp_extra[@]+"${cmp_extra[@]}"} --loss-rtol 1e-5 --param-rtol 1e-5; then
+    "$@" --loss-rtol 1e-5 --param-rtol 1e-5; then
     status=1
   fi
 }

@@ -18,9 +18,9 @@ echo "== reference backward against finite differences"
 "$PY" "$REF" gradcheck --model init.bin --train-data train.bin --batch-size 2 --seq-len 8
 
 # The main case: gradient accumulation, the loader wraps.
-reference_case accum 2 8 2 8 --ref-train --quiet --compare --seq-len 8
+reference_case accum 2 8 2 8 --seq-len 8
 # seq-len = maxT: every position row trained.
-reference_case full 1 16 1 6 --ref-train --quiet --compare --seq-len 16
+reference_case full 1 16 1 6 --seq-len 16
 
 if [[ $status -eq 0 ]]; then echo "llmc exactness: PASS"; else echo "llmc exactness: FAIL"; fi
 exit $status
