@@ -12,6 +12,7 @@
 #include "runtime/model/init.h"
 #include "runtime/model/memory_plan.h"
 #include "runtime/util/rng.h"
+#include "tests/common/llama_config.h"
 #include "tests/common/step_check.h"
 
 using namespace myelin;
@@ -19,13 +20,12 @@ using namespace myelin;
 namespace {
 ModelConfig gpt2_cfg() { return ModelConfig{16, 50, 64, 3, 2, 16}; }
 ModelConfig llama_cfg() {
-  ModelConfig c{16, 50, 64, 3, 4, 16};
-  c.family = Family::kLlama;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 24;
-  c.tied_head = false;
-  c.rope.theta = 100.0; // large angles at these short positions
-  return c;
+  return test_util::llama_config(
+      ModelConfig{16, 50, 64, 3, 4, 16},
+      {.kv_heads = 2,
+       .intermediate = 24,
+       .tied_head = false,
+       .rope = {.theta = 100.0}}); // large angles at these short positions
 }
 
 struct Batch {

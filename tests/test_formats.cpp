@@ -18,11 +18,15 @@
 #include "runtime/model/init.h"
 #include "runtime/util/error.h"
 #include "tests/common/input_check.h"
+#include "tests/common/llama_config.h"
 
 namespace fs = std::filesystem;
 using namespace myelin;
 
 using myelin::test_util::expect_input_error;
+using myelin::test_util::expect_llama_fields;
+using myelin::test_util::llama_config;
+using myelin::test_util::LlamaFields;
 using myelin::test_util::tmpdir;
 
 namespace {
@@ -108,21 +112,17 @@ TEST(ModelFile, WrappingShapeInTheHeaderIsRefused) {
 
 namespace {
 // GQA, untied head, Llama 3 rope scaling: every header field non-default.
-ModelConfig tiny_llama() {
-  ModelConfig c{16, 67, 80, 2, 4, 8};
-  c.family = Family::kLlama;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 20;
-  c.tied_head = false;
-  c.norm_eps = 3e-6f;
-  c.rope.theta = 123456.5;
-  c.rope.llama3 = true;
-  c.rope.factor = 16.0;
-  c.rope.low_freq_factor = 0.5;
-  c.rope.high_freq_factor = 3.0;
-  c.rope.original_max_position = 4;
-  return c;
-}
+const LlamaFields kTinyLlama{.kv_heads = 2,
+                             .intermediate = 20,
+                             .tied_head = false,
+                             .norm_eps = 3e-6f,
+                             .rope = {.theta = 123456.5,
+                                      .llama3 = true,
+                                      .factor = 16.0,
+                                      .low_freq_factor = 0.5,
+                                      .high_freq_factor = 3.0,
+                                      .original_max_position = 4}};
+ModelConfig tiny_llama() { return llama_config(ModelConfig{16, 67, 80, 2, 4, 8}, kTinyLlama); }
 
 std::vector<float> ramp(std::size_t n) {
   std::vector<float> p(n);
@@ -141,18 +141,8 @@ TEST(ModelFile, LlamaHeaderRoundTripsEveryField) {
     const ModelFile m = load_model(dir + "/m.bin");
     EXPECT_EQ(m.version, version);
     const ModelConfig& r = m.config;
-    EXPECT_TRUE(r.llama());
     EXPECT_EQ(r.describe(), c.describe());
-    EXPECT_EQ(r.num_kv_heads, 2);
-    EXPECT_EQ(r.intermediate_size, 20);
-    EXPECT_FALSE(r.tied_head);
-    EXPECT_EQ(r.norm_eps, 3e-6f);
-    EXPECT_EQ(r.rope.theta, 123456.5);
-    EXPECT_TRUE(r.rope.llama3);
-    EXPECT_EQ(r.rope.factor, 16.0);
-    EXPECT_EQ(r.rope.low_freq_factor, 0.5);
-    EXPECT_EQ(r.rope.high_freq_factor, 3.0);
-    EXPECT_EQ(r.rope.original_max_position, 4.0);
+    expect_llama_fields(r, kTinyLlama);
     EXPECT_EQ(load_model_config(dir + "/m.bin").describe(), c.describe());
     EXPECT_EQ(m.params, p); // multiples of 1/64 below 1: exact in bf16 too
   }

@@ -18,11 +18,14 @@
 #include "runtime/util/error.h"
 #include "runtime/util/f16.h"
 #include "tests/common/input_check.h"
+#include "tests/common/llama_config.h"
 
 namespace fs = std::filesystem;
 using namespace myelin;
 
 using myelin::test_util::expect_input_error;
+using myelin::test_util::expect_llama_fields;
+using myelin::test_util::llama_config;
 using myelin::test_util::tmpdir;
 
 namespace {
@@ -482,17 +485,16 @@ TEST(HfConfig, LlamaFieldsFillModelConfig) {
   ModelConfig preset;
   ASSERT_TRUE(model_preset("llama-1B", preset));
   EXPECT_EQ(c.describe(), preset.describe());
-  EXPECT_TRUE(c.llama());
-  EXPECT_EQ(c.num_kv_heads, 8);
-  EXPECT_EQ(c.intermediate_size, 8192);
-  EXPECT_TRUE(c.tied_head);
-  EXPECT_EQ(c.norm_eps, 1e-5f);
-  EXPECT_EQ(c.rope.theta, 500000.0);
-  EXPECT_TRUE(c.rope.llama3);
-  EXPECT_EQ(c.rope.factor, 32.0);
-  EXPECT_EQ(c.rope.low_freq_factor, 1.0);
-  EXPECT_EQ(c.rope.high_freq_factor, 4.0);
-  EXPECT_EQ(c.rope.original_max_position, 8192.0);
+  expect_llama_fields(c, {.kv_heads = 8,
+                          .intermediate = 8192,
+                          .tied_head = true,
+                          .norm_eps = 1e-5f,
+                          .rope = {.theta = 500000.0,
+                                   .llama3 = true,
+                                   .factor = 32.0,
+                                   .low_freq_factor = 1.0,
+                                   .high_freq_factor = 4.0,
+                                   .original_max_position = 8192.0}});
   // Written and read back: every field the same.
   write_hf_config(p, c);
   const ModelConfig again = read_hf_config(p);
@@ -549,17 +551,12 @@ namespace {
 // A Llama-family model with GQA (NKV 1 < NH 2), an untied head and Llama 3
 // rope scaling.
 ModelConfig tiny_llama(bool tied = false) {
-  ModelConfig c{16, 67, default_padded_vocab(67), 2, 2, 8};
-  c.family = Family::kLlama;
-  c.num_kv_heads = 1;
-  c.intermediate_size = 12;
-  c.tied_head = tied;
-  c.norm_eps = 1e-5f;
-  c.rope.theta = 500000.0;
-  c.rope.llama3 = true;
-  c.rope.factor = 8.0;
-  c.rope.original_max_position = 8;
-  return c;
+  return llama_config(
+      ModelConfig{16, 67, default_padded_vocab(67), 2, 2, 8},
+      {.kv_heads = 1,
+       .intermediate = 12,
+       .tied_head = tied,
+       .rope = {.theta = 500000.0, .llama3 = true, .factor = 8.0, .original_max_position = 8}});
 }
 
 std::string llama_json(const ModelConfig& c, const std::string& extra = "") {

@@ -41,6 +41,7 @@
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
 #include "tests/common/step_check.h"
+#include "tests/common/tc_attention_check.h"
 #include "tests/gpu/gpu_test.h"
 
 namespace {
@@ -354,6 +355,9 @@ struct GpuMem {
   template <typename T> static std::vector<float> down(const DeviceBuffer<T>& d) {
     return ::down(d);
   }
+  template <typename T> static void poison(const DeviceBuffer<T>& d) {
+    MYELIN_CUDA_CHECK(cudaMemset(d.get(), 0xff, d.size() * sizeof(T)));
+  }
   static cudaStream_t stream() { return stream0(); }
   // Deterministic kernels: a second run gives the same bits.
   template <typename Run, typename Read>
@@ -425,61 +429,9 @@ TYPED_TEST(CudaOps, Attention) {
   }
 }
 
-// Tensor-core attention (attention_fa2.cu, bf16 only, grouped-query) against
-// the double references, and interchangeability with the FMA kernels. The
-// backward is checked with the usual bf16 tolerance against the flash reference
-// (same O, P and dS rounded to bf16 as MMA operands); against the exact CPU
-// reference at 5e-2: rounding dS to bf16 (|dS| reaches ~10 here while dQ, dK
-// cancel to ~0.1) and Drow from a bf16 O put single elements of dQ, dK up to
-// ~1.4x past the 2e-2 bf16 tolerance.
+// Tensor-core attention (tests/common/tc_attention_check.h).
 void check_tc_attention(const GqaShape& s, bool with_fma) {
-  using T = bf16;
-  namespace cu = myelin::cuda;
-  const GqaCase a(s);
-  const auto& tag = a.tag;
-  auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
-  auto gout = poisoned<T>(s.out_elems());
-  auto glse = poisoned<float>(s.lse_elems());
-  cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
-                           stream0());
-  const auto out_g = down(gout);
-  expect_close_t<T>(a.out, out_g, "attention_forward_tc" + tag);
-  const auto lse_g = down(glse);
-  for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
-  // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
-  expect_close(a.lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
-
-  auto gdqkv = poisoned<T>(s.qkv_elems());
-  auto scratch = poisoned<float>(s.lse_elems());
-  cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
-  const auto d1 = down(gdqkv);
-  expect_close_t<T>(a.flash_backward(s, out_g), d1, "attention_backward_tc" + tag);
-  expect_close(a.dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
-  // Deterministic: a second run (over the first one's output) is bit-identical.
-  cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
-  const auto d2 = down(gdqkv);
-  EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))
-      << "attention_backward_tc not deterministic" << tag;
-
-  if (!with_fma) return;
-  // Interchangeable with the FMA kernels (grouped-query too), both ways.
-  auto fout = poisoned<T>(s.out_elems());
-  auto flse = poisoned<float>(s.lse_elems());
-  cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
-                           stream0());
-  const auto fout_g = down(fout);
-  expect_close(a.lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
-  auto gdqkv2 = poisoned<T>(s.qkv_elems());
-  cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
-                            flse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
-  expect_close_t<T>(a.flash_backward(s, fout_g), down(gdqkv2),
-                    "attention_backward_tc after FMA forward" + tag);
-  auto gdqkv3 = poisoned<T>(s.qkv_elems());
-  cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, stream0());
-  expect_close(a.dqkv, down(gdqkv3), 5e-2, 5e-2, "attention_backward (FMA) after TC forward" + tag);
+  myelin::tc_attention_check::check_tc_attention<GpuMem>(s, with_fma);
 }
 
 TEST(CudaOpsTc, Attention) {

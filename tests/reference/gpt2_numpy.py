@@ -28,14 +28,17 @@ AdamW (t = step + 1):
   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
 """
 import argparse
-import json
 import math
+import os
 import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import (add_commands, compare_losses, cross_entropy, gradcheck,  # noqa: E402
+                              save_run, train, verdict, write_shard)
+
 MODEL_MAGIC = 20240326
-SHARD_MAGIC = 20240520
 LN_EPS = 1e-5
 GELU_K = math.sqrt(2.0 / math.pi)
 
@@ -86,44 +89,6 @@ def write_model(path, cfg, params):
         f.write(header.tobytes())
         for name in PARAM_NAMES:
             f.write(np.ascontiguousarray(params[name], dtype="<f4").tobytes())
-
-
-def read_shard(path):
-    with open(path, "rb") as f:
-        header = np.frombuffer(f.read(256 * 4), dtype="<i4")
-        if header[0] != SHARD_MAGIC or header[1] != 1:
-            sys.exit(f"{path}: not an llm.c token shard (magic {header[0]}, version {header[1]})")
-        ntok = int(header[2])
-        toks = np.frombuffer(f.read(), dtype="<u2")
-    if toks.size != ntok:
-        sys.exit(f"{path}: header says {ntok} tokens, file holds {toks.size}")
-    return toks.astype(np.int64)
-
-
-def write_shard(path, tokens):
-    header = np.zeros(256, dtype="<i4")
-    header[:3] = [SHARD_MAGIC, 1, len(tokens)]
-    with open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype="<u2").tobytes())
-
-
-class SequentialLoader:
-    """llm.c's order: batch k = tokens[k*B*T : k*B*T + B*T + 1]; after
-    (ntok-1)//(B*T) batches it starts again from the beginning."""
-
-    def __init__(self, tokens, B, T):
-        self.tokens, self.B, self.T = tokens, B, T
-        self.nbatches = (len(tokens) - 1) // (B * T)
-        if self.nbatches < 1:
-            sys.exit(f"shard holds {len(tokens)} tokens, fewer than B*T+1 = {B * T + 1}")
-        self.k = 0
-
-    def next(self):
-        n = self.B * self.T
-        buf = self.tokens[self.k * n: self.k * n + n + 1]
-        self.k = (self.k + 1) % self.nbatches
-        return buf[:-1].reshape(self.B, self.T), buf[1:].reshape(self.B, self.T)
 
 
 # ---- layers -----------------------------------------------------------------
@@ -219,18 +184,9 @@ def forward_backward(cfg, P, inputs, targets, grad_scale):
         x = x3
     lnf, c_lnf = layernorm_fwd(x, P["lnfw"], P["lnfb"])
     logits = lnf @ P["wte"].T                      # B,T,Vp
-    z = logits[..., :V] - logits[..., :V].max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    nll = -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    loss = nll.mean()
+    loss, dlogits = cross_entropy(logits, targets, V, grad_scale)
 
     G = {name: np.zeros_like(P[name]) for name in PARAM_NAMES}
-    dlogits = np.zeros_like(logits)
-    dlogits[..., :V] = np.exp(logp)
-    np.put_along_axis(dlogits[..., :V], targets[..., None],
-                      np.take_along_axis(dlogits[..., :V], targets[..., None], axis=-1) - 1.0,
-                      axis=-1)
-    dlogits *= grad_scale / (B * T)
     G["wte"] += dlogits.reshape(-1, dlogits.shape[-1]).T @ lnf.reshape(-1, lnf.shape[-1])
     dlnf = dlogits @ P["wte"]
     dx, G["lnfw"], G["lnfb"] = layernorm_bwd(dlnf, c_lnf, P["lnfw"])
@@ -251,57 +207,6 @@ def forward_backward(cfg, P, inputs, targets, grad_scale):
     np.add.at(G["wte"], inputs.reshape(-1), dx.reshape(-1, dx.shape[-1]))
     G["wpe"][:T] += dx.sum(axis=0)
     return loss, G
-
-
-def adamw(P, G, M, Vm, t, lr, b1, b2, eps, wd, names=PARAM_NAMES):
-    c1 = 1.0 - b1 ** t
-    c2 = 1.0 - b2 ** t
-    for name in names:
-        g = G[name]
-        M[name] = b1 * M[name] + (1.0 - b1) * g
-        Vm[name] = b2 * Vm[name] + (1.0 - b2) * g * g
-        mhat = M[name] / c1
-        vhat = Vm[name] / c2
-        P[name] = P[name] - lr * (mhat / (np.sqrt(vhat) + eps) + wd * P[name])
-
-
-def f32(x):
-    """The value a float32 command-line option takes (Myelin parses floats)."""
-    return float(np.float32(x))
-
-
-def cmd_train(a):
-    cfg, P = read_model(a.model)
-    tokens = read_shard(a.train_data)
-    if tokens.size and tokens.max() >= cfg["V"]:
-        sys.exit(f"{a.train_data}: token {tokens.max()} >= vocab {cfg['V']}")
-    if a.seq_len > cfg["maxT"]:
-        sys.exit(f"--seq-len {a.seq_len} exceeds the model's maxT {cfg['maxT']}")
-    loader = SequentialLoader(tokens, a.batch_size, a.seq_len)
-    lr, b1, b2, eps, wd = (f32(x) for x in (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay))
-    M = {n: np.zeros_like(P[n]) for n in PARAM_NAMES}
-    Vm = {n: np.zeros_like(P[n]) for n in PARAM_NAMES}
-    losses = []
-    for step in range(a.steps):
-        G = {n: np.zeros_like(P[n]) for n in PARAM_NAMES}
-        loss = 0.0
-        for _ in range(a.grad_accum):
-            inp, tgt = loader.next()
-            l, g = forward_backward(cfg, P, inp, tgt, 1.0 / a.grad_accum)
-            loss += l / a.grad_accum
-            for n in PARAM_NAMES:
-                G[n] += g[n]
-        adamw(P, G, M, Vm, step + 1, lr, b1, b2, eps, wd)
-        losses.append(loss)
-        if not a.quiet:
-            print(f"step {step + 1:4d} loss {loss:.10f}")
-    if a.losses_out:
-        with open(a.losses_out, "w") as f:
-            for i, l in enumerate(losses):
-                f.write(json.dumps({"step": i + 1, "loss": l}) + "\n")
-    if a.save:
-        write_model(a.save, cfg, P)
-        np.savez(a.save + ".f64.npz", **P)   # unrounded copy for the comparison
 
 
 def cmd_make(a):
@@ -326,63 +231,22 @@ def cmd_make(a):
     write_shard(a.shard, rng.integers(0, a.V, size=a.ntok))
 
 
-def fd_check(P, G, names, loss_of, samples, extra=None, h=1e-5):
-    """Worst relative error between G and central differences of loss_of(P)
-    over `samples` random entries per tensor (plus extra[name] indices)."""
-    rng = np.random.default_rng(1)
-    worst = 0.0
-    for name in names:
-        flat = P[name].reshape(-1)
-        idx = rng.choice(flat.size, size=min(samples, flat.size), replace=False)
-        if extra and name in extra:
-            idx = np.concatenate([idx, extra[name]])
-        for i in idx:
-            old = flat[i]
-            flat[i] = old + h
-            lp = loss_of(P)
-            flat[i] = old - h
-            lm = loss_of(P)
-            flat[i] = old
-            num = (lp - lm) / (2 * h)
-            ana = G[name].reshape(-1)[i]
-            # Relative, with a floor: some entries (the key bias) have an exact
-            # gradient of zero, where only the absolute error means anything.
-            err = abs(num - ana) / max(abs(num) + abs(ana), 1e-4)
-            worst = max(worst, err)
-    return worst
+def cmd_train(a):
+    cfg, P = read_model(a.model)
+    losses = train(cfg, P, PARAM_NAMES, forward_backward, a, verbose=not a.quiet)
+    save_run(a, losses, write_model, cfg, P)
 
 
 def cmd_gradcheck(a):
-    """Checks the hand-written backward against central differences (float64)."""
     cfg, P = read_model(a.model)
-    tokens = read_shard(a.train_data)
-    inp, tgt = SequentialLoader(tokens, a.batch_size, a.seq_len).next()
-    _, G = forward_backward(cfg, P, inp, tgt, 1.0)
-    worst = fd_check(P, G, PARAM_NAMES, lambda Q: forward_backward(cfg, Q, inp, tgt, 1.0)[0],
-                     a.samples, {"wte": inp.reshape(-1)[:4] * cfg["C"]})  # rows in the batch
-    print(f"gradcheck: worst relative error {worst:.2e}")
-    return 0 if worst < 1e-5 else 1
-
-
-def max_rel_loss_diff(ref, got):
-    return max(abs(r - g) / max(abs(r), 1e-30) for r, g in zip(ref, got))
+    return gradcheck(cfg, P, PARAM_NAMES, forward_backward, a)
 
 
 def cmd_compare(a):
-    ok = True
-    ref = [json.loads(l)["loss"] for l in open(a.ref_losses) if l.strip()]
-    got = [json.loads(l)["loss"] for l in open(a.metrics) if l.strip()]
-    if len(ref) != len(got):
-        print(f"FAIL: {len(got)} steps in {a.metrics}, reference has {len(ref)}")
+    ok = compare_losses(a)
+    if ok is None:
         return 1
-    print(f"{'step':>4} {'reference':>16} {'myelin':>16} {'rel diff':>10}")
-    for i, (r, g) in enumerate(zip(ref, got)):
-        print(f"{i + 1:4d} {r:16.10f} {g:16.10f} {abs(r - g) / abs(r):10.2e}")
-    lossdiff = max_rel_loss_diff(ref, got)
-    print(f"max relative loss difference: {lossdiff:.3e} (tolerance {a.loss_rtol:g})")
-    if not lossdiff <= a.loss_rtol:
-        ok = False
-        print("FAIL: losses differ")
+    worst = 0.0
     if a.ref_model and a.model:
         cfg_r, _ = read_model(a.ref_model)
         cfg_m, Pm = read_model(a.model)
@@ -392,7 +256,6 @@ def cmd_compare(a):
         Pr = dict(np.load(a.ref_model + ".f64.npz"))
         C = cfg_r["C"]
         scale = max(np.abs(Pr[n]).max() for n in PARAM_NAMES)
-        worst = 0.0
         for name in PARAM_NAMES:
             r, m = Pr[name], Pm[name]
             if name == "qkvb":
@@ -424,11 +287,7 @@ def cmd_compare(a):
                     print(f"  {name:9s} rows without gradient unchanged: ok")
         print(f"max parameter difference (relative to max |param| = {scale:.4f}): {worst:.3e} "
               f"(tolerance {a.param_rtol:g})")
-        if not worst <= a.param_rtol:
-            ok = False
-            print("FAIL: final parameters differ")
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return verdict(ok, worst, a)
 
 
 def main():
@@ -449,38 +308,8 @@ def main():
     m.add_argument("--std", type=float, default=0.2)
     m.add_argument("--seed", type=int, default=0)
 
-    t = sub.add_parser("train", help="train from a model file, print per-step losses")
-    t.add_argument("--model", required=True)
-    t.add_argument("--train-data", required=True)
-    t.add_argument("--batch-size", "-b", type=int, default=4)
-    t.add_argument("--seq-len", "-t", type=int, default=64)
-    t.add_argument("--grad-accum", type=int, default=1)
-    t.add_argument("--steps", type=int, default=10)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--beta1", type=float, default=0.9)
-    t.add_argument("--beta2", type=float, default=0.95)
-    t.add_argument("--eps", type=float, default=1e-8)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--losses-out", help="write one JSON object {step, loss} per line")
-    t.add_argument("--save", help="write the final model (llm.c v3) and FILE.f64.npz")
-    t.add_argument("--quiet", action="store_true")
-
-    g = sub.add_parser("gradcheck", help="check the backward against finite differences")
-    g.add_argument("--model", required=True)
-    g.add_argument("--train-data", required=True)
-    g.add_argument("--batch-size", "-b", type=int, default=2)
-    g.add_argument("--seq-len", "-t", type=int, default=8)
-    g.add_argument("--samples", type=int, default=6, help="entries checked per tensor")
-
-    c = sub.add_parser("compare", help="compare Myelin's run with the reference's")
-    c.add_argument("--ref-losses", required=True)
-    c.add_argument("--metrics", required=True, help="myelin's --metrics-out file")
-    c.add_argument("--ref-model", help="the reference's --save file")
-    c.add_argument("--model", help="myelin's --save file")
-    c.add_argument("--init", help="the initial model: rows without gradient must not change")
+    _, _, c = add_commands(sub, batch_size=4, seq_len=64, lr=3e-4, models_required=False)
     c.add_argument("--seq-len", type=int, default=0, help="with --init: wpe rows >= this are checked")
-    c.add_argument("--loss-rtol", type=float, default=1e-5)
-    c.add_argument("--param-rtol", type=float, default=1e-5)
 
     a = ap.parse_args()
     if a.cmd == "make":

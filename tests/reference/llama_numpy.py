@@ -2,8 +2,8 @@
 """Independent float64 NumPy reference for training a Llama-family model as
 Hugging Face's LlamaForCausalLM computes it: forward, a hand-written backward
 and AdamW. Myelin's Llama reference test runs both on the same files. Token
-shards, the sequential loader, AdamW and the finite-difference check are
-gpt2_numpy.py's.
+shards, the sequential loader, AdamW, the training loop and the
+finite-difference check are reference_common.py's.
 
 Sub-commands
   make       write a random model (Myelin's Llama model file, fp32) and a shard
@@ -35,7 +35,6 @@ qkvw [L,(NH+2NKV)D,C], attprojw [L,C,C], ln2w [L,C], fcw [L,2I,C],
 fcprojw [L,C,I], lnfw [C], lm_head [Vp,C] (untied only), fp32.
 """
 import argparse
-import json
 import math
 import os
 import struct
@@ -44,8 +43,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_numpy import (SequentialLoader, adamw, f32, fd_check, linear_bwd,  # noqa: E402
-                        max_rel_loss_diff, read_shard, write_shard)
+from gpt2_numpy import linear_bwd  # noqa: E402
+from reference_common import (add_commands, compare_losses, cross_entropy, gradcheck,  # noqa: E402
+                              save_run, train, verdict, write_shard)
 
 MAGIC = 20261201
 DOUBLES = ("theta", "factor", "low", "high", "orig")
@@ -204,17 +204,9 @@ def forward_backward(cfg, P, inputs, targets, grad_scale):
         caches.append((a, c1, y, ca, b, c2, gate, up, hdn))
     lnf, cf = rms_fwd(x, P["lnfw"], eps)
     logits = lnf @ head.T
-    z = logits[..., :V] - logits[..., :V].max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    loss = -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
+    loss, dlogits = cross_entropy(logits, targets, V, grad_scale)
 
     G = {n: np.zeros_like(P[n]) for n in names(cfg)}
-    dlogits = np.zeros_like(logits)
-    dlogits[..., :V] = np.exp(logp)
-    np.put_along_axis(dlogits[..., :V], targets[..., None],
-                      np.take_along_axis(dlogits[..., :V], targets[..., None], axis=-1) - 1.0,
-                      axis=-1)
-    dlogits *= grad_scale / (B * T)
     G["wte" if cfg["tied"] else "lm_head"] += (dlogits.reshape(-1, dlogits.shape[-1]).T
                                                @ lnf.reshape(-1, lnf.shape[-1]))
     dx, G["lnfw"] = rms_bwd(dlogits @ head, cf, P["lnfw"])
@@ -259,57 +251,19 @@ def cmd_make(a):
 
 def cmd_train(a):
     cfg, P = read_model(a.model)
-    tokens = read_shard(a.train_data)
-    if tokens.size and tokens.max() >= cfg["V"]:
-        sys.exit(f"{a.train_data}: token {tokens.max()} >= vocab {cfg['V']}")
-    loader = SequentialLoader(tokens, a.batch_size, a.seq_len)
-    lr, b1, b2, eps, wd = (f32(x) for x in (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay))
-    ns = names(cfg)
-    M = {n: np.zeros_like(P[n]) for n in ns}
-    Vm = {n: np.zeros_like(P[n]) for n in ns}
-    losses = []
-    for step in range(a.steps):
-        G = {n: np.zeros_like(P[n]) for n in ns}
-        loss = 0.0
-        for _ in range(a.grad_accum):
-            inp, tgt = loader.next()
-            l, g = forward_backward(cfg, P, inp, tgt, 1.0 / a.grad_accum)
-            loss += l / a.grad_accum
-            for n in ns:
-                G[n] += g[n]
-        adamw(P, G, M, Vm, step + 1, lr, b1, b2, eps, wd, ns)
-        losses.append(loss)
-    with open(a.losses_out, "w") as f:
-        for i, l in enumerate(losses):
-            f.write(json.dumps({"step": i + 1, "loss": l}) + "\n")
-    write_model(a.save, cfg, P)
-    np.savez(a.save + ".f64.npz", **P)
+    losses = train(cfg, P, names(cfg), forward_backward, a, verbose=not a.quiet)
+    save_run(a, losses, write_model, cfg, P)
 
 
 def cmd_gradcheck(a):
     cfg, P = read_model(a.model)
-    inp, tgt = SequentialLoader(read_shard(a.train_data), a.batch_size, a.seq_len).next()
-    _, G = forward_backward(cfg, P, inp, tgt, 1.0)
-    worst = fd_check(P, G, names(cfg), lambda Q: forward_backward(cfg, Q, inp, tgt, 1.0)[0],
-                     a.samples, {"wte": inp.reshape(-1)[:4] * cfg["C"]})
-    print(f"gradcheck: worst relative error {worst:.2e}")
-    return 0 if worst < 1e-5 else 1
+    return gradcheck(cfg, P, names(cfg), forward_backward, a)
 
 
 def cmd_compare(a):
-    ref = [json.loads(l)["loss"] for l in open(a.ref_losses) if l.strip()]
-    got = [json.loads(l)["loss"] for l in open(a.metrics) if l.strip()]
-    if len(ref) != len(got):
-        print(f"FAIL: {len(got)} steps in {a.metrics}, reference has {len(ref)}")
+    ok = compare_losses(a)
+    if ok is None:
         return 1
-    for i, (r, g) in enumerate(zip(ref, got)):
-        print(f"{i + 1:4d} {r:16.10f} {g:16.10f} {abs(r - g) / abs(r):10.2e}")
-    ok = True
-    d = max_rel_loss_diff(ref, got)
-    print(f"max relative loss difference: {d:.3e} (tolerance {a.loss_rtol:g})")
-    if not d <= a.loss_rtol:
-        ok = False
-        print("FAIL: losses differ")
     cfg_m, Pm = read_model(a.model)
     cfg_r, _ = read_model(a.ref_model)
     if cfg_m != cfg_r:
@@ -319,17 +273,13 @@ def cmd_compare(a):
     scale = max(np.abs(Pr[n]).max() for n in Pr)
     worst = max(np.abs(Pr[n] - Pm[n]).max() / scale for n in Pr)
     print(f"max parameter difference / max |param|: {worst:.3e} (tolerance {a.param_rtol:g})")
-    if not worst <= a.param_rtol:
-        ok = False
-        print("FAIL: final parameters differ")
     _, Pi = read_model(a.init)
     V = cfg_m["V"]
     for n in ("wte", "lm_head"):
         if n in Pm and not np.array_equal(Pi[n][V:], Pm[n][V:]):
             ok = False
             print(f"FAIL: padding rows of {n} changed")
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return verdict(ok, worst, a)
 
 
 def main():
@@ -344,25 +294,7 @@ def main():
         m.add_argument("--" + k, type=int, default=v)
     for k, v in (("theta", 10000.0), ("factor", 4.0), ("orig", 64.0), ("std", 0.2)):
         m.add_argument("--" + k, type=float, default=v)
-    t = sub.add_parser("train")
-    for k in ("--model", "--train-data", "--losses-out", "--save"):
-        t.add_argument(k, required=True)
-    for k, v in (("--batch-size", 2), ("--seq-len", 8), ("--grad-accum", 1), ("--steps", 10)):
-        t.add_argument(k, type=int, default=v)
-    for k, v in (("--lr", 1e-3), ("--beta1", 0.9), ("--beta2", 0.95), ("--eps", 1e-8),
-                 ("--weight-decay", 0.0)):
-        t.add_argument(k, type=float, default=v)
-    g = sub.add_parser("gradcheck")
-    g.add_argument("--model", required=True)
-    g.add_argument("--train-data", required=True)
-    g.add_argument("--batch-size", type=int, default=2)
-    g.add_argument("--seq-len", type=int, default=8)
-    g.add_argument("--samples", type=int, default=6)
-    c = sub.add_parser("compare")
-    for k in ("--ref-losses", "--metrics", "--ref-model", "--model", "--init"):
-        c.add_argument(k, required=True)
-    c.add_argument("--loss-rtol", type=float, default=1e-5)
-    c.add_argument("--param-rtol", type=float, default=1e-5)
+    add_commands(sub, batch_size=2, seq_len=8, lr=1e-3, models_required=True)
     a = ap.parse_args()
     sys.exit({"make": cmd_make, "train": cmd_train, "gradcheck": cmd_gradcheck,
               "compare": cmd_compare}[a.cmd](a) or 0)

@@ -15,38 +15,14 @@
 #include "sim_device.h"
 #include "sim_ptx.h"
 #include "sim_runtime.h"
+#include "sim_selftest.h"
 
 namespace {
 
 namespace ptx = myelin::cuda::ptx;
 
-template <typename... P, typename... A>
-cudaError_t run(dim3 grid, dim3 block, std::size_t smem, void (*kernel)(P...), A&&... args) {
-  (void)sim::cudaGetLastError();
-  sim::launch({"ptx selftest kernel", __FILE__, __LINE__}, sim::config(grid, block, smem), kernel,
-              std::forward<A>(args)...);
-  return sim::cudaGetLastError();
-}
-
-template <typename T> struct Buf {
-  explicit Buf(std::size_t n) : n(n) {
-    sim::cudaMalloc(&p, n * sizeof(T));
-    sim::cudaMemset(p, 0, n * sizeof(T));
-  }
-  ~Buf() { sim::cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  std::vector<T> get() const {
-    std::vector<T> v(n);
-    sim::cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return v;
-  }
-  void set(const std::vector<T>& v) {
-    sim::cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  T* p = nullptr;
-  std::size_t n;
-};
+using sim::selftest::Buf;
+using sim::selftest::run;
 
 // ---- ldmatrix ----------------------------------------------------------------------------------
 constexpr int kStride = 24; // row stride of the shared tiles (elements; 48 bytes)

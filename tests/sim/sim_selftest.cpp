@@ -15,6 +15,7 @@
 
 #include "sim_device.h"
 #include "sim_runtime.h"
+#include "sim_selftest.h"
 #include "sim_wmma.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -25,35 +26,9 @@
 
 namespace {
 
-// Launches and returns the launch's error (cleared before).
-template <typename... P, typename... A>
-cudaError_t run(dim3 grid, dim3 block, std::size_t smem, void (*kernel)(P...), A&&... args) {
-  (void)sim::cudaGetLastError();
-  sim::launch({"selftest kernel", __FILE__, __LINE__}, sim::config(grid, block, smem), kernel,
-              std::forward<A>(args)...);
-  return sim::cudaGetLastError();
-}
+using sim::selftest::Buf;
+using sim::selftest::run;
 std::string message(cudaError_t e) { return sim::cudaGetErrorString(e); }
-
-template <typename T> struct Buf {
-  explicit Buf(std::size_t n) : n(n) {
-    sim::cudaMalloc(&p, n * sizeof(T));
-    sim::cudaMemset(p, 0, n * sizeof(T));
-  }
-  ~Buf() { sim::cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  std::vector<T> get() const {
-    std::vector<T> v(n);
-    sim::cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return v;
-  }
-  void set(const std::vector<T>& v) {
-    sim::cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice);
-  }
-  T* p = nullptr;
-  std::size_t n;
-};
 
 constexpr int kN = 256;
 

@@ -46,6 +46,7 @@
 #include "tests/common/gqa_check.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_op_check.h"
+#include "tests/common/tc_attention_check.h"
 
 namespace {
 
@@ -408,6 +409,7 @@ struct SimMem {
   template <typename T> static Dev<T> up(const std::vector<float>& v) { return ::up<T>(v); }
   template <typename T> static Dev<T> poisoned(std::size_t n) { return ::poisoned<T>(n); }
   template <typename T> static std::vector<float> down(const Dev<T>& d) { return ::down(d); }
+  template <typename T> static void poison(const Dev<T>& d) { ::poison(d); }
   static cudaStream_t stream() { return kStream; }
   template <typename Run, typename Read>
   static void rerun_same(const std::vector<float>& first, Run run, Read read,
@@ -576,61 +578,7 @@ TEST(SimKernelsTc, AttentionArguments) {
 }
 
 void check_tc_attention(const GqaShape& s, bool with_fma) {
-  using T = bf16;
-  namespace cu = myelin::cuda;
-  const GqaCase a(s);
-  const auto& tag = a.tag;
-  auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
-  auto gout = poisoned<T>(s.out_elems());
-  auto glse = poisoned<float>(s.lse_elems());
-  auto fwd = [&] {
-    poison(gout);
-    poison(glse);
-    cu::attention_forward_tc(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
-                             kStream);
-  };
-  fwd();
-  const auto out_g = down(gout);
-  expect_close_t<T>(a.out, out_g, "attention_forward_tc" + tag);
-  const auto lse_g = down(glse);
-  for (float v : lse_g) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
-  // lse is fp32 math on the same bf16 inputs: much tighter than the bf16 outputs.
-  expect_close(a.lse, lse_g, 1e-4, 1e-4, "attention_forward_tc lse" + tag);
-  expect_schedule_independent(
-      out_g, fwd, [&] { return down(gout); }, "attention_forward_tc" + tag);
-
-  auto gdqkv = poisoned<T>(s.qkv_elems());
-  auto scratch = poisoned<float>(s.lse_elems());
-  auto bwd = [&] {
-    poison(gdqkv);
-    poison(scratch);
-    cu::attention_backward_tc(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                              glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
-  };
-  bwd();
-  const auto d1 = down(gdqkv);
-  expect_close_t<T>(a.flash_backward(s, out_g), d1, "attention_backward_tc" + tag);
-  expect_close(a.dqkv, d1, 5e-2, 5e-2, "attention_backward_tc vs exact reference" + tag);
-  expect_schedule_independent(
-      d1, bwd, [&] { return down(gdqkv); }, "attention_backward_tc" + tag);
-
-  if (!with_fma) return;
-  // Interchangeable with the FMA kernels (attention.cu, grouped-query too), both ways.
-  auto fout = poisoned<T>(s.out_elems());
-  auto flse = poisoned<float>(s.lse_elems());
-  cu::attention_forward<T>(fout.get(), flse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
-                           kStream);
-  const auto fout_g = down(fout);
-  expect_close(a.lse, down(flse), 1e-4, 1e-4, "attention_forward (FMA) lse" + tag);
-  auto gdqkv2 = poisoned<T>(s.qkv_elems());
-  cu::attention_backward_tc(gdqkv2.get(), scratch.get(), gdout.get(), gqkv.get(), fout.get(),
-                            flse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
-  expect_close_t<T>(a.flash_backward(s, fout_g), down(gdqkv2),
-                    "attention_backward_tc after FMA forward" + tag);
-  auto gdqkv3 = poisoned<T>(s.qkv_elems());
-  cu::attention_backward<T>(gdqkv3.get(), scratch.get(), gdout.get(), gqkv.get(), gout.get(),
-                            glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D, kStream);
-  expect_close(a.dqkv, down(gdqkv3), 5e-2, 5e-2, "attention_backward (FMA) after TC forward" + tag);
+  myelin::tc_attention_check::check_tc_attention<SimMem>(s, with_fma);
 }
 
 // T = 1, 7, 77, 130, 200, 257 (partial 128-row and 64/32-row tiles, several
