@@ -206,6 +206,23 @@ template <typename T> bool rows_vectorisable(int C, std::initializer_list<const 
   return true;
 }
 
+// Sum over the row of f(x) for x in row (fp32), by one warp.
+template <typename T, typename F>
+__device__ __forceinline__ float warp_row_sum(const T* row, int C, bool vec, int lane, F f) {
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int VN = kPack<T>;
+    for (int i = lane * VN; i < C; i += 32 * VN) {
+      const Vec<T, VN> p = load_vec<VN>(row + i);
+#pragma unroll
+      for (int k = 0; k < VN; ++k) acc += f(to_f32(p.v[k]));
+    }
+  } else {
+    for (int i = lane; i < C; i += 32) acc += f(to_f32(row[i]));
+  }
+  return warp_sum(acc);
+}
+
 // One warp: res = a + b over a row (rounded to T and stored), returning the
 // warp-wide sum of f(stored value). Lane l touches only the elements it will
 // read back later in the same pattern (no barrier needed).

@@ -22,23 +22,6 @@ namespace {
 constexpr float kEps = 1e-5f;
 constexpr int kFwdThreads = 256;
 
-// Sum over the row of f(x) for x in row (fp32), by one warp.
-template <typename T, typename F>
-__device__ __forceinline__ float warp_row_sum(const T* row, int C, bool vec, int lane, F f) {
-  float acc = 0.0f;
-  if (vec) {
-    constexpr int VN = kPack<T>;
-    for (int i = lane * VN; i < C; i += 32 * VN) {
-      const Vec<T, VN> p = load_vec<VN>(row + i);
-#pragma unroll
-      for (int k = 0; k < VN; ++k) acc += f(to_f32(p.v[k]));
-    }
-  } else {
-    for (int i = lane; i < C; i += 32) acc += f(to_f32(row[i]));
-  }
-  return warp_sum(acc);
-}
-
 template <typename T>
 __device__ __forceinline__ void warp_row_normalize(T* out, const T* row, const T* w, const T* b,
                                                    int C, bool vec, int lane, float m, float r) {

@@ -24,28 +24,6 @@ namespace {
 constexpr int kFwdThreads = 256;
 constexpr int kRowsPerBlock = kFwdThreads / 32;
 
-template <typename T>
-__device__ __forceinline__ float warp_row_sumsq(const T* row, int C, bool vec, int lane) {
-  float acc = 0.0f;
-  if (vec) {
-    constexpr int VN = kPack<T>;
-    for (int i = lane * VN; i < C; i += 32 * VN) {
-      const Vec<T, VN> p = load_vec<VN>(row + i);
-#pragma unroll
-      for (int k = 0; k < VN; ++k) {
-        const float x = to_f32(p.v[k]);
-        acc += x * x;
-      }
-    }
-  } else {
-    for (int i = lane; i < C; i += 32) {
-      const float x = to_f32(row[i]);
-      acc += x * x;
-    }
-  }
-  return warp_sum(acc);
-}
-
 // out = x * r * w, the one formula of the forward and the recomputation.
 template <typename T>
 __device__ __forceinline__ void warp_row_scale(T* out, const T* row, const T* w, int C, bool vec,
@@ -73,7 +51,8 @@ __global__ void __launch_bounds__(kFwdThreads)
   const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
   if (row >= N) return;
   const T* x = inp + std::size_t(row) * C;
-  const float r = 1.0f / sqrtf(warp_row_sumsq(x, C, vec, lane) / float(C) + eps);
+  const float r =
+      1.0f / sqrtf(warp_row_sum(x, C, vec, lane, [](float v) { return v * v; }) / float(C) + eps);
   warp_row_scale(out + std::size_t(row) * C, x, w, C, vec, lane, r);
   if (lane == 0 && rrms) rrms[row] = r;
 }
