@@ -67,11 +67,6 @@ struct DeviceGuard {
   }
 };
 
-inline bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
-}
-
 // Page-locked host memory (RAII).
 class PinnedBytes {
  public:
