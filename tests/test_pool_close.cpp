@@ -20,6 +20,7 @@
 #include "runtime/pool/state.h"
 #include "runtime/pool/tokens.h"
 #include "runtime/pool/validate.h"
+#include "tests/common/llama_config.h"
 
 using nlohmann::json;
 using namespace myelin;
@@ -196,13 +197,11 @@ TEST(PoolJob, InitCheckpointTakesSafetensors) {
   for (std::size_t i = 0; i < toks.size(); ++i) toks[i] = std::uint16_t((i * 7) % 200);
   write_shard(dir + "/data/train_00000.bin", toks);
   ModelConfig gpt2{32, 200, 256, 1, 2, 32};
-  ModelConfig llama = gpt2;
-  llama.family = Family::kLlama;
-  llama.num_kv_heads = 1;
-  llama.intermediate_size = 48;
-  llama.tied_head = false;
-  llama.rope.llama3 = true;
-  llama.rope.original_max_position = 16;
+  cpu::RopeParams rope;
+  rope.llama3 = true;
+  rope.original_max_position = 16;
+  const ModelConfig llama = test_util::llama_config(
+      gpt2, {.kv_heads = 1, .intermediate = 48, .tied_head = false, .rope = rope});
   int n = 0;
   for (const ModelConfig& cfg : {gpt2, llama}) {
     std::vector<float> params(ParamLayout(cfg).total);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "runtime/model/memory_plan.h"
+
 namespace myelin {
 
 GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_t bucket_bytes)
@@ -28,7 +30,7 @@ GradSync::GradSync(Engine& engine, Mesh& mesh, Mesh& data, bool zero, std::size_
     // The engine's parameter and gradient buffers hold dp whole chunks
     // (EngineOptions::zero_dp): the collectives run in place on them.
     const std::size_t n = std::size_t(mesh_.dp_size());
-    chunk_ = (S + n - 1) / n;
+    chunk_ = zero_padded_state(S, mesh_.dp_size()) / n;
     if (e_.grads().capacity < chunk_ * n || e_.params().capacity < chunk_ * n)
       throw std::logic_error("--zero 1: the engine was not built with zero_dp = " +
                              std::to_string(n) + " (its state is not padded to dp chunks)");

@@ -18,6 +18,7 @@
 #include "runtime/model/engine.h"
 #include "runtime/model/init.h"
 #include "tests/common/kernel_check.h"
+#include "tests/common/llama_config.h"
 
 namespace myelin::engine_check {
 
@@ -82,14 +83,10 @@ inline myelin::ModelConfig tiny_config() {
 // channels, SwiGLU width 48, an untied head, rotary base 100 (large angles at
 // these short positions).
 inline myelin::ModelConfig tiny_llama_config() {
-  auto c = tiny_config();
-  c.family = myelin::Family::kLlama;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 48;
-  c.tied_head = false;
-  c.norm_eps = 1e-5f;
-  c.rope.theta = 100.0;
-  return c;
+  myelin::cpu::RopeParams rope;
+  rope.theta = 100.0;
+  return myelin::test_util::llama_config(
+      tiny_config(), {.kv_heads = 2, .intermediate = 48, .tied_head = false, .rope = rope});
 }
 
 inline std::vector<float> perturbed_init(const myelin::ModelConfig& c) {
