@@ -1,10 +1,10 @@
-// Double references of causal grouped-query attention for the tensor-core
-// attention checks (tests/gpu on a GPU, tests/sim in the CPU simulation):
-// random bf16 inputs of one case, the CPU reference (kernels/ops.h
-// gqa_attention_*, in double), the row logsumexp, and the flash backward as the
-// kernels define it. Layout: qkv [B,T,(NH+2*NKV)*D] = (q: NH*D | k: NKV*D |
-// v: NKV*D), query head h reads kv head h/(NH/NKV); out [B,T,NH*D];
-// lse [B,NH,T].
+// Double references of causal grouped-query attention for the attention
+// checks (FMA and tensor-core kernels; tests/gpu on a GPU, tests/sim in the CPU
+// simulation): random inputs of one case representable in the storage type T,
+// the CPU reference (kernels/ops.h gqa_attention_*, in double), the row
+// logsumexp, and the flash backward as the tensor-core kernels define it. Layout: qkv
+// [B,T,(NH+2*NKV)*D] = (q: NH*D | k: NKV*D | v: NKV*D), query head h reads kv head h/(NH/NKV); out
+// [B,T,NH*D]; lse [B,NH,T].
 #pragma once
 
 #include <cmath>
@@ -28,13 +28,13 @@ struct GqaShape {
   std::size_t v_col(int h) const { return std::size_t(NH + NKV + h / (NH / NKV)) * D; }
 };
 
-struct GqaCase {
+template <typename T = bf16> struct GqaCase {
   std::vector<float> qkv, dout;
   std::vector<double> qkvd, doutd, out, dqkv, lse;
   std::string tag;
   explicit GqaCase(GqaShape s) {
-    qkv = representable<bf16>(rand_vec(s.qkv_elems(), -2.0f, 2.0f));
-    dout = representable<bf16>(rand_vec(s.out_elems()));
+    qkv = representable<T>(rand_vec(s.qkv_elems(), -2.0f, 2.0f));
+    dout = representable<T>(rand_vec(s.out_elems()));
     qkvd = to_d(qkv);
     doutd = to_d(dout);
     out.assign(s.out_elems(), 0.0);

@@ -31,7 +31,7 @@ using namespace myelin::kernel_check;
 
 template <class Mem> void check_tc_attention(const GqaShape& s, bool with_fma) {
   using T = bf16;
-  const GqaCase a(s);
+  const GqaCase<bf16> a(s);
   const auto& tag = a.tag;
   const auto st = Mem::stream();
   auto gqkv = Mem::template up<T>(a.qkv), gdout = Mem::template up<T>(a.dout);

@@ -393,35 +393,34 @@ TYPED_TEST(CudaOps, Attention) {
   REQUIRE_GPU();
   using T = TypeParam;
   // The last three are grouped-query (2 and 4 query heads per kv head, one kv head).
-  for (AttnShape s :
-       {AttnShape{2, 7, 32, 4}, AttnShape{1, 77, 128, 2}, AttnShape{2, 45, 256, 2},
-        AttnShape{1, 64, 192, 2}, AttnShape{1, 1, 64, 1}, AttnShape{1, 130, 64, 1},
-        AttnShape{2, 37, 64, 4, 2}, AttnShape{1, 200, 512, 4, 1}, AttnShape{2, 77, 1024, 8, 2}}) {
-    const AttnCase<T> a(s);
+  using S = GqaShape; // B, T, NH, NKV, D
+  for (S s : {S{2, 7, 4, 4, 8}, S{1, 77, 2, 2, 64}, S{2, 45, 2, 2, 128}, S{1, 64, 2, 2, 96},
+              S{1, 1, 1, 1, 64}, S{1, 130, 1, 1, 64}, S{2, 37, 4, 2, 16}, S{1, 200, 4, 1, 128},
+              S{2, 77, 8, 2, 128}}) {
+    const GqaCase<T> a(s);
     const auto &out = a.out, &dqkv = a.dqkv;
     const auto& tag = a.tag;
-    const int C = s.C;
-    const std::size_t NC = std::size_t(s.B) * s.Tn * C;
+    const std::size_t NC = s.out_elems();
     auto gqkv = up<T>(a.qkv), gdout = up<T>(a.dout);
     auto gout = poisoned<T>(NC);
-    auto glse = poisoned<float>(std::size_t(s.B) * s.NH * s.Tn);
-    myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.kv(),
-                                    s.D(), stream0());
+    auto glse = poisoned<float>(s.lse_elems());
+    myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
+                                    stream0());
     const auto out_g = down(gout);
     expect_close_t<T>(out, out_g, "attention_forward" + tag);
     for (float v : down(glse)) ASSERT_TRUE(std::isfinite(v)) << "lse not written" << tag;
 
     // Backward from the GPU's own forward output (O enters through Drow = dO.O).
     auto gdqkv = poisoned<T>(a.qkv.size());
-    DeviceBuffer<float> scratch(std::size_t(s.B) * s.NH * s.Tn);
+    DeviceBuffer<float> scratch(s.lse_elems());
     myelin::cuda::attention_backward(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(),
-                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.kv(), s.D(),
+                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
                                      stream0());
     const auto d1 = down(gdqkv);
     expect_close_t<T>(dqkv, d1, "attention_backward" + tag);
     // Deterministic: a second run is bit-identical.
     myelin::cuda::attention_backward(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(),
-                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.kv(), s.D(),
+                                     gout.get(), glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
                                      stream0());
     const auto d2 = down(gdqkv);
     EXPECT_EQ(0, std::memcmp(d1.data(), d2.data(), d1.size() * sizeof(float)))

@@ -497,15 +497,14 @@ TYPED_TEST(SimKernels, Swiglu) {
 // ---- attention (FMA kernels: hs 64, 128 specialised, others generic) ---------------------------
 TYPED_TEST(SimKernels, Attention) {
   using T = TypeParam;
-  using S = AttnShape;
+  using S = GqaShape; // B, T, NH, NKV, D
   // hs 8, 64, 128, 96 (generic), 64, 64; T = 1, partial tiles, several tiles;
   // grouped-query: 2 and 4 query heads per kv head, and one kv head (MQA).
-  for (S s : {S{2, 7, 32, 4}, S{1, 77, 128, 2}, S{2, 45, 256, 2}, S{1, 64, 192, 2}, S{1, 1, 64, 1},
-              S{1, 130, 64, 1}, S{2, 37, 64, 4, 2}, S{1, 70, 256, 4, 1}, S{1, 33, 512, 4, 1},
-              S{2, 7, 64, 8, 2}}) {
-    const int N = s.B * s.Tn, C = s.C;
-    const std::size_t NC = std::size_t(N) * C, NL = std::size_t(s.B) * s.NH * s.Tn;
-    const AttnCase<T> a(s);
+  for (S s : {S{2, 7, 4, 4, 8}, S{1, 77, 2, 2, 64}, S{2, 45, 2, 2, 128}, S{1, 64, 2, 2, 96},
+              S{1, 1, 1, 1, 64}, S{1, 130, 1, 1, 64}, S{2, 37, 4, 2, 16}, S{1, 70, 4, 1, 64},
+              S{1, 33, 4, 1, 128}, S{2, 7, 8, 2, 8}}) {
+    const std::size_t NC = s.out_elems(), NL = s.lse_elems();
+    const GqaCase<T> a(s);
     const auto &qkv = a.qkv, &dout = a.dout;
     const auto &out = a.out, &dqkv = a.dqkv;
     const auto& tag = a.tag;
@@ -516,8 +515,8 @@ TYPED_TEST(SimKernels, Attention) {
     auto fwd = [&] {
       poison(gout);
       poison(glse);
-      myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.kv(),
-                                      s.D(), kStream);
+      myelin::cuda::attention_forward(gout.get(), glse.get(), gqkv.get(), s.B, s.Tn, s.NH, s.NKV,
+                                      s.D, kStream);
     };
     fwd();
     const auto out_g = down(gout);
@@ -533,7 +532,7 @@ TYPED_TEST(SimKernels, Attention) {
       poison(gdqkv);
       poison(scratch);
       myelin::cuda::attention_backward(gdqkv.get(), scratch.get(), gdout.get(), gqkv.get(),
-                                       gout.get(), glse.get(), s.B, s.Tn, s.NH, s.kv(), s.D(),
+                                       gout.get(), glse.get(), s.B, s.Tn, s.NH, s.NKV, s.D,
                                        kStream);
     };
     bwd();
