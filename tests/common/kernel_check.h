@@ -113,4 +113,11 @@ void expect_close_t(const std::vector<double>& ref, const std::vector<float>& go
   expect_close(ref, got, St<T>::rtol, St<T>::atol, std::string(St<T>::name) + " " + what);
 }
 
+// Bit for bit (NaN equals NaN, 0 differs from -0): reruns and recomputations.
+inline void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b,
+                             const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
+}
+
 } // namespace myelin::kernel_check

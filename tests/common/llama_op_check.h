@@ -26,12 +26,6 @@ namespace myelin::llama_op_check {
 
 using namespace myelin::kernel_check;
 
-inline void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b,
-                             const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  EXPECT_EQ(a, b) << what;
-}
-
 // RMSNorm forward (and its recomputation, bit-identical), backward
 // (accumulating into dinp and dweight, deterministic) and the fused residual form.
 template <typename T, class Mem> void check_rmsnorm(int N, int C, float eps) {

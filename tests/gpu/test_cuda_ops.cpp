@@ -364,7 +364,7 @@ struct GpuMem {
   static void rerun_same(const std::vector<float>& first, Run run, Read read,
                          const std::string& what) {
     run();
-    EXPECT_EQ(first, read()) << what << ": not deterministic";
+    expect_same_bits(first, read(), what + ": not deterministic");
   }
 };
 

@@ -102,12 +102,6 @@ template <typename T> std::vector<float> down(const T* p, std::size_t n) {
 }
 template <typename T> std::vector<float> down(const Dev<T>& d) { return down(d.get(), d.size()); }
 
-void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b,
-                      const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
-}
-
 // Reruns `run` under the opposite order of threads between barriers; the outputs
 // `read` returns must be bit-identical to `first` (else the kernel has a race).
 template <typename Run, typename Read>
