@@ -268,6 +268,14 @@ TEST_P(CpuEngine, ZeroShardFollowsTheMemoryPlan) {
     EXPECT_EQ(u.grads, plan.grads) << dp;
     EXPECT_EQ(u.optimizer, plan.optimizer) << dp;
     EXPECT_EQ(u.grads, chunk * dp * sizeof(float)) << dp;
+    // The padding is not state: parameters and gradients go in and out at
+    // their own sizes.
+    const auto p = random_params(c, 5);
+    e->set_params(p);
+    std::vector<float> back(p.size()), g(S);
+    e->get_params(back);
+    EXPECT_EQ(back, p) << dp;
+    e->get_grads(g);
   }
 }
 

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <stdexcept>
@@ -154,7 +155,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   void get_params(std::span<float> out) const override {
     if (out.size() != lay_.total) throw std::invalid_argument("engine: buffer size mismatch");
     std::vector<float> mine(state_.size);
-    download(master_, mine);
+    download(master_, mine, state_.size);
     std::fill(out.begin(), out.end(), 0.0f);
     for (const auto& p : state_.pieces(0, state_.size))
       std::copy_n(mine.begin() + long(p.state), p.count, out.begin() + long(p.flat));
@@ -164,7 +165,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     std::vector<float> mine(state_.size);
     for (const auto& p : state_.pieces(0, state_.size))
       std::copy_n(in.begin() + long(p.flat), p.count, mine.begin() + long(p.state));
-    upload(mine, master_);
+    upload(mine, master_, state_.size);
     params_changed();
   }
   void get_moments(std::span<float> m, std::span<float> v) const override {
@@ -182,7 +183,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   }
   const StateIndex& state() const override { return state_; }
   BufferView grads() override { return view(grads_.get(), state_.size, grads_.size()); }
-  void get_grads(std::span<float> out) const override { download(grads_, out); }
+  void get_grads(std::span<float> out) const override { download(grads_, out, state_.size); }
 
   // ---- forward / backward ------------------------------------------------------------------
   float forward(int slot, const int* tokens, const int* targets, int B, int Tn) override {
@@ -562,13 +563,17 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   BufferView view(float* p, std::size_t n, std::size_t cap = 0) const {
     return {p, n, DType::kF32, be_.on_device(), std::max(n, cap)};
   }
-  void download(const Buf<float>& src, std::span<float> dst) const {
-    if (dst.size() != src.size()) throw std::invalid_argument("engine: buffer size mismatch");
-    const_cast<Be&>(be_).download(dst.data(), src.get(), src.size());
+  // The first `n` elements of an engine buffer (all of it by default; the
+  // state, state_.size, of the ZeRO-padded master_ and grads_).
+  void download(const Buf<float>& src, std::span<float> dst, std::size_t n = SIZE_MAX) const {
+    n = std::min(n, src.size());
+    if (dst.size() != n) throw std::invalid_argument("engine: buffer size mismatch");
+    const_cast<Be&>(be_).download(dst.data(), src.get(), n);
   }
-  void upload(std::span<const float> src, Buf<float>& dst) {
-    if (dst.size() != src.size()) throw std::invalid_argument("engine: buffer size mismatch");
-    be_.upload(dst.get(), src.data(), src.size());
+  void upload(std::span<const float> src, Buf<float>& dst, std::size_t n = SIZE_MAX) {
+    n = std::min(n, dst.size());
+    if (src.size() != n) throw std::invalid_argument("engine: buffer size mismatch");
+    be_.upload(dst.get(), src.data(), n);
     be_.sync();
   }
 
