@@ -38,7 +38,7 @@ MACHINES = [
 GEMM_EFF = 0.65  # cuBLASLt bf16 GEMMs at these shapes: ~650 TFLOP/s of 989
 MEM_EFF = 0.85  # memory-bound kernels: 85% of the data-sheet bandwidth
 LAUNCH_GAP_S = 1.5e-6  # idle time between two dependent kernels on one stream
-HOST_S = 1.0e-3  # per step, an estimate: host syncs + uploads + loading the next batch
+HOST_S = 1.0e-3  # per step, an estimate: the one sync, loading the next batch, uploads
 # Attention rates, FLOP/s of executed FLOPs (see ATTN_NOTE). FlashAttention-2's
 # backward executes its useful FLOPs (5 GEMMs), so its published rate is also its
 # rate of executed FLOPs; Myelin's attention_fa2.cu executes 7 (14K, see below).
@@ -434,10 +434,10 @@ def header(out):
       "peak, as cuBLASLt bf16 typically reaches at these shapes; memory-bound kernels at "
       f"{MEM_EFF:.0%} of the bandwidth; {LAUNCH_GAP_S * 1e6:.1f} us of idle time per kernel "
       f"launch; an estimate of {HOST_S * 1e3:.1f} ms a step in which the GPU waits for the "
-      "host (as the engine stands here, four synchronisations: the loss, the end of the "
-      "backward, the gradient norm, AdamW; a change under way reduces them to one per step, "
-      "which this estimate does not assume; pageable uploads of tokens, token index and "
-      "targets, each of which may wait for the stream; loading the next batch), "
+      "host (one synchronisation per step, at its end, for the loss and the gradient norm; "
+      "then loading the next batch, its page-locked uploads and queueing its first "
+      "micro-batch: from the third step on each forward and backward is one CUDA graph "
+      "launch instead of several hundred kernel launches), "
 "unmeasured. Attention: " + ATTN_NOTE + "\n\n")
 
 

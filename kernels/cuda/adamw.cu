@@ -5,7 +5,8 @@
 // or stochastically (seed != 0; hash of (seed, index_base + index), so
 // reproducible and independent across tensors).
 //   bytes per element: 4 fp32 reads (g, m, v, master) + 3 fp32 writes = 28; bf16
-//   storage adds a 2-byte params write. FLOPs ~ 15 per element.
+//   storage adds a 2-byte params write. FLOPs ~ 15 per element. The step's
+//   scalars come by value or, for a captured update, from device memory.
 //   launch: grid-stride, 256 threads.
 #include <cmath>
 #include <stdexcept>
@@ -40,8 +41,11 @@ __device__ __forceinline__ T round_param(float p, std::uint32_t seed, std::uint6
 
 template <typename T>
 __global__ void adamw_kernel(T* params, float* master, const float* grads, float* m, float* v,
-                             std::size_t n, float lr, float b1, float b2, float c1, float c2,
-                             float eps, float wd, std::uint32_t seed, std::uint64_t base) {
+                             std::size_t n, AdamWScalars sc, const AdamWScalars* dsc, float b1,
+                             float b2, float eps, float wd, std::uint64_t base) {
+  if (dsc) sc = *dsc;
+  const float lr = sc.lr, c1 = sc.c1, c2 = sc.c2;
+  const std::uint32_t seed = sc.seed;
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += std::size_t(gridDim.x) * blockDim.x) {
     const float g = grads[i];
@@ -66,13 +70,16 @@ void adamw_update(T* params, float* master, const float* grads, float* m, float*
   if (!std::is_same<T, float>::value && !master)
     throw std::invalid_argument("adamw_update: bf16 params need an fp32 master copy");
   if (n == 0) return;
-  // Bias corrections as reciprocals computed in double, like the CPU backend.
-  const float c1 = float(1.0 / (1.0 - std::pow(double(a.beta1), a.t)));
-  const float c2 = float(1.0 / (1.0 - std::pow(double(a.beta2), a.t)));
-  adamw_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(params, master, grads, m, v, n, a.lr, a.beta1,
-                                                   a.beta2, c1, c2, a.eps, a.weight_decay, a.seed,
-                                                   a.index_base);
+  adamw_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(
+      params, master, grads, m, v, n, a.scalars ? AdamWScalars{} : adamw_scalars(a), a.scalars,
+      a.beta1, a.beta2, a.eps, a.weight_decay, a.index_base);
   MYELIN_CUDA_CHECK_LAUNCH();
+}
+
+AdamWScalars adamw_scalars(const AdamWArgs& a) {
+  // Bias corrections as reciprocals computed in double, like the CPU backend.
+  return {a.lr, float(1.0 / (1.0 - std::pow(double(a.beta1), a.t))),
+          float(1.0 / (1.0 - std::pow(double(a.beta2), a.t))), a.seed};
 }
 
 template void adamw_update<float>(float*, float*, const float*, float*, float*, std::size_t,

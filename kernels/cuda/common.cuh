@@ -1,5 +1,5 @@
 // Shared pieces of the CUDA backend: error checks that throw, RAII owners of
-// device memory / streams / events / the cuBLASLt handle, bf16 <-> fp32
+// device memory / streams / events / the cuBLASLt handle / graphs, bf16 <-> fp32
 // conversion, and a 16-byte vector type for vectorised loads and stores.
 //
 // The host part (everything outside `#ifdef __CUDACC__`) is plain C++ and may
@@ -139,6 +139,57 @@ class LtHandle {
 
  private:
   cublasLtHandle_t h_ = nullptr;
+};
+
+// An executable graph: the device work a callable queued on a stream,
+// recorded once by stream capture and launched as one unit. capture() runs
+// `queue` with `s` capturing (mode thread-local: the calling thread may not
+// wait for the device or allocate meanwhile; such a call fails and so does
+// the capture). The host code in `queue` runs once, at the capture; its
+// device work runs at each launch(), with the pointers and scalars it was
+// queued with. If `queue` throws, the capture is ended and the exception
+// passed on; a capture that fails throws (the stream is usable afterwards).
+class Graph {
+ public:
+  Graph() = default;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  Graph(Graph&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Graph& operator=(Graph&& o) noexcept {
+    if (this != &o) {
+      reset();
+      e_ = std::exchange(o.e_, nullptr);
+    }
+    return *this;
+  }
+  ~Graph() { reset(); }
+  explicit operator bool() const { return e_ != nullptr; }
+
+  template <class F> static Graph capture(cudaStream_t s, F&& queue) {
+    MYELIN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    try {
+      queue();
+    } catch (...) {
+      cudaGraph_t g = nullptr;
+      if (cudaStreamEndCapture(s, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+      throw;
+    }
+    cudaGraph_t g = nullptr;
+    MYELIN_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    Graph out;
+    const cudaError_t e = cudaGraphInstantiate(&out.e_, g, 0);
+    cudaGraphDestroy(g);
+    MYELIN_CUDA_CHECK(e);
+    return out;
+  }
+  void launch(cudaStream_t s) const { MYELIN_CUDA_CHECK(cudaGraphLaunch(e_, s)); }
+
+ private:
+  void reset() noexcept {
+    if (e_) cudaGraphExecDestroy(e_);
+    e_ = nullptr;
+  }
+  cudaGraphExec_t e_ = nullptr;
 };
 
 using bf16 = __nv_bfloat16;

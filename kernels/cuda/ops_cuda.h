@@ -235,6 +235,12 @@ void classifier_forward_backward(float* losses, T* logits, const int* targets, i
 // master weights and moments. For T = float, master may be null: params is then the master copy.
 // For T = bf16, master must be non-null and params gets the updated master rounded to bf16
 // (nearest, or stochastic when seed != 0).
+// The scalars of one step: learning rate, bias corrections c = 1 / (1 - beta^t)
+// (computed in double, rounded once, like the CPU backend) and the rounding seed.
+struct AdamWScalars {
+  float lr, c1, c2;
+  std::uint32_t seed;
+};
 struct AdamWArgs {
   float lr, beta1, beta2, eps, weight_decay;
   int t;                  // step, >= 1
@@ -242,7 +248,12 @@ struct AdamWArgs {
   // Flat index of element 0 (stochastic rounding hashes seed and index_base + i,
   // so that tensors updated by separate calls get independent noise).
   std::uint64_t index_base = 0;
+  // When set, the kernel reads lr, the corrections and the seed from here
+  // (device memory: a captured update then uses each step's values), not
+  // from lr, t and seed above.
+  const AdamWScalars* scalars = nullptr;
 };
+AdamWScalars adamw_scalars(const AdamWArgs& a);
 template <typename T>
 void adamw_update(T* params, float* master, const float* grads, float* m, float* v, std::size_t n,
                   const AdamWArgs& a, cudaStream_t s);

@@ -49,6 +49,9 @@
 //   attention_backward(dqkv, scratch, dout, qkv, out, state, B, T, NH, NKV, D)
 //   classifier(losses, logits, targets, N, V, Vp, write_dlogits): losses[n];
 //       with write_dlogits, logits become (softmax - onehot) / N in place
+//   update_scalars(args) before the adamw calls of a step: lr, betas and t
+//       (a backend may keep them in its memory, where adamw reads them:
+//       CUDA, so that a captured update uses each step's values)
 //   adamw(lowp|null, master, grads, m, v, n, args), sum_squares(ranges),
 //   scale(x, n, s), convert<D, S>(dst, src, n)
 // Step scalars, kept in backend memory so that a training step reads the host
@@ -80,6 +83,24 @@ struct FloatRange {
   const float* data;
   std::size_t count;
 };
+
+// Graphs (optional; the CUDA backend): a backend that can record the device
+// work a callable queues and replay it as one unit. capture(f) runs f once,
+// recording instead of running its device work (f may not wait for the
+// device or allocate); launch(g) queues the recorded work in the backend's
+// order; graphs() says whether to use them (a switch of the backend).
+template <class B>
+concept GraphBackend = requires(B& b, const typename B::Graph& g, void (*f)()) {
+  { b.graphs() } -> std::convertible_to<bool>;
+  { b.capture(f) } -> std::same_as<typename B::Graph>;
+  b.launch(g);
+};
+// The graph type of a backend (an empty placeholder for one without graphs).
+struct NoGraph {
+  explicit operator bool() const { return false; }
+};
+template <class B> struct graph_of { using type = NoGraph; };
+template <GraphBackend B> struct graph_of<B> { using type = typename B::Graph; };
 
 template <class B>
 concept ModelBackend = requires(B& b, const B& cb) {

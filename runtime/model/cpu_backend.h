@@ -168,6 +168,7 @@ class CpuBackend {
   }
 
   // ---- optimizer ----------------------------------------------------------------------------
+  void update_scalars(const UpdateArgs&) {} // adamw takes them per call
   void adamw(T*, float* master, const float* grads, float* m, float* v, std::size_t n,
              const UpdateArgs& a) {
     cpu::adamw_update(master, grads, m, v, n,

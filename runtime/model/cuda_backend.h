@@ -24,6 +24,11 @@
 // (bf16, head size 64 or 128, any kv-head count; the default there);
 // MYELIN_CUDA_SR=<seed> writes bf16 parameters with stochastic rounding.
 //
+// Graphs: the device work of each forward and backward runs as a CUDA graph
+// from the second call of the same shape on (ModelEngine::device_work); a
+// backward with a hook between layers, one graph per layer.
+// MYELIN_CUDA_GRAPHS=0 launches every kernel from the host instead.
+//
 // Host synchronisation: uploads of up to one micro-batch of ints (tokens,
 // targets) are staged through a ring of page-locked buffers and never block;
 // the embedding backward's token grouping is built on the device; the step
@@ -138,6 +143,13 @@ template <typename TT> class CudaBackend {
       const bool want = v.empty() ? !std::is_same_v<T, float> : v == "1";
       gelu_fusion_ = want && opt.recompute == 0;
     }
+    {
+      const char* g = std::getenv("MYELIN_CUDA_GRAPHS");
+      const std::string v = g ? g : "";
+      if (!v.empty() && v != "0" && v != "1")
+        throw InputError("MYELIN_CUDA_GRAPHS: expected 0 or 1, got '" + v + "'");
+      graphs_ = v != "0";
+    }
     if (const char* sr = std::getenv("MYELIN_CUDA_SR"))
       sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
     if constexpr (!std::is_same_v<T, float>) {
@@ -169,6 +181,7 @@ template <typename TT> class CudaBackend {
         cuda::matmul_dbias_scratch(N, std::max(cfg.fc_width(), cfg.qkv_width())));
     sum_scratch_.allocate(cuda::kSumSquaresBlocks);
     sum_out_.allocate(kNumParamTensors);
+    update_scalars_.allocate(1);
     bucket_keys_.allocate(cuda::encoder_buckets_scratch(N));
     for (auto& s : staging_) s.host.allocate(std::size_t(N) * sizeof(int));
     download_.allocate(std::size_t(N) * sizeof(int));
@@ -185,7 +198,8 @@ template <typename TT> class CudaBackend {
   void sync() { stream_.sync(); }
   std::size_t scratch_bytes() const {
     return norm_scratch_.bytes() + bias_scratch_.bytes() + sum_scratch_.bytes() + sum_out_.bytes() +
-           bucket_keys_.bytes() + (std::size_t(32) << 20); // cuBLASLt workspace
+           update_scalars_.bytes() + bucket_keys_.bytes() +
+           (std::size_t(32) << 20); // cuBLASLt workspace
   }
 
   // ---- memory -----------------------------------------------------------------------------
@@ -235,6 +249,12 @@ template <typename TT> class CudaBackend {
   template <class D, class S> void convert(D* dst, const S* src, std::size_t n) {
     if (n) cuda::convert<D, S>(dst, src, n, st());
   }
+
+  // ---- graphs (GraphBackend) ----------------------------------------------------------------
+  using Graph = cuda::Graph;
+  bool graphs() const { return graphs_; }
+  template <class F> Graph capture(F&& queue) { return Graph::capture(st(), queue); }
+  void launch(const Graph& g) { g.launch(st()); }
 
   // ---- embedding ----------------------------------------------------------------------------
   void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int Tn,
@@ -363,10 +383,19 @@ template <typename TT> class CudaBackend {
   }
 
   // ---- optimizer ----------------------------------------------------------------------------
+  // The step's scalars go to device memory (through the upload ring), where
+  // every adamw() until the next call reads them: a captured update then
+  // uses each step's learning rate, corrections and seed.
+  void update_scalars(const UpdateArgs& a) {
+    cuda::AdamWArgs args{a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.t, 0, 0};
+    if (sr_seed_ != 0) args.seed = ((sr_seed_ * 2654435761u) ^ (std::uint32_t(a.t) * 40503u)) | 1u;
+    const cuda::AdamWScalars sc = cuda::adamw_scalars(args);
+    upload(update_scalars_.get(), &sc, 1);
+  }
   void adamw(T* lowp, float* master, const float* grads, float* m, float* v, std::size_t n,
              const UpdateArgs& a) {
     cuda::AdamWArgs args{a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.t, 0, a.index_base};
-    if (sr_seed_ != 0) args.seed = ((sr_seed_ * 2654435761u) ^ (std::uint32_t(a.t) * 40503u)) | 1u;
+    args.scalars = update_scalars_.get();
     if constexpr (std::is_same_v<T, float>)
       cuda::adamw_update<float>(master, nullptr, grads, m, v, n, args, st());
     else
@@ -417,16 +446,17 @@ template <typename TT> class CudaBackend {
   cuda::MatmulContext mm_;
   std::string name_;
   double peak_ = 0.0;
-  bool gelu_fusion_ = false, attn_tc_ = false;
+  bool gelu_fusion_ = false, attn_tc_ = false, graphs_ = true;
   std::uint32_t sr_seed_ = 0;
   cuda::DeviceBuffer<float> norm_scratch_, bias_scratch_;
   cuda::DeviceBuffer<double> sum_scratch_, sum_out_;
-  cuda::DeviceBuffer<unsigned long long> bucket_keys_;  // index_tokens' sort keys
-  std::array<cuda_backend_detail::Staging, 4> staging_; // upload ring (tokens, targets)
+  cuda::DeviceBuffer<cuda::AdamWScalars> update_scalars_; // update_scalars()
+  cuda::DeviceBuffer<unsigned long long> bucket_keys_;    // index_tokens' sort keys
+  std::array<cuda_backend_detail::Staging, 4> staging_;   // upload ring (tokens, targets)
   std::size_t next_staging_ = 0;
   cuda_backend_detail::PinnedBytes download_; // small downloads land here
 };
 
-static_assert(ModelBackend<CudaBackend<float>>);
+static_assert(ModelBackend<CudaBackend<float>> && GraphBackend<CudaBackend<float>>);
 
 } // namespace myelin

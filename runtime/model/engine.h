@@ -114,6 +114,9 @@ class Engine {
   // engine buffers (Communicator::set_input_stream); copies into engine
   // buffers from outside go on it too.
   virtual void* device_stream() const { return nullptr; }
+  // Graphs this engine has captured of its device work and replays (CUDA,
+  // see runtime/model/cuda_backend.h; 0 without graphs).
+  virtual std::size_t graphs_captured() const { return 0; }
 
   // ---- parameters and optimizer state, copied through host fp32 -------------
   // The whole flat layout (layout().total): get_params fills what the stage

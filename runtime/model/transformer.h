@@ -24,8 +24,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
 #include <functional>
+#include <map>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -141,6 +146,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   int max_seq() const override { return maxT_; }
   double peak_flops() const override { return be_.peak_flops(); }
   void* device_stream() const override { return be_.stream(); }
+  std::size_t graphs_captured() const override { return captured_; }
   MemoryUse memory_use() const override {
     MemoryUse u;
     u.params = master_.bytes() + lowp_.bytes();
@@ -199,39 +205,55 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     Slot& s = slots_.at(std::size_t(slot));
     const int B = s.B, Tn = s.Tn, C = cfg_.channels, N = B * Tn;
     if (N == 0) throw std::logic_error("backward: no forward in this slot");
+    if (st_.last && !s.have_dlogits)
+      throw std::logic_error("backward: the last forward in this slot had no targets");
     const std::size_t NC = std::size_t(N) * C;
     const int nl = nlayers();
     T* dres = dres_.get();
-    T* dln = dln_.get();
-    if (st_.last) {
-      if (!s.have_dlogits)
-        throw std::logic_error("backward: the last forward in this slot had no targets");
-      // The logits hold d(mean loss)/d(logits); dloss scales the whole backward here.
-      be_.matmul_backward(dln, G(head()), nullptr, s.logits.get(), s.lnf.get(), P(head()), N, C,
-                          cfg_.padded_vocab_size, dloss);
-      be_.zero(dres, NC);
-      norm_backward(dres, kLnfw, -1, dln, stage_output(s, N), s.lnf_mean.get(), s.lnf_rstd.get(),
-                    N);
-      s.have_dlogits = false; // consumed
-    } else {
-      be_.convert(dres, s.out_grad.get(), NC);
-    }
-    for (int i = nl - 1; i >= 0; --i) {
-      const int l = st_.layer_begin + i;
-      const Acts a = acts(s, i, N);
-      const T* x_in = i == 0 ? s.x0.get() : s.res3.get() + std::size_t(i - 1) * NC;
-      layer_backward(a, l, x_in, B, Tn);
-      if (hook_) {
-        be_.sync(); // layer l's gradients are in memory before the hook sees them
-        hook_(l);
+    const auto head = [&] {
+      if (st_.last) {
+        // The logits hold d(mean loss)/d(logits); dloss scales the whole backward here.
+        be_.matmul_backward(dln_.get(), G(this->head()), nullptr, s.logits.get(), s.lnf.get(),
+                            P(this->head()), N, C, cfg_.padded_vocab_size, dloss);
+        be_.zero(dres, NC);
+        norm_backward(dres, kLnfw, -1, dln_.get(), stage_output(s, N), s.lnf_mean.get(),
+                      s.lnf_rstd.get(), N);
+      } else {
+        be_.convert(dres, s.out_grad.get(), NC);
       }
+    };
+    const auto layer = [&](int i) {
+      const T* x_in = i == 0 ? s.x0.get() : s.res3.get() + std::size_t(i - 1) * NC;
+      layer_backward(acts(s, i, N), st_.layer_begin + i, x_in, B, Tn);
+    };
+    const auto tail = [&] {
+      if (st_.first)
+        be_.encoder_backward(G(kWte), cfg_.llama() ? nullptr : G(kWpe), dres, s.tokens.get(),
+                             s.token_index.get(), s.token_count, B, Tn, C, cfg_.padded_vocab_size);
+      else
+        be_.convert(s.in_grad.get(), dres, NC);
+    };
+    const auto key = [&](int part) { // part: -1 all; with a hook, a layer, nl head, nl + 1 tail
+      return GraphKey{Call::kBackward,
+                      {std::uint64_t(slot), std::uint64_t(B), std::uint64_t(Tn),
+                       std::uint64_t(part + 1), bits(dloss)}};
+    };
+    if (!hook_) {
+      device_work(key(-1), [&] {
+        head();
+        for (int i = nl - 1; i >= 0; --i) layer(i);
+        tail();
+      });
+    } else { // the hook sees each layer's gradients complete: one graph per part
+      device_work(key(nl), head);
+      for (int i = nl - 1; i >= 0; --i) {
+        device_work(key(i), [&] { layer(i); });
+        be_.sync(); // layer l's gradients are in memory before the hook sees them
+        hook_(st_.layer_begin + i);
+      }
+      device_work(key(nl + 1), tail);
     }
-    if (st_.first) {
-      be_.encoder_backward(G(kWte), cfg_.llama() ? nullptr : G(kWpe), dres, s.tokens.get(),
-                           s.token_index.get(), s.token_count, B, Tn, C, cfg_.padded_vocab_size);
-    } else {
-      be_.convert(s.in_grad.get(), dres, NC);
-    }
+    s.have_dlogits = false; // consumed
     // Gradients and input_grad are complete when backward returns, except
     // inside a one-sync step on the first stage (end_step waits).
     if (!(in_step_ && st_.first)) be_.sync();
@@ -280,6 +302,8 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     opt_end_ = end;
     m_.allocate(end - begin);
     v_.allocate(end - begin);
+    graphs_.clear(); // the updates' graphs point to the old moments
+    captured_ = 0;
     be_.sync();
   }
   std::pair<std::size_t, std::size_t> optimizer_range() const override {
@@ -297,15 +321,22 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   void adamw(const AdamWConfig& c, float lr, int t, std::size_t begin, std::size_t end) override {
     if (begin < opt_begin_ || end > opt_end_)
       throw std::logic_error("adamw range outside the optimizer shard");
-    for (const auto& p : state_.pieces(begin, end)) {
-      const std::size_t o = p.state - opt_begin_; // moments hold only the shard
-      // Stochastic rounding hashes the flat index: the same noise in every layout.
-      const UpdateArgs args{
-          lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(p.tensor) ? c.weight_decay : 0.0f,
-          t,  0,       p.flat};
-      be_.adamw(kLowp ? P_state() + p.state : nullptr, master_.get() + p.state,
-                grads_.get() + p.state, m_.get() + o, v_.get() + o, p.count, args);
-    }
+    if (t < 1) throw std::invalid_argument("adamw: step t must be >= 1");
+    be_.update_scalars(UpdateArgs{lr, c.beta1, c.beta2, c.eps, c.weight_decay, t, 0, 0});
+    const GraphKey key{Call::kAdamW,
+                       {begin, end, bits(c.beta1) << 32 | bits(c.beta2),
+                        bits(c.eps) << 32 | bits(c.weight_decay)}};
+    device_work(key, [&] {
+      for (const auto& p : state_.pieces(begin, end)) {
+        const std::size_t o = p.state - opt_begin_; // moments hold only the shard
+        // Stochastic rounding hashes the flat index: the same noise in every layout.
+        const UpdateArgs args{
+            lr, c.beta1, c.beta2, c.eps, ParamLayout::decays(p.tensor) ? c.weight_decay : 0.0f,
+            t,  0,       p.flat};
+        be_.adamw(kLowp ? P_state() + p.state : nullptr, master_.get() + p.state,
+                  grads_.get() + p.state, m_.get() + o, v_.get() + o, p.count, args);
+      }
+    });
     if (!in_step_) be_.sync(); // params() is consistent when adamw returns (or at end_step)
   }
 
@@ -316,8 +347,10 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   }
   void clip_grad_norm(float max_norm, std::size_t begin, std::size_t end) override {
     if (!in_step_) throw std::logic_error("clip_grad_norm outside begin_step/end_step");
-    be_.sum_squares_into(step_sums_.get() + 1, grad_ranges(begin, end));
-    be_.clip_by_norm(grads_.get(), state_.size, step_sums_.get() + 1, max_norm);
+    device_work(GraphKey{Call::kClip, {begin, end, bits(max_norm)}}, [&] {
+      be_.sum_squares_into(step_sums_.get() + 1, grad_ranges(begin, end));
+      be_.clip_by_norm(grads_.get(), state_.size, step_sums_.get() + 1, max_norm);
+    });
   }
   StepSums end_step() override {
     if (!in_step_) throw std::logic_error("end_step without begin_step");
@@ -376,42 +409,53 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     s.B = B;
     s.Tn = Tn;
     s.have_dlogits = false;
+    // Host input first (checked, uploaded), then the device work.
     if (st_.first) {
       check_token_ids(tokens, std::size_t(N), cfg_.vocab_size, "forward: token");
       be_.upload(s.tokens.get(), tokens, std::size_t(N));
-      be_.encoder_forward(s.x0.get(), s.tokens.get(), P(kWte), cfg_.llama() ? nullptr : P(kWpe), B,
-                          Tn, C);
-    } else {
-      be_.convert(s.x0.get(), s.in_act.get(), NC);
     }
-    const int nl = nlayers();
-    const T* x = s.x0.get();
-    for (int i = 0; i < nl; ++i) {
-      const Acts a = acts(s, i, N);
-      if (i == 0) norm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, kLn1w, st_.layer_begin, N);
-      layer_forward(s, i, x, B, Tn);
-      x = a.res3;
+    const bool with_targets = st_.last && targets;
+    if (with_targets) {
+      check_token_ids(targets, std::size_t(N), cfg_.vocab_size, "forward: target");
+      be_.upload(s.targets.get(), targets, std::size_t(N));
     }
-    if (st_.first) // the embedding backward's token grouping, while the device computes
-      s.token_count = be_.index_tokens(s.token_index.get(), s.tokens.get(), tokens, N);
-    if (!st_.last) {
-      be_.convert(s.out_act.get(), x, NC);
-      be_.sync(); // output_act is ready when forward returns
-      return 0.0f;
-    }
-    if (nl == 0) norm_forward(s.lnf.get(), s.lnf_mean.get(), s.lnf_rstd.get(), x, kLnfw, -1, N);
-    const int V = cfg_.vocab_size, Vp = cfg_.padded_vocab_size;
-    be_.matmul_forward(s.logits.get(), s.lnf.get(), P(head()), nullptr, N, C, Vp);
-    if (!targets) {
-      be_.sync();
-      return 0.0f;
-    }
-    check_token_ids(targets, std::size_t(N), V, "forward: target");
-    be_.upload(s.targets.get(), targets, std::size_t(N));
-    be_.classifier(s.losses.get(), s.logits.get(), s.targets.get(), N, V, Vp, want_grad);
-    s.have_dlogits = want_grad;
-    if (in_step_ && want_grad) { // the loss stays in engine memory until end_step
-      be_.accumulate_mean_loss(step_sums_.get(), s.losses.get(), N);
+    const bool keep_loss = with_targets && in_step_ && want_grad; // summed in engine memory
+    const GraphKey key{Call::kForward,
+                       {std::uint64_t(slot), std::uint64_t(B), std::uint64_t(Tn),
+                        std::uint64_t(want_grad | with_targets << 1 | keep_loss << 2)}};
+    device_work(
+        key,
+        [&] {
+          if (st_.first)
+            be_.encoder_forward(s.x0.get(), s.tokens.get(), P(kWte),
+                                cfg_.llama() ? nullptr : P(kWpe), B, Tn, C);
+          else
+            be_.convert(s.x0.get(), s.in_act.get(), NC);
+          const int nl = nlayers();
+          const T* x = s.x0.get();
+          for (int i = 0; i < nl; ++i) {
+            const Acts a = acts(s, i, N);
+            if (i == 0) norm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x, kLn1w, st_.layer_begin, N);
+            layer_forward(s, i, x, B, Tn);
+            x = a.res3;
+          }
+          if (st_.first) // the embedding backward's token grouping, while the device computes
+            s.token_count = be_.index_tokens(s.token_index.get(), s.tokens.get(), tokens, N);
+          if (!st_.last) return be_.convert(s.out_act.get(), x, NC);
+          if (nl == 0)
+            norm_forward(s.lnf.get(), s.lnf_mean.get(), s.lnf_rstd.get(), x, kLnfw, -1, N);
+          const int V = cfg_.vocab_size, Vp = cfg_.padded_vocab_size;
+          be_.matmul_forward(s.logits.get(), s.lnf.get(), P(head()), nullptr, N, C, Vp);
+          if (!with_targets) return;
+          be_.classifier(s.losses.get(), s.logits.get(), s.targets.get(), N, V, Vp, want_grad);
+          if (keep_loss) be_.accumulate_mean_loss(step_sums_.get(), s.losses.get(), N);
+        },
+        st_.first ? &s.token_count : nullptr);
+    s.have_dlogits = with_targets && want_grad;
+    if (!with_targets || keep_loss) {
+      // output_act (a middle stage) and the logits are ready when forward returns;
+      // a loss kept for end_step is not waited for
+      if (!keep_loss) be_.sync();
       return 0.0f;
     }
     s.losses_host.resize(std::size_t(N));
@@ -523,6 +567,63 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
                              rstd, N, cfg_.channels);
   }
 
+  // ---- graphs: the device work of a call, recorded once and replayed ------------------------
+  // On a backend with graphs (GraphBackend: CUDA), device_work(key, queue)
+  // runs `queue` plainly the first time a key is seen, captures it as a graph
+  // the second time and replays the graph from then on. The key holds all
+  // that decides which work `queue` enqueues with which pointers and
+  // scalars: the call, the slot (its buffers), the shape, the backward part
+  // and dloss, the forward's flags, the update's range and AdamW settings
+  // (its lr and step come through update_scalars, outside the graph), the
+  // clipping range and limit. Everything else queue() reads is fixed at
+  // construction (buffers, the family, recompute, the backend's switches) or
+  // clears the graphs when it changes (shard_optimizer: the moments).
+  // `kept` names the one host value a queue computes (the token grouping's
+  // count): remembered at the capture, restored at each replay. A shape seen
+  // once (sampling's growing prompt) is never captured; at most kMaxGraphs
+  // graphs per engine. If a capture fails, the engine warns once and runs
+  // plainly from then on.
+  enum class Call { kForward, kBackward, kClip, kAdamW };
+  struct GraphKey {
+    Call call;
+    std::array<std::uint64_t, 5> v; // per call, see its device_work
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  static std::uint64_t bits(float x) {
+    std::uint32_t b = 0;
+    std::memcpy(&b, &x, sizeof(b));
+    return b;
+  }
+  struct Recorded {
+    int seen = 0, kept = 0;
+    typename graph_of<Be>::type graph{};
+  };
+  static constexpr std::size_t kMaxGraphs = 64;
+  template <class F> void device_work(const GraphKey& key, F&& queue, int* kept = nullptr) {
+    if constexpr (GraphBackend<Be>) {
+      if (be_.graphs() && !graphs_failed_) {
+        Recorded& r = graphs_[key];
+        if (!r.graph && ++r.seen >= 2 && captured_ < kMaxGraphs) {
+          try {
+            r.graph = be_.capture(queue);
+            ++captured_;
+            if (kept) r.kept = *kept;
+          } catch (const std::exception& e) {
+            graphs_failed_ = true;
+            std::fprintf(stderr,
+                         "myelin: warning: graph capture failed, running without graphs: %s\n",
+                         e.what());
+          }
+        }
+        if (r.graph) {
+          if (kept) *kept = r.kept;
+          return be_.launch(r.graph);
+        }
+      }
+    }
+    queue();
+  }
+
   std::vector<FloatRange> grad_ranges(std::size_t begin, std::size_t end) const {
     std::vector<FloatRange> ranges;
     for (const auto& p : state_.pieces(begin, end))
@@ -592,8 +693,11 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   std::vector<Slot> slots_;
   Buf<T> dres_, dln_, proj_, datty_, dqkv_, dfch_, dact_, act_rc_, ln_rc_, row_logits_;
   Buf<float> attn_scratch_, row_logits_f32_, rope_cos_, rope_sin_;
-  Buf<double> step_sums_; // a one-sync step's loss sum and gradient sum of squares
-  bool in_step_ = false;  // between begin_step and end_step
+  Buf<double> step_sums_;               // a one-sync step's loss sum and gradient sum of squares
+  bool in_step_ = false;                // between begin_step and end_step
+  std::map<GraphKey, Recorded> graphs_; // device_work's keys (seen once, or captured)
+  std::size_t captured_ = 0;
+  bool graphs_failed_ = false;
 };
 
 } // namespace myelin

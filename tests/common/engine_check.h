@@ -19,6 +19,7 @@
 #include "runtime/model/init.h"
 #include "tests/common/kernel_check.h"
 #include "tests/common/llama_config.h"
+#include "tests/common/step_check.h"
 
 namespace myelin::engine_check {
 
@@ -327,6 +328,125 @@ inline AttnLosses expect_tc_attention_trains_like_fma(int steps, bool clip,
     EXPECT_NEAR(l.tc[i], l.f32[i], 2e-2 * std::fabs(l.f32[i])) << "tc vs fp32, step " << i + 1;
   }
   return l;
+}
+
+// ---- graphs ----------------------------------------------------------------------------------
+// What one run of graph_run() produced: every value the host can read.
+struct GraphRun {
+  std::vector<float> losses, evals, grads, params;
+  std::vector<double> step_sums;           // the one-sync steps' loss sums and norms
+  std::vector<std::vector<float>> at_hook; // a whole-model run with a hook: the gradients each
+                                           // time the hook ran
+  std::vector<int> hook_layers;
+  std::vector<float> stage_losses, stage_params; // the two-stage pipeline
+  std::size_t graphs = 0;                        // captured by all engines
+};
+
+// On a whole-model engine: `steps` training steps of c (train_losses: two
+// micro-batches through slots 0 and 1, no clipping), eval_loss three times,
+// three forward/backward of another shape (B = 1) with another dloss in slot
+// 0, one more of the training shape with a new dloss, and `steps` one-sync
+// steps (clipping on the device); with `hook`, a backward hook records the
+// gradients each time it runs. Without a hook, then two updates after new
+// moments (shard_optimizer) and `steps` steps of a two-stage pipeline
+// (layer 0 | layer 1). With graphs on
+// (MYELIN_CUDA_GRAPHS), the first call of each key runs plainly, the second
+// is captured and launched, later ones replay.
+inline GraphRun graph_run(const myelin::ModelConfig& c, const char* dtype, int steps, bool hook) {
+  GraphRun r;
+  const auto params = perturbed_init(c);
+  {
+    auto e = cuda_engine(c, dtype);
+    e->set_params(params);
+    if (hook)
+      e->set_backward_hook([&](int layer) {
+        r.hook_layers.push_back(layer);
+        r.at_hook.push_back(e->flat_grads());
+      });
+    r.losses = train_losses(*e, c, steps, nullptr, false);
+    std::vector<int> tok, tgt;
+    make_batch(c, 2, 16, steps + 1, tok, tgt);
+    for (int i = 0; i < 3; ++i) r.evals.push_back(e->eval_loss(tok.data(), tgt.data(), 2, 16));
+    // Another shape and another dloss in slot 0, three times, then the
+    // training shape again (its forward's graph replays after the other
+    // shape's; its backward runs with a new dloss).
+    e->zero_grad();
+    for (int i = 0; i < 3; ++i) {
+      r.evals.push_back(e->forward(0, tok.data(), tgt.data(), 1, 16));
+      e->backward(0, 0.25f);
+    }
+    r.evals.push_back(e->forward(0, tok.data(), tgt.data(), 2, 16));
+    e->backward(0, 0.375f);
+    // The trainer's one-sync steps (begin_step, two micro-batches,
+    // clip_grad_norm with clipping active, adamw, end_step).
+    for (int step = steps + 1; step <= 2 * steps; ++step) {
+      const auto sums = myelin::step_check::one_sync_step(*e, c, step, 1e-3f);
+      r.step_sums.push_back(sums.loss_sum);
+      r.step_sums.push_back(sums.grad_sum_squares);
+    }
+    r.graphs = e->graphs_captured();
+    if (!hook) {
+      // New moments (ZeRO's shard_optimizer): the updates' graphs must not
+      // replay with the old ones. Two updates: plain, then captured.
+      e->shard_optimizer(0, e->state().size);
+      const myelin::AdamWConfig ac = myelin::step_check::step_adamw();
+      for (int t = 2 * steps + 1; t <= 2 * steps + 2; ++t)
+        e->adamw(ac, ac.lr, t, 0, e->state().size);
+      r.graphs += e->graphs_captured();
+    }
+    r.grads = e->flat_grads();
+    r.params.resize(e->layout().total);
+    e->get_params(r.params);
+  }
+  if (hook) return r;
+  auto s0 = cuda_engine(c, dtype, 0, myelin::StageSpec{0, 1, true, false});
+  auto s1 = cuda_engine(c, dtype, 0, myelin::StageSpec{1, 2, false, true});
+  const std::size_t act = std::size_t(2) * 16 * c.channels * sizeof(float);
+  myelin::AdamWConfig ac;
+  ac.lr = 1e-3f;
+  for (auto* e : {s0.get(), s1.get()}) e->set_params(params);
+  std::vector<int> tok, tgt;
+  for (int step = 1; step <= steps; ++step) {
+    make_batch(c, 2, 16, step, tok, tgt);
+    for (auto* e : {s0.get(), s1.get()}) e->zero_grad();
+    s0->forward(0, tok.data(), nullptr, 2, 16);
+    copy_on_engine_stream(*s1, s1->input_act(0).data, s0->output_act(0).data, act,
+                          cudaMemcpyDeviceToDevice);
+    r.stage_losses.push_back(s1->forward(0, nullptr, tgt.data(), 2, 16));
+    s1->backward(0, 1.0f);
+    copy_on_engine_stream(*s0, s0->output_grad(0).data, s1->input_grad(0).data, act,
+                          cudaMemcpyDeviceToDevice);
+    s0->backward(0, 1.0f);
+    for (auto* e : {s0.get(), s1.get()}) e->adamw(ac, ac.lr, step, 0, e->state().size);
+  }
+  std::vector<float> p0(s0->layout().total), p1(s1->layout().total);
+  s0->get_params(p0);
+  s1->get_params(p1);
+  r.stage_params = p0;
+  r.stage_params.insert(r.stage_params.end(), p1.begin(), p1.end());
+  r.graphs += s0->graphs_captured() + s1->graphs_captured();
+  return r;
+}
+
+// The same bits from a run without graphs (`plain`) and with (`graphs`),
+// which did capture.
+inline void expect_same_run(const GraphRun& plain, const GraphRun& graphs,
+                            const std::string& what) {
+  using myelin::kernel_check::expect_same_bits;
+  EXPECT_EQ(plain.graphs, 0u) << what;
+  EXPECT_GT(graphs.graphs, 0u) << what;
+  const GraphRun &a = plain, &b = graphs;
+  expect_same_bits(a.losses, b.losses, what + ": losses");
+  expect_same_bits(a.evals, b.evals, what + ": eval losses");
+  EXPECT_EQ(a.step_sums, b.step_sums) << what << ": one-sync steps' loss sums and norms";
+  expect_same_bits(a.grads, b.grads, what + ": gradients");
+  expect_same_bits(a.params, b.params, what + ": parameters");
+  EXPECT_EQ(a.hook_layers, b.hook_layers) << what << ": hook order";
+  ASSERT_EQ(a.at_hook.size(), b.at_hook.size()) << what;
+  for (std::size_t i = 0; i < a.at_hook.size(); ++i)
+    expect_same_bits(a.at_hook[i], b.at_hook[i], what + ": gradients at hook " + std::to_string(i));
+  expect_same_bits(a.stage_losses, b.stage_losses, what + ": pipeline losses");
+  expect_same_bits(a.stage_params, b.stage_params, what + ": pipeline parameters");
 }
 
 } // namespace myelin::engine_check

@@ -630,6 +630,31 @@ TEST(CudaEngine, OneSyncStepMatchesPlainStep) {
     }
 }
 
+// CUDA graphs (the default) change no bit against launching every kernel
+// from the host (MYELIN_CUDA_GRAPHS=0): 10 training steps, eval_loss, another
+// shape and dloss, a two-stage pipeline, and a backward hook (one graph per
+// layer); GPT-2 and Llama, fp32 and bf16 (tests/common/engine_check.h).
+TEST(CudaEngine, GraphsAreBitIdentical) {
+  REQUIRE_GPU();
+  for (const char* dtype : {"fp32", "bf16"})
+    for (const auto& c : {tiny_config(), tiny_llama_config()})
+      for (const bool hook : {false, true}) {
+        const std::string what =
+            std::string(dtype) + (c.llama() ? " llama" : " gpt2") + (hook ? " with a hook" : "");
+        SCOPED_TRACE(what);
+        GraphRun plain, graphs;
+        {
+          EnvScope env("MYELIN_CUDA_GRAPHS", "0");
+          plain = graph_run(c, dtype, 10, hook);
+        }
+        {
+          EnvScope env("MYELIN_CUDA_GRAPHS", "1");
+          graphs = graph_run(c, dtype, 10, hook);
+        }
+        expect_same_run(plain, graphs, what);
+      }
+}
+
 TEST(CudaEngine, Bf16TrainsCloseToFp32) {
   REQUIRE_GPU();
   const auto lb = expect_bf16_close_to_fp32(tiny_config(), 10, /*clip=*/true);

@@ -39,7 +39,9 @@ SUPPORTED_RUNTIME = {
     "cudaDeviceSynchronize", "cudaStreamCreateWithFlags", "cudaStreamDestroy",
     "cudaStreamSynchronize", "cudaEventCreate", "cudaEventDestroy", "cudaEventRecord",
     "cudaEventSynchronize", "cudaEventElapsedTime", "cudaGetLastError", "cudaPeekAtLastError",
-    "cudaGetErrorName", "cudaGetErrorString", "cudaFuncSetAttribute",
+    "cudaGetErrorName", "cudaGetErrorString", "cudaFuncSetAttribute", "cudaStreamBeginCapture",
+    "cudaStreamEndCapture", "cudaStreamIsCapturing", "cudaGraphInstantiate", "cudaGraphLaunch",
+    "cudaGraphDestroy", "cudaGraphExecDestroy",
 }
 
 # Device features that compile on the host but would not be simulated faithfully.

@@ -214,6 +214,106 @@ cublasStatus_t check_problem(const Desc& d, const Layout& a, const Layout& b, co
 
 } // namespace
 
+namespace {
+
+// The device-memory and alignment checks of one matmul (D = op(A) op(B) ...).
+cublasStatus_t check_ranges(const Desc& d, const Layout& la, const Layout& lb, const Layout& lc,
+                            const Layout& ld, float be, const void* A, const void* B, const void* C,
+                            const void* D) {
+  const std::uint64_t m = ld.rows, n = ld.cols;
+  const cudaDataType dt = ld.type;
+  struct Range {
+    const void* p;
+    std::size_t elems, elem_size;
+    const char* what;
+  };
+  std::vector<Range> ranges = {
+      {A, span(la.rows, la.cols, la.ld), type_size(la.type), "A"},
+      {B, span(lb.rows, lb.cols, lb.ld), type_size(lb.type), "B"},
+      {D, span(m, n, ld.ld), type_size(dt), "D"},
+  };
+  if (be != 0.0f) ranges.push_back({C, span(m, n, lc.ld), type_size(dt), "C"});
+  if (has_bias(d.epi)) ranges.push_back({d.bias, m, type_size(dt), "bias"});
+  if (is_bgrad(d.epi)) ranges.push_back({d.bias, n, type_size(dt), "bias gradient"});
+  if (has_aux(d.epi)) ranges.push_back({d.aux, span(m, n, d.aux_ld), type_size(dt), "aux"});
+  for (const Range& r : ranges) {
+    if (!in_device_memory(r.p, r.elems * r.elem_size)) {
+      std::fprintf(stderr,
+                   "sim cuBLASLt: matrix %s (%p, %zu bytes) is not inside a device allocation\n",
+                   r.what, r.p, r.elems * r.elem_size);
+      return CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+    if (reinterpret_cast<std::uintptr_t>(r.p) % r.elem_size != 0)
+      return fail(CUBLAS_STATUS_INVALID_VALUE, "pointer not aligned to its element type");
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// One matmul, run now on the calling thread.
+cublasStatus_t run_matmul(const Desc& d, const Layout& la, const Layout& lb, const Layout& lc,
+                          const Layout& ld, float al, float be, const void* A, const void* B,
+                          const void* C, void* D) {
+  const cublasStatus_t checked = check_ranges(d, la, lb, lc, ld, be, A, B, C, D);
+  if (checked != CUBLAS_STATUS_SUCCESS) return checked;
+  const std::uint64_t m = ld.rows, n = ld.cols;
+  const bool an = d.ta == CUBLAS_OP_N, bn = d.tb == CUBLAS_OP_N;
+  const std::uint64_t k = an ? la.cols : la.rows;
+  const cudaDataType dt = ld.type;
+  // Column-major: element (i, j) of X with leading dimension ld is X[i + j*ld].
+  std::vector<double> acol(k);
+  std::vector<float> res(m * n);
+  for (std::uint64_t j = 0; j < n; ++j) {
+    for (std::uint64_t p = 0; p < k; ++p)
+      acol[p] = bn ? load(B, lb.type, p + j * std::uint64_t(lb.ld))
+                   : load(B, lb.type, j + p * std::uint64_t(lb.ld));
+    for (std::uint64_t i = 0; i < m; ++i) {
+      double acc = 0.0;
+      for (std::uint64_t p = 0; p < k; ++p) {
+        const double a = an ? load(A, la.type, i + p * std::uint64_t(la.ld))
+                            : load(A, la.type, p + i * std::uint64_t(la.ld));
+        acc += a * acol[p];
+      }
+      double x = double(al) * acc;
+      if (be != 0.0f) x += double(be) * load(C, dt, i + j * std::uint64_t(lc.ld));
+      if (has_bias(d.epi)) x += load(d.bias, dt, i);
+      res[i + j * m] = float(x);
+    }
+  }
+  // BGRADB: the column sums of op(B) (k x n), in double, rounded once.
+  std::vector<float> bgrad;
+  if (is_bgrad(d.epi)) {
+    bgrad.resize(n);
+    for (std::uint64_t j = 0; j < n; ++j) {
+      double acc = 0.0;
+      for (std::uint64_t p = 0; p < k; ++p)
+        acc += bn ? load(B, lb.type, p + j * std::uint64_t(lb.ld))
+                  : load(B, lb.type, j + p * std::uint64_t(lb.ld));
+      bgrad[j] = float(acc);
+    }
+  }
+  // Epilogue and stores after all reads (C and D may be the same matrix).
+  for (std::uint64_t j = 0; j < n; ++j) {
+    for (std::uint64_t i = 0; i < m; ++i) {
+      float x = res[i + j * m];
+      const std::size_t ai = i + j * std::uint64_t(d.aux_ld);
+      if (d.epi == CUBLASLT_EPILOGUE_DGELU) {
+        x *= gelu_grad(float(load(d.aux, dt, ai)));
+      } else if (is_gelu(d.epi)) {
+        if (has_aux(d.epi)) store(const_cast<void*>(d.aux), dt, ai, x);
+        x = gelu(x);
+      }
+      store(D, dt, i + j * std::uint64_t(ld.ld), x);
+    }
+  }
+  for (std::uint64_t j = 0; j < bgrad.size(); ++j)
+    store(const_cast<void*>(d.bias), dt, j, bgrad[j]);
+  std::lock_guard<std::mutex> lk(g_count_m);
+  ++g_epilogue_calls[int(d.epi)];
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+} // namespace
+
 extern "C" {
 
 cublasStatus_t CUBLASWINAPI cublasLtCreate(cublasLtHandle_t* lightHandle) {
@@ -378,86 +478,21 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(
         return fail(CUBLAS_STATUS_INVALID_VALUE,
                     "algo chosen for a larger pointer alignment than the matmul's");
   }
-  const std::uint64_t m = ld.rows, n = ld.cols;
-  const bool an = d.ta == CUBLAS_OP_N, bn = d.tb == CUBLAS_OP_N;
-  const std::uint64_t k = an ? la.cols : la.rows;
-  const cudaDataType dt = ld.type;
-  struct Range {
-    const void* p;
-    std::size_t elems, elem_size;
-    const char* what;
-  };
-  std::vector<Range> ranges = {
-      {A, span(la.rows, la.cols, la.ld), type_size(la.type), "A"},
-      {B, span(lb.rows, lb.cols, lb.ld), type_size(lb.type), "B"},
-      {D, span(m, n, ld.ld), type_size(dt), "D"},
-  };
-  if (be != 0.0f) ranges.push_back({C, span(m, n, lc.ld), type_size(dt), "C"});
-  if (has_bias(d.epi)) ranges.push_back({d.bias, m, type_size(dt), "bias"});
-  if (is_bgrad(d.epi)) ranges.push_back({d.bias, n, type_size(dt), "bias gradient"});
-  if (has_aux(d.epi)) ranges.push_back({d.aux, span(m, n, d.aux_ld), type_size(dt), "aux"});
-  for (const Range& r : ranges) {
-    if (!in_device_memory(r.p, r.elems * r.elem_size)) {
-      std::fprintf(stderr,
-                   "sim cuBLASLt: matrix %s (%p, %zu bytes) is not inside a device allocation\n",
-                   r.what, r.p, r.elems * r.elem_size);
-      return CUBLAS_STATUS_EXECUTION_FAILED;
-    }
-    if (reinterpret_cast<std::uintptr_t>(r.p) % r.elem_size != 0)
-      return fail(CUBLAS_STATUS_INVALID_VALUE, "pointer not aligned to its element type");
+  const Desc dc = d;
+  const Layout a_ = la, b_ = lb, c_ = lc, d_ = ld;
+  if (sim::detail::is_capturing(stream)) {
+    // Recorded with copies of the descriptors and scalars, as the library
+    // bakes them into the kernels it queues; the checks run now and again.
+    const cublasStatus_t st0 = check_ranges(dc, a_, b_, c_, d_, be, A, B, C, D);
+    if (st0 != CUBLAS_STATUS_SUCCESS) return st0;
+    sim::detail::capture(stream, [=] {
+      return run_matmul(dc, a_, b_, c_, d_, al, be, A, B, C, D) == CUBLAS_STATUS_SUCCESS
+                 ? cudaSuccess
+                 : cudaErrorLaunchFailure;
+    });
+    return CUBLAS_STATUS_SUCCESS;
   }
-
-  // Column-major: element (i, j) of X with leading dimension ld is X[i + j*ld].
-  std::vector<double> acol(k);
-  std::vector<float> res(m * n);
-  for (std::uint64_t j = 0; j < n; ++j) {
-    for (std::uint64_t p = 0; p < k; ++p)
-      acol[p] = bn ? load(B, lb.type, p + j * std::uint64_t(lb.ld))
-                   : load(B, lb.type, j + p * std::uint64_t(lb.ld));
-    for (std::uint64_t i = 0; i < m; ++i) {
-      double acc = 0.0;
-      for (std::uint64_t p = 0; p < k; ++p) {
-        const double a = an ? load(A, la.type, i + p * std::uint64_t(la.ld))
-                            : load(A, la.type, p + i * std::uint64_t(la.ld));
-        acc += a * acol[p];
-      }
-      double x = double(al) * acc;
-      if (be != 0.0f) x += double(be) * load(C, dt, i + j * std::uint64_t(lc.ld));
-      if (has_bias(d.epi)) x += load(d.bias, dt, i);
-      res[i + j * m] = float(x);
-    }
-  }
-  // BGRADB: the column sums of op(B) (k x n), in double, rounded once.
-  std::vector<float> bgrad;
-  if (is_bgrad(d.epi)) {
-    bgrad.resize(n);
-    for (std::uint64_t j = 0; j < n; ++j) {
-      double acc = 0.0;
-      for (std::uint64_t p = 0; p < k; ++p)
-        acc += bn ? load(B, lb.type, p + j * std::uint64_t(lb.ld))
-                  : load(B, lb.type, j + p * std::uint64_t(lb.ld));
-      bgrad[j] = float(acc);
-    }
-  }
-  // Epilogue and stores after all reads (C and D may be the same matrix).
-  for (std::uint64_t j = 0; j < n; ++j) {
-    for (std::uint64_t i = 0; i < m; ++i) {
-      float x = res[i + j * m];
-      const std::size_t ai = i + j * std::uint64_t(d.aux_ld);
-      if (d.epi == CUBLASLT_EPILOGUE_DGELU) {
-        x *= gelu_grad(float(load(d.aux, dt, ai)));
-      } else if (is_gelu(d.epi)) {
-        if (has_aux(d.epi)) store(const_cast<void*>(d.aux), dt, ai, x);
-        x = gelu(x);
-      }
-      store(D, dt, i + j * std::uint64_t(ld.ld), x);
-    }
-  }
-  for (std::uint64_t j = 0; j < bgrad.size(); ++j)
-    store(const_cast<void*>(d.bias), dt, j, bgrad[j]);
-  std::lock_guard<std::mutex> lk(g_count_m);
-  ++g_epilogue_calls[int(d.epi)];
-  return CUBLAS_STATUS_SUCCESS;
+  return run_matmul(dc, a_, b_, c_, d_, al, be, A, B, C, D);
 }
 
 } // extern "C"

@@ -1043,9 +1043,7 @@ cudaError_t func_set_attribute(const void* kernel, cudaFuncAttribute attr, int v
   return cudaSuccess;
 }
 
-void run_grid(const LaunchSite& site, const void* kernel, const LaunchConfig& cfg,
-              KernelBody body) {
-  g_stats.launches.fetch_add(1, std::memory_order_relaxed);
+bool check_launch(const LaunchSite& site, const void* kernel, const LaunchConfig& cfg) {
   const dim3 g = cfg.grid, bl = cfg.block;
   const unsigned long long nthreads = 1ull * bl.x * bl.y * bl.z;
   if (bl.x == 0 || bl.y == 0 || bl.z == 0 || bl.x > kMaxThreadsPerBlock ||
@@ -1053,13 +1051,13 @@ void run_grid(const LaunchSite& site, const void* kernel, const LaunchConfig& cf
     set_launch_error(
         cudaErrorInvalidConfiguration,
         format("%s: invalid block (%u,%u,%u)", launch_name(site).c_str(), bl.x, bl.y, bl.z));
-    return;
+    return false;
   }
   if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > kMaxGridX || g.y > kMaxGridYZ || g.z > kMaxGridYZ) {
     set_launch_error(
         cudaErrorInvalidConfiguration,
         format("%s: invalid grid (%u,%u,%u)", launch_name(site).c_str(), g.x, g.y, g.z));
-    return;
+    return false;
   }
   if (cfg.smem > kDefaultSmem) {
     std::size_t allowed = kDefaultSmem;
@@ -1073,9 +1071,18 @@ void run_grid(const LaunchSite& site, const void* kernel, const LaunchConfig& cf
                        format("%s: %zu bytes of dynamic shared memory, but the kernel allows "
                               "%zu (cudaFuncAttributeMaxDynamicSharedMemorySize)",
                               launch_name(site).c_str(), cfg.smem, allowed));
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+void run_grid(const LaunchSite& site, const void* kernel, const LaunchConfig& cfg,
+              KernelBody body) {
+  g_stats.launches.fetch_add(1, std::memory_order_relaxed);
+  if (!check_launch(site, kernel, cfg)) return;
+  const dim3 g = cfg.grid, bl = cfg.block;
+  const unsigned long long nthreads = 1ull * bl.x * bl.y * bl.z;
   Launch L;
   L.site = site;
   L.kernel = kernel;
@@ -1118,6 +1125,7 @@ Stats stats() {
 // ---- runtime API --------------------------------------------------------------------------------
 cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   if (!p) return cudaErrorInvalidValue;
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaMalloc")) return e;
   detail::GuardedAlloc a;
   a.create(bytes, 256, detail::kPoison); // contents undefined: poisoned
   auto& d = detail::devmem();
@@ -1129,6 +1137,7 @@ cudaError_t cudaMalloc(void** p, std::size_t bytes) {
 }
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaFree")) return e;
   auto& d = detail::devmem();
   std::lock_guard<std::mutex> lk(d.m);
   auto it = d.live.find(reinterpret_cast<std::uintptr_t>(p));
@@ -1170,6 +1179,7 @@ void copy_bytes(void* dst, const void* src, std::size_t bytes) {
 std::uint64_t host_syncs() { return g_host_syncs.load(); }
 cudaError_t cudaMallocHost(void** p, std::size_t bytes) {
   if (!p) return cudaErrorInvalidValue;
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaMallocHost")) return e;
   void* q = std::malloc(bytes ? bytes : 1);
   if (!q) return cudaErrorMemoryAllocation;
   PinnedMemory& d = pinned();
@@ -1180,6 +1190,7 @@ cudaError_t cudaMallocHost(void** p, std::size_t bytes) {
 }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaFreeHost")) return e;
   PinnedMemory& d = pinned();
   std::lock_guard<std::mutex> lk(d.m);
   auto it = d.live.find(reinterpret_cast<std::uintptr_t>(p));
@@ -1189,41 +1200,51 @@ cudaError_t cudaFreeHost(void* p) {
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaMemcpy")) return e;
   ++g_host_syncs; // the host waits for the copy (and, on a GPU, for the device)
   copy_bytes(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
+                            cudaStream_t s) {
   // A copy between the device and pageable host memory may block the host
-  // (a device-to-host one always does): counted as a synchronisation.
+  // (a device-to-host one always does): counted as a synchronisation, and
+  // not allowed in a capture.
   const bool from_host = kind == cudaMemcpyHostToDevice, to_host = kind == cudaMemcpyDeviceToHost;
-  if (bytes && ((from_host && !is_pinned(src, bytes)) || (to_host && !is_pinned(dst, bytes))))
-    ++g_host_syncs;
+  const bool pageable =
+      bytes && ((from_host && !is_pinned(src, bytes)) || (to_host && !is_pinned(dst, bytes)));
+  if (pageable)
+    if (const cudaError_t e = detail::unsafe_during_capture("cudaMemcpyAsync (pageable memory)"))
+      return e;
+  if (detail::capture(s, [dst, src, bytes] {
+        copy_bytes(dst, src, bytes);
+        return cudaSuccess;
+      }))
+    return cudaSuccess;
+  if (pageable) ++g_host_syncs;
   copy_bytes(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaMemset")) return e;
   if (bytes) std::memset(p, value, bytes);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t) {
-  return sim::cudaMemset(p, value, bytes);
+cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t s) {
+  const auto run = [p, value, bytes] {
+    if (bytes) std::memset(p, value, bytes);
+    return cudaSuccess;
+  };
+  return detail::capture(s, run) ? cudaSuccess : run();
 }
 cudaError_t cudaDeviceSynchronize() {
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaDeviceSynchronize")) return e;
   ++g_host_syncs;
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  static char dummy;
-  *s = reinterpret_cast<cudaStream_t>(&dummy);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  ++g_host_syncs;
-  return cudaSuccess;
-}
+namespace detail {
+void count_host_sync() { ++g_host_syncs; }
+} // namespace detail
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   static char dummy;
   *e = reinterpret_cast<cudaEvent_t>(&dummy);
@@ -1231,10 +1252,14 @@ cudaError_t cudaEventCreate(cudaEvent_t* e) {
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return sim::cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t s) {
+  detail::capture(s, [] { return cudaSuccess; }); // an event node
+  return cudaSuccess;
+}
 // Everything ran when it was queued: every event has completed.
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return detail::unsafe_during_capture("cudaEventQuery"); }
 cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  if (const cudaError_t e = detail::unsafe_during_capture("cudaEventSynchronize")) return e;
   ++g_host_syncs;
   return cudaSuccess;
 }
@@ -1262,6 +1287,14 @@ const char* cudaGetErrorName(cudaError_t e) {
     return "cudaErrorIllegalAddress";
   case cudaErrorInvalidDevicePointer:
     return "cudaErrorInvalidDevicePointer";
+  case cudaErrorStreamCaptureUnsupported:
+    return "cudaErrorStreamCaptureUnsupported";
+  case cudaErrorStreamCaptureInvalidated:
+    return "cudaErrorStreamCaptureInvalidated";
+  case cudaErrorStreamCaptureWrongThread:
+    return "cudaErrorStreamCaptureWrongThread";
+  case cudaErrorIllegalState:
+    return "cudaErrorIllegalState";
   default:
     return "cudaError (other)";
   }

@@ -54,14 +54,28 @@
 // not supported (the generator or the compiler rejects them); device math uses the host libm (expf
 // etc. differ from the GPU's by an ulp or two); wmma numerics are exact products with fp32
 // accumulation in a fixed order (sim_wmma.h); kernels run synchronously at the
-// launch, streams and events are no-ops. cuBLASLt is emulated on the host
+// launch, and events are no-ops. cuBLASLt is emulated on the host
 // (sim_cublaslt.cpp, engine simulation only), not run.
+//
+// Stream capture and graphs (sim_graph.cpp): work queued on a stream that is
+// capturing is recorded, not run (kernel launches with their arguments as
+// converted at the launch, asynchronous copies and memsets, cuBLASLt
+// matmuls); cudaGraphLaunch runs the recorded work in order. So a graph
+// replays exactly what was queued: a copy from host memory reads the host
+// buffer at each replay, a kernel sees the pointers and scalars it was
+// captured with. As on a GPU, a capturing thread (mode global or
+// thread-local) may not wait or allocate: cudaStreamSynchronize, cudaMemcpy,
+// cudaMalloc, cudaEventQuery, a copy from pageable memory ... fail with
+// cudaErrorStreamCaptureUnsupported and invalidate the capture, whose
+// cudaStreamEndCapture then fails with cudaErrorStreamCaptureInvalidated.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -126,6 +140,21 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+// Captures, graph launches and the nodes they ran since the start of the
+// process; graphs and executable graphs alive (leak checks).
+struct GraphStats {
+  std::uint64_t captures, launches, nodes_run;
+  long live;
+};
+GraphStats graph_stats();
 // Returns and clears the calling host thread's last launch error.
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
@@ -134,6 +163,17 @@ const char* cudaGetErrorName(cudaError_t e);
 const char* cudaGetErrorString(cudaError_t e);
 
 namespace detail {
+// Work queued on stream s: when s is capturing, `node` is recorded into its
+// graph (to run at each launch; it returns the error of that run) and true is
+// returned; otherwise false and the caller runs the work itself.
+bool capture(cudaStream_t s, std::function<cudaError_t()> node);
+bool is_capturing(cudaStream_t s);
+// A call that may wait for the device or allocate (`what`, for the message)
+// from a thread with a capture in mode global or thread-local: the capture is
+// invalidated and the call must fail with the error returned (else cudaSuccess).
+cudaError_t unsafe_during_capture(const char* what);
+void count_host_sync(); // sim::host_syncs
+
 cudaError_t func_set_attribute(const void* kernel, cudaFuncAttribute attr, int value);
 } // namespace detail
 template <typename... P>
@@ -172,12 +212,16 @@ struct LaunchSite {
   int line;
 };
 void run_grid(const LaunchSite& site, const void* kernel, const LaunchConfig& cfg, KernelBody body);
+// The launch configuration checks of run_grid alone (errors through cudaGetLastError).
+bool check_launch(const LaunchSite& site, const void* kernel, const LaunchConfig& cfg);
 } // namespace detail
 
 // `kernel<<<cfg>>>(args...)` is rewritten to launch(site, config(cfg), kernel, args...).
 // The arguments are converted to the parameter types once, at the launch, and
 // every thread receives its own copies, as on a GPU. Runs the whole grid before
-// returning; errors are reported through cudaGetLastError().
+// returning (on a capturing stream: checks the configuration and records the
+// launch with its converted arguments); errors are reported through
+// cudaGetLastError().
 template <typename... P, typename... A>
 void launch(const detail::LaunchSite& site, const LaunchConfig& cfg, void (*kernel)(P...),
             A&&... args) {
@@ -186,11 +230,21 @@ void launch(const detail::LaunchSite& site, const LaunchConfig& cfg, void (*kern
     void (*kernel)(P...);
     std::tuple<std::decay_t<P>...> args;
   } frame{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  const detail::KernelBody body{&frame, [](void* obj) {
-                                  auto* f = static_cast<Frame*>(obj);
-                                  std::apply(f->kernel, f->args);
-                                }};
-  detail::run_grid(site, reinterpret_cast<const void*>(kernel), cfg, body);
+  const auto run = [](void* obj) {
+    auto* f = static_cast<Frame*>(obj);
+    std::apply(f->kernel, f->args);
+  };
+  const void* k = reinterpret_cast<const void*>(kernel);
+  if (detail::is_capturing(cfg.stream)) {
+    auto recorded = std::make_shared<Frame>(frame);
+    detail::capture(cfg.stream, [site, k, cfg, recorded, run]() {
+      detail::run_grid(site, k, cfg, detail::KernelBody{recorded.get(), run});
+      return cudaGetLastError();
+    });
+    detail::check_launch(site, k, cfg);
+    return;
+  }
+  detail::run_grid(site, k, cfg, detail::KernelBody{&frame, run});
 }
 
 } // namespace sim
