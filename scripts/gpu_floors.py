@@ -436,8 +436,8 @@ def header(out):
       f"launch; an estimate of {HOST_S * 1e3:.1f} ms a step in which the GPU waits for the "
       "host (one synchronisation per step, at its end, for the loss and the gradient norm; "
       "then loading the next batch, its page-locked uploads and queueing its first "
-      "micro-batch: from the third step on each forward and backward is one CUDA graph "
-      "launch instead of several hundred kernel launches), "
+      "micro-batch: from the third step on each forward, backward, clipping and update "
+      "is one CUDA graph launch instead of up to several hundred kernel launches), "
 "unmeasured. Attention: " + ATTN_NOTE + "\n\n")
 
 
