@@ -409,6 +409,7 @@ void Trainer::log(const StepMetrics& m) {
     if (m.mfu > 0) j << ",\"mfu\":" << m.mfu;
     if (m.val_loss) j << ",\"val_loss\":" << *m.val_loss;
     if (m.exact_match) j << ",\"exact_match\":" << *m.exact_match;
+    if (const std::size_t g = engine_->graphs_captured()) j << ",\"graphs\":" << g;
     j << "}\n";
     metrics_->out << j.str();
     metrics_->out.flush();
