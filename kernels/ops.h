@@ -18,11 +18,13 @@
 //
 // Threads: all parallelism comes from OpenMP (omp_set_num_threads / --threads),
 // matmuls and attention included: each OpenMP thread calls a single-threaded
-// OpenBLAS gemm on its slice (the pthreads OpenBLAS is switched to 1 thread for
+// OpenBLAS gemm on its tiles (the pthreads OpenBLAS is switched to 1 thread for
 // the duration of such a call and restored afterwards), because OpenBLAS's own
 // thread pool running right after an OpenMP region oversubscribes the cores.
-// All results are deterministic for a given thread count (no atomics); nothing
-// here knows about models, ranks or files.
+// All results are deterministic (no atomics) and the same bits for any thread
+// count: work is cut by the shape (fixed row blocks, tiles, chunks), never by
+// the number of threads, so a replay on another machine matches. Nothing here
+// knows about models, ranks or files.
 #pragma once
 
 #include <cstddef>

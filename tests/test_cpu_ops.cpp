@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -198,6 +199,43 @@ INSTANTIATE_TEST_SUITE_P(CpuOps, MatmulTest,
                                            MatmulShape{70, 40, 50, true},
                                            MatmulShape{20, 40, 200, true},
                                            MatmulShape{200, 48, 20, false}));
+
+// The same bits for any thread count (a pool replays a contributor's steps on
+// another machine): each output is cut into tiles by its shape, not by the
+// threads. Row tiles, column tiles (few rows), dweight by columns (small OC),
+// one tile, and a float shape as the trainer's.
+TEST(CpuOps, MatmulSameBitsForAnyThreadCount) {
+  std::mt19937 g(21);
+  const int threads = omp_get_max_threads();
+  for (const MatmulShape s : {MatmulShape{200, 48, 300, true}, MatmulShape{20, 64, 500, true},
+                              MatmulShape{300, 96, 40, false}, MatmulShape{40, 256, 60, true},
+                              MatmulShape{128, 64, 192, true}}) {
+    const FVec inp = to_float(rand_vec(g, std::size_t(s.N) * s.IC));
+    const FVec w = to_float(rand_vec(g, std::size_t(s.OC) * s.IC));
+    const FVec bias = to_float(rand_vec(g, s.OC));
+    const FVec dout = to_float(rand_vec(g, std::size_t(s.N) * s.OC));
+    std::vector<FVec> ref;
+    for (const int t : {1, 2, 3, 4}) {
+      omp_set_num_threads(t);
+      FVec out(dout.size()), dinp(inp.size(), 0.5f), dw(w.size(), 0.25f), db(s.OC, 0.125f);
+      matmul_forward(out.data(), inp.data(), w.data(), s.bias ? bias.data() : nullptr, s.N, s.IC,
+                     s.OC);
+      matmul_backward(dinp.data(), dw.data(), s.bias ? db.data() : nullptr, dout.data(),
+                      inp.data(), w.data(), s.N, s.IC, s.OC, 0.5f);
+      const std::vector<FVec> got = {out, dinp, dw, db};
+      if (ref.empty()) {
+        ref = got;
+        continue;
+      }
+      const char* names[] = {"out", "dinp", "dweight", "dbias"};
+      for (std::size_t k = 0; k < got.size(); ++k)
+        EXPECT_EQ(0, std::memcmp(got[k].data(), ref[k].data(), got[k].size() * sizeof(float)))
+            << names[k] << " N=" << s.N << " IC=" << s.IC << " OC=" << s.OC << ": " << t
+            << " threads differ from 1";
+    }
+  }
+  omp_set_num_threads(threads);
+}
 
 // ---------------------------------------------------------------------------
 struct AttnShape {

@@ -4,19 +4,23 @@
 //             dweight[OC,IC] += dout^T @ inp     (gemm, 2*N*IC*OC FLOPs)
 //             dbias[OC] += sum_n dout[n,:]       (N*OC adds)
 //             reads N*OC + OC*IC + N*IC, writes N*IC + OC*IC (+OC).
-// Parallel layout: all parallelism comes from OpenMP. Each OpenMP thread calls
-// a single-threaded OpenBLAS gemm (cblas_sgemm / cblas_dgemm) on its own slice
-// of the output: rows of out and dinp (or their columns when there are too few
-// rows), rows of dweight (or its columns when OC is small). OpenBLAS is set to
-// one thread for the duration of the call and restored afterwards. Measured on
-// 2 Zen 4 cores, N=1024, IC=256, OC=768: ~200 GFLOP/s this way, versus 50-100
-// GFLOP/s when OpenBLAS's own threads run right after an OpenMP region (the
-// two thread pools spin against each other). Calls under ~256K FLOPs run on
-// the calling thread. dbias splits OC into fixed 64-wide strips, one thread per
-// strip, adding rows in order n = 0..N-1 (deterministic, no atomics).
+// Parallel layout: all parallelism comes from OpenMP. Each output (out, dinp,
+// dweight) is cut into tiles by its shape alone, never by the thread count:
+// row tiles (about 8, multiples of 16 rows, 16..256) when it has at least 64
+// rows, else column tiles the same way, else one tile. Each tile is one
+// single-threaded OpenBLAS gemm (cblas_sgemm / cblas_dgemm) over the whole
+// inner dimension, and the OpenMP threads share the tiles. So every element
+// comes from the same gemm call whatever the thread count: the results are
+// bit-identical for any --threads (which a pool's replay of a contributor's
+// steps relies on). OpenBLAS is set to one thread for the duration of the call
+// and restored afterwards: measured on 2 Zen 4 cores, N=1024, IC=256, OC=768,
+// ~200 GFLOP/s this way, versus 50-100 GFLOP/s when OpenBLAS's own threads run
+// right after an OpenMP region (the two thread pools spin against each other).
+// Calls under ~256K FLOPs run their tiles on the calling thread. dbias splits
+// OC into fixed 64-wide strips, one thread per strip, adding rows in order
+// n = 0..N-1 (deterministic, no atomics).
 #include <algorithm>
 #include <cstddef>
-#include <utility>
 
 #include <cblas.h>
 #include <omp.h>
@@ -28,18 +32,29 @@ namespace myelin::cpu {
 
 namespace {
 
-// Part `idx` of `parts` of [0, n), boundaries rounded to multiples of 16.
-std::pair<int, int> slice(int n, int parts, int idx) {
-  auto edge = [&](int k) {
-    if (k >= parts) return n;
-    const long e = static_cast<long>(n) * k / parts;
-    return std::min(n, static_cast<int>((e + 8) / 16 * 16));
-  };
-  return {edge(idx), edge(idx + 1)};
+// The tiles of an output of rows x cols: tile t covers rows (or, when
+// !by_rows, columns) [t * size, min(n, (t + 1) * size)).
+struct Tiles {
+  bool by_rows = true;
+  int n = 0, size = 1, count = 1;
+  int begin(int t) const { return t * size; }
+  int end(int t) const { return std::min(n, (t + 1) * size); }
+};
+Tiles tiles(int rows, int cols) {
+  constexpr int kMin = 64; // a dimension cut into tiles has at least this many
+  Tiles t;
+  t.by_rows = rows >= kMin || cols < kMin;
+  t.n = t.by_rows ? rows : cols;
+  if (t.n < kMin) {
+    t.size = std::max(1, t.n);
+    return t;
+  }
+  t.size = std::clamp((t.n / 8 + 15) / 16 * 16, 16, 256);
+  t.count = (t.n + t.size - 1) / t.size;
+  return t;
 }
 
 constexpr double kSerialFlops = 262144.0; // below this, one thread does the whole call
-constexpr int kMinRowsPerThread = 16;
 
 bool run_parallel(int N, int IC, int OC) {
   return 2.0 * N * IC * OC >= kSerialFlops && omp_get_max_threads() > 1;
@@ -60,26 +75,19 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight, const nonded
     return;
   }
   BlasSingleThread blas1;
-#pragma omp parallel if (run_parallel(N, IC, OC))
-  {
-    const int nth = omp_get_num_threads();
-    const int tid = omp_get_thread_num();
-    if (N >= kMinRowsPerThread * nth || OC < kMinRowsPerThread * nth) {
-      const auto [r0, r1] = slice(N, nth, tid);
-      if (r1 > r0) {
-        if (bias != nullptr)
-          for (int n = r0; n < r1; ++n) std::copy(bias, bias + sOC, out + n * sOC);
-        gemm(false, true, r1 - r0, OC, IC, Real(1), inp + r0 * sIC, IC, weight, IC, beta,
-             out + r0 * sOC, OC);
-      }
-    } else { // few rows: split the output columns
-      const auto [o0, o1] = slice(OC, nth, tid);
-      if (o1 > o0) {
-        if (bias != nullptr)
-          for (int n = 0; n < N; ++n) std::copy(bias + o0, bias + o1, out + n * sOC + o0);
-        gemm(false, true, N, o1 - o0, IC, Real(1), inp, IC, weight + o0 * sIC, IC, beta, out + o0,
-             OC);
-      }
+  const Tiles to = tiles(N, OC);
+#pragma omp parallel for schedule(static) if (run_parallel(N, IC, OC))
+  for (int t = 0; t < to.count; ++t) {
+    const int a = to.begin(t), b = to.end(t);
+    if (to.by_rows) { // out rows [a, b)
+      if (bias != nullptr)
+        for (int n = a; n < b; ++n) std::copy(bias, bias + sOC, out + n * sOC);
+      gemm(false, true, b - a, OC, IC, Real(1), inp + a * sIC, IC, weight, IC, beta,
+           out + a * sOC, OC);
+    } else { // out columns [a, b)
+      if (bias != nullptr)
+        for (int n = 0; n < N; ++n) std::copy(bias + a, bias + b, out + n * sOC + a);
+      gemm(false, true, N, b - a, IC, Real(1), inp, IC, weight + a * sIC, IC, beta, out + a, OC);
     }
   }
 }
@@ -92,36 +100,33 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
   const std::size_t sOC = static_cast<std::size_t>(OC);
   const std::size_t sIC = static_cast<std::size_t>(IC);
   BlasSingleThread blas1;
+  const Tiles ti = tiles(N, IC);  // dinp [N, IC]
+  const Tiles tw = tiles(OC, IC); // dweight [OC, IC]
 #pragma omp parallel if (run_parallel(N, IC, OC))
   {
-    const int nth = omp_get_num_threads();
-    const int tid = omp_get_thread_num();
     if (IC > 0) {
       // dinp[N,IC] += dout[N,OC] @ weight[OC,IC]
       if (dinp != nullptr) {
-        if (N >= kMinRowsPerThread * nth || IC < kMinRowsPerThread * nth) {
-          const auto [r0, r1] = slice(N, nth, tid);
-          if (r1 > r0)
-            gemm(false, false, r1 - r0, IC, OC, scale, dout + r0 * sOC, OC, weight, IC, Real(1),
-                 dinp + r0 * sIC, IC);
-        } else {
-          const auto [i0, i1] = slice(IC, nth, tid);
-          if (i1 > i0)
-            gemm(false, false, N, i1 - i0, OC, scale, dout, OC, weight + i0, IC, Real(1), dinp + i0,
+#pragma omp for schedule(static)
+        for (int t = 0; t < ti.count; ++t) {
+          const int a = ti.begin(t), b = ti.end(t);
+          if (ti.by_rows)
+            gemm(false, false, b - a, IC, OC, scale, dout + a * sOC, OC, weight, IC, Real(1),
+                 dinp + a * sIC, IC);
+          else
+            gemm(false, false, N, b - a, OC, scale, dout, OC, weight + a, IC, Real(1), dinp + a,
                  IC);
         }
       }
       // dweight[OC,IC] += dout^T[OC,N] @ inp[N,IC]
-      if (OC >= kMinRowsPerThread * nth || IC < kMinRowsPerThread * nth) {
-        const auto [o0, o1] = slice(OC, nth, tid);
-        if (o1 > o0)
-          gemm(true, false, o1 - o0, IC, N, scale, dout + o0, OC, inp, IC, Real(1),
-               dweight + o0 * sIC, IC);
-      } else {
-        const auto [i0, i1] = slice(IC, nth, tid);
-        if (i1 > i0)
-          gemm(true, false, OC, i1 - i0, N, scale, dout, OC, inp + i0, IC, Real(1), dweight + i0,
-               IC);
+#pragma omp for schedule(static)
+      for (int t = 0; t < tw.count; ++t) {
+        const int a = tw.begin(t), b = tw.end(t);
+        if (tw.by_rows)
+          gemm(true, false, b - a, IC, N, scale, dout + a, OC, inp, IC, Real(1),
+               dweight + a * sIC, IC);
+        else
+          gemm(true, false, OC, b - a, N, scale, dout, OC, inp + a, IC, Real(1), dweight + a, IC);
       }
     }
     if (dbias != nullptr) {
