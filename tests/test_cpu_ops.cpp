@@ -220,8 +220,8 @@ TEST(CpuOps, MatmulSameBitsForAnyThreadCount) {
       FVec out(dout.size()), dinp(inp.size(), 0.5f), dw(w.size(), 0.25f), db(s.OC, 0.125f);
       matmul_forward(out.data(), inp.data(), w.data(), s.bias ? bias.data() : nullptr, s.N, s.IC,
                      s.OC);
-      matmul_backward(dinp.data(), dw.data(), s.bias ? db.data() : nullptr, dout.data(),
-                      inp.data(), w.data(), s.N, s.IC, s.OC, 0.5f);
+      matmul_backward(dinp.data(), dw.data(), s.bias ? db.data() : nullptr, dout.data(), inp.data(),
+                      w.data(), s.N, s.IC, s.OC, 0.5f);
       const std::vector<FVec> got = {out, dinp, dw, db};
       if (ref.empty()) {
         ref = got;

@@ -82,8 +82,8 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight, const nonded
     if (to.by_rows) { // out rows [a, b)
       if (bias != nullptr)
         for (int n = a; n < b; ++n) std::copy(bias, bias + sOC, out + n * sOC);
-      gemm(false, true, b - a, OC, IC, Real(1), inp + a * sIC, IC, weight, IC, beta,
-           out + a * sOC, OC);
+      gemm(false, true, b - a, OC, IC, Real(1), inp + a * sIC, IC, weight, IC, beta, out + a * sOC,
+           OC);
     } else { // out columns [a, b)
       if (bias != nullptr)
         for (int n = 0; n < N; ++n) std::copy(bias + a, bias + b, out + n * sOC + a);
@@ -123,8 +123,8 @@ void matmul_backward(nondeduced_t<Real>* dinp, Real* dweight, nondeduced_t<Real>
       for (int t = 0; t < tw.count; ++t) {
         const int a = tw.begin(t), b = tw.end(t);
         if (tw.by_rows)
-          gemm(true, false, b - a, IC, N, scale, dout + a, OC, inp, IC, Real(1),
-               dweight + a * sIC, IC);
+          gemm(true, false, b - a, IC, N, scale, dout + a, OC, inp, IC, Real(1), dweight + a * sIC,
+               IC);
         else
           gemm(true, false, OC, b - a, N, scale, dout, OC, inp + a, IC, Real(1), dweight + a, IC);
       }

@@ -148,7 +148,8 @@ class LtHandle {
 // the capture). The host code in `queue` runs once, at the capture; its
 // device work runs at each launch(), with the pointers and scalars it was
 // queued with. If `queue` throws, the capture is ended and the exception
-// passed on; a capture that fails throws (the stream is usable afterwards).
+// passed on; a capture that fails throws. Either way the stream is usable
+// afterwards and the thread's last error is cleared.
 class Graph {
  public:
   Graph() = default;
@@ -172,14 +173,18 @@ class Graph {
     } catch (...) {
       cudaGraph_t g = nullptr;
       if (cudaStreamEndCapture(s, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+      (void)cudaGetLastError(); // the failed capture's error must not fail later launches
       throw;
     }
     cudaGraph_t g = nullptr;
-    MYELIN_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    cudaError_t e = cudaStreamEndCapture(s, &g);
     Graph out;
-    const cudaError_t e = cudaGraphInstantiate(&out.e_, g, 0);
-    cudaGraphDestroy(g);
-    MYELIN_CUDA_CHECK(e);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&out.e_, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      detail::throw_cuda(e, "capturing a graph", __FILE__, __LINE__);
+    }
     return out;
   }
   void launch(cudaStream_t s) const { MYELIN_CUDA_CHECK(cudaGraphLaunch(e_, s)); }

@@ -110,9 +110,14 @@ template <typename TT> class CudaBackend {
   // Device memory, zeroed on allocation.
   template <class U> class Buffer {
    public:
+    // Zeroed on the legacy stream, which the engine's non-blocking stream
+    // does not wait for: the device is synchronised before the buffer is used.
     void allocate(std::size_t n) {
       b_.allocate(n);
-      if (n) MYELIN_CUDA_CHECK(cudaMemset(b_.get(), 0, b_.bytes()));
+      if (n) {
+        MYELIN_CUDA_CHECK(cudaMemset(b_.get(), 0, b_.bytes()));
+        MYELIN_CUDA_CHECK(cudaDeviceSynchronize());
+      }
     }
     U* get() const { return b_.get(); }
     std::size_t size() const { return b_.size(); }

@@ -236,7 +236,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     const auto key = [&](int part) { // part: -1 all; with a hook, a layer, nl head, nl + 1 tail
       return GraphKey{Call::kBackward,
                       {std::uint64_t(slot), std::uint64_t(B), std::uint64_t(Tn),
-                       std::uint64_t(part + 1), bits(dloss)}};
+                       std::uint64_t(part + 1) << 32 | std::uint32_t(s.token_count), bits(dloss)}};
     };
     if (!hook_) {
       device_work(key(-1), [&] {
@@ -304,6 +304,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     v_.allocate(end - begin);
     graphs_.clear(); // the updates' graphs point to the old moments
     captured_ = 0;
+    graphs_full_ = false;
     be_.sync();
   }
   std::pair<std::size_t, std::size_t> optimizer_range() const override {
@@ -603,16 +604,25 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     if constexpr (GraphBackend<Be>) {
       if (be_.graphs() && !graphs_failed_) {
         Recorded& r = graphs_[key];
-        if (!r.graph && ++r.seen >= 2 && captured_ < kMaxGraphs) {
-          try {
-            r.graph = be_.capture(queue);
-            ++captured_;
-            if (kept) r.kept = *kept;
-          } catch (const std::exception& e) {
-            graphs_failed_ = true;
-            std::fprintf(stderr,
-                         "myelin: warning: graph capture failed, running without graphs: %s\n",
-                         e.what());
+        if (!r.graph && ++r.seen >= 2) {
+          if (captured_ >= kMaxGraphs) {
+            if (!graphs_full_)
+              std::fprintf(stderr,
+                           "myelin: warning: %zu graphs captured, the most an engine "
+                           "keeps; new shapes run without graphs\n",
+                           kMaxGraphs);
+            graphs_full_ = true;
+          } else {
+            try {
+              r.graph = be_.capture(queue);
+              ++captured_;
+              if (kept) r.kept = *kept;
+            } catch (const std::exception& e) {
+              graphs_failed_ = true;
+              std::fprintf(stderr,
+                           "myelin: warning: graph capture failed, running without graphs: %s\n",
+                           e.what());
+            }
           }
         }
         if (r.graph) {
@@ -697,7 +707,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
   bool in_step_ = false;                // between begin_step and end_step
   std::map<GraphKey, Recorded> graphs_; // device_work's keys (seen once, or captured)
   std::size_t captured_ = 0;
-  bool graphs_failed_ = false;
+  bool graphs_failed_ = false, graphs_full_ = false;
 };
 
 } // namespace myelin

@@ -651,6 +651,8 @@ TEST(CudaEngine, GraphsAreBitIdentical) {
           EnvScope env("MYELIN_CUDA_GRAPHS", "1");
           graphs = graph_run(c, dtype, 10, hook);
         }
+        EXPECT_EQ(plain.graphs, 0u);
+        EXPECT_EQ(graphs.graphs, graph_run_keys(c, hook)) << "every key captured";
         expect_same_run(plain, graphs, what);
       }
 }

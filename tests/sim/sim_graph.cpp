@@ -45,6 +45,7 @@ struct Registry {
   std::map<const void*, std::unique_ptr<StreamObj>> streams;
   std::map<const void*, std::unique_ptr<GraphObj>> graphs, execs;
   std::uint64_t captures = 0, launches = 0, nodes_run = 0;
+  bool fail_next = false; // invalidate_next_capture
 };
 Registry& reg() {
   static Registry r;
@@ -88,6 +89,7 @@ cudaError_t unsafe_during_capture(const char* what) {
   Registry& r = reg();
   std::lock_guard<std::mutex> lk(r.m);
   invalidate(*t_capture, what);
+  set_api_error(cudaErrorStreamCaptureUnsupported);
   return cudaErrorStreamCaptureUnsupported;
 }
 } // namespace detail
@@ -116,6 +118,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     std::lock_guard<std::mutex> lk(r.m);
     if (StreamObj* st = find_stream(r, s); st && st->capturing) {
       invalidate(*st, "cudaStreamSynchronize of the capturing stream");
+      detail::set_api_error(cudaErrorStreamCaptureUnsupported);
       return cudaErrorStreamCaptureUnsupported;
     }
   }
@@ -132,6 +135,10 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   if (st->capturing) return cudaErrorIllegalState;
   st->capturing = true;
   st->invalidated = false;
+  if (r.fail_next) {
+    r.fail_next = false;
+    invalidate(*st, "a refused call (sim::invalidate_next_capture)");
+  }
   st->mode = mode;
   st->owner = std::this_thread::get_id();
   st->nodes.clear();
@@ -151,7 +158,10 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
   if (t_capture == st) t_capture = nullptr;
   std::vector<Node> nodes = std::move(st->nodes);
   st->nodes.clear();
-  if (st->invalidated) return cudaErrorStreamCaptureInvalidated;
+  if (st->invalidated) {
+    detail::set_api_error(cudaErrorStreamCaptureInvalidated);
+    return cudaErrorStreamCaptureInvalidated;
+  }
   auto g = std::make_unique<GraphObj>();
   g->nodes = std::move(nodes);
   *graph = reinterpret_cast<cudaGraph_t>(g.get());
@@ -217,6 +227,11 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   Registry& r = reg();
   std::lock_guard<std::mutex> lk(r.m);
   return r.execs.erase(exec) ? cudaSuccess : cudaErrorInvalidValue;
+}
+void invalidate_next_capture() {
+  Registry& r = reg();
+  std::lock_guard<std::mutex> lk(r.m);
+  r.fail_next = true;
 }
 GraphStats graph_stats() {
   Registry& r = reg();

@@ -1267,6 +1267,11 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
   *ms = 0.0f; // no timing in a simulation
   return cudaSuccess;
 }
+namespace detail {
+void set_api_error(cudaError_t e) {
+  if (t_last_error == cudaSuccess) t_last_error = e;
+}
+} // namespace detail
 cudaError_t cudaGetLastError() {
   const cudaError_t e = detail::t_last_error;
   detail::t_last_error = cudaSuccess;

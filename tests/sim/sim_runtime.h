@@ -155,6 +155,10 @@ struct GraphStats {
   long live;
 };
 GraphStats graph_stats();
+// The next capture begun fails as if a call in it had been refused (its
+// cudaStreamEndCapture returns cudaErrorStreamCaptureInvalidated): for tests
+// of what callers do then.
+void invalidate_next_capture();
 // Returns and clears the calling host thread's last launch error.
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
@@ -173,6 +177,9 @@ bool is_capturing(cudaStream_t s);
 // invalidated and the call must fail with the error returned (else cudaSuccess).
 cudaError_t unsafe_during_capture(const char* what);
 void count_host_sync(); // sim::host_syncs
+// A runtime call failed with e: cudaGetLastError reports it (as it reports
+// every failed runtime call's error on a GPU).
+void set_api_error(cudaError_t e);
 
 cudaError_t func_set_attribute(const void* kernel, cudaFuncAttribute attr, int value);
 } // namespace detail

@@ -271,17 +271,14 @@ TEST_F(SimEngine, GraphsAreBitIdentical) {
         const sim::GraphStats g0 = sim::graph_stats();
         graphs = graph_run(c, one.second, kSteps, hook);
         const sim::GraphStats g1 = sim::graph_stats();
-        // Keys (calls; a key launches from its second call on):
-        //   training: forward slot 0 (3 + 1 more below), slot 1 (3), backward
-        //     slot 0 and 1 (3 + 3 in the one-sync steps each), adamw (3 + 3);
-        //   eval_loss (3); B = 1 forward and backward (3); the backward with
-        //     dloss 0.375 runs once (not captured);
-        //   one-sync steps: forward slots 0 and 1 keeping the loss (3), clip (3);
-        //   without a hook: adamw after shard_optimizer, captured anew (2);
-        //     pipeline: 2 stages x forward, backward, adamw (3).
-        // A backward with a hook is `bwd` parts (its layers, head, tail).
+        // Launches: each key from its second call on (engine_check.h
+        // graph_run_keys lists them): training forward slot 0 3 calls + 1
+        // more, slot 1 3; backward slots 0 and 1 3 + 3 (one-sync steps),
+        // adamw 3 + 3; eval_loss, B = 1 forward and backward, the one-sync
+        // forwards and clipping 3 each; adamw after shard_optimizer 2 and the
+        // pipeline's 6 keys 3 each (no hook).
         const std::uint64_t bwd = hook ? std::uint64_t(c.num_layers) + 2 : 1;
-        const std::uint64_t keys = 2 + 2 * bwd + 1 + 1 + (1 + bwd) + 3 + (hook ? 0 : 1 + 6);
+        const std::uint64_t keys = graph_run_keys(c, hook);
         const std::uint64_t launches =
             (3 + 2) + 2 * bwd * 5 + 5 + 2 + 2 * (1 + bwd) + 3 * 2 + (hook ? 0 : 1 + 6 * 2);
         EXPECT_EQ(g1.captures - g0.captures, keys);
@@ -289,9 +286,32 @@ TEST_F(SimEngine, GraphsAreBitIdentical) {
         EXPECT_EQ(graphs.graphs, keys) << "captured, as the engines count them";
         EXPECT_GT(g1.nodes_run, g0.nodes_run);
       }
+      EXPECT_EQ(plain.graphs, 0u);
       expect_same_run(plain, graphs, what);
     }
   }
+}
+
+// A capture that fails (as if the runtime refused a call in it): the engine
+// warns once, runs the work plainly from then on and gives the same bits as
+// without graphs; the failed capture's error does not fail later launches.
+TEST_F(SimEngine, FailedCaptureFallsBackToPlainLaunches) {
+  const myelin::ModelConfig c = tiny_config();
+  GraphRun plain, fallback;
+  {
+    EnvScope env("MYELIN_CUDA_GRAPHS", "0");
+    plain = graph_run(c, "fp32", kSteps, /*hook=*/true);
+  }
+  sim::invalidate_next_capture();
+  ::testing::internal::CaptureStderr();
+  fallback = graph_run(c, "fp32", kSteps, /*hook=*/true);
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(fallback.graphs, 0u);
+  const std::string warning = "graph capture failed, running without graphs";
+  const std::size_t at = err.find(warning);
+  EXPECT_NE(at, std::string::npos) << err;
+  EXPECT_EQ(err.find(warning, at + 1), std::string::npos) << "warned more than once: " << err;
+  expect_same_run(plain, fallback, "fallback");
 }
 
 // One host synchronisation per training step: the trainer's step without a
