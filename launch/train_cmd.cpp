@@ -224,10 +224,7 @@ int train_main(const Args& args) {
   if (vm.count("save-bf16") && vm["save-bf16"].as<bool>()) o.save_version = 5;
   if (vm.count("padded-vocab") && vm["padded-vocab"].defaulted() && !vm["vocab"].defaulted())
     o.shape.padded_vocab_size = default_padded_vocab(o.shape.vocab_size);
-  if (family == "llama")
-    o.shape.family = Family::kLlama;
-  else if (family != "gpt2")
-    throw InputError("--family: expected gpt2 or llama, got '" + family + "'");
+  o.shape.family = parse_family(family, "--family");
   if (vm["untied-head"].as<bool>()) o.shape.tied_head = false;
   if (!preset.empty() && !model_preset(preset, o.shape))
     throw InputError("--preset: expected one of " + std::string(kPresetNames) + ", got '" + preset +

@@ -314,6 +314,60 @@ TEST(PoolJob, FieldsAreStrictlyTypedAndBounded) {
   refused(k, "job.model.layers/job.model.channels"); // 2^44 parameters
 }
 
+// A Llama shape in a job file, with the train command's fields and checks:
+// it parses to the same ModelConfig, round-trips through the stored form,
+// and the family's rules refuse what they refuse for flags.
+TEST(PoolJob, LlamaShape) {
+  nlohmann::json j = {{"train_data", "x_*.bin"},
+                      {"model",
+                       {{"layers", 2},
+                        {"heads", 4},
+                        {"channels", 64},
+                        {"vocab", 256},
+                        {"max_seq_len", 32},
+                        {"family", "llama"},
+                        {"kv_heads", 2},
+                        {"intermediate_size", 160},
+                        {"tied_head", false},
+                        {"norm_eps", 1e-6},
+                        {"rope_theta", 500000.0}}},
+                      {"seq_len", 32}};
+  const JobSpec s = parse_job(j);
+  EXPECT_TRUE(s.shape.llama());
+  EXPECT_EQ(s.shape.kv_heads(), 2);
+  EXPECT_EQ(s.shape.hidden(), 160);
+  EXPECT_FALSE(s.shape.tied_head);
+  EXPECT_EQ(s.shape.norm_eps, 1e-6f);
+  EXPECT_EQ(s.shape.rope.theta, 500000.0);
+  const JobSpec back = parse_job(job_to_json(s));
+  EXPECT_EQ(back.shape.describe(), s.shape.describe());
+  EXPECT_EQ(back.shape.norm_eps, s.shape.norm_eps);
+  EXPECT_EQ(back.shape.rope.theta, s.shape.rope.theta);
+  EXPECT_EQ(back.shape.param_count(), s.shape.param_count());
+  auto refused = [&](const char* key, const nlohmann::json& v, const std::string& field) {
+    auto k = j;
+    k["model"][key] = v;
+    try {
+      parse_job(k);
+      ADD_FAILURE() << key << " = " << v.dump() << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind(field + ": ", 0), 0u) << e.what();
+    }
+  };
+  refused("family", "bert", "job.model.family");
+  refused("kv_heads", 3, "job.model.kv_heads"); // does not divide 4 heads
+  refused("norm_eps", 0, "job.model.norm_eps");
+  refused("rope_theta", -1, "job.model.rope_theta");
+  refused("tied_head", "no", "job.model.tied_head");
+  // GPT-2 keeps the Llama fields at their defaults.
+  j["model"]["family"] = "gpt2";
+  j["model"].erase("norm_eps");
+  j["model"].erase("rope_theta");
+  j["model"].erase("tied_head");
+  j["model"].erase("intermediate_size");
+  refused("kv_heads", 2, "job.model.kv_heads");
+}
+
 TEST(PoolJob, PositionAfterWalksShardsAndEpochs) {
   const std::vector<std::uint64_t> b = {3, 2};
   auto p = position_after(b, 0);

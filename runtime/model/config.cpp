@@ -23,6 +23,13 @@ FieldNamer flag_names() {
   };
 }
 
+Family parse_family(const std::string& name, const std::string& where) {
+  if (name == "gpt2") return Family::kGpt2;
+  if (name == "llama") return Family::kLlama;
+  throw InputError(where + ": expected gpt2 or llama, got '" + name.substr(0, 40) + "'");
+}
+const char* family_name(Family f) { return f == Family::kLlama ? "llama" : "gpt2"; }
+
 FieldNamer key_names(std::string prefix) {
   return [prefix = std::move(prefix)](std::string_view key) { return prefix + std::string(key); };
 }

@@ -74,6 +74,10 @@ FieldNamer flag_names();
 FieldNamer key_names(std::string prefix);
 
 enum class Family : std::uint8_t { kGpt2 = 0, kLlama = 1 };
+// "gpt2" or "llama" (a flag's or a job's value); InputError naming `where`
+// otherwise.
+Family parse_family(const std::string& name, const std::string& where);
+const char* family_name(Family f);
 
 struct ModelConfig {
   int max_seq_len = 0;       // maxT

@@ -79,7 +79,8 @@ JobSpec parse_job(const json& j) {
     for (const auto& [k, v] : m.items()) {
       bool ok = false;
       for (const char* n :
-           {"layers", "heads", "channels", "vocab", "padded_vocab", "max_seq_len", "seed"})
+           {"layers", "heads", "channels", "vocab", "padded_vocab", "max_seq_len", "seed", "family",
+            "kv_heads", "intermediate_size", "tied_head", "norm_eps", "rope_theta"})
         ok = ok || k == n;
       require(ok, "job.model." + k, "unknown field");
     }
@@ -93,6 +94,16 @@ JobSpec parse_job(const json& j) {
     mf.integer("padded_vocab", s.shape.padded_vocab_size, kIntMin, kIntMax);
     mf.integer("max_seq_len", s.shape.max_seq_len, kIntMin, kIntMax);
     mf.seed("seed", s.seed);
+    // The Llama family's fields, as the train command's flags (GPT-2 keeps
+    // their defaults; validate says which a family may set).
+    std::string family = "gpt2";
+    mf.text("family", family);
+    s.shape.family = parse_family(family, "job.model.family");
+    mf.integer("kv_heads", s.shape.num_kv_heads, kIntMin, kIntMax);
+    mf.integer("intermediate_size", s.shape.intermediate_size, kIntMin, kIntMax);
+    mf.boolean("tied_head", s.shape.tied_head);
+    mf.number("norm_eps", s.shape.norm_eps, -kHuge, kHuge);
+    mf.number("rope_theta", s.shape.rope.theta, -kHuge, kHuge);
   }
   require(!(j.contains("model") && !s.init_checkpoint.empty()), "job.init_checkpoint",
           "give either model or init_checkpoint, not both");
@@ -192,6 +203,15 @@ nlohmann::json job_to_json(const JobSpec& s) {
                   {"padded_vocab", s.shape.padded_vocab_size},
                   {"max_seq_len", s.shape.max_seq_len},
                   {"seed", s.seed}};
+    if (s.shape.llama()) {
+      json& m = j["model"];
+      m["family"] = family_name(s.shape.family);
+      m["kv_heads"] = s.shape.num_kv_heads;
+      m["intermediate_size"] = s.shape.intermediate_size;
+      m["tied_head"] = s.shape.tied_head;
+      m["norm_eps"] = s.shape.norm_eps;
+      m["rope_theta"] = s.shape.rope.theta;
+    }
   }
   j["train_data"] = s.train_data;
   j["val_data"] = s.val_data;

@@ -2,8 +2,9 @@
 # With one contributor, H = 1, outer lr 1, no momentum and no compression, a
 # pool round is a plain training step: the global model after round 1 equals
 # `myelin train --steps 1 --save` from the same init and data, to float rounding;
-# for a GPT-2 job from a seed and for a Llama-family job started from a model
-# file (init_checkpoint: GQA, untied head, saved as Hugging Face safetensors).
+# for a GPT-2 job from a seed, a Llama-family job started from a model file
+# (init_checkpoint: GQA, untied head, saved as Hugging Face safetensors) and a
+# Llama job from its shape and seed in the job file.
 source "$(dirname "$0")/common.sh" "$@"
 source "$(dirname "$0")/pool_common.sh"
 "$MYELIN" data synthetic --out data --examples 4000 --seed 3 >/dev/null
@@ -56,4 +57,15 @@ timeout 60 "$MYELIN" contribute --pool "$URL" --token "$ADMIN" --name solo --thr
 [ -f st/jobs/2/model_000001.bin ] || fail "no global Llama model after round 1"
 "$MYELIN" train "${LL[@]}" --model init/model.safetensors --steps 1 --save ref_llama.bin
 compare st/jobs/2/model_000001.bin ref_llama.bin st/jobs/2/model_000000.bin
-echo "pool equivalence: one round (H=1, outer lr 1, mu 0, no compression) == one training step, GPT-2 and Llama"
+
+# A Llama job from its shape in the job file (the train flags' fields): the
+# coordinator initialises it from the seed as `myelin train --family llama` does.
+sed -e 's|"model": {[^}]*}|"model": {"layers": 2, "heads": 4, "channels": 32, "vocab": 256, "max_seq_len": 32, "seed": 13, "family": "llama", "kv_heads": 2, "tied_head": false}|' \
+  -e 's|"equiv"|"equiv-llama-shape"|' "$(dirname "$0")/fixtures/pool_equivalence_job.json" > job_llama2.json
+"$MYELIN" pool submit --pool "$URL" --token "$ADMIN" job_llama2.json >/dev/null || fail "submit llama shape"
+timeout 60 "$MYELIN" contribute --pool "$URL" --token "$ADMIN" --name solo --threads 1 --work-dir wd \
+  --exit-when-idle > solo_llama2.log 2>&1 || fail "contributor (llama shape): $(cat solo_llama2.log)"
+[ -f st/jobs/3/model_000001.bin ] || fail "no global model after round 1 of the Llama-shape job"
+"$MYELIN" train "${LL[@]}" --untied-head --steps 1 --seed 13 --save ref_llama2.bin
+compare st/jobs/3/model_000001.bin ref_llama2.bin st/jobs/3/model_000000.bin
+echo "pool equivalence: one round (H=1, outer lr 1, mu 0, no compression) == one training step, GPT-2 and Llama (from a file and from a job's shape)"
