@@ -65,19 +65,20 @@ void print_status(const json& status, std::ostream& out) {
   const StatusResponse st = status.get<StatusResponse>();
   char line[512];
   out << "JOBS\n";
-  std::snprintf(line, sizeof(line), "%-4s %-18s %-8s %-11s %-28s %-8s %-10s\n", "id", "name",
-                "status", "round", "model", "contrib", "val loss");
+  // The model's description last, whole (a Llama shape's is long).
+  std::snprintf(line, sizeof(line), "%-4s %-18s %-8s %-11s %-8s %-10s %s\n", "id", "name", "status",
+                "round", "contrib", "val loss", "model");
   out << line;
   for (const auto& j : st.jobs) {
     std::optional<double> last = j.init_val_loss;
     for (const auto& r : j.history)
       if (r.val_loss) last = r.val_loss;
-    std::snprintf(line, sizeof(line), "%-4lld %-18s %-8s %5lld/%-5lld %-28s %3lld..%-3lld %-10s\n",
+    std::snprintf(line, sizeof(line), "%-4lld %-18s %-8s %5lld/%-5lld %3lld..%-3lld %-10s ",
                   static_cast<long long>(j.id), j.name.substr(0, 18).c_str(), j.status.c_str(),
                   static_cast<long long>(j.round), static_cast<long long>(j.rounds),
-                  j.model.substr(0, 28).c_str(), static_cast<long long>(j.min_contributors),
+                  static_cast<long long>(j.min_contributors),
                   static_cast<long long>(j.max_contributors), num(last).c_str());
-    out << line;
+    out << line << j.model.substr(0, 200) << "\n";
   }
   for (const auto& j : st.jobs) {
     out << "\nROUNDS of job " << j.id << " (newest 10)";
