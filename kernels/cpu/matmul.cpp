@@ -6,7 +6,7 @@
 //             reads N*OC + OC*IC + N*IC, writes N*IC + OC*IC (+OC).
 // Parallel layout: all parallelism comes from OpenMP. Each output (out, dinp,
 // dweight) is cut into tiles by its shape alone, never by the thread count:
-// row tiles (about 8, multiples of 16 rows, 16..256) when it has at least 64
+// row tiles (about 4, multiples of 16 rows, 16..256) when it has at least 64
 // rows, else column tiles the same way, else one tile. Each tile is one
 // single-threaded OpenBLAS gemm (cblas_sgemm / cblas_dgemm) over the whole
 // inner dimension, and the OpenMP threads share the tiles. So every element
@@ -49,7 +49,7 @@ Tiles tiles(int rows, int cols) {
     t.size = std::max(1, t.n);
     return t;
   }
-  t.size = std::clamp((t.n / 8 + 15) / 16 * 16, 16, 256);
+  t.size = std::clamp((t.n / 4 + 15) / 16 * 16, 16, 256);
   t.count = (t.n + t.size - 1) / t.size;
   return t;
 }
