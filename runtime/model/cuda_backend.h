@@ -24,9 +24,10 @@
 // (bf16, head size 64 or 128, any kv-head count; the default there);
 // MYELIN_CUDA_SR=<seed> writes bf16 parameters with stochastic rounding.
 //
-// Graphs: the device work of each forward and backward runs as a CUDA graph
-// from the second call of the same shape on (ModelEngine::device_work); a
-// backward with a hook between layers, one graph per layer.
+// Graphs: the device work of each forward, backward, clipping and AdamW call
+// runs as a CUDA graph from the second call with the same key on
+// (ModelEngine::device_work); a backward with a hook between layers, one
+// graph per layer.
 // MYELIN_CUDA_GRAPHS=0 launches every kernel from the host instead.
 //
 // Host synchronisation: uploads of up to one micro-batch of ints (tokens,
@@ -55,6 +56,17 @@
 namespace myelin {
 
 namespace cuda_backend_detail {
+// An on/off switch from the environment: unset or empty gives `fallback`,
+// "0" off, "1" on; any other value is an input error naming the variable.
+inline bool env_switch(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  const std::string v = e ? e : "";
+  if (v.empty()) return fallback;
+  if (v != "0" && v != "1")
+    throw InputError(std::string(name) + ": expected 0 or 1, got '" + v + "'");
+  return v == "1";
+}
+
 // Selects the device before any other member allocates on it.
 struct DeviceGuard {
   int index;
@@ -140,21 +152,10 @@ template <typename TT> class CudaBackend {
                 std::to_string(NH));
     if (opt.dtype != (std::is_same_v<T, float> ? "fp32" : "bf16"))
       throw std::logic_error("cuda backend: dtype does not match the storage type");
-    {
-      const char* gf = std::getenv("MYELIN_CUDA_GELU_FUSION");
-      const std::string v = gf ? gf : "";
-      if (!v.empty() && v != "0" && v != "1")
-        throw InputError("MYELIN_CUDA_GELU_FUSION: expected 0 or 1, got '" + v + "'");
-      const bool want = v.empty() ? !std::is_same_v<T, float> : v == "1";
-      gelu_fusion_ = want && opt.recompute == 0;
-    }
-    {
-      const char* g = std::getenv("MYELIN_CUDA_GRAPHS");
-      const std::string v = g ? g : "";
-      if (!v.empty() && v != "0" && v != "1")
-        throw InputError("MYELIN_CUDA_GRAPHS: expected 0 or 1, got '" + v + "'");
-      graphs_ = v != "0";
-    }
+    gelu_fusion_ =
+        cuda_backend_detail::env_switch("MYELIN_CUDA_GELU_FUSION", !std::is_same_v<T, float>) &&
+        opt.recompute == 0;
+    graphs_ = cuda_backend_detail::env_switch("MYELIN_CUDA_GRAPHS", true);
     if (const char* sr = std::getenv("MYELIN_CUDA_SR"))
       sr_seed_ = std::uint32_t(std::strtoul(sr, nullptr, 10));
     if constexpr (!std::is_same_v<T, float>) {

@@ -25,9 +25,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <functional>
 #include <map>
@@ -590,11 +590,7 @@ template <ModelBackend Be> class ModelEngine final : public Engine {
     std::array<std::uint64_t, 5> v; // per call, see its device_work
     auto operator<=>(const GraphKey&) const = default;
   };
-  static std::uint64_t bits(float x) {
-    std::uint32_t b = 0;
-    std::memcpy(&b, &x, sizeof(b));
-    return b;
-  }
+  static std::uint64_t bits(float x) { return std::bit_cast<std::uint32_t>(x); }
   struct Recorded {
     int seen = 0, kept = 0;
     typename graph_of<Be>::type graph{};

@@ -201,19 +201,14 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     nodes = it->second->nodes; // the exec may be destroyed by a node's caller later
   }
   const auto run = [nodes] {
+    std::size_t ran = 0;
+    cudaError_t e = cudaSuccess;
+    while (ran < nodes.size() && e == cudaSuccess) e = nodes[ran++]();
     Registry& r = reg();
-    {
-      std::lock_guard<std::mutex> lk(r.m);
-      ++r.launches;
-    }
-    for (const Node& n : nodes) {
-      {
-        std::lock_guard<std::mutex> lk(r.m);
-        ++r.nodes_run;
-      }
-      if (const cudaError_t e = n()) return e;
-    }
-    return cudaSuccess;
+    std::lock_guard<std::mutex> lk(r.m);
+    ++r.launches;
+    r.nodes_run += ran;
+    return e;
   };
   if (detail::capture(s, run)) return cudaSuccess; // a graph launched into a capture
   return run();
